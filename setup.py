@@ -1,0 +1,64 @@
+"""Builds gaio's native core, gaio._native, when a C compiler is present.
+
+The extension is optional: without a compiler (or off Linux/BSD/macOS) the
+package installs anyway and runs on the pure-Python engine.
+
+GAIO_SANITIZE=1 builds the core with AddressSanitizer and UBSan for the test
+suite (see .ci/run); GAIO_NO_NATIVE=1 skips the extension altogether.
+"""
+import glob
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class OptionalBuildExt(build_ext):
+    """Turn a failed compile into a warning: the python engine still works."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any toolchain failure
+            self._warn(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            if os.environ.get("GAIO_REQUIRE_NATIVE") == "1":
+                raise
+            self._warn(exc)
+
+    @staticmethod
+    def _warn(exc):
+        sys.stderr.write(
+            "warning: gaio's native core was not built (%s); "
+            "only engine='python' will be available\n" % exc
+        )
+
+
+def native_extension():
+    if os.environ.get("GAIO_NO_NATIVE") == "1" or sys.platform == "win32":
+        return []
+    compile_args = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                    "-Wno-missing-field-initializers", "-fvisibility=hidden"]
+    link_args = []
+    if os.environ.get("GAIO_SANITIZE") == "1":
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+               "-fno-sanitize-recover=undefined", "-g", "-O1"]
+        compile_args = [a for a in compile_args if a != "-O2"] + san
+        link_args += san
+    sources = sorted(glob.glob("src/gaio/_native/*.c"))
+    return [Extension(
+        "gaio._native",
+        sources=sources,
+        depends=sorted(glob.glob("src/gaio/_native/*.h")),
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        define_macros=[("_GNU_SOURCE", "1")],
+    )] if sources else []
+
+
+setup(ext_modules=native_extension(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,0 +1,50 @@
+"""Op and OpResult: what wait_io() hands back.
+
+The native core has its own OpResult type with the same fields; both are
+instances of gaio.OpResult (the native one is registered as a virtual subclass).
+"""
+import abc
+import enum
+
+
+class Op(enum.IntEnum):
+    READ = 0
+    WRITE = 1
+
+
+class OpResult(metaclass=abc.ABCMeta):
+    """The completion of one read or write request. Immutable.
+
+    op              Op.READ or Op.WRITE
+    conn            the socket object the request was made with
+    ctx             the request's ctx, passed through unchanged
+    buffer          the caller's buffer object; for a read without a buffer,
+                    a read-only memoryview of exactly `size` bytes over the
+                    watcher's internal buffer, released at the next wait_io()
+    size            bytes transferred (also when error is set)
+    error           None, EOFError, DeadlineExceededError, ConnClosedError or
+                    the OSError subclass matching errno
+    is_swap_buffer  True when buffer views the internal buffer
+    """
+
+    __slots__ = ("op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer")
+
+    def __init__(self, op, conn, ctx, buffer, size, error, is_swap_buffer):
+        setattr_ = object.__setattr__
+        setattr_(self, "op", op)
+        setattr_(self, "conn", conn)
+        setattr_(self, "ctx", ctx)
+        setattr_(self, "buffer", buffer)
+        setattr_(self, "size", size)
+        setattr_(self, "error", error)
+        setattr_(self, "is_swap_buffer", is_swap_buffer)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("OpResult is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError("OpResult is immutable")
+
+    def __repr__(self):
+        return "OpResult(op=%s, conn=%r, size=%d, error=%r, is_swap_buffer=%s)" % (
+            self.op.name, self.conn, self.size, self.error, self.is_swap_buffer)

@@ -1,0 +1,177 @@
+"""The Watcher front: one interface, an engine chosen by probing.
+
+`Watcher(...)` returns the engine's own watcher object: a native
+`gaio._native.Watcher` (engines "uring", "epoll", "kqueue") or a
+`gaio._python_engine.PythonWatcher`. No Python layer sits between the caller
+and a native engine's methods; both kinds are instances of `Watcher`.
+"""
+import abc
+import os
+
+from ._errors import EngineUnavailableError
+
+try:
+    from . import _native
+    _NATIVE_MISSING = None
+except ImportError as exc:  # built without a compiler, or on an unsupported OS
+    _native = None
+    _NATIVE_MISSING = str(exc)
+
+# The order of preference for engine="auto": fastest first.
+NATIVE_ENGINES = ("uring", "epoll", "kqueue")
+ENGINES = NATIVE_ENGINES + ("python",)
+DEFAULT_BUFSIZE = 65536
+MAX_BUFSIZE = 1 << 30
+
+
+def _check_bufsize(bufsize):
+    if isinstance(bufsize, bool) or not isinstance(bufsize, int):
+        raise TypeError("bufsize must be an int, not %s" % type(bufsize).__name__)
+    if not 1 <= bufsize <= MAX_BUFSIZE:
+        raise ValueError("bufsize must be from 1 to 2**30, got %d" % bufsize)
+
+
+def _requested_engine(engine):
+    """The engine name asked for: the argument, else $GAIO_ENGINE, else "auto"."""
+    if not isinstance(engine, str):
+        raise TypeError("engine must be a str, not %s" % type(engine).__name__)
+    source = "engine"
+    if engine == "auto":
+        engine = os.environ.get("GAIO_ENGINE", "").strip() or "auto"
+        source = "GAIO_ENGINE"
+    if engine != "auto" and engine not in ENGINES:
+        raise ValueError("unknown %s %r: choose one of %s or 'auto'"
+                         % (source, engine, ", ".join(repr(e) for e in ENGINES)))
+    return engine
+
+
+def _native_watcher(bufsize, name):
+    if _native is None:
+        raise EngineUnavailableError(
+            "engine %r needs gaio's native core, which is not built here: %s"
+            % (name, _NATIVE_MISSING))
+    return _native.Watcher(bufsize, engine=name)
+
+
+def available_engines():
+    """Probe every engine: {name: None if it runs here, else the reason it cannot}."""
+    report = {}
+    for name in ENGINES:
+        try:
+            w = Watcher(DEFAULT_BUFSIZE, engine=name)
+        except EngineUnavailableError as exc:
+            report[name] = str(exc)
+        else:
+            w.close()
+            report[name] = None
+    return report
+
+
+class Watcher(metaclass=abc.ABCMeta):
+    """Owns delegated sockets, performs read/write requests, returns completions.
+
+    Watcher(bufsize=65536, *, engine="auto")
+
+    bufsize  size of the internal buffer that reads without a buffer land in
+             (an int from 1 to 2**30); one batch of results never hands out
+             more than 4 * bufsize internal-buffer bytes.
+    engine   "auto" (default: $GAIO_ENGINE if set, else the fastest engine
+             that runs here: uring, epoll/kqueue, python) or one engine name.
+             A named engine that cannot run raises EngineUnavailableError.
+
+    Every engine runs on the caller's thread inside wait_io(): a watcher
+    starts no thread of its own.
+    """
+
+    def __new__(cls, bufsize=DEFAULT_BUFSIZE, *, engine="auto"):
+        if cls is not Watcher:  # a concrete engine class built directly
+            return super().__new__(cls)
+        _check_bufsize(bufsize)
+        name = _requested_engine(engine)
+        if name == "python":
+            return _python_watcher(bufsize)
+        if name != "auto":
+            return _native_watcher(bufsize, name)
+        if _native is not None:
+            for candidate in NATIVE_ENGINES:
+                try:
+                    return _native.Watcher(bufsize, engine=candidate)
+                except EngineUnavailableError:
+                    continue
+        return _python_watcher(bufsize)
+
+    # The interface every engine implements; the docstrings are the API reference.
+
+    engine: str
+    bufsize: int
+
+    @abc.abstractmethod
+    def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None):
+        """Request a read on `conn`; returns at once.
+
+        Completes when at least one byte was read into `buf` (any writable
+        contiguous buffer), at end of stream (size 0, error EOFError), on a
+        socket error, or at the deadline. Without `buf` the bytes land in the
+        watcher's internal buffer and the result's buffer is a read-only
+        memoryview valid until the next wait_io().
+        `timeout` is seconds from now, `deadline` a time.monotonic() value.
+        The first request on a socket delegates it: the watcher takes a
+        duplicate of its descriptor and closes the caller's object.
+        """
+
+    @abc.abstractmethod
+    def read_full(self, conn, buf, *, ctx=None, timeout=None, deadline=None):
+        """Request a read that completes when len(buf) bytes were read, or with
+        error set and size = bytes read so far."""
+
+    @abc.abstractmethod
+    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None):
+        """Request a write of every byte of `data` (a bytes-like object).
+
+        The watcher keeps `data` alive until completion; do not change a
+        mutable buffer before then. A result's internal-buffer view may be
+        written back directly: the watcher copies it at the request.
+        """
+
+    @abc.abstractmethod
+    def free(self, conn):
+        """Close `conn`'s descriptor now; its pending requests complete with
+        ConnClosedError. Unknown or already freed sockets are ignored."""
+
+    @abc.abstractmethod
+    def wait_io(self, timeout=None):
+        """Block (without the GIL) until at least one result is ready and
+        return every result ready by then, in completion order; [] when
+        `timeout` seconds pass first. Releases the previous batch's
+        internal-buffer views. One thread at a time may wait."""
+
+    @abc.abstractmethod
+    def close(self):
+        """Close every delegated descriptor and drop pending requests.
+        Idempotent; later calls (but close and stats) raise WatcherClosedError."""
+
+    @abc.abstractmethod
+    def stats(self):
+        """Counters: submitted, completed, bytes_read, bytes_written, watched,
+        pending, timeouts (and engine-specific extras)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _python_watcher(bufsize):
+    from ._python_engine import PythonWatcher
+    return PythonWatcher(bufsize)
+
+
+def _register_native_types():
+    if _native is not None:
+        from ._result import OpResult
+        Watcher.register(_native.Watcher)
+        OpResult.register(_native.OpResult)
+
+
+_register_native_types()
