@@ -50,11 +50,11 @@ def native_extension():
                "-fno-sanitize-recover=undefined", "-g", "-O1"]
         compile_args = [a for a in compile_args if a != "-O2"] + san
         link_args += san
-    sources = sorted(glob.glob("src/gaio/_native/*.c"))
+    sources = sorted(glob.glob("src/native/*.c"))
     return [Extension(
         "gaio._native",
         sources=sources,
-        depends=sorted(glob.glob("src/gaio/_native/*.h")),
+        depends=sorted(glob.glob("src/native/*.h")),
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=[("_GNU_SOURCE", "1")],
