@@ -1,0 +1,136 @@
+/* A thin io_uring ring without liburing: setup with feature probing, the
+ * mmap'ed submission and completion rings, io_uring_enter, and a provided
+ * buffer ring. No policy: engine_uring.c decides what to submit and when.
+ *
+ * Thread use: one thread at a time per ring (the engine's caller holds the
+ * watcher's lock or is its single waiter); nothing here locks.
+ */
+#ifndef GAIO_URING_RING_H
+#define GAIO_URING_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "uring_abi.h"
+
+#define GAIO__URING_REASON_MAX 256
+
+struct gaio__uring {
+    int fd;
+    uint32_t setup_flags; /* the flags the kernel accepted */
+    uint32_t features;
+
+    /* submission ring: `sq_local_tail` counts SQEs prepared, published to
+     * the kernel's tail by the next enter */
+    uint32_t *sq_head;
+    uint32_t *sq_tail;
+    uint32_t *sq_flags;
+    uint32_t sq_mask;
+    uint32_t sq_entries;
+    uint32_t sq_local_tail;
+    struct gaio__io_uring_sqe *sqes;
+
+    /* completion ring */
+    uint32_t *cq_head;
+    uint32_t *cq_tail;
+    uint32_t cq_mask;
+    uint32_t cq_entries;
+    struct gaio__io_uring_cqe *cqes;
+
+    void *ring_mem;
+    size_t ring_len;
+    void *sqe_mem;
+    size_t sqe_len;
+};
+
+/* Opens a ring with `sq_entries` submission slots and at least
+ * `cq_entries` completion slots. Setup flags are tried fastest first:
+ * SINGLE_ISSUER|DEFER_TASKRUN (only if `allow_single_issuer`: every later
+ * enter must then come from this thread), COOP_TASKRUN|TASKRUN_FLAG, none.
+ * Fails (returns -1, `reason` filled in) when io_uring is refused
+ * (GAIO_URING_DISABLE=1, sysctl, seccomp, old kernel) or lacks a feature
+ * gaio needs: FEAT_SINGLE_MMAP, FEAT_NODROP, FEAT_FAST_POLL, FEAT_EXT_ARG,
+ * and the RECV, SEND, READ and ASYNC_CANCEL opcodes (Linux 5.11). */
+int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_entries,
+                     int allow_single_issuer, char reason[GAIO__URING_REASON_MAX]);
+void gaio__uring_close(struct gaio__uring *ring);
+
+/* A zeroed SQE to fill in, or NULL when the submission ring is full (then
+ * gaio__uring_submit() makes room). */
+struct gaio__io_uring_sqe *gaio__uring_get_sqe(struct gaio__uring *ring);
+unsigned gaio__uring_sq_unsubmitted(const struct gaio__uring *ring);
+
+/* Submits every prepared SQE without waiting. Returns >= 0 or -errno. */
+int gaio__uring_submit(struct gaio__uring *ring);
+
+/* Submits every prepared SQE and, in the same system call, waits until at
+ * least one completion is ready or `timeout_ns` passes (< 0: no limit;
+ * 0: do not sleep, but still run pending task work).
+ * Returns >= 0, -ETIME at the timeout, -EINTR on a signal, or -errno. */
+int gaio__uring_submit_and_wait(struct gaio__uring *ring, int64_t timeout_ns);
+
+/* Completions: read `ready` entries from `first`, then advance. */
+static inline uint32_t gaio__uring_cq_ready(const struct gaio__uring *ring, uint32_t *first)
+{
+    uint32_t head = *ring->cq_head; /* only we write it */
+    *first = head;
+    return __atomic_load_n(ring->cq_tail, __ATOMIC_ACQUIRE) - head;
+}
+
+static inline struct gaio__io_uring_cqe *gaio__uring_cqe_at(const struct gaio__uring *ring,
+                                                            uint32_t index)
+{
+    return &ring->cqes[index & ring->cq_mask];
+}
+
+static inline void gaio__uring_cq_advance(struct gaio__uring *ring, uint32_t count)
+{
+    /* release: the kernel must not reuse the slots before we have read them */
+    __atomic_store_n(ring->cq_head, *ring->cq_head + count, __ATOMIC_RELEASE);
+}
+
+/* True when completions are held in the kernel because the CQ ring was full
+ * (FEAT_NODROP keeps them); an enter with GETEVENTS flushes them. */
+static inline int gaio__uring_cq_overflowed(const struct gaio__uring *ring)
+{
+    return (__atomic_load_n(ring->sq_flags, __ATOMIC_RELAXED) & GAIO__IORING_SQ_CQ_OVERFLOW) != 0;
+}
+
+/* A provided buffer ring (Linux 5.19): `count` buffers of `size` bytes that
+ * buffer-select reads land in; a buffer is lent to one completion and comes
+ * back with gaio__uring_bufring_recycle(). */
+struct gaio__uring_bufring {
+    struct gaio__io_uring_buf *entries; /* the ring shared with the kernel */
+    size_t ring_len;
+    char *memory; /* `count` * `size` bytes */
+    size_t memory_len;
+    uint32_t size;
+    uint16_t count; /* a power of two */
+    uint16_t group;
+    uint16_t local_tail;
+};
+
+int gaio__uring_bufring_open(struct gaio__uring *ring, struct gaio__uring_bufring *bufs,
+                             uint16_t group, uint16_t count, uint32_t size,
+                             char reason[GAIO__URING_REASON_MAX]);
+void gaio__uring_bufring_close(struct gaio__uring *ring, struct gaio__uring_bufring *bufs);
+void gaio__uring_bufring_recycle(struct gaio__uring_bufring *bufs, uint16_t id);
+
+static inline char *gaio__uring_bufring_data(const struct gaio__uring_bufring *bufs, uint16_t id)
+{
+    return bufs->memory + (size_t)id * bufs->size;
+}
+
+/* Encodes the common SQEs. */
+void gaio__uring_prep_recv(struct gaio__io_uring_sqe *sqe, int fd, void *buf, uint32_t len,
+                           uint64_t user_data);
+void gaio__uring_prep_recv_select(struct gaio__io_uring_sqe *sqe, int fd, uint32_t len,
+                                  uint16_t group, uint64_t user_data);
+void gaio__uring_prep_send(struct gaio__io_uring_sqe *sqe, int fd, const void *buf, uint32_t len,
+                           uint64_t user_data);
+void gaio__uring_prep_read(struct gaio__io_uring_sqe *sqe, int fd, void *buf, uint32_t len,
+                           uint64_t user_data);
+void gaio__uring_prep_cancel(struct gaio__io_uring_sqe *sqe, uint64_t target, uint64_t user_data);
+void gaio__uring_prep_nop(struct gaio__io_uring_sqe *sqe, uint64_t user_data);
+
+#endif

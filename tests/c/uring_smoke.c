@@ -1,0 +1,160 @@
+/* Smoke test of gaio's io_uring kernel layer (src/native/uring_ring.c) on
+ * its own, without Python: recv/send on a socketpair, a buffer-select recv,
+ * a timed wait, cancelling an in-flight recv, and more SQEs than the
+ * submission ring holds. Exit 0 = pass, 77 = io_uring refused here (skip;
+ * the reason is printed), anything else = failure.
+ * Built and run by tests/test_uring_kernel_layer.py.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "uring_ring.h"
+
+#define CHECK(cond)                                                                    \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
+            exit(1);                                                                   \
+        }                                                                              \
+    } while (0)
+
+static struct gaio__uring ring;
+
+/* Waits for one completion (at most 2 s) and returns a copy of it. */
+static struct gaio__io_uring_cqe wait_one(void)
+{
+    uint32_t first;
+    while (gaio__uring_cq_ready(&ring, &first) == 0) {
+        int ret = gaio__uring_submit_and_wait(&ring, 2000000000LL);
+        CHECK(ret >= 0 || ret == -EINTR);
+    }
+    struct gaio__io_uring_cqe cqe = *gaio__uring_cqe_at(&ring, first);
+    gaio__uring_cq_advance(&ring, 1);
+    return cqe;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_send_recv(int a, int b)
+{
+    char out[6] = "hello", in[16] = {0};
+    gaio__uring_prep_send(gaio__uring_get_sqe(&ring), a, out, 5, 1);
+    gaio__uring_prep_recv(gaio__uring_get_sqe(&ring), b, in, sizeof in, 2);
+    struct gaio__io_uring_cqe c1 = wait_one(), c2 = wait_one();
+    struct gaio__io_uring_cqe *send = c1.user_data == 1 ? &c1 : &c2;
+    struct gaio__io_uring_cqe *recv = c1.user_data == 2 ? &c1 : &c2;
+    CHECK(send->user_data == 1 && send->res == 5);
+    CHECK(recv->user_data == 2 && recv->res == 5);
+    CHECK(memcmp(in, "hello", 5) == 0);
+}
+
+static void test_buffer_select(int a, int b)
+{
+    char reason[GAIO__URING_REASON_MAX];
+    struct gaio__uring_bufring bufs;
+    CHECK(gaio__uring_bufring_open(&ring, &bufs, 7, 4, 64, reason) == 0);
+    /* armed before any data: the kernel polls, no buffer is taken yet */
+    gaio__uring_prep_recv_select(gaio__uring_get_sqe(&ring), b, 64, 7, 3);
+    CHECK(gaio__uring_submit(&ring) == 1);
+    CHECK(write(a, "world", 5) == 5);
+    struct gaio__io_uring_cqe cqe = wait_one();
+    CHECK(cqe.user_data == 3 && cqe.res == 5);
+    CHECK(cqe.flags & GAIO__IORING_CQE_F_BUFFER);
+    uint16_t id = (uint16_t)(cqe.flags >> GAIO__IORING_CQE_BUFFER_SHIFT);
+    CHECK(id < 4);
+    CHECK(memcmp(gaio__uring_bufring_data(&bufs, id), "world", 5) == 0);
+    gaio__uring_bufring_recycle(&bufs, id);
+
+    /* an empty buffer ring: the read completes with ENOBUFS, never blocks */
+    for (int i = 0; i < 4; i++) {
+        CHECK(write(a, "x", 1) == 1);
+        gaio__uring_prep_recv_select(gaio__uring_get_sqe(&ring), b, 64, 7, 10 + i);
+        cqe = wait_one();
+        CHECK(cqe.res == 1 && (cqe.flags & GAIO__IORING_CQE_F_BUFFER));
+    }
+    CHECK(write(a, "y", 1) == 1);
+    gaio__uring_prep_recv_select(gaio__uring_get_sqe(&ring), b, 64, 7, 20);
+    cqe = wait_one();
+    CHECK(cqe.user_data == 20 && cqe.res == -ENOBUFS);
+    char drain[8];
+    CHECK(read(b, drain, sizeof drain) == 1);
+    gaio__uring_bufring_close(&ring, &bufs);
+}
+
+static void test_timed_wait(void)
+{
+    double start = now();
+    int ret = gaio__uring_submit_and_wait(&ring, 50000000LL);
+    double elapsed = now() - start;
+    CHECK(ret == -ETIME);
+    CHECK(elapsed >= 0.049 && elapsed < 1.0);
+}
+
+static void test_cancel_in_flight(int b)
+{
+    char in[16];
+    gaio__uring_prep_recv(gaio__uring_get_sqe(&ring), b, in, sizeof in, 30);
+    CHECK(gaio__uring_submit(&ring) == 1);
+    gaio__uring_prep_cancel(gaio__uring_get_sqe(&ring), 30, 31);
+    struct gaio__io_uring_cqe c1 = wait_one(), c2 = wait_one();
+    struct gaio__io_uring_cqe *recv = c1.user_data == 30 ? &c1 : &c2;
+    struct gaio__io_uring_cqe *cancel = c1.user_data == 31 ? &c1 : &c2;
+    CHECK(recv->user_data == 30 && recv->res == -ECANCELED);
+    CHECK(cancel->user_data == 31 && cancel->res == 0);
+}
+
+static void test_sq_full(void)
+{
+    unsigned total = ring.sq_entries * 3 + 1, seen = 0;
+    for (unsigned i = 0; i < total; i++) {
+        struct gaio__io_uring_sqe *sqe = gaio__uring_get_sqe(&ring);
+        if (sqe == NULL) { /* full: hand what we have to the kernel, then retry */
+            CHECK(gaio__uring_submit(&ring) > 0);
+            sqe = gaio__uring_get_sqe(&ring);
+        }
+        CHECK(sqe != NULL);
+        gaio__uring_prep_nop(sqe, 1000 + i);
+    }
+    while (seen < total) {
+        struct gaio__io_uring_cqe cqe = wait_one();
+        CHECK(cqe.res == 0 && cqe.user_data >= 1000 && cqe.user_data < 1000 + total);
+        seen++;
+        if (gaio__uring_cq_overflowed(&ring))
+            gaio__uring_submit_and_wait(&ring, 0);
+    }
+}
+
+int main(void)
+{
+    char reason[GAIO__URING_REASON_MAX];
+    if (gaio__uring_open(&ring, 8, 16, 1, reason) < 0) {
+        printf("skip: %s\n", reason);
+        return 77;
+    }
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+    test_send_recv(sv[0], sv[1]);
+    test_buffer_select(sv[0], sv[1]);
+    test_timed_wait();
+    test_cancel_in_flight(sv[1]);
+    test_sq_full();
+    printf("ok: setup flags 0x%x features 0x%x sq %u cq %u\n", ring.setup_flags,
+           ring.features, ring.sq_entries, ring.cq_entries);
+    close(sv[0]);
+    close(sv[1]);
+    gaio__uring_close(&ring);
+    return 0;
+}
