@@ -1,6 +1,10 @@
 /* io_uring ring setup, probing and system calls; see uring_ring.h. */
 #ifdef __linux__
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* syscall(), MAP_POPULATE when built outside setup.py */
+#endif
+
 #include "uring_ring.h"
 
 #include <errno.h>
