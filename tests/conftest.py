@@ -1,0 +1,301 @@
+"""Shared fixtures and helpers for gaio's behavioural suite.
+
+Every behavioural test takes the `engine` fixture (or `watcher`, built on it),
+so it runs once per engine in gaio.ENGINES; an engine that cannot run here is
+skipped with the reason gaio.available_engines() gives. The pure-Python engine
+is the oracle: the native engines must pass the same tests unchanged.
+
+Leak accounting runs around every test: the set of open descriptors and the
+number of threads (Python's and the kernel's) must be the same after the test's
+own fixtures are torn down as before the test started.
+
+Helpers that tests import directly (`from conftest import collect, ...`):
+collect, recv_exactly, recv_until_eof, wait_readable, pattern, fd_inode,
+fds_of_inode, open_fds, os_thread_count, need_fds.
+"""
+import gc
+import os
+import random
+import resource
+import select
+import socket
+import threading
+import time
+
+import pytest
+
+import gaio
+
+# Thousands-of-connections tests need more than the usual 1024 descriptors.
+_SOFT, _HARD = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _HARD == resource.RLIM_INFINITY or _SOFT < _HARD:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_HARD, _HARD))
+
+
+# ---------------------------------------------------------------- engines
+
+_AVAILABLE = None
+
+
+def available_engines():
+    """gaio.available_engines(), probed once per session."""
+    global _AVAILABLE
+    if _AVAILABLE is None:
+        _AVAILABLE = gaio.available_engines()
+    return _AVAILABLE
+
+
+@pytest.fixture(params=gaio.ENGINES)
+def engine(request):
+    reason = available_engines().get(request.param, "not probed")
+    if reason is not None:
+        pytest.skip("engine %r unavailable: %s" % (request.param, reason))
+    return request.param
+
+
+@pytest.fixture
+def watcher(engine):
+    w = gaio.Watcher(engine=engine)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.fixture
+def make_watcher(engine):
+    """Factory for extra watchers of the test's engine, all closed at teardown."""
+    made = []
+
+    def make(bufsize=65536):
+        w = gaio.Watcher(bufsize, engine=engine)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()
+
+
+# ---------------------------------------------------------------- leak accounting
+
+def open_fds():
+    """{fd: readlink target} of this process, minus the listing's own descriptor."""
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out[int(name)] = os.readlink("/proc/self/fd/" + name)
+        except OSError:  # the listdir's own descriptor, gone by now
+            pass
+    return out
+
+
+def os_thread_count():
+    """Kernel threads of this process: sees native threads Python does not know."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def _settle(check, seconds=1.0):
+    """Retry `check` (which returns a problem string or None) for a while."""
+    end = time.monotonic() + seconds
+    while True:
+        gc.collect()
+        problem = check()
+        if problem is None or time.monotonic() > end:
+            return problem
+        time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def leak_accounting():
+    """Descriptors and threads after the test (and its fixtures) == before."""
+    gc.collect()
+    fds_before = open_fds()
+    py_threads_before = threading.active_count()
+    os_threads_before = os_thread_count()
+    yield
+
+    def fd_problem():
+        now = open_fds()
+        leaked = {fd: t for fd, t in now.items()
+                  if fd not in fds_before or fds_before[fd] != t}
+        if leaked:
+            return "descriptors leaked: %r" % leaked
+        return None
+
+    def thread_problem():
+        if threading.active_count() != py_threads_before:
+            return "Python threads: %d before, %d after: %r" % (
+                py_threads_before, threading.active_count(), threading.enumerate())
+        if os_thread_count() != os_threads_before:
+            return "OS threads: %d before, %d after" % (os_threads_before, os_thread_count())
+        return None
+
+    problems = [p for p in (_settle(fd_problem), _settle(thread_problem)) if p]
+    assert not problems, "; ".join(problems)
+
+
+# ---------------------------------------------------------------- sockets
+
+class Net:
+    """Loopback sockets for one test; every socket made here is closed at teardown."""
+
+    def __init__(self):
+        self._listener = None
+        self._owned = []
+
+    def track(self, sock):
+        self._owned.append(sock)
+        return sock
+
+    def listener(self):
+        if self._listener is None:
+            self._listener = self.track(
+                socket.create_server(("127.0.0.1", 0), backlog=4096))
+        return self._listener
+
+    def pair(self, unix=False):
+        """(client, server): a connected TCP pair over 127.0.0.1 (or AF_UNIX)."""
+        if unix:
+            a, b = socket.socketpair()
+            return self.track(a), self.track(b)
+        lis = self.listener()
+        client = self.track(socket.create_connection(lis.getsockname()))
+        server, _ = lis.accept()
+        return client, self.track(server)
+
+    def pairs(self, n, unix=False):
+        return [self.pair(unix=unix) for _ in range(n)]
+
+    def forget(self):
+        """Drop our references (sockets already closed stay closed)."""
+        self._owned.clear()
+
+    def close_all(self):
+        for s in self._owned:
+            s.close()
+        self._owned.clear()
+        self._listener = None
+
+
+@pytest.fixture
+def net():
+    n = Net()
+    try:
+        yield n
+    finally:
+        n.close_all()
+
+
+@pytest.fixture
+def pair(net):
+    """pair(unix=False) -> (client socket, server-side accepted socket)."""
+    return net.pair
+
+
+def need_fds(count):
+    """Skip unless `count` more descriptors fit under the (raised) soft limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and len(open_fds()) + count > soft:
+        pytest.skip("needs %d more descriptors, RLIMIT_NOFILE is %d" % (count, soft))
+
+
+# ---------------------------------------------------------------- waiting
+
+def collect(w, n, timeout=5.0, each=None):
+    """wait_io() with bounded timeouts until at least `n` results arrived.
+
+    `each(result)` runs while the result's batch is live (internal-buffer views
+    are still valid). Fails the test if `timeout` seconds pass first.
+    """
+    end = time.monotonic() + timeout
+    out = []
+    while len(out) < n:
+        left = end - time.monotonic()
+        if left <= 0:
+            pytest.fail("collect: %d of %d results within %.1fs: %r"
+                        % (len(out), n, timeout, out[:20]))
+        batch = w.wait_io(min(left, 0.25))
+        for res in batch:
+            if each is not None:
+                each(res)
+        out.extend(batch)
+    return out
+
+
+def collect_one(w, timeout=5.0):
+    results = collect(w, 1, timeout)
+    assert len(results) == 1, results
+    return results[0]
+
+
+def wait_readable(sock, timeout=2.0):
+    r, _, _ = select.select([sock], [], [], timeout)
+    assert r, "socket not readable within %.1fs" % timeout
+
+
+def recv_exactly(sock, n, timeout=10.0):
+    """Read exactly n bytes from a test-side socket, bounded in time."""
+    sock.settimeout(timeout)
+    chunks = bytearray()
+    end = time.monotonic() + timeout
+    while len(chunks) < n:
+        if time.monotonic() > end:
+            pytest.fail("recv_exactly: %d of %d bytes" % (len(chunks), n))
+        data = sock.recv(min(n - len(chunks), 1 << 20))
+        if not data:
+            pytest.fail("recv_exactly: EOF after %d of %d bytes" % (len(chunks), n))
+        chunks += data
+    return bytes(chunks)
+
+
+def recv_until_eof(sock, timeout=10.0, limit=1 << 30):
+    sock.settimeout(timeout)
+    chunks = bytearray()
+    end = time.monotonic() + timeout
+    while True:
+        if time.monotonic() > end:
+            pytest.fail("recv_until_eof: no EOF within %.1fs (%d bytes)" % (timeout, len(chunks)))
+        data = sock.recv(1 << 20)
+        if not data:
+            return bytes(chunks)
+        chunks += data
+        assert len(chunks) <= limit
+
+
+def pattern(n, seed=0):
+    """n reproducible pseudo-random bytes."""
+    return random.Random(seed).randbytes(n)
+
+
+def reset(sock):
+    """Close `sock` so the peer gets a RST (SO_LINGER 0), not a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()
+
+
+# ---------------------------------------------------------------- descriptors of a socket
+
+def fd_inode(sock):
+    """The kernel object a socket's descriptor refers to, e.g. 'socket:[1234]'."""
+    return os.readlink("/proc/self/fd/%d" % sock.fileno())
+
+
+def fds_of_inode(inode):
+    """Every descriptor of this process referring to `inode` (a readlink target)."""
+    return [fd for fd, target in open_fds().items() if target == inode]
+
+
+def run_in_thread(fn, *args):
+    """Start fn(*args) in a thread; returns (thread, box) where box gets 'result'/'error'."""
+    box = {}
+
+    def body():
+        try:
+            box["result"] = fn(*args)
+        except BaseException as exc:  # reported to the test thread
+            box["error"] = exc
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t, box

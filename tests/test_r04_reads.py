@@ -1,0 +1,224 @@
+"""R4: reads into caller buffers of any writable contiguous kind, and reads into
+the watcher's internal buffer: read-only views of exactly `size` bytes, released
+at the next wait_io(), never showing another connection's bytes, bounded by
+4 x bufsize per batch."""
+import array
+import ctypes
+import mmap
+import time
+
+import pytest
+
+import gaio
+from conftest import collect, pattern, reset, wait_readable
+
+
+def _numpy_array():
+    np = pytest.importorskip("numpy")
+    return np.zeros(32, dtype=np.uint8)
+
+
+BUFFERS = {
+    "bytearray": lambda: bytearray(32),
+    "memoryview": lambda: memoryview(bytearray(32)),
+    "array-B": lambda: array.array("B", bytes(32)),
+    "array-i": lambda: array.array("i", [0] * 8),  # 32 bytes, itemsize 4
+    "mmap": lambda: mmap.mmap(-1, 32),
+    "ctypes": lambda: ctypes.create_string_buffer(32),
+    "numpy": _numpy_array,
+}
+
+
+@pytest.mark.parametrize("kind", BUFFERS)
+@pytest.mark.parametrize("method", ["read", "read_full"])
+def test_caller_buffer_kinds(watcher, pair, kind, method):
+    client, server = pair()
+    buf = BUFFERS[kind]()
+    payload = pattern(32, seed=7)
+    getattr(watcher, method)(server, buf, ctx=kind)
+    client.sendall(payload)
+    got = bytearray()
+    end = time.monotonic() + 5
+    while len(got) < 32 and time.monotonic() < end:
+        res = collect(watcher, 1)[0]
+        assert res.error is None and res.buffer is buf and res.ctx == kind
+        assert res.op == gaio.Op.READ and res.is_swap_buffer is False
+        got += memoryview(buf).cast("B")[:res.size]
+        if len(got) < 32:
+            assert method == "read"
+            watcher.read(server, buf)
+    assert bytes(got) == payload
+    if kind == "mmap":
+        buf.close()
+
+
+def test_slice_of_a_bytearray_is_filled_in_place(watcher, pair):
+    client, server = pair()
+    backing = bytearray(b"." * 20)
+    view = memoryview(backing)[5:15]
+    watcher.read_full(server, view)
+    client.sendall(b"0123456789")
+    res = collect(watcher, 1)[0]
+    assert res.size == 10 and res.buffer is view
+    assert backing == b".....0123456789....."
+
+
+def test_read_completes_with_what_arrived_and_leaves_the_rest_untouched(watcher, pair):
+    client, server = pair()
+    buf = bytearray(b"\xee" * 100)
+    watcher.read(server, buf)
+    client.sendall(b"abc")
+    res = collect(watcher, 1)[0]
+    assert res.error is None and 1 <= res.size <= 3
+    assert buf[:res.size] == b"abc"[:res.size]
+    assert buf[res.size:] == b"\xee" * (100 - res.size)
+
+
+@pytest.mark.parametrize("how", ["close", "shutdown"])
+@pytest.mark.parametrize("internal", [False, True])
+def test_end_of_stream(watcher, pair, how, internal):
+    client, server = pair()
+    if internal:
+        watcher.read(server)
+    else:
+        watcher.read(server, bytearray(8))
+    if how == "close":
+        client.close()
+    else:
+        client.shutdown(2)
+    res = collect(watcher, 1)[0]
+    assert res.size == 0 and isinstance(res.error, EOFError)
+    if internal:
+        assert res.buffer is None and res.is_swap_buffer is False
+
+
+def test_reset_by_peer_is_a_connection_reset_error(watcher, pair):
+    client, server = pair()
+    watcher.read(server, bytearray(8))
+    watcher.read(server)
+    reset(client)
+    results = collect(watcher, 2)
+    assert isinstance(results[0].error, ConnectionResetError)
+    assert results[0].size == 0
+    # after the reset is reported, the stream is at its end
+    assert isinstance(results[1].error, (ConnectionResetError, EOFError))
+    assert results[1].buffer is None and results[1].is_swap_buffer is False
+
+
+def test_internal_buffer_read_is_a_readonly_view_of_exactly_size_bytes(watcher, pair):
+    client, server = pair()
+    client.sendall(b"hello internal buffer")
+    wait_readable(server)
+    watcher.read(server, ctx="i")
+    res = collect(watcher, 1)[0]
+    assert res.error is None and res.is_swap_buffer is True and res.ctx == "i"
+    assert isinstance(res.buffer, memoryview)
+    assert res.buffer.readonly
+    assert len(res.buffer) == res.size == res.buffer.nbytes
+    assert bytes(res.buffer) == b"hello internal buffer"
+    with pytest.raises(TypeError):
+        res.buffer[0] = 0
+
+
+def test_internal_view_is_released_at_the_next_wait_io(watcher, pair):
+    client, server = pair()
+    client.sendall(b"short-lived")
+    watcher.read(server)
+    res = collect(watcher, 1)[0]
+    view = res.buffer
+    assert bytes(view) == b"short-lived"
+    watcher.wait_io(0)  # even an empty wait releases the previous batch's views
+    for touch in (lambda: bytes(view), lambda: view[0], lambda: view.tobytes(),
+                  lambda: len(view), lambda: memoryview(view)):
+        with pytest.raises(ValueError):
+            touch()
+    with pytest.raises(ValueError):
+        bytes(res.buffer)
+
+
+def test_internal_view_never_shows_another_connections_bytes(make_watcher, net):
+    w = make_watcher(bufsize=64)
+    pairs = net.pairs(6)
+    fill = [bytes([65 + i]) * 4096 for i in range(len(pairs))]
+    stale = []
+    seen = [0] * len(pairs)
+    for i, (client, server) in enumerate(pairs):
+        client.sendall(fill[i])
+        w.read(server, ctx=i)
+    end = time.monotonic() + 20
+    while sum(seen) < 4096 * len(pairs) and time.monotonic() < end:
+        for view in stale:
+            with pytest.raises(ValueError):
+                bytes(view)
+        stale = []
+        for res in w.wait_io(0.5):
+            assert res.error is None and res.is_swap_buffer
+            data = bytes(res.buffer)
+            assert data == fill[res.ctx][:res.size], "bytes from another connection"
+            seen[res.ctx] += res.size
+            stale.append(res.buffer)
+            if seen[res.ctx] < 4096:
+                w.read(res.conn, ctx=res.ctx)
+    assert seen == [4096] * len(pairs)
+
+
+@pytest.mark.parametrize("bufsize", [1, 100, 1024])
+def test_internal_bytes_per_batch_never_exceed_four_bufsize(make_watcher, net, bufsize):
+    w = make_watcher(bufsize=bufsize)
+    pairs = net.pairs(16)
+    per_conn = 8 * bufsize if bufsize > 1 else 64
+    for i, (client, server) in enumerate(pairs):
+        client.sendall(pattern(per_conn, seed=i))
+    time.sleep(0.05)
+    for i, (_, server) in enumerate(pairs):
+        w.read(server, ctx=i)
+    got = [bytearray() for _ in pairs]
+    end = time.monotonic() + 30
+    while any(len(g) < per_conn for g in got) and time.monotonic() < end:
+        batch = w.wait_io(0.5)
+        handed_out = 0
+        for res in batch:
+            assert res.error is None
+            handed_out += res.size
+            got[res.ctx] += res.buffer
+            if len(got[res.ctx]) < per_conn:
+                w.read(res.conn, ctx=res.ctx)
+        assert handed_out <= 4 * bufsize, "batch handed out %d bytes, bufsize %d" % (
+            handed_out, bufsize)
+    for i, g in enumerate(got):
+        assert bytes(g) == pattern(per_conn, seed=i)
+
+
+def test_a_result_view_can_be_copied_and_the_copy_outlives_it(watcher, pair):
+    client, server = pair()
+    client.sendall(b"keep me")
+    watcher.read(server)
+    res = collect(watcher, 1)[0]
+    copy = bytes(res.buffer)
+    client.sendall(b"overwrite")
+    watcher.read(server)
+    collect(watcher, 1)
+    assert copy == b"keep me"
+
+
+def test_caller_buffer_is_kept_alive_by_a_pending_read(watcher, pair):
+    import gc
+    import weakref
+
+    class Buf(bytearray):
+        pass
+
+    client, server = pair()
+    buf = Buf(16)
+    ref = weakref.ref(buf)
+    watcher.read(server, buf)
+    del buf
+    gc.collect()
+    assert ref() is not None, "the watcher dropped a buffer it is reading into"
+    client.sendall(b"into a kept buffer")
+    res = collect(watcher, 1)[0]
+    assert res.buffer is ref()
+    assert res.buffer[:res.size] == b"into a kept buffer"[:res.size]
+    del res
+    gc.collect()
+    assert ref() is None, "the watcher kept a completed read's buffer alive"
