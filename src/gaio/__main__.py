@@ -1,5 +1,6 @@
 """Command line: `python -m gaio demo [options]`."""
 import argparse
+import signal
 import sys
 
 from ._watcher import ENGINES
@@ -17,6 +18,10 @@ def positive_float(text):
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0, got %s" % text)
     return value
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def build_parser():
@@ -52,6 +57,9 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return 2
     from ._demo import DemoError, run
+    # A plain `kill` gets the same clean shutdown as Ctrl-C: the client process
+    # is reaped and the server's threads joined.
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         return run(args)
     except DemoError as exc:
