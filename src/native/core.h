@@ -1,0 +1,202 @@
+/* gaio's C core: the types every engine sees.
+ *
+ * The core owns connections (a slot table with generation numbers), each
+ * connection's read and write FIFOs, the deadline heap, the internal (swap)
+ * buffer and the list of finished requests. It knows nothing of Python: a
+ * request is embedded in the binding's own struct (module.c), which alone
+ * interprets it.
+ *
+ * Threads: the core starts none. All I/O happens inside gaio_core_wait(),
+ * called by the one thread in wait_io() with the GIL released. Other threads
+ * only append to the incoming queue (under core->lock) and wake the engine.
+ */
+#ifndef GAIO_CORE_H
+#define GAIO_CORE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct gaio_core gaio_core;
+typedef struct gaio_conn gaio_conn;
+typedef struct gaio_req gaio_req;
+struct gaio_engine_ops;
+
+enum gaio_kind { GAIO_READ = 0, GAIO_WRITE = 1 };
+
+/* gaio_req.error: 0, a positive errno, or one of these. */
+enum {
+    GAIO_ERR_EOF = -1,      /* end of stream */
+    GAIO_ERR_DEADLINE = -2, /* deadline passed */
+    GAIO_ERR_CLOSED = -3,   /* free() of the connection (or close of the watcher) */
+};
+
+/* gaio_req.state */
+enum {
+    GAIO_REQ_INCOMING = 0, /* in core->incoming, not yet on its connection */
+    GAIO_REQ_QUEUED,       /* in its connection's FIFO */
+    GAIO_REQ_CANCELLING,   /* head whose engine.cancel() returned 1: waits for gaio_core_finish */
+    GAIO_REQ_DONE,         /* in core->done, waiting to be delivered */
+};
+
+/* gaio_core_wait() results */
+enum {
+    GAIO_WAIT_RESULTS = 1,  /* core->done is not empty */
+    GAIO_WAIT_TIMEOUT = 0,  /* time is up, nothing finished */
+    GAIO_WAIT_CLOSED = -1,  /* gaio_core_close() was called from another thread */
+    GAIO_WAIT_EINTR = -2,   /* a signal arrived: let Python run its handlers, then call again */
+};
+
+struct gaio_req {
+    gaio_req *next, *prev;      /* FIFO links (incoming, connection queue, done list) */
+    gaio_conn *conn;            /* set when the request reaches its connection */
+    uint64_t conn_id;           /* slot | gen << 32 of its connection */
+    unsigned char *buf;         /* caller's memory; NULL for a read into the internal buffer */
+    size_t len;                 /* bytes asked (writes, read_full) or room in buf (read) */
+    size_t done;                /* bytes transferred so far */
+    int64_t deadline_ns;        /* CLOCK_MONOTONIC; INT64_MAX: none */
+    uint32_t heap_index;        /* position in the deadline heap, UINT32_MAX when absent */
+    uint8_t kind;               /* enum gaio_kind */
+    uint8_t full;               /* read_full: complete only when done == len */
+    uint8_t state;              /* GAIO_REQ_* */
+    uint8_t swap_in_engine;     /* swap bytes live in engine memory (see gaio_core_progress_swap) */
+    int error;                  /* 0, errno > 0, or GAIO_ERR_* */
+    int cancel_reason;          /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
+    unsigned char *swap_ptr;    /* read without a buffer: where its bytes are */
+    uint64_t swap_cookie;       /* engine's cookie for swap_ptr when swap_in_engine */
+    void *engine_data;          /* engine-private */
+    uint64_t engine_u64;        /* engine-private */
+};
+
+struct gaio_conn {
+    int fd;                     /* -1 once free() closed it */
+    uint32_t slot, gen;
+    gaio_req *head[2], *tail[2];/* FIFOs by enum gaio_kind */
+    uint8_t closing;            /* freed: waiting for the engine to let go */
+    uint8_t engine_busy;        /* unwatch() returned 1: wait for gaio_core_conn_idle */
+    uint32_t engine_flags;      /* engine-private */
+    void *engine_data;          /* engine-private */
+    uint64_t engine_u64;        /* engine-private */
+};
+
+typedef struct gaio_stats {
+    uint64_t submitted, completed, bytes_read, bytes_written, timeouts, watched, pending;
+    uint64_t swap_bytes_batch;  /* internal-buffer bytes handed out in the current batch */
+    uint64_t swap_chunks;       /* internal-buffer chunks allocated now */
+    uint64_t wakeups;           /* engine waits that returned */
+} gaio_stats;
+
+#define GAIO_SWAP_CHUNKS 4      /* at most 4 x bufsize of internal buffer per batch */
+
+struct gaio_core {
+    pthread_mutex_t lock;       /* protects everything below; never held while taking the GIL */
+    pthread_cond_t idle;        /* signalled when the waiter leaves or a command was processed */
+    const struct gaio_engine_ops *engine;
+    void *engine_state;
+
+    /* connections */
+    gaio_conn **slots;          /* slot -> conn, NULL when free */
+    uint32_t *slot_gen;         /* generation of each slot, bumped when freed */
+    uint32_t nslots, cap_slots;
+    uint32_t *free_slots;
+    uint32_t nfree;
+
+    /* requests on their way in, from any thread */
+    gaio_req *incoming_head, *incoming_tail;
+    uint64_t *frees;            /* conn ids to free (free() and garbage-collected sockets) */
+    uint32_t nfrees, cap_frees;
+    uint64_t frees_done;        /* commands processed: lets free() wait for its own */
+    uint64_t frees_asked;
+
+    /* deadlines: binary min-heap on deadline_ns */
+    gaio_req **heap;
+    uint32_t nheap, cap_heap;
+
+    /* finished requests in completion order */
+    gaio_req *done_head, *done_tail;
+
+    /* internal buffer: chunks of bufsize bytes, filled consecutively within a batch */
+    size_t bufsize;
+    unsigned char *chunk[GAIO_SWAP_CHUNKS];
+    uint32_t chunk_cur;         /* chunk being filled */
+    size_t chunk_off;           /* bytes used in it */
+    size_t swap_out;            /* bytes handed out in this batch (core and engine memory) */
+
+    uint8_t waiting;            /* a thread is inside gaio_core_wait */
+    uint8_t sleeping;           /* ... and is (about to be) blocked in the kernel */
+    uint8_t woken;              /* wake() sent since it went to sleep */
+    uint8_t closing;            /* gaio_core_close() asked the waiter to leave */
+    uint8_t closed;
+
+    gaio_stats stats;
+};
+
+/* ---- for the binding (module.c), called with the GIL held ---- */
+
+/* NULL and a reason in why on failure */
+gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize,
+                         char *why, size_t whylen);
+/* Adopt a non-blocking stream descriptor; returns its id (slot | gen << 32) or
+ * 0 and sets *err to an errno. */
+uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);
+/* Queue a filled request (conn_id, buf, len, kind, full, deadline_ns). */
+void gaio_core_submit(gaio_core *core, gaio_req *req);
+/* Close the connection's descriptor now; its requests finish with ConnClosedError.
+ * Waits for a running waiter to do it when there is one (it is woken). */
+void gaio_core_free(gaio_core *core, uint64_t conn_id);
+/* Same, but need not be done before returning (a garbage-collected socket). */
+void gaio_core_release(gaio_core *core, uint64_t conn_id);
+/* Called with the GIL released: run the engine until a request finished, the
+ * absolute CLOCK_MONOTONIC deadline until_ns passed (-1: none), or close. */
+int gaio_core_wait(gaio_core *core, int64_t until_ns);
+/* Take the list of finished requests (linked by next), in completion order. */
+gaio_req *gaio_core_take_done(gaio_core *core);
+/* Start a new batch: the previous batch's views are released. */
+void gaio_core_swap_reset(gaio_core *core);
+/* Hand the chunk's memory over to the caller (to free() later): the core
+ * allocates a fresh one when it needs it. */
+unsigned char *gaio_core_swap_detach(gaio_core *core, unsigned i);
+/* An engine-owned swap region's views were released (kept == 0) or are still
+ * exported (kept == 1): calls engine.recycle under the lock. */
+void *gaio_core_swap_recycle(gaio_core *core, uint64_t cookie, int kept);
+/* Stop: wake and wait out the waiter, close every descriptor, destroy the
+ * engine; returns every request not delivered (linked by next) for the binding
+ * to release. */
+gaio_req *gaio_core_close(gaio_core *core);
+void gaio_core_delete(gaio_core *core);
+void gaio_core_get_stats(gaio_core *core, gaio_stats *out);
+int64_t gaio_now_ns(void);
+
+/* ---- for engines, called with core->lock held ---- */
+
+/* The live connection with this id, or NULL (stale: freed, reused or closing). */
+gaio_conn *gaio_core_conn(gaio_core *core, uint64_t conn_id);
+static inline uint64_t gaio_conn_id(const gaio_conn *c) { return c->slot | (uint64_t)c->gen << 32; }
+/* The request at the head of a queue, NULL when empty or when the head is cancelling. */
+gaio_req *gaio_conn_head(gaio_conn *conn, int kind);
+/* Room in the core's internal buffer for one read: *ptr and the byte count;
+ * 0 when this batch's budget (4 x bufsize) is spent: try again in the next batch. */
+size_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr);
+/* Bytes swap reads may still take in this batch (for engines owning the memory). */
+size_t gaio_core_swap_room(gaio_core *core);
+/* A kernel result for req: bytes moved (> 0), 0 (end of stream on a read), or
+ * -errno. For a read without a buffer, the bytes are where gaio_core_swap_reserve
+ * said. Returns 1 when the request finished (it left its queue: forget it and
+ * look at gaio_conn_head for the next), 0 when it needs more I/O. */
+int gaio_core_progress(gaio_core *core, gaio_req *req, ssize_t res);
+/* Same for a read without a buffer whose n > 0 bytes are in engine memory at ptr;
+ * engine.recycle(cookie) is called when the batch's views are released. */
+int gaio_core_progress_swap(gaio_core *core, gaio_req *req, unsigned char *ptr,
+                            size_t n, uint64_t cookie);
+/* A request for which engine.cancel() returned 1 is over in the kernel: finish it. */
+void gaio_core_finish(gaio_core *core, gaio_req *req);
+/* A connection for which engine.unwatch() returned 1 has no kernel operation left. */
+void gaio_core_conn_idle(gaio_core *core, gaio_conn *conn);
+/* Finished requests are waiting: the engine should not block. */
+static inline int gaio_core_has_results(const gaio_core *core) { return core->done_head != NULL; }
+/* Drop / retake core->lock around the blocking syscall in engine.wait. */
+void gaio_core_unlock(gaio_core *core);
+void gaio_core_lock(gaio_core *core);
+
+#endif

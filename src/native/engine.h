@@ -1,0 +1,106 @@
+/* The backend contract: what an engine file (engine_epoll.c, engine_kqueue.c,
+ * engine_uring.c) provides to gaio's core.
+ *
+ * SHARED CONTRACT: engine_uring.c is written against this header by another
+ * hand. After its first commit this file changes only additively, and every
+ * change is noted here:
+ *   (none yet)
+ *
+ * An engine turns the head request of a connection's read or write FIFO into
+ * kernel work and the kernel's answers into core callbacks
+ * (gaio_core_progress, gaio_core_progress_swap, gaio_core_finish,
+ * gaio_core_conn_idle; see core.h). It fits both shapes of kernel interface:
+ *   - readiness (epoll, kqueue): the engine remembers which connections may be
+ *     readable/writable and does the non-blocking recv/send itself when the
+ *     caller has asked for that kind of I/O (back-pressure: a connection with
+ *     no read request is never read);
+ *   - completion (io_uring): the engine submits the operation, the kernel
+ *     performs it, and the completion arrives later, possibly after the
+ *     request's deadline passed or its connection was freed.
+ *
+ * Rules for every operation but wake():
+ *   - called with core->lock held, by one thread at a time (the thread in
+ *     wait_io, or a request thread when no thread waits): never concurrently;
+ *   - only wait() may drop the lock, with gaio_core_unlock()/gaio_core_lock(),
+ *     and only around its blocking syscall;
+ *   - the engine works only on heads: the core calls start() when a queue gets
+ *     a new head because of something the core did (a request arrived at an
+ *     empty queue; a deadline removed the head). When a callback made by the
+ *     engine finishes the head (gaio_core_progress returned 1,
+ *     gaio_core_finish), the engine itself goes on with gaio_conn_head().
+ *   - a connection with conn->closing set or conn->fd == -1 gets no new I/O.
+ * Never touch Python: no GIL is held.
+ */
+#ifndef GAIO_ENGINE_H
+#define GAIO_ENGINE_H
+
+#include "core.h"
+
+typedef struct gaio_engine_ops {
+    /* "epoll", "kqueue", "uring": the name wait_io's engine attribute shows. */
+    const char *name;
+
+    /* Build the engine's private state for core (kept in *state). On failure
+     * return -1 with a human reason in why (NUL-terminated, at most whylen
+     * bytes): it becomes the EngineUnavailableError message. */
+    int (*create)(gaio_core *core, void **state, char *why, size_t whylen);
+
+    /* Tear down: on return the kernel references no user buffer, no conn and
+     * no request any more (a completion engine waits for or cancels what is in
+     * flight; it need not call back). The core then releases everything. */
+    void (*destroy)(void *state);
+
+    /* Start watching a new connection (conn->fd non-blocking). Return 0 or a
+     * negative errno (the request that delegated the socket then fails). */
+    int (*watch)(void *state, gaio_conn *conn);
+
+    /* Stop watching: called before the core closes conn->fd (free, garbage
+     * collection, close). Return 0 when nothing in the kernel references conn
+     * any more, 1 when something still does: the engine then calls
+     * gaio_core_conn_idle(core, conn) later, after every request of conn it
+     * was cancelling got its gaio_core_finish; conn's memory stays valid. */
+    int (*unwatch)(void *state, gaio_conn *conn);
+
+    /* The kind queue (GAIO_READ / GAIO_WRITE) of conn has a new head:
+     * gaio_conn_head(conn, kind). A readiness engine may try the I/O now or
+     * note it for wait(); a completion engine prepares the operation. The
+     * work is done (submitted) by wait() at the latest. */
+    void (*start)(void *state, gaio_conn *conn, int kind);
+
+    /* The head request req must end early (its deadline passed, or its conn is
+     * being freed). Return 0 if the kernel has nothing of it (the core
+     * finishes it now), 1 if an operation is in flight: the engine cancels it
+     * and calls gaio_core_finish(core, req) once the kernel is done with its
+     * buffer (first gaio_core_progress for bytes the operation moved; if that
+     * returned 1 the request is finished and finish is not called). Until
+     * then the core keeps req, its buffer and its queue position. */
+    int (*cancel)(void *state, gaio_req *req);
+
+    /* Submit everything prepared, then wait up to timeout_ns (-1: no limit,
+     * 0: poll) for the kernel, and report what happened through the core
+     * callbacks. Return early when wake() is called. Must not block when
+     * gaio_core_has_results(core) is already true. Returns >= 0, -EINTR when
+     * a signal interrupted the wait, or another -errno on failure. */
+    int (*wait)(void *state, int64_t timeout_ns);
+
+    /* Interrupt a wait() in progress, from any thread, without the lock
+     * (eventfd / EVFILT_USER / pipe write). Async-signal-safe is not needed. */
+    void (*wake)(void *state);
+
+    /* A swap region the engine reported with gaio_core_progress_swap(cookie)
+     * is no longer shown to Python (kept == 0): the engine may reuse the
+     * memory; return NULL. kept == 1: Python still holds an export of those
+     * bytes: the engine must never reuse them and returns the malloc()ed
+     * block holding them, which the core will free() when the last export
+     * goes (it may outlive the engine). May be NULL for an engine that never
+     * calls gaio_core_progress_swap. */
+    void *(*recycle)(void *state, uint64_t cookie, int kept);
+} gaio_engine_ops;
+
+/* The engines compiled into this module. A platform's engine that cannot be
+ * built here is still defined, with a create() that explains why. */
+extern const gaio_engine_ops gaio_engine_epoll;
+extern const gaio_engine_ops gaio_engine_kqueue;
+extern const gaio_engine_ops gaio_engine_uring;
+
+#endif
