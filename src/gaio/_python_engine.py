@@ -1,0 +1,605 @@
+"""The pure-Python engine: gaio's reference implementation and portable fallback.
+
+Techniques: selectors.DefaultSelector (epoll on Linux, kqueue on BSD/macOS),
+level triggered; no thread of its own: wait_io() runs the loop in the
+caller's thread. Any thread may make requests, even while wait_io() blocks:
+a request checks its arguments and delegates the socket at once, then queues
+under the lock and wakes the blocked selector (an eventfd, else a socketpair).
+
+A connection is only read when a read was asked for (back-pressure): interest
+in readability is registered while a read waits. It is kept once the reads
+are done, because the next read usually follows at once; a readiness report
+with no read waiting drops it. Write interest is dropped as soon as the
+writes are done, or every wait would report the socket writable.
+
+A new request at the head of its queue is tried at once, inside wait_io(),
+before waiting for readiness.
+
+Locking: one re-entrant lock guards all state. wait_io() holds it except
+while blocked in select(), so a request, free() or close() from another
+thread never races the I/O on a descriptor. Re-entrant because the weakref
+callback that releases a dropped socket may run in any thread, including one
+that holds the lock already (a garbage collection inside our own code).
+"""
+import os
+import selectors
+import socket
+import threading
+import time
+import weakref
+
+from . import _python_args as args
+from ._errors import (
+    ConnClosedError,
+    DeadlineExceededError,
+    WatcherClosedError,
+)
+from ._python_deadlines import DeadlineHeap
+from ._python_internal_buffer import InternalBuffer
+from ._result import Op, OpResult
+from ._watcher import Watcher
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # elsewhere Python ignores SIGPIPE
+_monotonic = time.monotonic
+
+
+class _Conn:
+    """A delegated socket: the watcher's own socket object and two queues.
+
+    `ref` is a weak reference to the caller's socket object (its identity):
+    pending requests hold that object, the connection does not.
+    """
+    __slots__ = ("ref", "sock", "fd", "reads", "writes", "interest")
+
+    def __init__(self, ref, sock):
+        self.ref = ref
+        self.sock = sock  # None once closed
+        self.fd = sock.fileno()
+        self.reads = []
+        self.writes = []
+        self.interest = 0  # selector events registered
+
+
+class _Request:
+    __slots__ = ("op", "conn", "owner", "ctx", "buffer", "view", "size", "full",
+                 "deadline", "finished")
+
+    def __init__(self, op, conn, owner, ctx, buffer, view, full, deadline):
+        self.op = op
+        self.conn = conn
+        self.owner = owner  # the caller's socket object: the result's conn
+        self.ctx = ctx
+        self.buffer = buffer
+        self.view = view  # flat memoryview of buffer; None for the internal buffer
+        self.size = 0
+        self.full = full
+        self.deadline = deadline
+        self.finished = False
+
+
+class _Waker:
+    """Wakes a select() blocked in another thread."""
+
+    def __init__(self):
+        if hasattr(os, "eventfd"):
+            self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._peer = None
+        else:
+            self._peer, reader = socket.socketpair()
+            self._peer.setblocking(False)
+            reader.setblocking(False)
+            self._reader = reader
+            self._fd = reader.fileno()
+
+    def fileno(self):
+        return self._fd
+
+    def wake(self):
+        try:
+            if self._peer is None:
+                os.eventfd_write(self._fd, 1)
+            else:
+                self._peer.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already pending, or closing
+
+    def drain(self):
+        try:
+            if self._peer is None:
+                os.eventfd_read(self._fd)
+            else:
+                while self._reader.recv(4096):
+                    pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self):
+        if self._peer is None:
+            if self._fd >= 0:
+                os.close(self._fd)
+        else:
+            self._peer.close()
+            self._reader.close()
+        self._fd = -1
+
+
+class _Core:
+    """All of a watcher's state; the PythonWatcher object is its front.
+
+    Kept apart so that nothing inside (weakref callbacks, connections) refers
+    back to the front: the front is then freed, and closes the core, as soon
+    as the caller drops it.
+    """
+
+    def __init__(self, bufsize):
+        self.bufsize = bufsize
+        self.lock = threading.RLock()
+        self.closed = False
+        # connections: id(caller's socket) -> _Conn
+        self.conns = {}
+        # the loop
+        self.selector = selectors.DefaultSelector()
+        self.waker = _Waker()
+        self.selector.register(self.waker.fileno(), _READ, None)
+        self.waiting = False  # a thread is inside wait_io()
+        self.blocked = False  # ... and blocked in select()
+        self.woken = False  # a wake is in flight
+        # work for the loop
+        self.fresh = []  # requests that were at the head of an idle queue
+        self.freed = []  # requests ended by free(), to complete with ConnClosedError
+        self.deadlines = DeadlineHeap()
+        self.internal = InternalBuffer(bufsize)
+        self.results = []
+        # counters
+        self.submitted = 0
+        self.completed = 0
+        self.pending = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.timeouts = 0
+
+    # ------------------------------------------------------------ requests
+
+    def submit(self, op, owner, ctx, buffer, view, full, deadline):
+        with self.lock:
+            if self.closed:
+                raise WatcherClosedError("watcher is closed")
+            if op is Op.WRITE and self.internal.owns(view):
+                # A result's internal-buffer view written back: copy it now, the
+                # arena is reused after the next wait_io(). (Under the lock, so
+                # not while wait_io() revokes the view and reuses the arena;
+                # touching a revoked view raises ValueError.)
+                if isinstance(buffer, memoryview):
+                    buffer.nbytes
+                buffer = view.tobytes()
+                view.release()
+                view = memoryview(buffer)
+            conn = self._delegate(owner)
+            req = _Request(op, conn, owner, ctx, buffer, view, full, deadline)
+            queue = conn.reads if op is Op.READ else conn.writes
+            queue.append(req)
+            self.submitted += 1
+            self.pending += 1
+            wake = False
+            if len(queue) == 1:
+                self.fresh.append(req)
+                wake = True
+            if deadline is not None:
+                self.deadlines.push(deadline, req)
+                wake = True  # perhaps earlier than the one select() waits for
+            if wake:
+                self._wake_waiter()
+
+    def _delegate(self, owner):
+        """The connection of socket object `owner`, delegating it if new."""
+        key = id(owner)
+        conn = self.conns.get(key)
+        if conn is not None and conn.ref() is owner:
+            return conn
+        if owner.fileno() == -1:
+            raise ValueError("socket is closed (or delegated to another watcher)")
+        family, kind, proto = owner.family, owner.type, owner.proto
+        # detach() closes the caller's object (fileno() becomes -1, so direct
+        # I/O fails at once) and hands us its descriptor: the same kernel
+        # socket, options and all, without a dup().
+        fd = owner.detach()
+        try:
+            sock = socket.socket(family, kind, proto, fd)
+            sock.setblocking(False)
+        except BaseException:
+            os.close(fd)
+            raise
+        conn = _Conn(weakref.KeyedRef(owner, self._socket_dropped, key), sock)
+        self.conns[key] = conn
+        return conn
+
+    def _socket_dropped(self, ref):
+        """weakref callback: the caller dropped its last reference to a socket
+        with no request pending. Runs in whichever thread dropped it."""
+        with self.lock:
+            conn = self.conns.get(ref.key)
+            if conn is not None and conn.ref is ref:
+                del self.conns[ref.key]
+                self._close_conn(conn)
+
+    def free(self, owner):
+        with self.lock:
+            if self.closed:
+                raise WatcherClosedError("watcher is closed")
+            key = id(owner)
+            conn = self.conns.get(key)
+            if conn is None or conn.ref() is not owner:
+                return
+            del self.conns[key]
+            self._close_conn(conn)
+            ended = conn.reads + conn.writes
+            conn.reads = []
+            conn.writes = []
+            for req in ended:
+                self.freed.append(req)
+            if ended:
+                self._wake_waiter()
+
+    def _close_conn(self, conn):
+        if conn.interest:
+            try:
+                self.selector.unregister(conn.fd)
+            except (KeyError, ValueError):
+                pass
+            conn.interest = 0
+        conn.sock.close()
+        conn.sock = None
+
+    def _wake_waiter(self):
+        if self.blocked and not self.woken:
+            self.woken = True
+            self.waker.wake()
+
+    # ------------------------------------------------------------ completing
+
+    def _finish(self, req, size, error, buffer, is_swap):
+        """Turn `req` into a result; it leaves its queue."""
+        req.finished = True
+        conn = req.conn
+        if req.op is Op.READ:
+            queue = conn.reads
+        else:
+            queue = conn.writes
+        if queue and queue[0] is req:
+            del queue[0]
+        elif req in queue:
+            queue.remove(req)
+        if req.deadline is not None:
+            self.deadlines.forget(req)
+        self.results.append(OpResult(req.op, req.owner, req.ctx, buffer, size, error, is_swap))
+        if req.view is not None:
+            req.view.release()
+        # the result holds these now; a lingering request must not keep them
+        req.owner = req.ctx = req.buffer = req.view = None
+
+    def _fail(self, req, error):
+        if req.view is None and req.op is Op.READ:  # internal buffer, nothing read
+            self._finish(req, 0, error, None, False)
+        else:
+            self._finish(req, req.size, error, req.buffer, False)
+
+    # ------------------------------------------------------------ doing I/O
+
+    def _pump_reads(self, conn):
+        """Perform the reads at the head of conn's queue until one must wait."""
+        reads = conn.reads
+        sock = conn.sock
+        while reads:
+            req = reads[0]
+            view = req.view
+            try:
+                if view is None:
+                    if self.internal.is_full():
+                        return  # this batch handed out all it may; next batch
+                    size, out = self.internal.recv(sock)
+                    if size:
+                        self.bytes_read += size
+                        self._finish(req, size, None, out, True)
+                    else:
+                        self._finish(req, 0, EOFError("end of stream"), None, False)
+                    continue
+                while True:
+                    if req.full and req.size:
+                        with view[req.size:] as rest:
+                            size = sock.recv_into(rest)
+                    else:
+                        size = sock.recv_into(view)
+                    if size == 0:
+                        self._fail(req, EOFError("end of stream"))
+                        break
+                    req.size += size
+                    self.bytes_read += size
+                    if not req.full or req.size == view.nbytes:
+                        self._finish(req, req.size, None, req.buffer, False)
+                        break
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                exc.__traceback__ = None
+                self._fail(req, exc)
+
+    def _pump_writes(self, conn):
+        """Perform the writes at the head of conn's queue until one must wait."""
+        writes = conn.writes
+        sock = conn.sock
+        while writes:
+            req = writes[0]
+            view = req.view
+            try:
+                while True:
+                    if req.size:
+                        with view[req.size:] as rest:
+                            size = sock.send(rest, _MSG_NOSIGNAL)
+                    else:
+                        size = sock.send(view, _MSG_NOSIGNAL)
+                    req.size += size
+                    self.bytes_written += size
+                    if req.size == view.nbytes:
+                        self._finish(req, req.size, None, req.buffer, False)
+                        break
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                exc.__traceback__ = None
+                self._fail(req, exc)
+
+    def _sync_interest(self, conn, keep_read=True):
+        """Register for what conn's queues wait on (see the module docstring)."""
+        if conn.sock is None:
+            return
+        want = 0
+        if conn.reads or (keep_read and conn.interest & _READ):
+            want = _READ
+        if conn.writes:
+            want |= _WRITE
+        if want == conn.interest:
+            return
+        if not want:
+            self.selector.unregister(conn.fd)
+        elif not conn.interest:
+            self.selector.register(conn.fd, want, conn)
+        else:
+            self.selector.modify(conn.fd, want, conn)
+        conn.interest = want
+
+    def _run_queued_work(self):
+        """Everything that needs no readiness: ended, new and expired requests."""
+        if self.freed:
+            freed, self.freed = self.freed, []
+            for req in freed:
+                if not req.finished:
+                    self._fail(req, ConnClosedError("connection freed"))
+        if self.fresh:
+            fresh, self.fresh = self.fresh, []
+            for req in fresh:
+                conn = req.conn
+                if req.finished or conn.sock is None:
+                    continue
+                if req.op is Op.READ:
+                    if conn.reads and conn.reads[0] is req:
+                        self._pump_reads(conn)
+                elif conn.writes and conn.writes[0] is req:
+                    self._pump_writes(conn)
+                self._sync_interest(conn)
+        if len(self.deadlines):
+            now = _monotonic()
+            while True:
+                req = self.deadlines.pop_expired(now)
+                if req is None:
+                    break
+                conn = req.conn
+                queue = conn.reads if req.op is Op.READ else conn.writes
+                was_head = bool(queue) and queue[0] is req
+                self.timeouts += 1
+                self._fail(req, DeadlineExceededError("deadline exceeded"))
+                if was_head and conn.sock is not None:
+                    # the next request goes on now (a timeout <= 0 is tried once)
+                    if req.op is Op.READ:
+                        self._pump_reads(conn)
+                    else:
+                        self._pump_writes(conn)
+                    self._sync_interest(conn)
+
+    def _handle_events(self, events):
+        for key, mask in events:
+            conn = key.data
+            if conn is None:  # the waker
+                continue
+            if conn.sock is None or conn.interest == 0:
+                continue  # freed or dropped earlier in this batch
+            if mask & _READ and conn.reads:
+                self._pump_reads(conn)
+            if mask & _WRITE and conn.writes:
+                self._pump_writes(conn)
+            self._sync_interest(conn, keep_read=bool(conn.reads))
+
+    # ------------------------------------------------------------ the loop
+
+    def wait_io(self, timeout):
+        seconds = args.wait_seconds(timeout)
+        lock = self.lock
+        with lock:
+            if self.closed:
+                raise WatcherClosedError("watcher is closed")
+            if self.waiting:
+                raise RuntimeError("another thread is already waiting in wait_io()")
+            self.waiting = True
+            try:
+                return self._loop(seconds)
+            finally:
+                self.waiting = False
+                self.blocked = False
+                if self.closed:
+                    self._close_loop()
+
+    def _loop(self, seconds):
+        lock = self.lock
+        self.internal.release_batch()
+        end = None if seconds is None else _monotonic() + seconds
+        while True:
+            self._run_queued_work()
+            if self.results:
+                wait = 0
+            else:
+                wait = None
+                if end is not None:
+                    wait = end - _monotonic()
+                earliest = self.deadlines.earliest()
+                if earliest is not None:
+                    until = earliest - _monotonic()
+                    wait = until if wait is None else min(wait, until)
+                if wait is not None and wait < 0:
+                    wait = 0
+            self.blocked = True
+            lock.release()
+            try:
+                events = self.selector.select(wait)
+            finally:
+                lock.acquire()
+                self.blocked = False
+            if self.closed:
+                raise WatcherClosedError("watcher was closed while waiting")
+            if self.woken:
+                self.woken = False
+                self.waker.drain()
+            self._handle_events(events)
+            self._run_queued_work()
+            if self.results:
+                results, self.results = self.results, []
+                self.completed += len(results)
+                self.pending -= len(results)
+                return results
+            if end is not None and _monotonic() >= end:
+                return []
+
+    # ------------------------------------------------------------ closing
+
+    def close(self):
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            conns = list(self.conns.values())
+            self.conns.clear()
+            for conn in conns:
+                conn.reads = []
+                conn.writes = []
+                conn.interest = 0  # the selector goes too
+                conn.sock.close()
+                conn.sock = None
+            self.fresh = []
+            self.freed = []
+            self.results = []
+            self.deadlines.clear()
+            self.internal.drop()
+            self.pending = 0
+            if self.waiting:
+                self.waker.wake()  # the waiter closes the loop on its way out
+            else:
+                self._close_loop()
+
+    def _close_loop(self):
+        if self.selector is not None:
+            self.selector.close()
+            self.selector = None
+            self.waker.close()
+
+    def stats(self):
+        with self.lock:
+            return {
+                "submitted": self.submitted,
+                "completed": self.completed,
+                "bytes_read": self.bytes_read,
+                "bytes_written": self.bytes_written,
+                "watched": len(self.conns),
+                "pending": self.pending,
+                "timeouts": self.timeouts,
+                "threads": 0,
+                "internal_buffer_views": self.internal.views_out(),
+                "internal_buffers_abandoned": self.internal.abandoned,
+            }
+
+
+class PythonWatcher(Watcher):
+    __doc__ = Watcher.__doc__
+
+    def __init__(self, bufsize=65536, *, engine="python"):
+        from ._watcher import _check_bufsize
+        _check_bufsize(bufsize)
+        if engine != "python":
+            raise ValueError("PythonWatcher runs engine 'python', not %r" % (engine,))
+        self._core = _Core(bufsize)
+        # a watcher that is garbage collected is closed (R11)
+        self._finalizer = weakref.finalize(self, self._core.close)
+
+    @property
+    def engine(self):
+        return "python"
+
+    @property
+    def bufsize(self):
+        return self._core.bufsize
+
+    def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None):
+        core = self._core
+        if core.closed:
+            raise WatcherClosedError("watcher is closed")
+        args.check_conn(conn)
+        when = args.deadline_of(timeout, deadline)
+        view = None if buf is None else args.writable_view(buf)
+        _submit(core, Op.READ, conn, ctx, buf, view, False, when)
+
+    def read_full(self, conn, buf, *, ctx=None, timeout=None, deadline=None):
+        core = self._core
+        if core.closed:
+            raise WatcherClosedError("watcher is closed")
+        args.check_conn(conn)
+        when = args.deadline_of(timeout, deadline)
+        view = args.writable_view(buf)
+        _submit(core, Op.READ, conn, ctx, buf, view, True, when)
+
+    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None):
+        core = self._core
+        if core.closed:
+            raise WatcherClosedError("watcher is closed")
+        args.check_conn(conn)
+        when = args.deadline_of(timeout, deadline)
+        view = args.data_view(data)
+        _submit(core, Op.WRITE, conn, ctx, data, view, False, when)
+
+    def free(self, conn):
+        core = self._core
+        if core.closed:
+            raise WatcherClosedError("watcher is closed")
+        args.check_free_target(conn)
+        core.free(conn)
+
+    def wait_io(self, timeout=None):
+        return self._core.wait_io(timeout)
+
+    def close(self):
+        self._core.close()
+
+    def stats(self):
+        return self._core.stats()
+
+    def __repr__(self):
+        core = self._core
+        state = "closed" if core.closed else "%d watched" % len(core.conns)
+        return "<gaio.Watcher engine='python' bufsize=%d %s>" % (core.bufsize, state)
+
+
+def _submit(core, op, conn, ctx, buf, view, full, when):
+    try:
+        core.submit(op, conn, ctx, buf, view, full, when)
+    except BaseException:
+        if view is not None:
+            view.release()
+        raise

@@ -1,0 +1,89 @@
+"""The pure-Python engine's internal buffer: where reads without a buffer land.
+
+One bytearray (the arena) is shared by every connection. Within one batch of
+results, reads are packed one after another into it and each result gets a
+read-only memoryview of exactly its bytes. At the next wait_io() every view
+handed out is released, so touching it raises ValueError, and the arena is
+reused from the start.
+
+A view cannot be released while something exported a buffer from it (numpy,
+ctypes, ...): memoryview.release() then raises BufferError. Reusing the arena
+would show that exporter another connection's bytes, so the arena is left to
+whoever holds it and a fresh one is allocated when next needed.
+"""
+
+# The arena is 4 * bufsize (the most one batch may hand out), but never less
+# than one bufsize nor, when bufsize is small, so small that a batch holds
+# only a few reads; it is allocated on first use, so a watcher that never
+# reads without a buffer costs nothing.
+_ARENA_MULTIPLE = 4
+_MAX_ARENA = 1 << 22
+
+
+class InternalBuffer:
+    __slots__ = ("read_size", "capacity", "_arena", "_whole", "_used", "_handed_out",
+                 "abandoned")
+
+    def __init__(self, bufsize):
+        self.read_size = bufsize  # the most one read takes, as gaio's swap buffer
+        self.capacity = min(_ARENA_MULTIPLE * bufsize, max(bufsize, _MAX_ARENA))
+        self._arena = None
+        self._whole = None
+        self._used = 0
+        self._handed_out = []
+        self.abandoned = 0  # arenas left to exporters of a view (stats)
+
+    def is_full(self):
+        return self._used >= self.capacity
+
+    def owns(self, view):
+        """Does `view` (a memoryview) look into the current arena?"""
+        return self._arena is not None and view.obj is self._arena
+
+    def recv(self, sock):
+        """recv into the free part of the arena.
+
+        Returns (size, view): view is a read-only memoryview of the bytes read,
+        handed out until release_batch(), or None when size is 0 (EOF).
+        Raises what sock.recv_into raises (BlockingIOError: nothing to read).
+        """
+        if self._arena is None:
+            self._arena = bytearray(self.capacity)
+            self._whole = memoryview(self._arena)
+        start = self._used
+        room = min(self.read_size, self.capacity - start)
+        with self._whole[start:start + room] as window:
+            size = sock.recv_into(window)
+        if size == 0:
+            return 0, None
+        self._used = start + size
+        view = self._whole[start:start + size].toreadonly()
+        self._handed_out.append(view)
+        return size, view
+
+    def release_batch(self):
+        """Revoke every view handed out since the last call; reuse the arena."""
+        handed_out = self._handed_out
+        if not handed_out:
+            self._used = 0
+            return
+        self._handed_out = []
+        exported = False
+        for view in handed_out:
+            try:
+                view.release()
+            except BufferError:
+                exported = True
+        if exported:
+            self.abandoned += 1
+            self._whole = None  # the arena stays alive as long as the exporter does
+            self._arena = None
+        self._used = 0
+
+    def views_out(self):
+        return len(self._handed_out)
+
+    def drop(self):
+        self.release_batch()
+        self._whole = None
+        self._arena = None
