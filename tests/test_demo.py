@@ -1,0 +1,60 @@
+"""`python -m gaio demo` runs on every engine, prints its figures, and fails in one line.
+
+The demo is run as a user would run it, in a subprocess, with every wait bounded.
+"""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import available_engines
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run_demo(*args, timeout=90):
+    return subprocess.run([sys.executable, "-m", "gaio", "demo", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def figure(output, label):
+    """The first number after "label:" in the demo's results."""
+    match = re.search(r"^\s*%s:\s+([\d,.]+)" % re.escape(label), output, re.MULTILINE)
+    assert match, "no %r in the demo's output:\n%s" % (label, output)
+    return float(match.group(1).replace(",", ""))
+
+
+def test_demo_prints_its_figures(engine):
+    proc = run_demo("--engine", engine, "--duration", "2", "--conns", "20")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(r"^\s*engine:\s+%s\b" % engine, out, re.MULTILINE), out
+    assert figure(out, "messages/s") > 0
+    assert figure(out, "MB/s") > 0
+    p50, p99 = figure(out, "latency p50"), figure(out, "latency p99")
+    assert 0 < p50 <= p99
+    assert "RSS growth/conn:" in out
+    # The server runs the caller's thread, the I/O thread and the accept thread;
+    # the watcher starts no thread of its own (R12).
+    assert figure(out, "server threads") == 3
+    assert figure(out, "echoes checked") >= figure(out, "messages/s")
+    assert "running:" in out  # the progress line
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_unknown_engine_is_a_usage_error():
+    proc = run_demo("--engine", "nosuch", timeout=30)
+    assert proc.returncode == 2
+    assert "invalid choice: 'nosuch'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", [n for n, why in available_engines().items() if why]
+                         or [pytest.param(None, marks=pytest.mark.skip("every engine runs here"))])
+def test_demo_unavailable_engine_fails_in_one_line(name):
+    proc = run_demo("--engine", name, timeout=30)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gaio demo: error: "), proc.stderr
+    assert proc.stdout == ""
