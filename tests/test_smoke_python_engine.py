@@ -115,3 +115,49 @@ def test_eof_and_reset(w):
     w.write(b, b"x" * 100000)
     [res] = _collect(w, 1)
     assert isinstance(res.error, (BrokenPipeError, ConnectionResetError))
+
+
+def test_close_wakes_a_blocked_wait_io_and_second_waiter_is_refused():
+    import threading
+    w = PythonWatcher()
+    box = {}
+
+    def wait():
+        try:
+            box["r"] = w.wait_io(5)
+        except BaseException as exc:
+            box["e"] = exc
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.1)
+    with pytest.raises(RuntimeError):
+        w.wait_io(0)
+    start = time.monotonic()
+    w.close()
+    t.join(2)
+    assert not t.is_alive() and time.monotonic() - start < 1
+    assert isinstance(box.get("e"), gaio.WatcherClosedError)
+    with pytest.raises(gaio.WatcherClosedError):
+        w.read(None)
+    w.close()
+    assert w.stats()["pending"] == 0
+
+
+def test_garbage_collected_watcher_closes_its_descriptors():
+    a, b = _pair()
+    w = PythonWatcher()
+    w.read(b)
+    del w
+    gc.collect()
+    assert a.recv(10) == b""
+    a.close()
+
+
+def test_wait_io_timeout_rounds_up_and_validates(w):
+    with pytest.raises(ValueError):
+        w.wait_io(float("nan"))
+    assert w.wait_io(-1) == []
+    start = time.monotonic()
+    assert w.wait_io(0.0123) == []
+    assert time.monotonic() - start >= 0.0123

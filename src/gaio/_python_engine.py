@@ -531,9 +531,13 @@ class PythonWatcher(Watcher):
     __doc__ = Watcher.__doc__
 
     def __init__(self, bufsize=65536, *, engine="python"):
+        if "_core" in self.__dict__:
+            # Watcher(...) built us through _python_watcher(); type.__call__
+            # then runs __init__ again on the instance __new__ returned.
+            return
         from ._watcher import _check_bufsize
         _check_bufsize(bufsize)
-        if engine != "python":
+        if engine not in ("python", "auto"):
             raise ValueError("PythonWatcher runs engine 'python', not %r" % (engine,))
         self._core = _Core(bufsize)
         # a watcher that is garbage collected is closed (R11)
