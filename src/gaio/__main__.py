@@ -47,6 +47,8 @@ def build_parser():
                       help="messages in flight per connection (default: 4)")
     demo.add_argument("--bufsize", type=positive_int, default=65536,
                       help="the server watcher's internal buffer size (default: 65536)")
+    demo.add_argument("--traceback", action="store_true",
+                      help="show the traceback of an unexpected error")
     return parser
 
 
@@ -64,6 +66,11 @@ def main(argv=None):
         return run(args)
     except DemoError as exc:
         print("gaio demo: error: %s" % exc, file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if args.traceback:
+            raise
+        print("gaio demo: error: %r (run with --traceback for details)" % exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ngaio demo: interrupted", file=sys.stderr)

@@ -73,12 +73,17 @@ class ClientEvents:
             if ready:
                 chunk = os.read(self.fd, 65536)
                 if not chunk:
-                    code = self.proc.wait()
-                    raise DemoError("the client process exited (status %d) before finishing"
-                                    % code)
+                    try:
+                        code = "status %d" % self.proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        code = "closed its output"
+                    raise DemoError("the client process stopped (%s) before finishing" % code)
                 self.pending += chunk
         line, self.pending = self.pending.split(b"\n", 1)
-        event = json.loads(line)
+        try:
+            event = json.loads(line)
+        except ValueError:
+            raise DemoError("unexpected output from the client process: %r" % line[:200]) from None
         if event["event"] == "error":
             raise DemoError("client: " + event["message"])
         return event
@@ -214,8 +219,11 @@ def run(args):
         client_engine = connected["engine"]
         wait_until_all_idle(server, args.conns, STARTUP_TIMEOUT + args.conns / 1000)
         idle = measure_idle(server, args.conns, rss_before)
-        proc.stdin.write(b"go\n")
-        proc.stdin.flush()
+        try:
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the client is gone: the next event read reports how it ended
 
         progress = Progress(sys.stdout)
         try:
@@ -231,9 +239,12 @@ def run(args):
         if proc.wait(timeout=STARTUP_TIMEOUT) != 0:
             raise DemoError("the client process exited with status %d" % proc.returncode)
         wait_until_all_ended(server, args.conns, STARTUP_TIMEOUT)
-        report(args, engine, client_engine, idle, event, watcher.stats())
-        return 0
+        stats = watcher.stats()
     finally:
         if proc is not None:
             reap(proc)
         server.stop()
+    if server.failure is not None:
+        raise DemoError("server: %r" % server.failure)
+    report(args, engine, client_engine, idle, event, stats)
+    return 0

@@ -193,9 +193,10 @@ def main(argv=None):
         return 130  # Ctrl-C reaches the whole process group; the parent reports it
     except BrokenPipeError:
         return 1    # the parent is gone
-    except (DemoClientError, gaio.EngineUnavailableError, OSError, ValueError) as exc:
+    except Exception as exc:  # reported by the parent as one line
+        message = str(exc) if isinstance(exc, DemoClientError) else repr(exc)
         try:
-            emit("error", message=str(exc) or repr(exc))
+            emit("error", message=message)
         except BrokenPipeError:
             pass
         return 1

@@ -20,6 +20,7 @@ from ._result import Op
 
 ACCEPT_POLL = 0.1  # how often the accept thread looks at the stop flag (s)
 WAIT_POLL = 0.25   # how long one wait_io() may block before the stop flag is checked (s)
+STOP_GRACE = 5.0   # how long stop() waits for the I/O thread before and after close() (s)
 
 
 class EchoServer:
@@ -32,8 +33,11 @@ class EchoServer:
         self.ended = 0            # connections freed after EOF or an error
         self.failure = None       # an unexpected exception that stopped a thread
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._accept_loop, name="gaio-demo-accept"),
-                         threading.Thread(target=self._io_loop, name="gaio-demo-io")]
+        # Daemon threads only so that an engine bug cannot keep the process
+        # alive at exit; stop() joins both.
+        self._threads = [
+            threading.Thread(target=self._accept_loop, name="gaio-demo-accept", daemon=True),
+            threading.Thread(target=self._io_loop, name="gaio-demo-io", daemon=True)]
 
     def start(self):
         for thread in self._threads:
@@ -42,11 +46,18 @@ class EchoServer:
     def stop(self):
         """Stop both threads, join them, then close the listener and the watcher."""
         self._stop.set()
-        for thread in self._threads:
-            if thread.is_alive():
-                thread.join()
+        accept_thread, io_thread = self._threads
+        if accept_thread.is_alive():
+            accept_thread.join()
+        io_thread.join(STOP_GRACE)
+        if io_thread.is_alive():
+            # wait_io() overran its timeout; close() from another thread must wake it (R10).
+            self.watcher.close()
+            io_thread.join(STOP_GRACE)
         self.listener.close()
         self.watcher.close()
+        if io_thread.is_alive() and self.failure is None:
+            self.failure = RuntimeError("the I/O thread did not stop: wait_io() did not return")
 
     def _accept_loop(self):
         try:
