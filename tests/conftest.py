@@ -11,7 +11,7 @@ own fixtures are torn down as before the test started.
 
 Helpers that tests import directly (`from conftest import collect, ...`):
 collect, recv_exactly, recv_until_eof, wait_readable, pattern, fd_inode,
-fds_of_inode, open_fds, os_thread_count, need_fds.
+fds_of_inode, still_open, open_fds, os_thread_count, need_fds.
 """
 import gc
 import os
@@ -284,6 +284,12 @@ def fd_inode(sock):
 def fds_of_inode(inode):
     """Every descriptor of this process referring to `inode` (a readlink target)."""
     return [fd for fd, target in open_fds().items() if target == inode]
+
+
+def still_open(inodes):
+    """The subset of `inodes` that some descriptor of this process still refers to."""
+    targets = set(open_fds().values())
+    return [i for i in inodes if i in targets]
 
 
 def run_in_thread(fn, *args):

@@ -83,7 +83,7 @@ def test_mmap_data(watcher, pair):
 
 
 def test_data_is_kept_alive_until_completion(watcher, pair):
-    class Data(bytes):
+    class Data(bytearray):  # bytes subclasses cannot be weakly referenced
         pass
 
     client, server = pair()

@@ -1,0 +1,127 @@
+"""R8: free(conn) closes the descriptor now; pending requests complete with
+ConnClosedError; unknown or already freed sockets are ignored."""
+import socket
+
+import pytest
+
+import gaio
+from conftest import collect, fd_inode, fds_of_inode, open_fds, recv_until_eof
+
+
+def test_free_closes_the_descriptor_now(watcher, pair):
+    client, server = pair()
+    inode = fd_inode(server)
+    watcher.write(server, b"bye")
+    collect(watcher, 1)
+    assert len(fds_of_inode(inode)) == 1
+    watcher.free(server)
+    assert fds_of_inode(inode) == []  # before any wait_io
+    assert recv_until_eof(client, timeout=2) == b"bye"
+    assert watcher.stats()["watched"] == 0
+
+
+def test_pending_requests_complete_with_conn_closed_error(watcher, pair):
+    client, server = pair()
+    rbuf = bytearray(8)
+    watcher.read(server, rbuf, ctx="r1")
+    watcher.read(server, ctx="r2")
+    watcher.read_full(server, bytearray(8), ctx="r3")
+    watcher.write(server, bytes(32 << 20), ctx="w1")  # stuck: the peer does not read
+    watcher.write(server, b"never", ctx="w2")
+    assert watcher.wait_io(0.1) == []  # let the first write start
+    watcher.free(server)
+    results = collect(watcher, 5)
+    assert len(results) == 5
+    by_ctx = {r.ctx: r for r in results}
+    for ctx in ("r1", "r2", "r3", "w1", "w2"):
+        res = by_ctx[ctx]
+        assert isinstance(res.error, gaio.ConnClosedError), res
+        assert isinstance(res.error, ConnectionError)
+        assert res.conn is server
+    assert by_ctx["r1"].size == 0 and by_ctx["r1"].buffer is rbuf
+    assert by_ctx["r2"].buffer is None and by_ctx["r2"].is_swap_buffer is False
+    assert 0 < by_ctx["w1"].size < 32 << 20
+    assert by_ctx["w2"].size == 0
+    # reads in order, writes in order
+    reads = [r.ctx for r in results if r.op == gaio.Op.READ]
+    writes = [r.ctx for r in results if r.op == gaio.Op.WRITE]
+    assert reads == ["r1", "r2", "r3"] and writes == ["w1", "w2"]
+    assert watcher.stats()["pending"] == 0
+    assert watcher.wait_io(0.1) == []
+
+
+def test_read_full_freed_midway_reports_bytes_so_far(watcher, pair):
+    client, server = pair()
+    buf = bytearray(100)
+    watcher.read_full(server, buf)
+    client.sendall(b"q" * 40)
+    assert watcher.wait_io(0.1) == []
+    watcher.free(server)
+    res = collect(watcher, 1)[0]
+    assert isinstance(res.error, gaio.ConnClosedError)
+    assert res.size == 40 and buf[:40] == b"q" * 40
+
+
+def test_free_of_unknown_socket_does_nothing(watcher, pair):
+    client, server = pair()
+    fds = open_fds()
+    watcher.free(server)
+    assert open_fds() == fds
+    assert server.fileno() != -1  # not delegated, not closed: still the caller's
+    server.sendall(b"mine")
+    assert client.recv(4) == b"mine"
+    assert watcher.stats()["watched"] == 0
+
+
+def test_free_twice_and_free_of_a_closed_socket_do_nothing(watcher, pair):
+    client, server = pair()
+    watcher.read(server, bytearray(1))
+    watcher.free(server)
+    watcher.free(server)
+    closed = socket.socket()
+    closed.close()
+    watcher.free(closed)
+    results = collect(watcher, 1)
+    assert len(results) == 1 and isinstance(results[0].error, gaio.ConnClosedError)
+    assert watcher.wait_io(0.05) == []
+
+
+def test_request_after_free_is_a_value_error(watcher, pair):
+    """gaio's TestSocketClose: Free then Read on the same conn."""
+    client, server = pair()
+    watcher.write(server, b"hello world")
+    res = collect(watcher, 1)[0]
+    watcher.free(res.conn)
+    stats = watcher.stats()
+    for call in (lambda: watcher.read(server, bytearray(4)),
+                 lambda: watcher.read(server),
+                 lambda: watcher.read_full(server, bytearray(4)),
+                 lambda: watcher.write(server, b"x")):
+        with pytest.raises(ValueError):
+            call()
+    assert watcher.stats() == stats
+
+
+def test_free_from_another_watcher_does_nothing(make_watcher, pair):
+    a, b = make_watcher(), make_watcher()
+    client, server = pair()
+    a.read(server, bytearray(4))
+    b.free(server)  # unknown to b
+    client.sendall(b"abcd")
+    res = collect(a, 1)[0]
+    assert res.error is None and res.size > 0
+
+
+def test_free_does_not_touch_other_connections(watcher, net):
+    pairs = net.pairs(5)
+    for i, (_, server) in enumerate(pairs):
+        watcher.read(server, bytearray(4), ctx=i)
+    watcher.free(pairs[2][1])
+    assert collect(watcher, 1)[0].ctx == 2
+    for i, (client, _) in enumerate(pairs):
+        if i != 2:
+            client.sendall(b"%d" % i)
+    results = collect(watcher, 4)
+    assert sorted(r.ctx for r in results) == [0, 1, 3, 4]
+    assert all(r.error is None for r in results)
+    assert watcher.stats()["watched"] == 4

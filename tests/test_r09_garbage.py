@@ -1,0 +1,113 @@
+"""R9: a delegated socket with no pending request holds no strong reference in
+the watcher; when the caller drops it, the descriptor is released within one
+second or by the next wait_io(), whichever is later."""
+import gc
+import time
+import weakref
+
+import pytest
+
+from conftest import collect, fd_inode, fds_of_inode, still_open
+
+
+def _released_within(w, inodes, seconds=1.5):
+    """Poll with wait_io until no descriptor refers to any of `inodes`."""
+    end = time.monotonic() + seconds
+    while True:
+        gc.collect()
+        w.wait_io(0.05)
+        left = still_open(inodes)
+        if not left or time.monotonic() > end:
+            return left
+
+
+@pytest.mark.parametrize("last", ["write", "read", "deadline"])
+def test_dropped_socket_releases_its_descriptor(watcher, net, last):
+    client, server = net.pair()
+    net.forget()
+    net.track(client)
+    inode = fd_inode(server)
+    if last == "write":
+        watcher.write(server, b"x")
+    elif last == "read":
+        client.sendall(b"y")
+        watcher.read(server, bytearray(1))
+    else:
+        watcher.read(server, timeout=0.01)
+    ref = weakref.ref(server)
+    del server
+    collect(watcher, 1)  # the result is dropped at once
+    gc.collect()
+    assert ref() is None, "the watcher holds a strong reference to an idle socket"
+    assert _released_within(watcher, [inode]) == [], "descriptor not released"
+    client.settimeout(2)
+    rest = client.recv(10)
+    assert rest in (b"", b"x")
+    if rest:
+        assert client.recv(10) == b""
+    assert watcher.stats()["watched"] == 0
+
+
+def test_many_dropped_sockets_release_every_descriptor(watcher, net):
+    pairs = net.pairs(300, unix=True)
+    net.forget()
+    clients = [net.track(c) for c, _ in pairs]
+    inodes = [fd_inode(s) for _, s in pairs]
+    for _, server in pairs:
+        watcher.write(server, b"z")
+    del pairs, server
+    collect(watcher, 300)
+    assert _released_within(watcher, inodes) == []
+    for c in clients:
+        c.settimeout(2)
+        assert c.recv(1) == b"z" and c.recv(1) == b""
+
+
+def test_pending_request_keeps_the_socket_alive(watcher, net):
+    client, server = net.pair()
+    net.forget()
+    net.track(client)
+    inode = fd_inode(server)
+    ref = weakref.ref(server)
+    watcher.read(server, bytearray(8), ctx="pending")
+    del server
+    gc.collect()
+    assert ref() is not None
+    assert watcher.wait_io(0.3) == []
+    assert len(fds_of_inode(inode)) == 1
+    client.sendall(b"late")
+    res = collect(watcher, 1)[0]
+    assert res.conn is ref() and res.ctx == "pending"
+    assert bytes(res.buffer[:res.size]) == b"late"[:res.size]
+    del res
+    assert _released_within(watcher, [inode]) == []
+
+
+def test_a_kept_socket_is_not_released(watcher, pair):
+    client, server = pair()
+    inode = fd_inode(server)
+    watcher.write(server, b"k")
+    collect(watcher, 1)
+    gc.collect()
+    watcher.wait_io(0.2)
+    assert len(fds_of_inode(inode)) == 1
+    watcher.write(server, b"again")
+    assert collect(watcher, 1)[0].error is None
+
+
+def test_socket_in_a_reference_cycle_is_released(watcher, net):
+    client, server = net.pair()
+    net.forget()
+    net.track(client)
+    inode = fd_inode(server)
+
+    class Holder:
+        pass
+
+    h = Holder()
+    h.sock = server
+    h.me = h
+    watcher.write(server, b"c", ctx=h)
+    del server, h
+    collect(watcher, 1)
+    assert _released_within(watcher, [inode]) == []

@@ -1,0 +1,159 @@
+"""R11: close() is idempotent, closes every delegated descriptor before it
+returns, drops pending requests, and makes every later call (but close and
+stats) raise WatcherClosedError before any argument is checked. A watcher that
+is garbage collected is closed."""
+import gc
+import math
+import weakref
+
+import pytest
+
+import gaio
+from conftest import collect, fd_inode, fds_of_inode, open_fds, recv_until_eof, still_open
+
+
+def test_close_is_idempotent(watcher):
+    watcher.close()
+    watcher.close()
+    watcher.close()
+
+
+def test_context_manager_closes(engine, pair):
+    client, server = pair()
+    inode = fd_inode(server)
+    with gaio.Watcher(engine=engine) as w:
+        assert w.engine == engine
+        w.read(server, bytearray(4))
+    assert fds_of_inode(inode) == []
+    with pytest.raises(gaio.WatcherClosedError):
+        w.wait_io(0)
+
+
+def test_close_closes_every_delegated_descriptor_on_return(watcher, net):
+    pairs = net.pairs(12)
+    inodes = [fd_inode(s) for _, s in pairs]
+    for i, (client, server) in enumerate(pairs):
+        if i % 3 == 0:
+            watcher.read(server, bytearray(4))          # pending read
+        elif i % 3 == 1:
+            watcher.write(server, bytes(16 << 20))      # pending write
+        else:
+            watcher.write(server, b"done")               # idle after completion
+    gc.disable()  # close() itself must close them, not a later collection
+    try:
+        watcher.wait_io(0.05)
+        watcher.close()
+        left = still_open(inodes)
+    finally:
+        gc.enable()
+    assert left == []
+    for client, _ in pairs:
+        client.settimeout(5)
+        recv_until_eof(client, timeout=5)  # the peer sees the connection end
+
+
+def test_pending_requests_are_dropped_not_delivered(watcher, pair):
+    client, server = pair()
+
+    class Ctx:
+        pass
+
+    ctx = Ctx()
+    ref = weakref.ref(ctx)
+    buf = bytearray(4)
+    watcher.read(server, buf, ctx=ctx)
+    watcher.write(server, bytes(16 << 20), ctx=ctx)
+    del ctx
+    watcher.close()
+    with pytest.raises(gaio.WatcherClosedError):
+        watcher.wait_io(0)
+    gc.collect()
+    assert ref() is None, "close() kept a dropped request's ctx alive"
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(lambda w, s: w.read(s), id="read"),
+    pytest.param(lambda w, s: w.read(s, bytearray(4)), id="read-buf"),
+    pytest.param(lambda w, s: w.read_full(s, bytearray(4)), id="read_full"),
+    pytest.param(lambda w, s: w.write(s, b"x"), id="write"),
+    pytest.param(lambda w, s: w.free(s), id="free"),
+    pytest.param(lambda w, s: w.wait_io(0), id="wait_io"),
+    pytest.param(lambda w, s: w.wait_io(), id="wait_io-none"),
+    # bad arguments: the closed watcher is reported first
+    pytest.param(lambda w, s: w.read(None), id="read-None"),
+    pytest.param(lambda w, s: w.read(s, b""), id="read-empty"),
+    pytest.param(lambda w, s: w.read(s, b"ro"), id="read-readonly"),
+    pytest.param(lambda w, s: w.read_full(s, None), id="read_full-None"),
+    pytest.param(lambda w, s: w.write(object(), "text"), id="write-junk"),
+    pytest.param(lambda w, s: w.write(s, b""), id="write-empty"),
+    pytest.param(lambda w, s: w.read(s, timeout=math.nan), id="read-nan"),
+    pytest.param(lambda w, s: w.read(s, timeout=1, deadline=1), id="read-both"),
+    pytest.param(lambda w, s: w.free(42), id="free-int"),
+    pytest.param(lambda w, s: w.wait_io(math.nan), id="wait_io-nan"),
+    pytest.param(lambda w, s: w.wait_io("x"), id="wait_io-str"),
+])
+def test_every_call_after_close_raises_watcher_closed_error_first(watcher, pair, call):
+    client, server = pair()
+    watcher.close()
+    fds = open_fds()
+    with pytest.raises(gaio.WatcherClosedError):
+        call(watcher, server)
+    assert open_fds() == fds
+    assert server.fileno() != -1  # not delegated to a closed watcher
+
+
+def test_closed_socket_after_close_is_still_watcher_closed_error(watcher, pair):
+    client, server = pair()
+    watcher.write(server, b"x")
+    watcher.close()
+    with pytest.raises(gaio.WatcherClosedError):
+        watcher.write(server, b"y")
+
+
+def test_stats_after_close_returns_the_final_counters(watcher, pair):
+    client, server = pair()
+    watcher.write(server, b"abc")
+    collect(watcher, 1)
+    watcher.read(server, bytearray(4))
+    before = watcher.stats()
+    watcher.close()
+    after = watcher.stats()
+    assert after["submitted"] == before["submitted"] == 2
+    assert after["completed"] == before["completed"] == 1
+    assert after["bytes_written"] == 3
+    watcher.close()
+    assert watcher.stats()["submitted"] == 2
+
+
+def test_attributes_after_close(watcher, engine):
+    watcher.close()
+    assert watcher.engine == engine
+    assert watcher.bufsize == 65536
+
+
+@pytest.mark.parametrize("ctx", ["plain", "cycle"])
+def test_garbage_collected_watcher_is_closed(engine, pair, ctx):
+    client, server = pair()
+    inode = fd_inode(server)
+    fds_before = len(open_fds())
+    w = gaio.Watcher(engine=engine)
+    # "cycle": a pending request's ctx refers back to the watcher (a handler
+    # object holding its watcher); the cycle must not make the watcher immortal
+    w.read(server, bytearray(4), ctx=w if ctx == "cycle" else "plain")
+    ref = weakref.ref(w)
+    del w
+    gc.collect()
+    assert ref() is None, "watcher not collected"
+    assert fds_of_inode(inode) == []
+    client.settimeout(5)
+    assert client.recv(1) == b""
+    assert len(open_fds()) == fds_before - 1  # the engine's own descriptors too
+
+
+def test_close_with_many_connections(watcher, net):
+    pairs = net.pairs(500, unix=True)
+    inodes = [fd_inode(s) for _, s in pairs]
+    for _, server in pairs:
+        watcher.read(server, bytearray(1), timeout=30)
+    watcher.close()
+    assert still_open(inodes) == []
