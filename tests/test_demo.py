@@ -2,9 +2,12 @@
 
 The demo is run as a user would run it, in a subprocess, with every wait bounded.
 """
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -58,3 +61,45 @@ def test_demo_unavailable_engine_fails_in_one_line(name):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gaio demo: error: "), proc.stderr
     assert proc.stdout == ""
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_demo_interrupted_reaps_its_client(how):
+    # Ctrl-C signals the whole process group; `kill` signals the demo alone,
+    # which must then stop the client itself. SIGINT is reset to its default
+    # in the child in case we were started with it ignored.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gaio", "demo", "--engine", "python", "--duration", "30",
+         "--conns", "10"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        client_pid = None
+        give_up_at = time.monotonic() + 60
+        for line in proc.stdout:  # every wait is bounded by the test's timeout
+            match = re.search(rb"client pid (\d+)", line)
+            if match:
+                client_pid = int(match.group(1))
+            if b"running:" in line or time.monotonic() > give_up_at:
+                break
+        assert client_pid is not None and _pid_alive(client_pid)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.terminate()
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
+        assert b"interrupted" in err and b"Traceback" not in err, err
+        assert not _pid_alive(client_pid)  # reaped by the demo, not left to init
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

@@ -217,6 +217,9 @@ def run(args):
 
         connected = events.next(STARTUP_TIMEOUT + args.conns / 1000)
         client_engine = connected["engine"]
+        print("  client pid %d (engine %s) connected; idle for %.1f s, then load"
+              % (proc.pid, client_engine, IDLE_SETTLE))
+        sys.stdout.flush()
         wait_until_all_idle(server, args.conns, STARTUP_TIMEOUT + args.conns / 1000)
         idle = measure_idle(server, args.conns, rss_before)
         try:
