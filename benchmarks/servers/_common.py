@@ -1,0 +1,48 @@
+"""What every Python echo server here shares: arguments, the listener, READY.
+
+Each server is one small script started by the harness as
+`python benchmarks/servers/NAME.py [--port P] [...]`; it binds 127.0.0.1 with
+backlog 4096, sets TCP_NODELAY on every connection and prints
+"READY <port>" on stdout once it is listening.
+"""
+import argparse
+import resource
+import socket
+
+BACKLOG = 4096
+HOST = "127.0.0.1"
+READ_SIZE = 65536
+
+
+def parse_args(description, add_arguments=None):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    if add_arguments:
+        add_arguments(parser)
+    return parser.parse_args()
+
+
+def raise_fd_limit():
+    """Idle-connection runs hold ~20,000 sockets: use the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def make_listener(port, blocking=False):
+    raise_fd_limit()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, port))
+    sock.listen(BACKLOG)
+    sock.setblocking(blocking)
+    return sock
+
+
+def set_nodelay(sock):
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def announce(port):
+    print("READY %d" % port, flush=True)
+
