@@ -4,11 +4,12 @@ The server (see _demo_server) runs in this process; the load comes from
 `python -m gaio._demo_client` in a child process over 127.0.0.1, so the two
 sides do not share a GIL. The run has three phases:
 
-1. the client opens every connection; the server accepts each one and leaves
-   a read pending on it;
-2. idle: both sides wait while this process measures its memory and threads,
-   so the figure per connection is the cost of an idle connection with a
-   pending read (gaio's use case: many connections, mostly idle);
+1. the client opens half of its connections; the server accepts each one and
+   leaves a read pending on it; all sit idle while this process measures its
+   memory; then the same for the other half, and the threads are counted;
+2. the growth of memory over the second half, per connection, is the cost
+   of one more idle connection with a pending read (gaio's use case: many
+   connections, mostly idle), without the one-time costs of the first ones;
 3. load: the client keeps a few messages in flight on every connection for
    --duration seconds, checking every echoed byte, and reports its figures.
 """
@@ -114,7 +115,7 @@ def reap(proc):
 
 
 def wait_until_all_idle(server, conns, timeout):
-    """Until the server has every connection, each with its read pending."""
+    """Until the server has `conns` connections, each with its read pending, then idle."""
     give_up_at = time.monotonic() + timeout
     while server.accepted < conns or server.watcher.stats()["pending"] < conns:
         if server.failure is not None:
@@ -157,14 +158,26 @@ class Progress:
             self.stream.write("\n")
 
 
-def measure_idle(server, conns, rss_before):
+def rss_kb():
     gc.collect()
-    rss_after = proc_status("VmRSS")
+    return proc_status("VmRSS")
+
+
+def send_line(proc, text):
+    try:
+        proc.stdin.write(text.encode() + b"\n")
+        proc.stdin.flush()
+    except BrokenPipeError:
+        pass  # the client is gone: the next event read reports how it ended
+
+
+def measure_idle(args, rss_none, rss_half):
+    rss_all = rss_kb()
+    known = None not in (rss_none, rss_half, rss_all)
     return {
-        "rss_before_kb": rss_before,
-        "rss_after_kb": rss_after,
-        "rss_per_conn": (None if rss_before is None or rss_after is None
-                         else (rss_after - rss_before) * 1024 / conns),
+        "rss_kb": (rss_none, rss_half, rss_all),
+        "rss_per_conn": ((rss_all - rss_half) * 1024 / (args.conns - args.conns // 2)
+                         if known else None),
         "py_threads": threading.active_count(),
         "os_threads": proc_status("Threads"),
     }
@@ -172,10 +185,12 @@ def measure_idle(server, conns, rss_before):
 
 def report(args, engine, client_engine, idle, result, stats):
     elapsed = result["elapsed"]
-    rss = ("%.0f B  (VmRSS %s kB with no connection, %s kB with %d idle ones)"
-           % (idle["rss_per_conn"], format(idle["rss_before_kb"], ","),
-              format(idle["rss_after_kb"], ","), args.conns)
-           if idle["rss_per_conn"] is not None else "n/a (no /proc/self/status)")
+    if idle["rss_per_conn"] is None:
+        rss = "n/a (no /proc/self/status)"
+    else:
+        none, half, full = (format(kb, ",") for kb in idle["rss_kb"])
+        rss = ("%.0f B  (VmRSS %s kB with no connection, %s kB with %d idle, %s kB with %d)"
+               % (idle["rss_per_conn"], none, half, args.conns // 2, full, args.conns))
     lines = [
         ("engine", "%s  (client: %s)" % (engine, client_engine)),
         ("messages/s", format(round(result["msgs"] / elapsed), ",")),
@@ -210,23 +225,22 @@ def run(args):
               "%d connections, %d-byte messages, %d in flight per connection, %g s"
               % (engine, server.port, args.conns, args.size, args.depth, args.duration))
         sys.stdout.flush()
-        gc.collect()
-        rss_before = proc_status("VmRSS")
+        rss_none = rss_kb()
         proc = start_client(args, server.port, client_engine)
         events = ClientEvents(proc)
+        connect_timeout = STARTUP_TIMEOUT + args.conns / 1000
 
-        connected = events.next(STARTUP_TIMEOUT + args.conns / 1000)
-        client_engine = connected["engine"]
-        print("  client pid %d (engine %s) connected; idle for %.1f s, then load"
-              % (proc.pid, client_engine, IDLE_SETTLE))
+        events.next(connect_timeout)
+        wait_until_all_idle(server, args.conns // 2, connect_timeout)
+        rss_half = rss_kb()
+        send_line(proc, "more")
+        client_engine = events.next(connect_timeout)["engine"]
+        print("  client pid %d (engine %s): %d connection(s) open and idle"
+              % (proc.pid, client_engine, args.conns))
         sys.stdout.flush()
-        wait_until_all_idle(server, args.conns, STARTUP_TIMEOUT + args.conns / 1000)
-        idle = measure_idle(server, args.conns, rss_before)
-        try:
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # the client is gone: the next event read reports how it ended
+        wait_until_all_idle(server, args.conns, connect_timeout)
+        idle = measure_idle(args, rss_none, rss_half)
+        send_line(proc, "go")
 
         progress = Progress(sys.stdout)
         try:

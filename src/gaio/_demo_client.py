@@ -3,10 +3,11 @@
     python -m gaio._demo_client --port P --conns N --size S --duration D
                                 --depth K --engine E
 
-It opens N connections to 127.0.0.1:P, then waits for a "go" line on stdin
-(the parent measures the server while every connection sits idle), then keeps
-K messages in flight on each connection for D seconds and checks every echoed
-byte. It talks to the parent in JSON lines on stdout: "connected", one
+It opens half of its N connections to 127.0.0.1:P and waits for a "more"
+line on stdin, opens the other half and waits for "go" (the parent measures
+the server at both points, every connection idle), then keeps K messages in
+flight on each connection for D seconds and checks every echoed byte. It
+talks to the parent in JSON lines on stdout: "connected" (twice), one
 "progress" per second, then "result" (or "error", with exit status 1).
 
 The client dogfoods gaio: one Watcher drives every connection, a write request
@@ -73,7 +74,7 @@ class LoadGenerator:
         self.latencies = []      # seconds, one per echoed message while sending
 
     def connect(self, port, count):
-        for index in range(count):
+        for index in range(len(self.conns), len(self.conns) + count):
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
             # Small pipelined messages: without TCP_NODELAY, Nagle's algorithm
             # meets delayed ACKs and every round trip costs tens of ms.
@@ -135,10 +136,12 @@ def run(args):
     watcher = gaio.Watcher(engine=args.engine)
     try:
         load = LoadGenerator(watcher, args.size, args.depth)
-        load.connect(args.port, args.conns)
-        emit("connected", conns=args.conns, engine=watcher.engine)
-        if sys.stdin.readline().strip() != "go":
-            return 0  # the parent gave up before the run: nothing to report
+        half = args.conns // 2
+        for count, go_on in ((half, "more"), (args.conns - half, "go")):
+            load.connect(args.port, count)
+            emit("connected", conns=len(load.conns), engine=watcher.engine)
+            if sys.stdin.readline().strip() != go_on:
+                return 0  # the parent gave up before the run: nothing to report
 
         started = time.monotonic()
         stop_at = started + args.duration
