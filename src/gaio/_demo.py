@@ -2,16 +2,18 @@
 
 The server (see _demo_server) runs in this process; the load comes from
 `python -m gaio._demo_client` in a child process over 127.0.0.1, so the two
-sides do not share a GIL. The run has three phases:
+sides do not share a GIL. The run goes in three phases:
 
-1. the client opens half of its connections; the server accepts each one and
-   leaves a read pending on it; all sit idle while this process measures its
-   memory; then the same for the other half, and the threads are counted;
-2. the growth of memory over the second half, per connection, is the cost
-   of one more idle connection with a pending read (gaio's use case: many
-   connections, mostly idle), without the one-time costs of the first ones;
-3. load: the client keeps a few messages in flight on every connection for
-   --duration seconds, checking every echoed byte, and reports its figures.
+1. connect: the client opens half of its connections; the server accepts each
+   one and leaves a read pending on it; after a moment idle this process reads
+   its memory; then the same again for the other half, and the threads are
+   counted. The growth over the second half, per connection, is the cost of
+   one more idle connection with a pending read (gaio's use case: many
+   connections, mostly idle), free of one-time costs paid by the first ones;
+2. load: the client keeps a few messages in flight on every connection for
+   --duration seconds, checks every echoed byte, and reports its figures;
+3. shutdown: the client closes its watcher, the server frees every connection
+   at EOF, then its threads are joined and the client process is reaped.
 """
 import gc
 import json
@@ -217,7 +219,11 @@ def run(args):
         raise DemoError(str(exc)) from None
     engine = watcher.engine
     client_engine = engine if args.client_engine == "same" else args.client_engine
-    server = EchoServer(watcher)
+    try:
+        server = EchoServer(watcher)
+    except OSError as exc:
+        watcher.close()
+        raise DemoError("cannot listen on 127.0.0.1: %s" % exc) from None
     server.start()
     proc = None
     try:
