@@ -1,0 +1,723 @@
+/* gaio's core: connections, per-connection FIFOs, deadlines, the internal
+ * buffer and the batch of finished requests. No Python here (see module.c).
+ *
+ * Locking: core->lock guards all of it. Request threads take it briefly to
+ * queue work; the waiter holds it while it runs the engine, except around the
+ * engine's blocking syscall. Nobody takes the GIL while holding it.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NO_HEAP UINT32_MAX
+
+int64_t gaio_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void gaio_core_lock(gaio_core *core) { pthread_mutex_lock(&core->lock); }
+void gaio_core_unlock(gaio_core *core) { pthread_mutex_unlock(&core->lock); }
+
+/* ---- deadline heap: min-heap on deadline_ns, each request knows its index ---- */
+
+static void heap_set(gaio_core *core, uint32_t i, gaio_req *r)
+{
+    core->heap[i] = r;
+    r->heap_index = i;
+}
+
+static void heap_up(gaio_core *core, uint32_t i)
+{
+    gaio_req *r = core->heap[i];
+    while (i > 0) {
+        uint32_t parent = (i - 1) / 2;
+        if (core->heap[parent]->deadline_ns <= r->deadline_ns)
+            break;
+        heap_set(core, i, core->heap[parent]);
+        i = parent;
+    }
+    heap_set(core, i, r);
+}
+
+static void heap_down(gaio_core *core, uint32_t i)
+{
+    gaio_req *r = core->heap[i];
+    for (;;) {
+        uint32_t child = 2 * i + 1;
+        if (child >= core->nheap)
+            break;
+        if (child + 1 < core->nheap &&
+            core->heap[child + 1]->deadline_ns < core->heap[child]->deadline_ns)
+            child++;
+        if (r->deadline_ns <= core->heap[child]->deadline_ns)
+            break;
+        heap_set(core, i, core->heap[child]);
+        i = child;
+    }
+    heap_set(core, i, r);
+}
+
+static int heap_push(gaio_core *core, gaio_req *r)
+{
+    if (core->nheap == core->cap_heap) {
+        uint32_t cap = core->cap_heap ? core->cap_heap * 2 : 64;
+        gaio_req **h = realloc(core->heap, cap * sizeof *h);
+        if (!h)
+            return -1;
+        core->heap = h;
+        core->cap_heap = cap;
+    }
+    heap_set(core, core->nheap++, r);
+    heap_up(core, r->heap_index);
+    return 0;
+}
+
+static void heap_remove(gaio_core *core, gaio_req *r)
+{
+    uint32_t i = r->heap_index;
+    if (i == NO_HEAP)
+        return;
+    r->heap_index = NO_HEAP;
+    gaio_req *last = core->heap[--core->nheap];
+    if (last == r)
+        return;
+    heap_set(core, i, last);
+    heap_up(core, i);
+    heap_down(core, last->heap_index);
+}
+
+/* ---- connections ---- */
+
+gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize, char *why, size_t whylen)
+{
+    gaio_core *core = calloc(1, sizeof *core);
+    if (!core) {
+        snprintf(why, whylen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&core->lock, NULL);
+    pthread_cond_init(&core->idle, NULL);
+    core->engine = engine;
+    core->bufsize = bufsize;
+    if (engine->create(core, &core->engine_state, why, whylen) != 0) {
+        pthread_cond_destroy(&core->idle);
+        pthread_mutex_destroy(&core->lock);
+        free(core);
+        return NULL;
+    }
+    return core;
+}
+
+gaio_conn *gaio_core_conn(gaio_core *core, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
+    if (slot >= core->nslots)
+        return NULL;
+    gaio_conn *c = core->slots[slot];
+    if (!c || c->gen != gen || c->closing)
+        return NULL;
+    return c;
+}
+
+uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
+{
+    gaio_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        *err = ENOMEM;
+        return 0;
+    }
+    pthread_mutex_lock(&core->lock);
+    uint32_t slot;
+    if (core->nfree) {
+        slot = core->free_slots[--core->nfree];
+    } else {
+        if (core->nslots == core->cap_slots) {
+            uint32_t cap = core->cap_slots ? core->cap_slots * 2 : 64;
+            gaio_conn **s = realloc(core->slots, cap * sizeof *s);
+            if (s)
+                core->slots = s;
+            uint32_t *g = s ? realloc(core->slot_gen, cap * sizeof *g) : NULL;
+            if (g)
+                core->slot_gen = g;
+            uint32_t *f = g ? realloc(core->free_slots, cap * sizeof *f) : NULL;
+            if (!f) {
+                pthread_mutex_unlock(&core->lock);
+                free(c);
+                *err = ENOMEM;
+                return 0;
+            }
+            core->free_slots = f;
+            core->cap_slots = cap;
+        }
+        slot = core->nslots++;
+        core->slot_gen[slot] = 1;
+    }
+    c->fd = fd;
+    c->slot = slot;
+    c->gen = core->slot_gen[slot];
+    core->slots[slot] = c;
+    int rc = core->engine->watch(core->engine_state, c);
+    if (rc < 0) {
+        core->slots[slot] = NULL;
+        core->free_slots[core->nfree++] = slot;
+        pthread_mutex_unlock(&core->lock);
+        free(c);
+        *err = -rc;
+        return 0;
+    }
+    core->stats.watched++;
+    pthread_mutex_unlock(&core->lock);
+    return gaio_conn_id(c);
+}
+
+static void conn_release_slot(gaio_core *core, gaio_conn *c)
+{
+    core->slots[c->slot] = NULL;
+    /* generation 0 is never used, so an id of 0 means "no connection" */
+    if (++core->slot_gen[c->slot] == 0)
+        core->slot_gen[c->slot] = 1;
+    core->free_slots[core->nfree++] = c->slot;
+    free(c);
+}
+
+static void conn_maybe_release(gaio_core *core, gaio_conn *c)
+{
+    if (c->closing && !c->engine_busy && !c->head[0] && !c->head[1])
+        conn_release_slot(core, c);
+}
+
+gaio_req *gaio_conn_head(gaio_conn *c, int kind)
+{
+    gaio_req *r = c->head[kind];
+    return r && r->state == GAIO_REQ_QUEUED ? r : NULL;
+}
+
+static void queue_remove(gaio_conn *c, gaio_req *r)
+{
+    int k = r->kind;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->head[k] = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        c->tail[k] = r->prev;
+    r->next = r->prev = NULL;
+}
+
+static void done_append(gaio_core *core, gaio_req *r)
+{
+    r->state = GAIO_REQ_DONE;
+    r->next = NULL;
+    r->prev = core->done_tail;
+    if (core->done_tail)
+        core->done_tail->next = r;
+    else
+        core->done_head = r;
+    core->done_tail = r;
+}
+
+/* Take r off its connection (and the heap) and append it to the results. */
+static void req_complete(gaio_core *core, gaio_req *r, int error)
+{
+    gaio_conn *c = r->conn;
+    heap_remove(core, r);
+    queue_remove(c, r);
+    r->error = error;
+    if (error == GAIO_ERR_DEADLINE)
+        core->stats.timeouts++;
+    done_append(core, r);
+}
+
+/* The core removed the head of c's kind queue: tell the engine about the next. */
+static void start_next(gaio_core *core, gaio_conn *c, int kind)
+{
+    if (!c->closing && c->head[kind] && c->head[kind]->state == GAIO_REQ_QUEUED)
+        core->engine->start(core->engine_state, c, kind);
+}
+
+/* End r early with error: at once, or once the engine has it back. */
+static void req_abort(gaio_core *core, gaio_req *r, int error)
+{
+    gaio_conn *c = r->conn;
+    if (r->state == GAIO_REQ_CANCELLING) {
+        if (error == GAIO_ERR_CLOSED)
+            r->cancel_reason = error;
+        heap_remove(core, r);
+        return;
+    }
+    int was_head = c->head[r->kind] == r;
+    if (was_head && core->engine->cancel(core->engine_state, r)) {
+        r->state = GAIO_REQ_CANCELLING;
+        r->cancel_reason = error;
+        heap_remove(core, r);
+        return;
+    }
+    req_complete(core, r, error);
+    if (was_head)
+        start_next(core, c, r->kind);
+}
+
+/* ---- the engine's callbacks ---- */
+
+static int req_finished(const gaio_req *r)
+{
+    if (r->kind == GAIO_WRITE || r->full)
+        return r->done >= r->len;
+    return r->done > 0;
+}
+
+static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
+{
+    if (res > 0) {
+        r->done += (size_t)res;
+        if (r->kind == GAIO_READ)
+            core->stats.bytes_read += (uint64_t)res;
+        else
+            core->stats.bytes_written += (uint64_t)res;
+        if (!req_finished(r))
+            return 0;
+        req_complete(core, r, 0);
+        return 1;
+    }
+    if (r->state == GAIO_REQ_CANCELLING)
+        return 0; /* the engine calls gaio_core_finish next */
+    if (res == 0) {
+        if (r->kind == GAIO_WRITE) {
+            if (!req_finished(r))
+                return 0;
+            req_complete(core, r, 0);
+            return 1;
+        }
+        req_complete(core, r, GAIO_ERR_EOF);
+        return 1;
+    }
+    req_complete(core, r, (int)-res);
+    return 1;
+}
+
+int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
+{
+    if (res > 0 && !r->buf && r->kind == GAIO_READ) {
+        /* committed where gaio_core_swap_reserve pointed */
+        r->swap_ptr = core->chunk[core->chunk_cur] + core->chunk_off;
+        r->swap_in_engine = 0;
+        core->chunk_off += (size_t)res;
+        core->swap_out += (size_t)res;
+    }
+    return progress_common(core, r, res);
+}
+
+int gaio_core_progress_swap(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t n,
+                            uint64_t cookie)
+{
+    r->swap_ptr = ptr;
+    r->swap_cookie = cookie;
+    r->swap_in_engine = 1;
+    core->swap_out += n;
+    return progress_common(core, r, (ssize_t)n);
+}
+
+void gaio_core_finish(gaio_core *core, gaio_req *r)
+{
+    gaio_conn *c = r->conn;
+    int was_head = c->head[r->kind] == r;
+    req_complete(core, r, r->cancel_reason);
+    if (was_head)
+        start_next(core, c, r->kind);
+    conn_maybe_release(core, c);
+}
+
+void gaio_core_conn_idle(gaio_core *core, gaio_conn *c)
+{
+    c->engine_busy = 0;
+    conn_maybe_release(core, c);
+}
+
+/* ---- the internal buffer ---- */
+
+size_t gaio_core_swap_room(gaio_core *core)
+{
+    size_t budget = GAIO_SWAP_CHUNKS * core->bufsize;
+    return core->swap_out >= budget ? 0 : budget - core->swap_out;
+}
+
+size_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr)
+{
+    size_t bs = core->bufsize;
+    if (!gaio_core_swap_room(core))
+        return 0;
+    /* a nearly full chunk would make short reads: move on while chunks remain */
+    size_t left = bs - core->chunk_off;
+    if (core->chunk[core->chunk_cur] && left < bs / 4 + 1) {
+        if (core->chunk_cur + 1 >= GAIO_SWAP_CHUNKS) {
+            if (left == 0)
+                return 0;
+        } else {
+            core->chunk_cur++;
+            core->chunk_off = 0;
+            left = bs;
+        }
+    }
+    if (!core->chunk[core->chunk_cur]) {
+        core->chunk[core->chunk_cur] = malloc(bs);
+        if (!core->chunk[core->chunk_cur])
+            return 0;
+        core->stats.swap_chunks++;
+    }
+    size_t room = gaio_core_swap_room(core);
+    *ptr = core->chunk[core->chunk_cur] + core->chunk_off;
+    return left < room ? left : room;
+}
+
+void gaio_core_swap_reset(gaio_core *core)
+{
+    pthread_mutex_lock(&core->lock);
+    if (core->done_head) {
+        /* results not yet shown may point into the chunks: keep filling after them */
+        pthread_mutex_unlock(&core->lock);
+        return;
+    }
+    core->chunk_cur = 0;
+    core->chunk_off = 0;
+    core->swap_out = 0;
+    pthread_mutex_unlock(&core->lock);
+}
+
+unsigned char *gaio_core_swap_detach(gaio_core *core, unsigned i)
+{
+    pthread_mutex_lock(&core->lock);
+    unsigned char *p = core->chunk[i];
+    core->chunk[i] = NULL;
+    if (p)
+        core->stats.swap_chunks--;
+    pthread_mutex_unlock(&core->lock);
+    return p;
+}
+
+void *gaio_core_swap_recycle(gaio_core *core, uint64_t cookie, int kept)
+{
+    void *p = NULL;
+    pthread_mutex_lock(&core->lock);
+    if (!core->closed && core->engine->recycle)
+        p = core->engine->recycle(core->engine_state, cookie, kept);
+    pthread_mutex_unlock(&core->lock);
+    return p;
+}
+
+/* ---- requests in, results out ---- */
+
+static void wake_waiter(gaio_core *core)
+{
+    if (core->sleeping && !core->woken) {
+        core->woken = 1;
+        core->engine->wake(core->engine_state);
+    }
+}
+
+void gaio_core_submit(gaio_core *core, gaio_req *r)
+{
+    r->state = GAIO_REQ_INCOMING;
+    r->heap_index = NO_HEAP;
+    r->done = 0;
+    r->error = 0;
+    r->conn = NULL;
+    r->swap_ptr = NULL;
+    r->next = NULL;
+    pthread_mutex_lock(&core->lock);
+    r->prev = core->incoming_tail;
+    if (core->incoming_tail)
+        core->incoming_tail->next = r;
+    else
+        core->incoming_head = r;
+    core->incoming_tail = r;
+    core->stats.submitted++;
+    core->stats.pending++;
+    wake_waiter(core);
+    pthread_mutex_unlock(&core->lock);
+}
+
+static void conn_close(gaio_core *core, gaio_conn *c)
+{
+    c->closing = 1;
+    for (int k = 0; k < 2; k++) {
+        gaio_req *r = c->head[k], *next;
+        for (; r; r = next) {
+            next = r->next;
+            req_abort(core, r, GAIO_ERR_CLOSED);
+        }
+    }
+    c->engine_busy = core->engine->unwatch(core->engine_state, c) == 1;
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    core->stats.watched--;
+    conn_maybe_release(core, c);
+}
+
+/* Move requests from other threads onto their connections; run queued frees. */
+static void drain_incoming(gaio_core *core)
+{
+    gaio_req *r = core->incoming_head;
+    core->incoming_head = core->incoming_tail = NULL;
+    while (r) {
+        gaio_req *next = r->next;
+        gaio_conn *c = gaio_core_conn(core, r->conn_id);
+        r->next = r->prev = NULL;
+        r->state = GAIO_REQ_QUEUED;
+        if (!c) {
+            /* its connection went away after the request was made */
+            r->error = GAIO_ERR_CLOSED;
+            done_append(core, r);
+            r = next;
+            continue;
+        }
+        r->conn = c;
+        int k = r->kind;
+        r->prev = c->tail[k];
+        if (c->tail[k])
+            c->tail[k]->next = r;
+        else
+            c->head[k] = r;
+        c->tail[k] = r;
+        if (r->deadline_ns != INT64_MAX && heap_push(core, r) != 0)
+            r->deadline_ns = INT64_MAX; /* out of memory: no deadline rather than a crash */
+        if (c->head[k] == r)
+            core->engine->start(core->engine_state, c, k);
+        r = next;
+    }
+    for (uint32_t i = 0; i < core->nfrees; i++) {
+        gaio_conn *c = gaio_core_conn(core, core->frees[i]);
+        if (c)
+            conn_close(core, c);
+    }
+    core->frees_done += core->nfrees;
+    core->nfrees = 0;
+    pthread_cond_broadcast(&core->idle);
+}
+
+static void expire_deadlines(gaio_core *core, int64_t now)
+{
+    while (core->nheap && core->heap[0]->deadline_ns <= now)
+        req_abort(core, core->heap[0], GAIO_ERR_DEADLINE);
+}
+
+static int queue_free(gaio_core *core, uint64_t id)
+{
+    if (core->nfrees == core->cap_frees) {
+        uint32_t cap = core->cap_frees ? core->cap_frees * 2 : 16;
+        uint64_t *f = realloc(core->frees, cap * sizeof *f);
+        if (!f)
+            return -1;
+        core->frees = f;
+        core->cap_frees = cap;
+    }
+    core->frees[core->nfrees++] = id;
+    core->frees_asked++;
+    return 0;
+}
+
+static void free_conn(gaio_core *core, uint64_t id, int wait_done)
+{
+    pthread_mutex_lock(&core->lock);
+    if (core->closed) {
+        pthread_mutex_unlock(&core->lock);
+        return;
+    }
+    if (!core->waiting) {
+        /* nobody runs the engine: do it here; requests still incoming for
+         * it will find it gone and end with GAIO_ERR_CLOSED */
+        gaio_conn *c = gaio_core_conn(core, id);
+        if (c)
+            conn_close(core, c);
+        pthread_mutex_unlock(&core->lock);
+        return;
+    }
+    if (queue_free(core, id) != 0) {
+        pthread_mutex_unlock(&core->lock);
+        return;
+    }
+    uint64_t ticket = core->frees_asked;
+    /* the waiter is in engine.wait with the lock dropped: always kick it */
+    core->woken = 1;
+    core->engine->wake(core->engine_state);
+    while (wait_done && core->waiting && core->frees_done < ticket && !core->closed)
+        pthread_cond_wait(&core->idle, &core->lock);
+    pthread_mutex_unlock(&core->lock);
+}
+
+void gaio_core_free(gaio_core *core, uint64_t id) { free_conn(core, id, 1); }
+void gaio_core_release(gaio_core *core, uint64_t id) { free_conn(core, id, 0); }
+
+static int64_t engine_timeout(gaio_core *core, int64_t until_ns)
+{
+    if (core->done_head || core->incoming_head || core->nfrees)
+        return 0;
+    int64_t until = until_ns;
+    if (core->nheap && (until < 0 || core->heap[0]->deadline_ns < until))
+        until = core->heap[0]->deadline_ns;
+    if (until < 0)
+        return -1;
+    int64_t now = gaio_now_ns();
+    return until > now ? until - now : 0;
+}
+
+int gaio_core_wait(gaio_core *core, int64_t until_ns)
+{
+    int rc;
+    pthread_mutex_lock(&core->lock);
+    core->waiting = 1;
+    for (;;) {
+        if (core->closing || core->closed) {
+            rc = GAIO_WAIT_CLOSED;
+            break;
+        }
+        drain_incoming(core);
+        int64_t timeout = engine_timeout(core, until_ns);
+        core->sleeping = timeout != 0;
+        core->woken = 0;
+        int erc = core->engine->wait(core->engine_state, timeout);
+        core->sleeping = 0;
+        core->stats.wakeups++;
+        int64_t now = gaio_now_ns();
+        expire_deadlines(core, now);
+        if (core->done_head) {
+            rc = GAIO_WAIT_RESULTS;
+            break;
+        }
+        if (core->closing) {
+            rc = GAIO_WAIT_CLOSED;
+            break;
+        }
+        if (erc == -EINTR) {
+            rc = GAIO_WAIT_EINTR;
+            break;
+        }
+        if (until_ns >= 0 && now >= until_ns) {
+            rc = GAIO_WAIT_TIMEOUT;
+            break;
+        }
+    }
+    /* frees queued while we leave are ours to run */
+    if (!core->closing && !core->closed)
+        drain_incoming(core);
+    core->waiting = 0;
+    pthread_cond_broadcast(&core->idle);
+    pthread_mutex_unlock(&core->lock);
+    return rc;
+}
+
+gaio_req *gaio_core_take_done(gaio_core *core)
+{
+    pthread_mutex_lock(&core->lock);
+    gaio_req *r = core->done_head;
+    core->done_head = core->done_tail = NULL;
+    for (gaio_req *p = r; p; p = p->next) {
+        core->stats.pending--;
+        core->stats.completed++;
+    }
+    pthread_mutex_unlock(&core->lock);
+    return r;
+}
+
+static void chain(gaio_req **head, gaio_req *r)
+{
+    r->next = *head;
+    *head = r;
+}
+
+gaio_req *gaio_core_close(gaio_core *core)
+{
+    gaio_req *all = NULL;
+    pthread_mutex_lock(&core->lock);
+    if (core->closed) {
+        pthread_mutex_unlock(&core->lock);
+        return NULL;
+    }
+    core->closing = 1;
+    while (core->waiting) {
+        core->woken = 0;
+        core->engine->wake(core->engine_state);
+        pthread_cond_wait(&core->idle, &core->lock);
+    }
+    /* collect every request first: conn_close would move them to done */
+    for (gaio_req *r = core->incoming_head, *n; r; r = n) {
+        n = r->next;
+        chain(&all, r);
+    }
+    core->incoming_head = core->incoming_tail = NULL;
+    for (gaio_req *r = core->done_head, *n; r; r = n) {
+        n = r->next;
+        chain(&all, r);
+    }
+    core->done_head = core->done_tail = NULL;
+    for (uint32_t s = 0; s < core->nslots; s++) {
+        gaio_conn *c = core->slots[s];
+        if (!c)
+            continue;
+        if (!c->closing) {
+            c->closing = 1;
+            c->engine_busy = core->engine->unwatch(core->engine_state, c) == 1;
+            if (c->fd >= 0)
+                close(c->fd);
+            c->fd = -1;
+            core->stats.watched--;
+        }
+    }
+    core->engine->destroy(core->engine_state);
+    core->engine_state = NULL;
+    for (uint32_t s = 0; s < core->nslots; s++) {
+        gaio_conn *c = core->slots[s];
+        if (!c)
+            continue;
+        for (int k = 0; k < 2; k++)
+            for (gaio_req *r = c->head[k], *n; r; r = n) {
+                n = r->next;
+                chain(&all, r);
+            }
+        core->slots[s] = NULL;
+        free(c);
+    }
+    core->nheap = 0;
+    core->nfrees = 0;
+    core->stats.pending = 0;
+    core->closed = 1;
+    pthread_cond_broadcast(&core->idle);
+    pthread_mutex_unlock(&core->lock);
+    return all;
+}
+
+void gaio_core_get_stats(gaio_core *core, gaio_stats *out)
+{
+    pthread_mutex_lock(&core->lock);
+    *out = core->stats;
+    out->swap_bytes_batch = core->swap_out;
+    pthread_mutex_unlock(&core->lock);
+}
+
+void gaio_core_delete(gaio_core *core)
+{
+    if (!core)
+        return;
+    for (unsigned i = 0; i < GAIO_SWAP_CHUNKS; i++)
+        free(core->chunk[i]);
+    free(core->slots);
+    free(core->slot_gen);
+    free(core->free_slots);
+    free(core->frees);
+    free(core->heap);
+    pthread_cond_destroy(&core->idle);
+    pthread_mutex_destroy(&core->lock);
+    free(core);
+}
