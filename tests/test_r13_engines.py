@@ -1,0 +1,145 @@
+"""R13: engine selection: auto picks the fastest engine that runs here;
+GAIO_ENGINE sets the default at each Watcher(); an explicit engine wins; an
+unknown name is a ValueError; an engine that cannot run raises
+EngineUnavailableError, never a silent fallback. Also bufsize validation."""
+import pytest
+
+import gaio
+from conftest import available_engines, collect, recv_exactly
+
+
+def test_engine_and_bufsize_attributes(engine):
+    with gaio.Watcher(4096, engine=engine) as w:
+        assert w.engine == engine
+        assert w.bufsize == 4096
+        assert isinstance(w, gaio.Watcher)
+        with pytest.raises(AttributeError):
+            w.engine = "python" if engine != "python" else "epoll"
+        with pytest.raises(AttributeError):
+            w.bufsize = 1
+        assert w.engine == engine and w.bufsize == 4096
+
+
+def test_default_bufsize(engine):
+    with gaio.Watcher(engine=engine) as w:
+        assert w.bufsize == 65536
+
+
+def test_gaio_engine_variable_sets_the_default(engine, monkeypatch, pair):
+    monkeypatch.setenv("GAIO_ENGINE", engine)
+    with gaio.Watcher() as w:
+        assert w.engine == engine
+        client, server = pair()
+        w.write(server, b"via env")
+        assert collect(w, 1)[0].error is None
+        assert recv_exactly(client, 7) == b"via env"
+    with gaio.Watcher(engine="auto") as w:
+        assert w.engine == engine
+
+
+def test_gaio_engine_is_read_at_each_watcher(engine, monkeypatch):
+    monkeypatch.setenv("GAIO_ENGINE", engine)
+    gaio.Watcher().close()
+    monkeypatch.setenv("GAIO_ENGINE", "no-such-engine")
+    with pytest.raises(ValueError):
+        gaio.Watcher()
+    monkeypatch.setenv("GAIO_ENGINE", engine)
+    with gaio.Watcher() as w:
+        assert w.engine == engine
+
+
+@pytest.mark.parametrize("env", ["no-such-engine", "kqueue", "python", "uring"])
+def test_explicit_engine_wins_over_the_variable(engine, monkeypatch, env):
+    monkeypatch.setenv("GAIO_ENGINE", env)
+    with gaio.Watcher(engine=engine) as w:
+        assert w.engine == engine
+
+
+def test_auto_picks_the_first_engine_that_runs(monkeypatch):
+    monkeypatch.delenv("GAIO_ENGINE", raising=False)
+    report = available_engines()
+    expected = next(name for name in gaio.ENGINES if report[name] is None)
+    with gaio.Watcher() as w:
+        assert w.engine == expected
+    assert gaio.ENGINES[-1] == "python" and report["python"] is None
+
+
+def test_empty_variable_means_auto(monkeypatch):
+    monkeypatch.setenv("GAIO_ENGINE", "")
+    report = available_engines()
+    expected = next(name for name in gaio.ENGINES if report[name] is None)
+    with gaio.Watcher() as w:
+        assert w.engine == expected
+
+
+@pytest.mark.parametrize("name", ["nope", "EPOLL", "select", " python", "asyncio"])
+def test_unknown_engine_name_is_a_value_error(name, monkeypatch):
+    monkeypatch.delenv("GAIO_ENGINE", raising=False)
+    with pytest.raises(ValueError):
+        gaio.Watcher(engine=name)
+
+
+def test_unknown_engine_in_the_variable_is_a_value_error(monkeypatch):
+    monkeypatch.setenv("GAIO_ENGINE", "nope")
+    with pytest.raises(ValueError):
+        gaio.Watcher()
+
+
+@pytest.mark.parametrize("name", gaio.ENGINES)
+def test_engine_that_cannot_run_raises_never_falls_back(name, monkeypatch):
+    reason = available_engines()[name]
+    if reason is None:
+        pytest.skip("engine %r runs here" % name)
+    assert isinstance(reason, str) and reason
+    with pytest.raises(gaio.EngineUnavailableError):
+        gaio.Watcher(engine=name)
+    monkeypatch.setenv("GAIO_ENGINE", name)
+    with pytest.raises(gaio.EngineUnavailableError):
+        gaio.Watcher()
+
+
+def test_available_engines_reports_every_engine():
+    report = gaio.available_engines()
+    assert set(report) == set(gaio.ENGINES)
+    assert report["python"] is None
+    assert all(v is None or (isinstance(v, str) and v) for v in report.values())
+
+
+def test_engine_type_error(monkeypatch):
+    with pytest.raises((TypeError, ValueError)):
+        gaio.Watcher(engine=None)
+    with pytest.raises(TypeError):
+        gaio.Watcher(65536, "python")  # engine is keyword-only
+
+
+@pytest.mark.parametrize("bufsize,exc", [
+    (True, TypeError), (False, TypeError), (1.0, TypeError), (65536.0, TypeError),
+    ("65536", TypeError), (None, TypeError), (b"1", TypeError), ([1], TypeError),
+    (0, ValueError), (-1, ValueError), (2 ** 30 + 1, ValueError), (2 ** 64, ValueError),
+    (-2 ** 64, ValueError),
+])
+def test_bad_bufsize(engine, bufsize, exc):
+    with pytest.raises(exc):
+        gaio.Watcher(bufsize, engine=engine)
+    with pytest.raises(exc):
+        gaio.Watcher(bufsize=bufsize, engine=engine)
+
+
+@pytest.mark.parametrize("bufsize", [1, 2, 4096, 1 << 20])
+def test_good_bufsize(engine, pair, bufsize):
+    with gaio.Watcher(bufsize, engine=engine) as w:
+        assert w.bufsize == bufsize
+        client, server = pair()
+        client.sendall(b"abc")
+        w.read(server)
+        res = collect(w, 1)[0]
+        assert 1 <= res.size <= min(3, bufsize)
+        assert bytes(res.buffer) == b"abc"[:res.size]
+
+
+def test_int_subclass_bufsize_is_accepted(engine):
+    class Size(int):
+        pass
+
+    with gaio.Watcher(Size(2048), engine=engine) as w:
+        assert w.bufsize == 2048
