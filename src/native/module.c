@@ -478,6 +478,15 @@ static int buffer_arg(PyObject *obj, Py_buffer *view, int writable)
         return 0;
     if (PyErr_ExceptionMatches(PyExc_BufferError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
         PyErr_Clear();
+        if (writable && PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) == 0) {
+            Py_ssize_t len = view->len;
+            PyBuffer_Release(view);
+            if (len == 0) {
+                PyErr_SetString(PyExc_ValueError, "read: empty buffer");
+                return -1;
+            }
+        }
+        PyErr_Clear();
         PyErr_Format(PyExc_TypeError, "%s must be a %s contiguous bytes-like object, not %.100s",
                      writable ? "buf" : "data", writable ? "writable" : "", Py_TYPE(obj)->tp_name);
     }
