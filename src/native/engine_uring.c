@@ -1,17 +1,476 @@
-/* PLACEHOLDER written by the native-core helper so the module links before the
- * io_uring engine exists. The io_uring helper owns this file: overwrite it
- * freely (define gaio_engine_uring against engine.h). */
+/* The io_uring engine, without liburing (the kernel layer is uring_ring.c).
+ *
+ * Techniques, and the kernel each needs (the probe refuses older kernels, and
+ * engine="auto" then falls back to epoll):
+ *   - RECV into the caller's buffer and SEND(MSG_NOSIGNAL) from the caller's
+ *     data, one operation in flight per connection and direction, always for
+ *     the head request; a short send or a read_full's short recv is resubmitted
+ *     for the rest (RECV/SEND: 5.6; FEAT_FAST_POLL 5.7 so a socket that is not
+ *     ready is polled by the kernel instead of blocking an io-wq thread);
+ *   - reads without a buffer: a one-shot POLL_ADD(POLLIN), then recv() into
+ *     the core's internal buffer in user space, so a connection takes internal
+ *     buffer memory only once data has arrived and the batch's 4 x bufsize
+ *     budget is kept exactly (5.1);
+ *   - back-pressure: nothing is submitted for a direction with no request;
+ *   - every submission of a wait() and the wait itself are ONE io_uring_enter,
+ *     with the timeout passed in IORING_ENTER_EXT_ARG (5.11), the lock dropped
+ *     around it (and the GIL, by the binding);
+ *   - deadlines and free() cancel with ASYNC_CANCEL by user_data (5.5); the
+ *     request keeps its buffer and its connection stays allocated until the
+ *     cancelled operation's completion arrives; bytes it moved meanwhile are
+ *     reported (engine.h: cancel returns 1, then gaio_core_finish);
+ *   - wake(): an eventfd kept armed in the ring with POLL_ADD;
+ *   - a full SQ ring is submitted and refilled, and what does not fit waits
+ *     on the work list for the next wait(); completions the kernel held back
+ *     for a full CQ ring (FEAT_NODROP, 5.5) are flushed with another enter.
+ * Not used: SINGLE_ISSUER/DEFER_TASKRUN (6.1) and COOP_TASKRUN (5.19). The
+ * kernel finishes a socket operation as task work of the thread that submitted
+ * it, and wait_io() may run on a different thread each time: DEFER_TASKRUN
+ * refuses other threads (-EEXIST) and COOP_TASKRUN does not wake a submitter
+ * that sleeps elsewhere, which would stall its completions.
+ * user_data: a gaio_conn pointer | direction (TAG_READ/TAG_WRITE), or a tag.
+ * Override: GAIO_URING_DISABLE=1 makes the probe fail (see uring_ring.c).
+ */
 #include "engine.h"
 
 #include <stdio.h>
+#include <string.h>
 
-static int uring_create(gaio_core *core, void **state, char *why, size_t whylen)
+#if defined(__linux__)
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "uring_ring.h"
+
+#define SQ_ENTRIES 256
+#define CQ_ENTRIES 4096   /* beyond it completions wait in the kernel (NODROP) */
+#define MAX_OP_BYTES (1u << 30)
+
+/* gaio_conn.engine_flags; shifted by the direction where it applies */
+enum {
+    IN_FLIGHT = 1,     /* << kind: an operation of the head is in the kernel */
+    CANCEL_ASKED = 4,  /* << kind: an ASYNC_CANCEL for it is queued or sent */
+    TO_START = 16,     /* << kind: on the work list, to be submitted */
+    READ_IS_POLL = 64, /* the read in flight is the POLL_ADD of an internal-buffer read */
+    STARVED = 128,     /* on the starved list: its internal-buffer read waits for room */
+};
+#define BIT(flag, kind) ((uint32_t)(flag) << (kind))
+
+enum { TAG_READ = GAIO_READ, TAG_WRITE = GAIO_WRITE, TAG_WAKE = 2, TAG_CANCEL = 3, TAG_MASK = 7 };
+
+enum { WORK_START, WORK_CANCEL };
+typedef struct {
+    gaio_conn *conn; /* WORK_CANCEL: alive while its operation is in flight */
+    uint64_t id;     /* WORK_START: looked up again, the connection may be gone */
+    uint8_t what, kind;
+} work_item;
+
+typedef struct {
+    gaio_core *core;
+    struct gaio__uring ring;
+    int evfd;
+    int wake_armed;
+    uint64_t wake_count;
+    uint64_t in_flight;  /* SQEs prepared whose CQE has not been reaped */
+    work_item *work;     /* submissions for the next wait(), in order */
+    uint32_t nwork, cap_work;
+    uint64_t *starved;   /* connections whose internal-buffer read waits for room */
+    uint32_t nstarved, cap_starved;
+} uring_state;
+
+static int grow(void **items, uint32_t *cap, size_t size)
 {
-    snprintf(why, whylen, "io_uring engine not built yet");
+    uint32_t n = *cap ? *cap * 2 : 64;
+    void *p = realloc(*items, n * size);
+    if (!p)
+        return -1;
+    *items = p;
+    *cap = n;
+    return 0;
+}
+
+static void work_push(uring_state *st, gaio_conn *c, int what, int kind)
+{
+    if (st->nwork == st->cap_work && grow((void **)&st->work, &st->cap_work, sizeof *st->work)) {
+        /* out of memory: the request stays queued; its deadline or free() ends it */
+        return;
+    }
+    st->work[st->nwork++] = (work_item){.conn = c, .id = gaio_conn_id(c), .what = what, .kind = kind};
+}
+
+static void schedule_start(uring_state *st, gaio_conn *c, int kind)
+{
+    if (c->closing || c->fd < 0 || (c->engine_flags & (BIT(IN_FLIGHT, kind) | BIT(TO_START, kind))))
+        return;
+    gaio_req *r = gaio_conn_head(c, kind);
+    if (!r || (kind == GAIO_READ && !r->buf && (c->engine_flags & STARVED)))
+        return;
+    c->engine_flags |= BIT(TO_START, kind);
+    work_push(st, c, WORK_START, kind);
+}
+
+static void starve(uring_state *st, gaio_conn *c)
+{
+    if (c->engine_flags & STARVED)
+        return;
+    if (st->nstarved == st->cap_starved &&
+        grow((void **)&st->starved, &st->cap_starved, sizeof *st->starved))
+        return;
+    c->engine_flags |= STARVED;
+    st->starved[st->nstarved++] = gaio_conn_id(c);
+}
+
+static struct gaio__io_uring_sqe *get_sqe(uring_state *st)
+{
+    struct gaio__io_uring_sqe *sqe = gaio__uring_get_sqe(&st->ring);
+    if (!sqe) {
+        /* SQ ring full: hand it to the kernel now (no waiting), then refill */
+        gaio__uring_submit(&st->ring);
+        sqe = gaio__uring_get_sqe(&st->ring);
+    }
+    if (sqe)
+        st->in_flight++;
+    return sqe;
+}
+
+static uint32_t op_len(size_t n) { return n > MAX_OP_BYTES ? MAX_OP_BYTES : (uint32_t)n; }
+
+/* Submit the head of c's kind queue. -1: no SQE free, try again later. */
+static int start_op(uring_state *st, gaio_conn *c, int kind)
+{
+    gaio_req *r = gaio_conn_head(c, kind);
+    if (!r || (c->engine_flags & BIT(IN_FLIGHT, kind)))
+        return 0;
+    struct gaio__io_uring_sqe *sqe = get_sqe(st);
+    if (!sqe)
+        return -1;
+    uint64_t ud = (uint64_t)(uintptr_t)c | (uint64_t)kind;
+    if (kind == GAIO_WRITE)
+        gaio__uring_prep_send(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
+    else if (r->buf)
+        gaio__uring_prep_recv(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
+    else {
+        gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud);
+        c->engine_flags |= READ_IS_POLL;
+    }
+    c->engine_flags |= BIT(IN_FLIGHT, kind);
+    return 0;
+}
+
+static int run_item(uring_state *st, const work_item *w)
+{
+    if (w->what == WORK_CANCEL) {
+        gaio_conn *c = w->conn;
+        if (!(c->engine_flags & BIT(IN_FLIGHT, w->kind)))
+            return 0; /* it completed before the cancel went out */
+        struct gaio__io_uring_sqe *sqe = get_sqe(st);
+        if (!sqe)
+            return -1;
+        gaio__uring_prep_cancel(sqe, (uint64_t)(uintptr_t)c | w->kind, TAG_CANCEL);
+        return 0;
+    }
+    gaio_conn *c = gaio_core_conn(st->core, w->id);
+    if (!c)
+        return 0; /* freed since */
+    if (c->fd < 0 || start_op(st, c, w->kind) == 0) {
+        c->engine_flags &= ~BIT(TO_START, w->kind);
+        return 0;
+    }
     return -1;
+}
+
+/* Turn the work list into SQEs; what does not fit stays for the next wait. */
+static void run_work(uring_state *st)
+{
+    uint32_t i = 0;
+    while (i < st->nwork && run_item(st, &st->work[i]) == 0)
+        i++;
+    memmove(st->work, st->work + i, (st->nwork - i) * sizeof *st->work);
+    st->nwork -= i;
+}
+
+/* The connection is readable: recv() into the internal buffer for as many
+ * internal-buffer reads as are queued at its head and have data. */
+static void swap_reads(uring_state *st, gaio_conn *c)
+{
+    gaio_req *r;
+    while ((r = gaio_conn_head(c, GAIO_READ)) && !r->buf) {
+        unsigned char *ptr;
+        size_t want = gaio_core_swap_reserve(st->core, &ptr);
+        if (!want) {
+            starve(st, c); /* this batch's internal buffer is spent */
+            return;
+        }
+        ssize_t n = recv(c->fd, ptr, want, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break; /* poll again */
+        gaio_core_progress(st->core, r, n < 0 ? -errno : n);
+        if (n > 0 && (size_t)n < want)
+            break; /* drained: poll before the next read */
+    }
+    schedule_start(st, c, GAIO_READ);
+}
+
+static void retry_starved(uring_state *st)
+{
+    uint32_t n = st->nstarved;
+    st->nstarved = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        gaio_conn *c = gaio_core_conn(st->core, st->starved[i]);
+        if (!c)
+            continue;
+        c->engine_flags &= ~STARVED;
+        if (gaio_core_swap_room(st->core))
+            swap_reads(st, c);
+        else
+            starve(st, c);
+    }
+}
+
+/* The kernel is done with the operation of c's kind queue head. */
+static void complete_op(uring_state *st, gaio_conn *c, int kind, int32_t res)
+{
+    gaio_core *core = st->core;
+    int was_poll = kind == GAIO_READ && (c->engine_flags & READ_IS_POLL);
+    c->engine_flags &= ~(BIT(IN_FLIGHT, kind) | BIT(CANCEL_ASKED, kind));
+    if (kind == GAIO_READ)
+        c->engine_flags &= ~READ_IS_POLL;
+    gaio_req *r = c->head[kind];
+    if (r && r->state == GAIO_REQ_CANCELLING) {
+        /* bytes that raced the cancel are the caller's: report them first */
+        if (was_poll || res <= 0 || gaio_core_progress(core, r, res) == 0)
+            gaio_core_finish(core, r);
+    } else if (r && (res == -ECANCELED || res == -EINTR || res == -EAGAIN)) {
+        /* not ours to end (the submitting thread exited, a signal): again */
+    } else if (r && was_poll) {
+        if (!c->closing && c->fd >= 0)
+            swap_reads(st, c);
+    } else if (r) {
+        gaio_core_progress(core, r, res);
+    }
+    if (c->closing) {
+        if (c->engine_busy && !(c->engine_flags & (BIT(IN_FLIGHT, 0) | BIT(IN_FLIGHT, 1))))
+            gaio_core_conn_idle(core, c); /* c may be freed: not touched again */
+        return;
+    }
+    schedule_start(st, c, kind);
+}
+
+static void drain_eventfd(uring_state *st)
+{
+    uint64_t count;
+    while (read(st->evfd, &count, sizeof count) > 0) { /* one read empties it */
+        st->wake_count += count;
+        break;
+    }
+}
+
+static int reap(uring_state *st, int with_callbacks)
+{
+    uint32_t first, n = gaio__uring_cq_ready(&st->ring, &first);
+    for (uint32_t i = 0; i < n; i++) {
+        struct gaio__io_uring_cqe *cqe = gaio__uring_cqe_at(&st->ring, first + i);
+        uint64_t ud = cqe->user_data;
+        int32_t res = cqe->res;
+        st->in_flight--;
+        unsigned tag = ud & TAG_MASK;
+        if (tag == TAG_WAKE) {
+            st->wake_armed = 0;
+            drain_eventfd(st);
+        } else if ((tag == TAG_READ || tag == TAG_WRITE) && with_callbacks) {
+            complete_op(st, (gaio_conn *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK), (int)tag, res);
+        }
+        /* TAG_CANCEL: its target's own completion tells the story */
+    }
+    gaio__uring_cq_advance(&st->ring, n);
+    return (int)n;
+}
+
+static void arm_wake(uring_state *st)
+{
+    if (st->wake_armed)
+        return;
+    struct gaio__io_uring_sqe *sqe = get_sqe(st);
+    if (!sqe)
+        return; /* next time: a wake-up is a hint, the caller's timeout still holds */
+    gaio__uring_prep_poll_add(sqe, st->evfd, POLLIN, TAG_WAKE);
+    st->wake_armed = 1;
+}
+
+static int ur_wait(void *state, int64_t timeout_ns)
+{
+    uring_state *st = state;
+    if (st->nstarved && gaio_core_swap_room(st->core))
+        retry_starved(st);
+    arm_wake(st);
+    run_work(st);
+    if (gaio_core_has_results(st->core))
+        timeout_ns = 0;
+    gaio_core_unlock(st->core);
+    int ret = gaio__uring_submit_and_wait(&st->ring, timeout_ns);
+    gaio_core_lock(st->core);
+    int n = reap(st, 1);
+    while (gaio__uring_cq_overflowed(&st->ring)) {
+        /* the CQ ring was full: the kernel kept the rest, a zero wait flushes them */
+        int flushed = gaio__uring_submit_and_wait(&st->ring, 0);
+        int more = reap(st, 1);
+        n += more;
+        if (!more && flushed < 0 && flushed != -ETIME && flushed != -EINTR)
+            break;
+    }
+    if (ret == -EINTR)
+        return -EINTR;
+    if (ret < 0 && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)
+        return ret;
+    return n;
+}
+
+static void ur_wake(void *state)
+{
+    uring_state *st = state;
+    uint64_t one = 1;
+    if (write(st->evfd, &one, sizeof one) < 0) { /* counter full: a wake is pending anyway */ }
+}
+
+static int ur_watch(void *state, gaio_conn *c)
+{
+    c->engine_flags = 0;
+    return 0;
+}
+
+static void ask_cancel(uring_state *st, gaio_conn *c, int kind)
+{
+    if (c->engine_flags & BIT(CANCEL_ASKED, kind))
+        return;
+    c->engine_flags |= BIT(CANCEL_ASKED, kind);
+    work_push(st, c, WORK_CANCEL, kind);
+}
+
+static int ur_unwatch(void *state, gaio_conn *c)
+{
+    int busy = 0;
+    for (int kind = 0; kind < 2; kind++) {
+        if (c->engine_flags & BIT(IN_FLIGHT, kind)) {
+            ask_cancel(state, c, kind);
+            busy = 1;
+        }
+    }
+    return busy;
+}
+
+static void ur_start(void *state, gaio_conn *c, int kind)
+{
+    schedule_start(state, c, kind);
+}
+
+static int ur_cancel(void *state, gaio_req *r)
+{
+    gaio_conn *c = r->conn;
+    if (!(c->engine_flags & BIT(IN_FLIGHT, r->kind)))
+        return 0;
+    ask_cancel(state, c, r->kind);
+    return 1;
+}
+
+/* Cancel every operation still in the kernel and reap them all, so that no
+ * completion can write into a buffer the core is about to release. */
+static void cancel_everything(uring_state *st)
+{
+    gaio_core *core = st->core;
+    st->nwork = 0;
+    for (uint32_t s = 0; s < core->nslots; s++) {
+        gaio_conn *c = core->slots[s];
+        for (int kind = 0; c && kind < 2; kind++) {
+            if (!(c->engine_flags & BIT(IN_FLIGHT, kind)))
+                continue;
+            struct gaio__io_uring_sqe *sqe;
+            while (!(sqe = get_sqe(st)) && st->in_flight) {
+                gaio__uring_submit_and_wait(&st->ring, 10000000);
+                reap(st, 0);
+            }
+            if (sqe)
+                gaio__uring_prep_cancel(sqe, (uint64_t)(uintptr_t)c | (uint64_t)kind, TAG_CANCEL);
+        }
+    }
+    if (st->wake_armed) {
+        struct gaio__io_uring_sqe *sqe = get_sqe(st);
+        if (sqe)
+            gaio__uring_prep_cancel(sqe, TAG_WAKE, TAG_CANCEL);
+    }
+    /* Socket operations end at once when cancelled; the bound only guards
+     * against a kernel bug turning close() into a hang. */
+    int64_t give_up = gaio_now_ns() + 5000000000LL;
+    while (st->in_flight && gaio_now_ns() < give_up) {
+        gaio__uring_submit_and_wait(&st->ring, 100000000);
+        reap(st, 0);
+    }
+}
+
+static void ur_destroy(void *state)
+{
+    uring_state *st = state;
+    cancel_everything(st);
+    gaio__uring_close(&st->ring);
+    close(st->evfd);
+    free(st->work);
+    free(st->starved);
+    free(st);
+}
+
+static int ur_create(gaio_core *core, void **out, char *why, size_t whylen)
+{
+    uring_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    st->core = core;
+    char reason[GAIO__URING_REASON_MAX];
+    if (gaio__uring_open(&st->ring, SQ_ENTRIES, CQ_ENTRIES, GAIO__URING_TASKRUN_ANY_THREAD,
+                         reason) < 0) {
+        snprintf(why, whylen, "%s", reason);
+        free(st);
+        return -1;
+    }
+    st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (st->evfd < 0) {
+        snprintf(why, whylen, "eventfd: %s", strerror(errno));
+        gaio__uring_close(&st->ring);
+        free(st);
+        return -1;
+    }
+    *out = st;
+    return 0;
 }
 
 const gaio_engine_ops gaio_engine_uring = {
     .name = "uring",
-    .create = uring_create,
+    .create = ur_create,
+    .destroy = ur_destroy,
+    .watch = ur_watch,
+    .unwatch = ur_unwatch,
+    .start = ur_start,
+    .cancel = ur_cancel,
+    .wait = ur_wait,
+    .wake = ur_wake,
+    .recycle = NULL,
 };
+
+#else /* not Linux */
+
+static int ur_unavailable(gaio_core *core, void **state, char *why, size_t whylen)
+{
+    snprintf(why, whylen, "io_uring exists only on Linux");
+    return -1;
+}
+
+const gaio_engine_ops gaio_engine_uring = {.name = "uring", .create = ur_unavailable};
+
+#endif

@@ -37,6 +37,7 @@
 /* opcodes */
 enum {
     GAIO__IORING_OP_NOP = 0,
+    GAIO__IORING_OP_POLL_ADD = 6,      /* 5.1 */
     GAIO__IORING_OP_READ = 22,         /* 5.6 */
     GAIO__IORING_OP_ASYNC_CANCEL = 14, /* 5.5 */
     GAIO__IORING_OP_SEND = 26,         /* 5.6 */

@@ -73,7 +73,7 @@ static void explain_setup_error(int err, char reason[GAIO__URING_REASON_MAX])
         snprintf(reason, GAIO__URING_REASON_MAX, "io_uring_setup: %s", strerror(err));
 }
 
-static int setup_with_fallback(unsigned sq_entries, unsigned cq_entries, int allow_single_issuer,
+static int setup_with_fallback(unsigned sq_entries, unsigned cq_entries, int taskrun,
                                struct gaio__io_uring_params *params, int *err)
 {
     const uint32_t base = GAIO__IORING_SETUP_CQSIZE | GAIO__IORING_SETUP_CLAMP;
@@ -83,9 +83,13 @@ static int setup_with_fallback(unsigned sq_entries, unsigned cq_entries, int all
             GAIO__IORING_SETUP_DEFER_TASKRUN,
         base | GAIO__IORING_SETUP_SUBMIT_ALL | GAIO__IORING_SETUP_COOP_TASKRUN |
             GAIO__IORING_SETUP_TASKRUN_FLAG,
+        base | GAIO__IORING_SETUP_SUBMIT_ALL,
         base,
     };
-    for (size_t i = allow_single_issuer ? 0 : 1; i < sizeof attempts / sizeof attempts[0]; i++) {
+    size_t first = taskrun >= GAIO__URING_TASKRUN_SINGLE_THREAD ? 0
+                   : taskrun == GAIO__URING_TASKRUN_COOP     ? 1
+                                                             : 2;
+    for (size_t i = first; i < sizeof attempts / sizeof attempts[0]; i++) {
         memset(params, 0, sizeof *params);
         params->flags = attempts[i];
         params->cq_entries = cq_entries;
@@ -122,6 +126,7 @@ static int missing_opcode(int fd, char reason[GAIO__URING_REASON_MAX])
     static const struct { uint8_t op; const char *name; } needed[] = {
         {GAIO__IORING_OP_RECV, "IORING_OP_RECV"},
         {GAIO__IORING_OP_SEND, "IORING_OP_SEND"},
+        {GAIO__IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"},
         {GAIO__IORING_OP_READ, "IORING_OP_READ"},
         {GAIO__IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
     };
@@ -205,7 +210,7 @@ static int disabled_by_environment(char reason[GAIO__URING_REASON_MAX])
 }
 
 int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_entries,
-                     int allow_single_issuer, char reason[GAIO__URING_REASON_MAX])
+                     int taskrun, char reason[GAIO__URING_REASON_MAX])
 {
     memset(ring, 0, sizeof *ring);
     ring->fd = -1;
@@ -214,7 +219,7 @@ int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_
         return -1;
     struct gaio__io_uring_params params;
     int err = 0;
-    ring->fd = setup_with_fallback(sq_entries, cq_entries, allow_single_issuer, &params, &err);
+    ring->fd = setup_with_fallback(sq_entries, cq_entries, taskrun, &params, &err);
     if (ring->fd < 0) {
         explain_setup_error(err, reason);
         return -1;
@@ -410,6 +415,18 @@ void gaio__uring_prep_read(struct gaio__io_uring_sqe *sqe, int fd, void *buf, ui
     sqe->addr = (uint64_t)(uintptr_t)buf;
     sqe->len = len;
     sqe->off = (uint64_t)-1; /* the current position: eventfds have none */
+    sqe->user_data = user_data;
+}
+
+void gaio__uring_prep_poll_add(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
+                               uint64_t user_data)
+{
+    sqe->opcode = GAIO__IORING_OP_POLL_ADD;
+    sqe->fd = fd;
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    events = events << 16 | events >> 16; /* the kernel swaps poll32_events' halves there */
+#endif
+    sqe->op_flags = events;
     sqe->user_data = user_data;
 }
 

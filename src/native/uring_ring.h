@@ -43,16 +43,29 @@ struct gaio__uring {
     size_t sqe_len;
 };
 
+/* How completions may be run, fastest first. The kernel finishes most
+ * socket operations as task work of the thread that SUBMITTED them:
+ *   SINGLE_THREAD  SINGLE_ISSUER|DEFER_TASKRUN (6.1): every submit and wait
+ *                  must then come from the thread that created the ring;
+ *   COOP           COOP_TASKRUN|TASKRUN_FLAG (5.19): no interrupt to run the
+ *                  task work, so a submitter thread that sleeps elsewhere
+ *                  (in a futex) holds back its completions;
+ *   ANY_THREAD     neither: the submitter is notified like a signal.
+ * The ring tries the given level, then the ones below it. */
+enum gaio__uring_taskrun {
+    GAIO__URING_TASKRUN_ANY_THREAD = 0,
+    GAIO__URING_TASKRUN_COOP = 1,
+    GAIO__URING_TASKRUN_SINGLE_THREAD = 2,
+};
+
 /* Opens a ring with `sq_entries` submission slots and at least
- * `cq_entries` completion slots. Setup flags are tried fastest first:
- * SINGLE_ISSUER|DEFER_TASKRUN (only if `allow_single_issuer`: every later
- * enter must then come from this thread), COOP_TASKRUN|TASKRUN_FLAG, none.
+ * `cq_entries` completion slots, setup flags chosen by `taskrun`.
  * Fails (returns -1, `reason` filled in) when io_uring is refused
  * (GAIO_URING_DISABLE=1, sysctl, seccomp, old kernel) or lacks a feature
  * gaio needs: FEAT_SINGLE_MMAP, FEAT_NODROP, FEAT_FAST_POLL, FEAT_EXT_ARG,
- * and the RECV, SEND, READ and ASYNC_CANCEL opcodes (Linux 5.11). */
+ * and the RECV, SEND, POLL_ADD, READ and ASYNC_CANCEL opcodes (Linux 5.11). */
 int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_entries,
-                     int allow_single_issuer, char reason[GAIO__URING_REASON_MAX]);
+                     int taskrun, char reason[GAIO__URING_REASON_MAX]);
 void gaio__uring_close(struct gaio__uring *ring);
 
 /* A zeroed SQE to fill in, or NULL when the submission ring is full (then
@@ -130,6 +143,8 @@ void gaio__uring_prep_send(struct gaio__io_uring_sqe *sqe, int fd, const void *b
                            uint64_t user_data);
 void gaio__uring_prep_read(struct gaio__io_uring_sqe *sqe, int fd, void *buf, uint32_t len,
                            uint64_t user_data);
+void gaio__uring_prep_poll_add(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
+                               uint64_t user_data);
 void gaio__uring_prep_cancel(struct gaio__io_uring_sqe *sqe, uint64_t target, uint64_t user_data);
 void gaio__uring_prep_nop(struct gaio__io_uring_sqe *sqe, uint64_t user_data);
 

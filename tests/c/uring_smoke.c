@@ -140,7 +140,7 @@ static void test_sq_full(void)
 int main(void)
 {
     char reason[GAIO__URING_REASON_MAX];
-    if (gaio__uring_open(&ring, 8, 16, 1, reason) < 0) {
+    if (gaio__uring_open(&ring, 8, 16, GAIO__URING_TASKRUN_SINGLE_THREAD, reason) < 0) {
         printf("skip: %s\n", reason);
         return 77;
     }
