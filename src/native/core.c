@@ -231,12 +231,21 @@ static void done_append(gaio_core *core, gaio_req *r)
 static void req_complete(gaio_core *core, gaio_req *r, int error)
 {
     gaio_conn *c = r->conn;
+    int k = r->kind;
     heap_remove(core, r);
     queue_remove(c, r);
     r->error = error;
     if (error == GAIO_ERR_DEADLINE)
         core->stats.timeouts++;
     done_append(core, r);
+    /* A freed connection's requests end in queue order: those behind a head
+     * the engine had to cancel (see conn_close) follow it now. */
+    while (c->closing && (r = c->head[k]) && r->state == GAIO_REQ_QUEUED) {
+        heap_remove(core, r);
+        queue_remove(c, r);
+        r->error = GAIO_ERR_CLOSED;
+        done_append(core, r);
+    }
 }
 
 /* The core removed the head of c's kind queue: tell the engine about the next. */
@@ -451,11 +460,13 @@ static void conn_close(gaio_core *core, gaio_conn *c)
 {
     c->closing = 1;
     for (int k = 0; k < 2; k++) {
-        gaio_req *r = c->head[k], *next;
-        for (; r; r = next) {
-            next = r->next;
-            req_abort(core, r, GAIO_ERR_CLOSED);
-        }
+        /* Only the head is aborted: req_complete ends the rest behind it, at
+         * once or after an in-flight head's cancellation (io_uring), so no
+         * deadline may jump the queue meanwhile. */
+        for (gaio_req *r = c->head[k]; r; r = r->next)
+            heap_remove(core, r);
+        if (c->head[k])
+            req_abort(core, c->head[k], GAIO_ERR_CLOSED);
     }
     c->engine_busy = core->engine->unwatch(core->engine_state, c) == 1;
     if (c->fd >= 0) {
