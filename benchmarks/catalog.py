@@ -1,0 +1,95 @@
+"""The echo servers measured, and which of them can run here.
+
+A server whose dependency is missing, or a gaio engine that cannot run on
+this machine, is reported as skipped with the reason, never as an error.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .build import HERE
+
+SERVERS_DIR = HERE / "servers"
+REPO = HERE.parent
+GAIO_ENGINE_ORDER = ("uring", "epoll", "kqueue", "python")
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str             # command-line and table name
+    argv: tuple           # the command, without --port
+    group: str            # "gaio", "ceiling" or "baseline"
+    needs: str = ""       # module that must be importable
+
+    @property
+    def is_gaio(self):
+        return self.group == "gaio"
+
+
+def _python(script, *args):
+    return (sys.executable, str(SERVERS_DIR / script), *args)
+
+
+# (name, script, module needed); in the order tables list them after gaio and C.
+BASELINES = (
+    ("uvloop-protocol", "uvloop_protocol.py", "uvloop"),
+    ("uvloop-streams", "uvloop_streams.py", "uvloop"),
+    ("asyncio-protocol", "asyncio_protocol.py", ""),
+    ("asyncio-buffered", "asyncio_buffered.py", ""),
+    ("asyncio-streams", "asyncio_streams.py", ""),
+    ("trio", "trio_server.py", "trio"),
+    ("gevent", "gevent_server.py", "gevent"),
+    ("threads", "threads_server.py", ""),
+    ("selectors", "selectors_server.py", ""),
+)
+UVLOOP_PROTOCOL = "uvloop-protocol"  # the reference the project's targets are stated against
+
+
+def server_env():
+    """Servers import gaio from this checkout's src/ (native extension built in place)."""
+    env = dict(os.environ)
+    src = str(REPO / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("GAIO_ENGINE", None)  # each gaio server names its engine
+    return env
+
+
+def gaio_engines():
+    """{engine: None if it runs here, else the reason}, asked of the servers' interpreter."""
+    probe = "import gaio, json; print(json.dumps(gaio.available_engines()))"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], env=server_env(),
+                              capture_output=True, text=True, timeout=60)
+    except subprocess.SubprocessError as exc:
+        return {engine: "probing gaio failed: %s" % exc for engine in GAIO_ENGINE_ORDER}
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        reason = "gaio does not import: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {engine: reason for engine in GAIO_ENGINE_ORDER}
+
+
+def discover(c_epoll_binary):
+    """(servers that can run, {skipped name: reason})."""
+    servers, skipped = [], {}
+    engines = gaio_engines()
+    for engine in GAIO_ENGINE_ORDER:
+        name = "gaio-" + engine
+        if engine not in engines:
+            continue
+        if engines[engine] is None:
+            servers.append(Server(name, _python("gaio_server.py", "--engine", engine), "gaio"))
+        else:
+            skipped[name] = engines[engine]
+    if c_epoll_binary is not None:
+        servers.append(Server("c-epoll", (str(c_epoll_binary),), "ceiling"))
+    for name, script, module in BASELINES:
+        if module and importlib.util.find_spec(module) is None:
+            skipped[name] = "%s is not installed (pip install '.[bench]')" % module
+        else:
+            servers.append(Server(name, _python(script), "baseline", module))
+    return servers, skipped

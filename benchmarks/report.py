@@ -1,0 +1,333 @@
+"""Turn a run's measurements into BENCHMARKS.md, one PNG chart per workload.
+
+Every figure is the median over the repeats, with min-max beside it in the
+per-workload tables. Flags mark numbers to read with care: `client-bound`
+(the load generator was over 90% busy, so the server may be faster than
+shown), `fell behind` (the fixed-rate run did not get its offered rate), a
+count of failed repeats.
+"""
+import statistics
+from pathlib import Path
+
+from .catalog import UVLOOP_PROTOCOL
+
+CLIENT_BUSY_LIMIT = 0.9
+
+
+def _flatten(record, prefix=""):
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, prefix + key + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[prefix + key] = float(value)
+    return flat
+
+
+class Cell:
+    """All repeats of one workload against one server."""
+
+    def __init__(self, records, workload, rate):
+        self.records = records
+        self.ok = [_flatten(r) for r in records if "error" not in r]
+        self.errors = [r["error"] for r in records if "error" in r]
+        self.workload = workload
+        self.flags = []
+        # Idle runs time nothing that matters: a busy client there is no flaw.
+        if workload["loadgen"][0] != "idle" and any(
+                r.get("client_busy", 0) > CLIENT_BUSY_LIMIT for r in self.ok):
+            self.flags.append("client-bound")
+        if workload["name"] == "rate" and any(
+                r.get("msgs_per_s", 0) < 0.95 * rate or r.get("dropped", 0) > 0 for r in self.ok):
+            self.flags.append("fell behind")
+        if any(r.get("peer_closed", 0) > 0 for r in self.ok):
+            self.flags.append("server closed idle conns")
+        if self.errors:
+            self.flags.append("%d/%d failed" % (len(self.errors), len(records)))
+
+    def values(self, key):
+        return [r[key] for r in self.ok if key in r]
+
+    def median(self, key):
+        vals = self.values(key)
+        return statistics.median(vals) if vals else None
+
+    def spread(self, key):
+        vals = self.values(key)
+        return (min(vals), max(vals)) if vals else None
+
+
+def summarize(run):
+    rate = run["config"]["rate"]
+    cells = {}
+    for wl in run["workloads"]:
+        for server in run["servers"]:
+            records = [m for m in run["measurements"]
+                       if m["server"] == server and m["workload"] == wl["name"]]
+            if records:
+                cells[server, wl["name"]] = Cell(records, wl, rate)
+    return cells
+
+
+# ---- number formatting --------------------------------------------------
+
+def fmt(value, kind):
+    if value is None:
+        return "–"
+    if kind == "count":
+        return format(round(value), ",")
+    if kind == "bytes":
+        return format(round(value), ",")
+    if kind == "us":
+        return "%.1f" % value if value < 100 else format(round(value), ",")
+    if kind == "s":
+        return "%.3f" % value
+    if kind == "ratio":
+        return "%.2f×" % value
+    return "%.3g" % value if value < 100 else format(round(value), ",")
+
+
+def fmt_range(cell, key, kind):
+    med = cell.median(key)
+    if med is None:
+        return "–"
+    lo, hi = cell.spread(key)
+    if len(cell.values(key)) < 2:
+        return fmt(med, kind)
+    return "%s (%s–%s)" % (fmt(med, kind), fmt(lo, kind), fmt(hi, kind))
+
+
+METRIC_KIND = {"msgs_per_s": "count", "mb_per_s": "count", "server_cpu_us_per_msg": "us",
+               "seconds": "s", "rss_per_conn": "bytes"}
+
+
+def one_line(workload, record):
+    """The progress display's summary of one measurement."""
+    r = _flatten(record)
+    busy = "  client busy %.0f%%" % (100 * r["client_busy"]) if "client_busy" in r else ""
+    if workload.is_idle:
+        return "RSS %+.0f B/conn  threads %d  fds %d" % (
+            r["rss_per_conn"], r["server_threads"], r["server_fds"])
+    if workload.mode == "burst":
+        return "%.3f s  p99 done %.0f ms%s" % (r["seconds"], r["done_ms.p99"], busy)
+    if workload.mode == "stream":
+        return "%s MB/s  server %s µs/MB%s" % (fmt(r["mb_per_s"], "count"),
+                                               fmt(r.get("server_cpu_us_per_mb"), "us"), busy)
+    return "%s msgs/s  p50 %s µs  p99 %s µs  server %s µs/msg%s" % (
+        fmt(r["msgs_per_s"], "count"), fmt(r["latency_us.p50"], "us"),
+        fmt(r["latency_us.p99"], "us"), fmt(r.get("server_cpu_us_per_msg"), "us"), busy)
+
+
+# ---- markdown -----------------------------------------------------------
+
+def _table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+DETAIL_COLUMNS = {
+    # mode: [(heading, key, kind)]
+    "rr": [("msgs/s", "msgs_per_s", "count"), ("p50 µs", "latency_us.p50", "us"),
+           ("p99 µs", "latency_us.p99", "us"), ("p99.9 µs", "latency_us.p999", "us"),
+           ("server CPU µs/msg", "server_cpu_us_per_msg", "us"),
+           ("threads", "server_threads", "count")],
+    "stream": [("MB/s", "mb_per_s", "count"), ("server CPU µs/MB", "server_cpu_us_per_mb", "us"),
+               ("threads", "server_threads", "count")],
+    "burst": [("seconds", "seconds", "s"), ("p50 done ms", "done_ms.p50", "us"),
+              ("p99 done ms", "done_ms.p99", "us"), ("server CPU s", "server_cpu_s", "s"),
+              ("peak RSS bytes", "server_peak_rss", "bytes")],
+    "idle": [("RSS bytes/conn", "rss_per_conn", "bytes"), ("RSS before", "rss_before", "bytes"),
+             ("RSS after", "rss_after", "bytes"), ("threads", "server_threads", "count"),
+             ("descriptors", "server_fds", "count"), ("setup s", "seconds", "s")],
+}
+
+
+def _loadgen_mode(wl):
+    return wl["loadgen"][0]
+
+
+def _summary_section(run, cells):
+    wls = run["workloads"]
+    header = ["server"] + ["%s<br>%s" % (wl["title"], wl["unit"]) for wl in wls]
+    idle = [wl for wl in wls if _loadgen_mode(wl) == "idle"]
+    if idle:
+        header.append("threads<br>(%s)" % idle[-1]["title"])
+    rows = []
+    for server in run["servers"]:
+        row = ["**%s**" % server if server.startswith("gaio-") else server]
+        for wl in wls:
+            cell = cells.get((server, wl["name"]))
+            if cell is None:
+                row.append("–")
+                continue
+            text = fmt(cell.median(wl["metric"]), METRIC_KIND.get(wl["metric"], "count"))
+            row.append(text + (" †" if cell.flags else ""))
+        if idle:
+            cell = cells.get((server, idle[-1]["name"]))
+            row.append(fmt(cell.median("server_threads"), "count") if cell else "–")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _ratio_section(run, cells):
+    gaio = [s for s in run["servers"] if s.startswith("gaio-")]
+    if not gaio or UVLOOP_PROTOCOL not in run["servers"]:
+        return None
+    wls = run["workloads"]
+    header = ["gaio engine"] + ["%s<br>%s ratio" % (wl["title"], wl["unit"]) for wl in wls]
+    rows = []
+    for server in gaio:
+        row = ["**%s** ÷ %s" % (server, UVLOOP_PROTOCOL)]
+        for wl in wls:
+            mine = cells.get((server, wl["name"]))
+            ref = cells.get((UVLOOP_PROTOCOL, wl["name"]))
+            a = mine.median(wl["metric"]) if mine else None
+            b = ref.median(wl["metric"]) if ref else None
+            row.append(fmt(a / b, "ratio") if a is not None and b else "–")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _detail_section(run, wl, cells):
+    columns = DETAIL_COLUMNS[_loadgen_mode(wl)]
+    header = ["server"] + [c[0] for c in columns] + ["client busy", "flags"]
+    rows = []
+    for server in run["servers"]:
+        cell = cells.get((server, wl["name"]))
+        if cell is None:
+            continue
+        row = [server] + [fmt_range(cell, key, kind) for _, key, kind in columns]
+        busy = cell.median("client_busy")
+        row.append("%.0f%%" % (100 * busy) if busy is not None else "–")
+        row.append(", ".join(cell.flags))
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _setup_section(run):
+    m = run["machine"]
+    pk = m["packages"]
+    cfg = run["config"]
+    lines = [
+        "- Command: `%s`" % run["command"],
+        "- Run: %s – %s UTC" % (run["started"], run.get("finished", "unfinished")),
+        "- Machine: %s, %d cores, %s %s" % (m["cpu_model"], m["cores"], m["os"], m["kernel"]),
+        "- Python %s (%s); %s" % (m["python"], m["python_implementation"], ", ".join(
+            "%s %s" % (name, pk.get(name) or "not installed") for name in pk)),
+        "- Load generator and C server built with: %s" % m["cc"],
+        "- Each measurement: a fresh server pinned to CPU %d, the load generator (benchmarks/loadgen.c, "
+        "one thread, epoll) pinned to CPU %d; %d repeat(s), interleaved across servers; "
+        "rr/stream runs measure %g s after %g s warm-up. Figures are medians; "
+        "min–max in the detail tables." % (cfg["server_cpu"], cfg["client_cpu"], cfg["repeat"],
+                                          cfg["duration"], cfg["warmup"]),
+    ]
+    return "\n".join(lines)
+
+
+def markdown(run, cells, charts):
+    parts = ["# gaio benchmarks", "", _setup_section(run), ""]
+    if run["skipped"]:
+        parts += ["Skipped (not runnable here):", ""]
+        parts += ["- %s: %s" % (n, r) for n, r in run["skipped"].items()]
+        parts.append("")
+    parts += ["## Summary", "",
+              "Medians. Higher is better for msgs/s and MB/s; lower for CPU µs/msg, seconds "
+              "and RSS bytes per connection. † marks a flag in the detail table below "
+              "(client-bound, fell behind, failures).", "",
+              _summary_section(run, cells), ""]
+    ratios = _ratio_section(run, cells)
+    if ratios:
+        parts += ["## gaio vs uvloop Protocol", "",
+                  "Ratio of medians, gaio engine ÷ uvloop Protocol, per workload: above 1× "
+                  "gaio is faster in msgs/s and MB/s; below 1× it uses less CPU per message, "
+                  "finishes the burst sooner, or holds an idle connection in less memory.", "",
+                  ratios, ""]
+    parts += ["## Workloads", "",
+              "- **rr**: each connection sends a request and waits for the whole echo before "
+              "the next; msgs/s counts echoes completed; latency is per request.",
+              "- **stream**: 64 KiB blocks sent continuously (at most 256 KiB unanswered per "
+              "connection); MB/s counts echoed bytes (one direction).",
+              "- **fixed rate**: the same offered load for every server (requests on a fixed "
+              "schedule; latency from the scheduled send time), to compare server CPU per message.",
+              "- **burst**: all connections opened at once (listen backlog 4096), 1 KiB echoed "
+              "on each, then closed; seconds until the last one is done.",
+              "- **idle**: N connections, each serviced once then held; RSS growth of the server "
+              "divided by N (one-time allocations are included, so the 1,000-connection figure "
+              "overstates), with the server's thread and descriptor counts.", ""]
+    for wl in run["workloads"]:
+        parts += ["### %s" % wl["title"], "", _detail_section(run, wl, cells), ""]
+        if wl["name"] in charts:
+            parts += ["![%s](%s)" % (wl["title"], charts[wl["name"]]), ""]
+    failures = [(m["server"], m["workload"], m["repeat"], m["error"])
+                for m in run["measurements"] if "error" in m]
+    if failures:
+        parts += ["## Failures", ""]
+        parts += ["- %s, %s, repeat %d: %s" % f for f in failures]
+        parts.append("")
+    return "\n".join(parts)
+
+
+# ---- charts -------------------------------------------------------------
+
+GROUP_COLOURS = {"gaio": "#1f77b4", "c-epoll": "#2ca02c", "other": "#9a9a9a"}
+
+
+def _colour(server):
+    if server.startswith("gaio-"):
+        return GROUP_COLOURS["gaio"]
+    return GROUP_COLOURS.get(server, GROUP_COLOURS["other"])
+
+
+def write_charts(out_dir, run, cells):
+    """{workload: file name} of the charts written; {} without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("benchmarks: matplotlib is not installed: no charts (pip install matplotlib)")
+        return {}
+    written = {}
+    m = run["machine"]
+    for wl in run["workloads"]:
+        names, meds, lows, highs = [], [], [], []
+        for server in run["servers"]:
+            cell = cells.get((server, wl["name"]))
+            med = cell.median(wl["metric"]) if cell else None
+            if med is None:
+                continue
+            lo, hi = cell.spread(wl["metric"])
+            names.append(server)
+            meds.append(med)
+            lows.append(med - lo)
+            highs.append(hi - med)
+        if not names:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 0.42 * len(names) + 1.4))
+        ys = range(len(names))
+        ax.barh(ys, meds, xerr=[lows, highs], color=[_colour(n) for n in names],
+                ecolor="#333333", capsize=3)
+        ax.set_yticks(list(ys), names)
+        ax.invert_yaxis()
+        better = "higher is better" if wl["higher_is_better"] else "lower is better"
+        ax.set_xlabel("%s (%s; median, min–max)" % (wl["unit"], better))
+        ax.set_title("%s\n%s, %d cores, Linux %s" % (wl["title"], m["cpu_model"], m["cores"],
+                                                     m["kernel"]), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        name = "%s.png" % wl["name"]
+        fig.savefig(Path(out_dir) / name, dpi=110)
+        plt.close(fig)
+        written[wl["name"]] = name
+    return written
+
+
+def write(out_dir, run, charts=True):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cells = summarize(run)
+    chart_files = write_charts(out_dir, run, cells) if charts else {}
+    md_path = out_dir / "BENCHMARKS.md"
+    md_path.write_text(markdown(run, cells, chart_files))
+    return [md_path] + [out_dir / f for f in chart_files.values()]

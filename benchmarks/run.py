@@ -1,0 +1,312 @@
+"""Run every workload against every server: repeated, interleaved, pinned.
+
+Each measurement starts a fresh server pinned to CPU 0 and the load
+generator pinned to CPU 1, so the server has a core of its own and its CPU
+time (from /proc) is all its own work. Repeats are interleaved: round r
+runs every workload against every server before round r + 1 starts, so a
+slow spell on the machine spreads over all servers instead of sinking one.
+"""
+import argparse
+import fnmatch
+import json
+import os
+import resource
+import selectors
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import environment, procstat, report
+from .build import HERE, BuildError, build_all
+from .catalog import REPO, discover, server_env
+from .workloads import all_workloads
+
+SERVER_CPU = 0
+CLIENT_CPU = 1
+READY_TIMEOUT = 30.0       # seconds for a server to print READY
+IDLE_SETTLE = 0.3          # seconds between the client's READY and reading RSS
+FD_RESERVE = 200           # descriptors left to the server process for itself
+MAX_LOCAL_PORTS = 20000    # loadgen binds local ports 10000-32767
+
+
+class MeasurementError(RuntimeError):
+    pass
+
+
+def _pin(pid, cpu):
+    if os.cpu_count() and os.cpu_count() > cpu:
+        os.sched_setaffinity(pid, {cpu})
+
+
+def read_line(pipe, timeout):
+    """One line from a subprocess pipe, or None at EOF or after `timeout` seconds."""
+    chunks = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(pipe, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                return None
+            byte = os.read(pipe.fileno(), 1)  # one byte at a time: never read past the line
+            if not byte:
+                return None
+            if byte == b"\n":
+                return b"".join(chunks).decode(errors="replace")
+            chunks.append(byte)
+
+
+class ServerProcess:
+    """A server started for one measurement: pinned, READY awaited, stopped after."""
+
+    def __init__(self, server):
+        self.server = server
+        self.errlog = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [*server.argv, "--port", "0"], cwd=REPO, env=server_env(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.errlog)
+        self.pid = self.proc.pid
+        _pin(self.pid, SERVER_CPU)
+        line = read_line(self.proc.stdout, READY_TIMEOUT)
+        if not line or not line.startswith("READY "):
+            self.stop()
+            raise MeasurementError("server did not start: %s" % (line or self.stderr_tail()))
+        self.port = int(line.split()[1])
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stderr_tail(self, lines=3):
+        self.errlog.seek(0)
+        text = self.errlog.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "(no output)"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.errlog.close()
+
+
+def _loadgen_argv(loadgen, workload, server):
+    return [str(loadgen), workload.mode, "--port", str(server.port),
+            "--server-pid", str(server.pid), *workload.args]
+
+
+def _parse_loadgen(stdout, server):
+    lines = [l for l in stdout.strip().splitlines() if l.startswith("{")]
+    if not lines:
+        raise MeasurementError("load generator printed no result; server: %s" % server.stderr_tail())
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise MeasurementError("load generator: %s; server: %s"
+                               % (result["error"], server.stderr_tail()))
+    return result
+
+
+def measure_timed(loadgen, workload, server, timeout):
+    lg = subprocess.Popen(_loadgen_argv(loadgen, workload, server),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _pin(lg.pid, CLIENT_CPU)
+    try:
+        out, _ = lg.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        lg.kill()
+        lg.communicate()
+        raise MeasurementError("load generator still running after %.0f s" % timeout)
+    result = _parse_loadgen(out, server)
+    if server.alive():
+        result["server_threads"] = procstat.threads(server.pid)
+        result["server_peak_rss"] = procstat.peak_rss_bytes(server.pid)
+    return result
+
+
+def measure_idle(loadgen, workload, server, timeout):
+    """RSS growth per connection and thread count with N idle connections held."""
+    time.sleep(0.1)  # let the freshly started server finish settling
+    rss_before = procstat.rss_bytes(server.pid)
+    lg = subprocess.Popen(_loadgen_argv(loadgen, workload, server), stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _pin(lg.pid, CLIENT_CPU)
+    try:
+        line = read_line(lg.stdout, timeout)
+        if line != "READY":
+            lg.kill()
+            out, _ = lg.communicate()
+            _parse_loadgen((line or "") + "\n" + out.decode(errors="replace"), server)
+            raise MeasurementError("no READY from the load generator within %.0f s" % timeout)
+        time.sleep(IDLE_SETTLE)
+        if not server.alive():
+            raise MeasurementError("server died holding idle connections: %s" % server.stderr_tail())
+        held = {
+            "rss_before": rss_before,
+            "rss_after": procstat.rss_bytes(server.pid),
+            "server_threads": procstat.threads(server.pid),
+            "server_fds": procstat.open_fds(server.pid),
+        }
+        out, _ = lg.communicate(timeout=30)  # closes stdin: the client lets go and reports
+    finally:
+        if lg.poll() is None:
+            lg.kill()
+            lg.communicate()
+    result = _parse_loadgen(out.decode(errors="replace"), server)
+    result.update(held)
+    result["rss_per_conn"] = (held["rss_after"] - rss_before) / workload.idle_conns
+    return result
+
+
+def measure(loadgen, server, workload):
+    """One measurement against a fresh server: the loadgen's JSON plus /proc samples."""
+    timeout = workload.seconds * 3 + 90
+    with ServerProcess(server) as proc:
+        if workload.is_idle:
+            return measure_idle(loadgen, workload, proc, timeout)
+        return measure_timed(loadgen, workload, proc, timeout)
+
+
+def _select(names, patterns, what):
+    if not patterns:
+        return list(names)
+    chosen = []
+    for pattern in patterns.split(","):
+        matched = [n for n in names if fnmatch.fnmatch(n, pattern.strip())]
+        if not matched:
+            raise SystemExit("unknown %s %r; choose from: %s" % (what, pattern, ", ".join(names)))
+        chosen += [n for n in matched if n not in chosen]
+    return [n for n in names if n in chosen]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Measure gaio's engines against asyncio, uvloop, trio, gevent, threads, "
+                    "selectors and a C epoll server, in one run.")
+    p.add_argument("--servers", help="comma-separated names or globs (default: all), e.g. 'gaio-*,uvloop-protocol'")
+    p.add_argument("--workloads", help="comma-separated names or globs (default: all), e.g. 'rr64,idle*'")
+    p.add_argument("--repeat", type=int, help="runs of each measurement (default 3; --quick: 1)")
+    p.add_argument("--duration", type=float, help="measured seconds per rr/stream run (default 2; --quick: 0.5)")
+    p.add_argument("--warmup", type=float, help="unmeasured seconds before each (default 0.5; --quick: 0.2)")
+    p.add_argument("--rate", type=float, default=10000, help="offered msgs/s of the fixed-rate run (default 10000)")
+    p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run: 1 repeat, short runs, fewer connections")
+    p.add_argument("--output", type=Path, default=HERE / "results", help="where BENCHMARKS.md, charts and raw/ go")
+    p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    p.add_argument("--list", action="store_true", help="list servers and workloads, then exit")
+    args = p.parse_args(argv)
+    quick_defaults = {"repeat": 1, "duration": 0.5, "warmup": 0.2}
+    full_defaults = {"repeat": 3, "duration": 2.0, "warmup": 0.5}
+    for key, value in (quick_defaults if args.quick else full_defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.repeat < 1 or args.duration <= 0 or args.warmup < 0 or args.rate <= 0:
+        p.error("--repeat, --duration and --rate must be positive")
+    return args
+
+
+def max_idle_conns():
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        hard = MAX_LOCAL_PORTS + FD_RESERVE
+    return min(hard - FD_RESERVE, MAX_LOCAL_PORTS)
+
+
+def _progress(i, total, rep, workload, server, record, seconds):
+    head = "[%*d/%d] r%d %-10s %-17s" % (len(str(total)), i, total, rep + 1,
+                                          workload.name, server.name)
+    if "error" in record:
+        return "%s FAILED: %s" % (head, record["error"])
+    return "%s %s  (%.1f s)" % (head, report.one_line(workload, record), seconds)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        binaries = build_all()
+    except BuildError as exc:
+        print("benchmarks: cannot build the load generator: %s" % exc, file=sys.stderr)
+        return 1
+    servers, skipped = discover(binaries["c_epoll"])
+    workloads = all_workloads(args.duration, args.warmup, args.rate, max_idle_conns(), args.quick)
+    if args.list:
+        print("servers:   " + ", ".join(s.name for s in servers))
+        for name, reason in skipped.items():
+            print("skipped:   %s (%s)" % (name, reason))
+        print("workloads: " + ", ".join(w.name for w in workloads))
+        return 0
+    chosen = _select([s.name for s in servers] + list(skipped), args.servers, "server")
+    skipped = {n: r for n, r in skipped.items() if n in chosen}
+    servers = [s for s in servers if s.name in chosen]
+    chosen = _select([w.name for w in workloads], args.workloads, "workload")
+    workloads = [w for w in workloads if w.name in chosen]
+    if os.cpu_count() and os.cpu_count() > CLIENT_CPU:
+        # Keep the harness itself off the server's core.
+        os.sched_setaffinity(0, set(range(os.cpu_count())) - {SERVER_CPU})
+    else:
+        print("benchmarks: one CPU only: server and client share it, numbers mean little",
+              file=sys.stderr)
+
+    started = datetime.now(timezone.utc)
+    run = {
+        "command": shlex.join(["python", "-m", "benchmarks", *argv]),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": environment.describe(),
+        "config": {"repeat": args.repeat, "duration": args.duration, "warmup": args.warmup,
+                   "rate": args.rate, "quick": args.quick, "server_cpu": SERVER_CPU,
+                   "client_cpu": CLIENT_CPU},
+        "servers": [s.name for s in servers],
+        "skipped": skipped,
+        "workloads": [{"name": w.name, "title": w.title, "metric": w.metric, "unit": w.unit,
+                       "higher_is_better": w.higher_is_better, "loadgen": [w.mode, *w.args]}
+                      for w in workloads],
+        "measurements": [],
+    }
+    raw_dir = args.output / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    raw_path = raw_dir / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
+
+    total = args.repeat * len(workloads) * len(servers)
+    estimate = args.repeat * sum((w.seconds + 0.5) * len(servers) for w in workloads)
+    print("benchmarks: %d servers x %d workloads x %d repeats = %d measurements, about %.0f min"
+          % (len(servers), len(workloads), args.repeat, total, estimate / 60), file=sys.stderr)
+    for name, reason in skipped.items():
+        print("benchmarks: skipped %s: %s" % (name, reason), file=sys.stderr)
+
+    i = 0
+    for rep in range(args.repeat):
+        for workload in workloads:
+            for server in servers:
+                i += 1
+                t0 = time.monotonic()
+                try:
+                    record = measure(binaries["loadgen"], server, workload)
+                except (MeasurementError, OSError, ValueError) as exc:
+                    record = {"error": str(exc)}
+                record.update(server=server.name, workload=workload.name, repeat=rep)
+                run["measurements"].append(record)
+                print(_progress(i, total, rep, workload, server, record, time.monotonic() - t0),
+                      file=sys.stderr, flush=True)
+                raw_path.write_text(json.dumps(run, indent=1))
+
+    run["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    raw_path.write_text(json.dumps(run, indent=1))
+    written = report.write(args.output, run, charts=not args.no_charts)
+    print("benchmarks: raw results in %s" % raw_path, file=sys.stderr)
+    for path in written:
+        print("benchmarks: wrote %s" % path, file=sys.stderr)
+    return 0
