@@ -211,7 +211,8 @@ def _setup_section(run):
     cfg = run["config"]
     lines = [
         "- Command: `%s`" % run["command"],
-        "- Run: %s – %s UTC" % (run["started"], run.get("finished", "unfinished")),
+        "- Run: %s – %s UTC%s" % (run["started"], run.get("finished", "unfinished"),
+                                  " (interrupted: incomplete)" if run.get("interrupted") else ""),
         "- Machine: %s, %d cores, %s %s" % (m["cpu_model"], m["cores"], m["os"], m["kernel"]),
         "- Python %s (%s); %s" % (m["python"], m["python_implementation"], ", ".join(
             "%s %s" % (name, pk.get(name) or "not installed") for name in pk)),

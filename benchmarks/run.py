@@ -127,9 +127,11 @@ def measure_timed(loadgen, workload, server, timeout):
     try:
         out, _ = lg.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        lg.kill()
-        lg.communicate()
-        raise MeasurementError("load generator still running after %.0f s" % timeout)
+        raise MeasurementError("load generator still running after %.0f s" % timeout) from None
+    finally:
+        if lg.poll() is None:  # timed out or interrupted: never leave it running
+            lg.kill()
+            lg.communicate()
     result = _parse_loadgen(out, server)
     if server.alive():
         result["server_threads"] = procstat.threads(server.pid)
@@ -233,6 +235,26 @@ def _progress(i, total, rep, workload, server, record, seconds):
     return "%s %s  (%.1f s)" % (head, report.one_line(workload, record), seconds)
 
 
+def _run_all(run, loadgen, servers, workloads, repeat, raw_path):
+    """Round r runs every workload against every server before round r + 1."""
+    total = repeat * len(workloads) * len(servers)
+    i = 0
+    for rep in range(repeat):
+        for workload in workloads:
+            for server in servers:
+                i += 1
+                t0 = time.monotonic()
+                try:
+                    record = measure(loadgen, server, workload)
+                except (MeasurementError, OSError, ValueError) as exc:
+                    record = {"error": str(exc)}
+                record.update(server=server.name, workload=workload.name, repeat=rep)
+                run["measurements"].append(record)
+                print(_progress(i, total, rep, workload, server, record, time.monotonic() - t0),
+                      file=sys.stderr, flush=True)
+                raw_path.write_text(json.dumps(run, indent=1))
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -287,26 +309,15 @@ def main(argv=None):
     for name, reason in skipped.items():
         print("benchmarks: skipped %s: %s" % (name, reason), file=sys.stderr)
 
-    i = 0
-    for rep in range(args.repeat):
-        for workload in workloads:
-            for server in servers:
-                i += 1
-                t0 = time.monotonic()
-                try:
-                    record = measure(binaries["loadgen"], server, workload)
-                except (MeasurementError, OSError, ValueError) as exc:
-                    record = {"error": str(exc)}
-                record.update(server=server.name, workload=workload.name, repeat=rep)
-                run["measurements"].append(record)
-                print(_progress(i, total, rep, workload, server, record, time.monotonic() - t0),
-                      file=sys.stderr, flush=True)
-                raw_path.write_text(json.dumps(run, indent=1))
-
+    try:
+        _run_all(run, binaries["loadgen"], servers, workloads, args.repeat, raw_path)
+    except KeyboardInterrupt:
+        run["interrupted"] = True
+        print("\nbenchmarks: interrupted; reporting what was measured", file=sys.stderr)
     run["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     raw_path.write_text(json.dumps(run, indent=1))
     written = report.write(args.output, run, charts=not args.no_charts)
     print("benchmarks: raw results in %s" % raw_path, file=sys.stderr)
     for path in written:
         print("benchmarks: wrote %s" % path, file=sys.stderr)
-    return 0
+    return 130 if run.get("interrupted") else 0
