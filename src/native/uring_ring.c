@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static int uring_setup(unsigned entries, struct gaio__io_uring_params *params)
@@ -291,10 +292,32 @@ int gaio__uring_submit_and_wait(struct gaio__uring *ring, int64_t timeout_ns)
     }
     /* EXT_ARG (5.11) carries the timeout in the call itself: no TIMEOUT SQE
      * to arm and reap. A zero timeout still runs deferred task work. */
+    struct timespec start = {0, 0};
+    if (pending && timeout_ns > 0)
+        clock_gettime(CLOCK_MONOTONIC, &start);
     int ret = uring_enter(ring->fd, pending, 1,
                           GAIO__IORING_ENTER_GETEVENTS | GAIO__IORING_ENTER_EXT_ARG, &arg,
                           sizeof arg);
-    return ret < 0 ? -errno : ret;
+    if (ret < 0)
+        return -errno;
+    /* When it submitted something, io_uring_enter returns that count and
+     * hides the wait's own -EINTR / -ETIME (io_uring/io_uring.c: "if (!ret)
+     * ret = ret2"). An empty completion ring before the timeout means a
+     * signal ended the wait: say so, or Python's handlers would not run. */
+    uint32_t first;
+    if (pending && ret > 0 && gaio__uring_cq_ready(ring, &first) == 0) {
+        if (timeout_ns < 0)
+            return -EINTR;
+        if (timeout_ns > 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            int64_t elapsed = (int64_t)(now.tv_sec - start.tv_sec) * 1000000000 +
+                              (now.tv_nsec - start.tv_nsec);
+            return elapsed < timeout_ns ? -EINTR : -ETIME;
+        }
+        return -ETIME;
+    }
+    return ret;
 }
 
 int gaio__uring_bufring_open(struct gaio__uring *ring, struct gaio__uring_bufring *bufs,
