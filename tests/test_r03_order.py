@@ -123,3 +123,14 @@ def test_connections_do_not_order_each_other(watcher, net):
     assert res.ctx == "b"  # a's pending read does not hold b back
     ca.sendall(b"aaaa")
     assert collect(watcher, 1)[0].ctx == "a"
+
+
+def test_thousands_of_small_writes_queued_on_one_connection(watcher, pair):
+    client, server = pair()
+    n = 5000
+    for i in range(n):
+        watcher.write(server, b"%05d" % i, ctx=i)
+    expected = b"".join(b"%05d" % i for i in range(n))
+    results = collect(watcher, n, timeout=30)
+    assert [r.ctx for r in results] == list(range(n))
+    assert recv_exactly(client, len(expected)) == expected

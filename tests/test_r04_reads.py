@@ -230,3 +230,16 @@ def test_caller_buffer_is_kept_alive_by_a_pending_read(watcher, pair):
     del res
     gc.collect()
     assert ref() is None, "the watcher kept a completed read's buffer alive"
+
+
+def test_writing_a_released_view_is_a_value_error(watcher, pair):
+    client, server = pair()
+    client.sendall(b"gone soon")
+    watcher.read(server)
+    res = collect(watcher, 1)[0]
+    view = res.buffer
+    watcher.wait_io(0)
+    stats = watcher.stats()
+    with pytest.raises(ValueError):
+        watcher.write(server, view)
+    assert watcher.stats() == stats

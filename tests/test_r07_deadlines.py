@@ -248,3 +248,43 @@ def test_deadline_of_a_completed_request_does_not_fire_later(watcher, pair):
     assert res.error is None
     assert watcher.wait_io(0.3) == []
     assert watcher.stats()["timeouts"] == 0
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"timeout": 1e300}, {"timeout": math.inf}, {"timeout": 2.0 ** 63},
+    {"deadline": 1e300}, {"deadline": math.inf}, {"deadline": 2.0 ** 64},
+], ids=lambda k: "%s=%r" % next(iter(k.items())))
+def test_huge_timeouts_do_not_wrap_around(watcher, pair, kwargs):
+    """A far-away deadline converted to an integer clock must not overflow into
+    the past. (Refusing it with ValueError/OverflowError is allowed.)"""
+    client, server = pair()
+    try:
+        watcher.read(server, bytearray(4), **kwargs)
+    except (ValueError, OverflowError):
+        assert watcher.stats()["submitted"] == 0 and server.fileno() != -1
+        return
+    assert watcher.wait_io(0.2) == [], "a far-away deadline fired at once"
+    client.sendall(b"data")
+    res = collect(watcher, 1)[0]
+    assert res.error is None
+
+
+@pytest.mark.parametrize("timeout", [1e300, math.inf, 2.0 ** 63])
+def test_huge_wait_io_timeout_blocks(watcher, pair, timeout):
+    """Blocks like None, or is refused with ValueError/OverflowError; never
+    wraps around into an immediate return."""
+    client, server = pair()
+    from conftest import run_in_thread
+    t, box = run_in_thread(watcher.wait_io, timeout)
+    time.sleep(0.2)
+    alive = t.is_alive()
+    watcher.write(server, b"wake")
+    t.join(5)
+    assert not t.is_alive()
+    if isinstance(box.get("error"), (ValueError, OverflowError)):
+        # refused at once (allowed): the watcher is unharmed
+        assert collect(watcher, 1)[0].size == 4
+        return
+    assert "error" not in box, box
+    assert alive, "wait_io(%r) returned at once: %r" % (timeout, box)
+    assert box["result"] and box["result"][0].size == 4

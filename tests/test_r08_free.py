@@ -125,3 +125,20 @@ def test_free_does_not_touch_other_connections(watcher, net):
     assert sorted(r.ctx for r in results) == [0, 1, 3, 4]
     assert all(r.error is None for r in results)
     assert watcher.stats()["watched"] == 4
+
+
+def test_free_from_another_thread_wakes_a_blocked_wait_io(watcher, pair):
+    from conftest import run_in_thread
+    import time
+    client, server = pair()
+    watcher.read(server, bytearray(8), ctx="pending")
+    t, box = run_in_thread(watcher.wait_io, 5.0)
+    time.sleep(0.1)
+    start = time.monotonic()
+    watcher.free(server)
+    t.join(5)
+    assert not t.is_alive()
+    results = box.get("result") or collect(watcher, 1)
+    assert [r.ctx for r in results] == ["pending"]
+    assert isinstance(results[0].error, gaio.ConnClosedError)
+    assert time.monotonic() - start < 1.0, "free() did not wake the waiter"

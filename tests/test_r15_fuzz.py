@@ -371,3 +371,84 @@ def test_random_junk_everywhere_never_crashes(watcher, pair):
         watcher.wait_io(0.05)
     assert watcher.stats()["pending"] == 0
     collect(watcher, 0)
+
+
+def test_resizing_a_buffer_under_a_pending_request_is_refused_or_harmless(watcher, pair):
+    """The caller must not change a buffer in flight; if it tries to resize
+    one, the process must survive (an export held by the watcher makes the
+    resize raise BufferError; under AddressSanitizer anything else shows up)."""
+    client, server = pair()
+    rbuf = bytearray(4096)
+    wbuf = bytearray(pattern(16 << 20, seed=41))
+    watcher.read(server, rbuf, ctx="r")
+    watcher.write(server, wbuf, ctx="w")
+    resized = []
+    for buf in (rbuf, wbuf):
+        try:
+            buf.extend(bytes(1 << 20))  # realloc would move the memory
+            resized.append(buf)
+        except BufferError:
+            pass
+        try:
+            del buf[:]
+            resized.append(buf)
+        except BufferError:
+            pass
+    client.sendall(b"after resize")
+    client.setblocking(False)
+    results = []
+    end = time.monotonic() + 20
+    while len(results) < 2 and time.monotonic() < end:
+        results.extend(watcher.wait_io(0.005))
+        try:
+            client.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    assert sorted(r.ctx for r in results) == ["r", "w"]
+    if not resized:
+        by_ctx = {r.ctx: r for r in results}
+        assert by_ctx["w"].error is None and by_ctx["w"].size == 16 << 20
+        assert rbuf[:by_ctx["r"].size] == b"after resize"[:by_ctx["r"].size]
+
+
+def test_no_memory_growth_over_many_requests(watcher, net):
+    """Results, views, copies, ctx objects, deadline entries and connections
+    are all freed: Python-visible memory does not grow with traffic."""
+    import gc
+    import tracemalloc
+
+    def cycles(n):
+        for i in range(n):
+            client, server = net.pair(unix=True)
+            client.sendall(b"x" * 100)
+            watcher.read(server, ctx=object())                       # internal buffer
+            collect(watcher, 1)
+            watcher.read(server, bytearray(16), ctx=[i], timeout=0)   # deadline path
+            watcher.write(server, b"y" * 50, ctx={"i": i}, timeout=5)
+            res = collect(watcher, 2)
+            client.sendall(b"z")
+            watcher.read(server)
+            echo = collect(watcher, 1)[0]
+            watcher.write(echo.conn, echo.buffer)                     # copy of a view
+            watcher.read(server, bytearray(8))                        # ended by free
+            collect(watcher, 1)
+            watcher.free(server)
+            collect(watcher, 1)
+            client.close()
+            del res, echo
+        net.close_all()
+
+    cycles(100)  # warm up caches and free lists
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        cycles(600)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    growth = after.compare_to(before, "lineno")
+    total = sum(stat.size_diff for stat in growth)
+    top = "\n".join(str(stat) for stat in growth[:8])
+    assert total < 30_000, "memory grew by %d bytes over 600 cycles:\n%s" % (total, top)
