@@ -23,9 +23,12 @@
  * connection id and the byte's offset in the stream; a mismatch fails loudly
  * (message on stderr, "error" in the JSON, exit status 2).
  *
- * With --server-pid the server's CPU time (utime+stime from /proc/PID/stat)
- * over the measured window is reported, so CPU per message covers exactly the
- * messages counted. The client's own CPU time (getrusage) is reported too:
+ * With --server-pid the server's CPU time over the measured window is
+ * reported, so CPU per message covers exactly the messages counted: summed
+ * over its threads' /proc/PID/task/TID/schedstat (nanoseconds) for rr and
+ * stream, where no connection (hence no thread) ends inside the window;
+ * utime+stime from /proc/PID/stat (10 ms ticks, exited threads included)
+ * for burst and idle. The client's own CPU time (getrusage) is reported too:
  * client_busy near 1.0 means the client, not the server, was the bottleneck.
  */
 #define _GNU_SOURCE
@@ -35,6 +38,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -118,8 +122,9 @@ static double self_cpu_s(void)
          + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-/* utime + stime of opt.server_pid in seconds, or -1 if unknown. */
-static double server_cpu_s(void)
+/* utime + stime of opt.server_pid in seconds, or -1 if unknown. Counts
+ * threads that have exited too, but only in whole clock ticks (10 ms). */
+static double server_cpu_ticks_s(void)
 {
     if (opt.server_pid <= 0) return -1;
     char path[64], line[1024];
@@ -137,6 +142,36 @@ static double server_cpu_s(void)
                &utime, &stime) != 2)
         return -1;
     return (double)(utime + stime) / sysconf(_SC_CLK_TCK);
+}
+
+/* CPU time of opt.server_pid's live threads in seconds, to the nanosecond
+ * (first field of /proc/PID/task/TID/schedstat), or -1 if unknown. Threads
+ * that exit are lost, so this is only used over windows where the server
+ * keeps all its connections (rr, stream). */
+static double server_cpu_precise_s(void)
+{
+    if (opt.server_pid <= 0) return -1;
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task", opt.server_pid);
+    DIR *dir = opendir(path);
+    if (!dir) return -1;
+    unsigned long long total = 0;
+    int found = 0;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        if (de->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", opt.server_pid, de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        unsigned long long ns;
+        if (fscanf(f, "%llu", &ns) == 1) {
+            total += ns;
+            found++;
+        }
+        fclose(f);
+    }
+    closedir(dir);
+    return found ? (double)total / 1e9 : -1;
 }
 
 /* ---- latency histogram ------------------------------------------------ */
@@ -480,7 +515,7 @@ static void run_timed(void)
             stats.measuring = true;
             t0 = now;
             cpu0 = self_cpu_s();
-            server0 = server_cpu_s();
+            server0 = server_cpu_precise_s();
         }
         if (now >= measure_to) break;
         int64_t wait_ns = (int64_t)((stats.measuring ? measure_to : measure_from) - now);
@@ -510,7 +545,7 @@ static void run_timed(void)
     }
     uint64_t t1 = now_ns();
     double cpu = self_cpu_s() - cpu0;
-    double server1 = server_cpu_s();
+    double server1 = server_cpu_precise_s();
     double wall = (double)(t1 - t0) / 1e9;
 
     printf("{\"mode\":\"%s\",\"conns\":%d,\"size\":%zu,\"depth\":%d,\"rate\":%.0f,"
@@ -609,7 +644,7 @@ static void run_echo_once(bool hold)
     int limit = hold ? opt.connect_batch : opt.conns;
     uint64_t start = now_ns();
     uint64_t give_up = start + (uint64_t)(opt.timeout * 1e9);
-    double cpu0 = self_cpu_s(), server0 = server_cpu_s();
+    double cpu0 = self_cpu_s(), server0 = server_cpu_ticks_s();
     uint64_t *finish_ns = calloc((size_t)opt.conns, sizeof *finish_ns);
     struct epoll_event evs[1024];
 
@@ -636,7 +671,7 @@ static void run_echo_once(bool hold)
     }
     uint64_t t1 = now_ns();
     double wall = (double)(t1 - start) / 1e9;
-    double cpu = self_cpu_s() - cpu0, server1 = server_cpu_s();
+    double cpu = self_cpu_s() - cpu0, server1 = server_cpu_ticks_s();
     for (int i = 0; i < opt.conns; i++) hist_add(finish_ns[i]);
     free(finish_ns);
 
