@@ -15,7 +15,9 @@ try:
     _NATIVE_MISSING = None
 except ImportError as exc:  # built without a compiler, or on an unsupported OS
     _native = None
-    _NATIVE_MISSING = str(exc)
+    _NATIVE_MISSING = ("the extension module gaio._native is not installed "
+                       "(no C compiler at install time?)"
+                       if isinstance(exc, ModuleNotFoundError) else str(exc))
 
 # The order of preference for engine="auto": fastest first.
 NATIVE_ENGINES = ("uring", "epoll", "kqueue")
