@@ -309,6 +309,10 @@ def write_charts(out_dir, run, cells):
         ys = range(len(names))
         ax.barh(ys, meds, xerr=[lows, highs], color=[_colour(n) for n in names],
                 ecolor="#333333", capsize=3)
+        kind = METRIC_KIND.get(wl["metric"], "count")
+        for y, med, high in zip(ys, meds, highs):
+            ax.text(med + high, y, "  " + fmt(med, kind), va="center", fontsize=8)
+        ax.set_xlim(0, max(m + h for m, h in zip(meds, highs)) * 1.18 or 1)
         ax.set_yticks(list(ys), names)
         ax.invert_yaxis()
         better = "higher is better" if wl["higher_is_better"] else "lower is better"

@@ -303,7 +303,7 @@ def main(argv=None):
     raw_path = raw_dir / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
 
     total = args.repeat * len(workloads) * len(servers)
-    estimate = args.repeat * sum((w.seconds + 0.5) * len(servers) for w in workloads)
+    estimate = args.repeat * sum(w.seconds * len(servers) for w in workloads)
     print("benchmarks: %d servers x %d workloads x %d repeats = %d measurements, about %.0f min"
           % (len(servers), len(workloads), args.repeat, total, estimate / 60), file=sys.stderr)
     for name, reason in skipped.items():

@@ -28,7 +28,7 @@ def all_workloads(duration, warmup, rate, max_idle_conns, quick=False):
     timed = ("--duration", _num(duration), "--warmup", _num(warmup))
     burst_conns = 2048 if quick else 8192
     idle_counts = [1000] if quick else [1000, 10000, max_idle_conns]
-    run_s = duration + warmup + 0.6
+    run_s = duration + warmup + 0.2  # + connecting and starting the server
     workloads = [
         Workload("rr64", "rr 64 B x 50 conns", "rr",
                  ("--conns", "50", "--size", "64", *timed),
@@ -50,5 +50,5 @@ def all_workloads(duration, warmup, rate, max_idle_conns, quick=False):
         workloads.append(Workload(
             "idle%d" % n, "idle %s conns" % format(n, ","), "idle",
             ("--conns", str(n), "--size", "64", "--timeout", "60"),
-            "rss_per_conn", "bytes RSS/conn", False, 0.8 + n / 5000, idle_conns=n))
+            "rss_per_conn", "bytes RSS/conn", False, 0.3 + n / 7000, idle_conns=n))
     return workloads
