@@ -190,7 +190,8 @@ static void run_work(uring_state *st)
     uint32_t i = 0;
     while (i < st->nwork && run_item(st, &st->work[i]) == 0)
         i++;
-    memmove(st->work, st->work + i, (st->nwork - i) * sizeof *st->work);
+    if (i && i < st->nwork)
+        memmove(st->work, st->work + i, (st->nwork - i) * sizeof *st->work);
     st->nwork -= i;
 }
 
