@@ -151,7 +151,7 @@ static double server_cpu_ticks_s(void)
 static double server_cpu_precise_s(void)
 {
     if (opt.server_pid <= 0) return -1;
-    char path[96];
+    char path[320];
     snprintf(path, sizeof path, "/proc/%d/task", opt.server_pid);
     DIR *dir = opendir(path);
     if (!dir) return -1;
@@ -243,7 +243,6 @@ static struct {
     uint64_t msgs;       /* requests completed inside the window */
     uint64_t bytes;      /* echoed bytes received inside the window */
     uint64_t dropped;    /* rr --rate: schedule overflowed a connection's ring */
-    uint64_t errors;
     uint64_t peer_closed;
     uint64_t msgs_total; /* every request completed, warmup included */
 } stats;
@@ -567,7 +566,7 @@ static void run_timed(void)
         if (stats.msgs) printf(",\"server_cpu_us_per_msg\":%.3f", scpu / stats.msgs * 1e6);
         if (stats.bytes) printf(",\"server_cpu_us_per_mb\":%.1f", scpu / (stats.bytes / 1e6) * 1e6);
     }
-    printf(",\"errors\":0}\n");
+    printf(",\"errors\":0}\n"); /* any error ends the run early, with "error" */
 }
 
 /* ---- burst and idle: connect, one echo, then close or hold ------------ */
@@ -679,8 +678,10 @@ static void run_echo_once(bool hold)
         /* Every connection is now idle: tell the harness, then wait. */
         printf("READY\n");
         fflush(stdout);
+        /* stdin may be a terminal or /dev/null (not pollable): then only a
+         * signal ends the wait. */
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = STDIN_TAG};
-        bool watch_stdin = epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &ev) == 0;
+        epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &ev);
         while (!stop_signal) {
             int n = epoll_wait(epfd, evs, 1024, -1);
             if (n < 0) {
@@ -697,7 +698,6 @@ static void run_echo_once(bool hold)
                 echo_once_event(&conns[evs[i].data.u64], evs[i].events, true);
             }
             if (stdin_closed) break;
-            (void)watch_stdin;
         }
     }
 
@@ -710,7 +710,7 @@ static void run_echo_once(bool hold)
     if (server0 >= 0 && server1 >= 0)
         printf(",\"server_cpu_s\":%.3f", server1 - server0);
     if (hold) printf(",\"peer_closed\":%llu", (unsigned long long)stats.peer_closed);
-    printf(",\"errors\":0}\n");
+    printf(",\"errors\":0}\n"); /* any error ends the run early, with "error" */
 }
 
 /* ---- command line ----------------------------------------------------- */
