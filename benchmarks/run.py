@@ -209,6 +209,8 @@ def parse_args(argv):
     p.add_argument("--output", type=Path, default=HERE / "results", help="where BENCHMARKS.md, charts and raw/ go")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     p.add_argument("--list", action="store_true", help="list servers and workloads, then exit")
+    p.add_argument("--report", type=Path, metavar="RAW_JSON",
+                   help="measure nothing: rewrite BENCHMARKS.md and charts in --output from a raw/*.json")
     args = p.parse_args(argv)
     quick_defaults = {"repeat": 1, "duration": 0.5, "warmup": 0.2}
     full_defaults = {"repeat": 3, "duration": 2.0, "warmup": 0.5}
@@ -258,6 +260,11 @@ def _run_all(run, loadgen, servers, workloads, repeat, raw_path):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.report:
+        for path in report.write(args.output, json.loads(args.report.read_text()),
+                                 charts=not args.no_charts):
+            print("benchmarks: wrote %s" % path, file=sys.stderr)
+        return 0
     try:
         binaries = build_all()
     except BuildError as exc:
