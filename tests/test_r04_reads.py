@@ -243,3 +243,15 @@ def test_writing_a_released_view_is_a_value_error(watcher, pair):
     with pytest.raises(ValueError):
         watcher.write(server, view)
     assert watcher.stats() == stats
+
+
+def test_view_stays_valid_after_free_until_the_next_wait_io(watcher, pair):
+    client, server = pair()
+    client.sendall(b"outlives free")
+    watcher.read(server)
+    res = collect(watcher, 1)[0]
+    watcher.free(server)
+    assert bytes(res.buffer) == b"outlives free"[:res.size]
+    watcher.wait_io(0)
+    with pytest.raises(ValueError):
+        bytes(res.buffer)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import gaio
-from conftest import collect, need_fds, recv_exactly, wait_readable
+from conftest import collect, need_fds, pattern, recv_exactly, wait_readable
 
 LATE = 0.15    # tolerated lateness on a noisy shared machine
 EARLY = 0.002  # clock granularity: never more than this before the deadline
@@ -288,3 +288,27 @@ def test_huge_wait_io_timeout_blocks(watcher, pair, timeout):
     assert "error" not in box, box
     assert alive, "wait_io(%r) returned at once: %r" % (timeout, box)
     assert box["result"] and box["result"][0].size == 4
+
+
+def test_queued_write_expires_without_sending_a_byte(watcher, pair):
+    client, server = pair()
+    head = pattern(16 << 20, seed=51)
+    watcher.write(server, head, ctx="head")
+    watcher.write(server, b"EXPIRED" * 1000, ctx="queued", timeout=0.1)
+    res = collect(watcher, 1)[0]
+    assert res.ctx == "queued" and isinstance(res.error, gaio.DeadlineExceededError)
+    assert res.size == 0
+    watcher.write(server, b"tail", ctx="tail")
+    client.setblocking(False)
+    received = bytearray()
+    results = []
+    end = time.monotonic() + 20
+    while len(results) < 2 and time.monotonic() < end:
+        results.extend(watcher.wait_io(0.002))
+        try:
+            received += client.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    assert [r.ctx for r in results] == ["head", "tail"]
+    received += recv_exactly(client, len(head) + 4 - len(received))
+    assert bytes(received) == head + b"tail"

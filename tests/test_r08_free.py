@@ -142,3 +142,40 @@ def test_free_from_another_thread_wakes_a_blocked_wait_io(watcher, pair):
     assert [r.ctx for r in results] == ["pending"]
     assert isinstance(results[0].error, gaio.ConnClosedError)
     assert time.monotonic() - start < 1.0, "free() did not wake the waiter"
+
+
+@pytest.mark.parametrize("internal", [False, True])
+def test_free_with_a_pending_read_really_closes_the_socket(watcher, pair, internal):
+    """An in-flight kernel read (io_uring holds a file reference) must not keep
+    the socket open after free(): the peer sees the end of the stream."""
+    client, server = pair()
+    if internal:
+        watcher.read(server)
+    else:
+        watcher.read(server, bytearray(64))
+    watcher.wait_io(0.05)  # let the engine start the read
+    watcher.free(server)
+    client.settimeout(2)
+    assert client.recv(10) == b"", "peer did not see the connection end"
+    assert isinstance(collect(watcher, 1)[0].error, gaio.ConnClosedError)
+
+
+def test_buffer_of_a_freed_read_is_never_written_afterwards(watcher, net):
+    import gc
+    import time
+    pairs = net.pairs(20)
+    bufs = [bytearray(b"\x00" * 4096) for _ in pairs]
+    for (_, server), buf in zip(pairs, bufs):
+        watcher.read(server, buf)
+    watcher.wait_io(0.05)
+    for _, server in pairs:
+        watcher.free(server)
+    collect(watcher, len(pairs))
+    for client, _ in pairs:
+        try:
+            client.send(b"\xff" * 4096)  # too late: must land nowhere
+        except OSError:
+            pass
+    time.sleep(0.1)
+    gc.collect()
+    assert all(buf == bytes(4096) for buf in bufs), "a freed read wrote into its buffer"

@@ -111,3 +111,41 @@ def test_socket_in_a_reference_cycle_is_released(watcher, net):
     del server, h
     collect(watcher, 1)
     assert _released_within(watcher, [inode]) == []
+
+
+def test_sockets_dropped_while_another_thread_waits(watcher, net):
+    import threading
+    pairs = net.pairs(100, unix=True)
+    net.forget()
+    clients = [net.track(c) for c, _ in pairs]
+    inodes = [fd_inode(s) for _, s in pairs]
+    for _, server in pairs:
+        watcher.write(server, b"w")
+    collect(watcher, 100)
+    stop = threading.Event()
+    errors = []
+
+    def waiter():
+        try:
+            while not stop.is_set():
+                watcher.wait_io(0.05)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    try:
+        del pairs, server
+        gc.collect()
+        end = time.monotonic() + 1.5
+        while still_open(inodes) and time.monotonic() < end:
+            time.sleep(0.05)
+        left = still_open(inodes)
+    finally:
+        stop.set()
+        t.join(5)
+    assert not errors, errors
+    assert left == [], "%d descriptors not released" % len(left)
+    for c in clients:
+        c.settimeout(2)
+        assert c.recv(2) == b"w" and c.recv(1) == b""

@@ -157,3 +157,22 @@ def test_close_with_many_connections(watcher, net):
         watcher.read(server, bytearray(1), timeout=30)
     watcher.close()
     assert still_open(inodes) == []
+
+
+def test_buffers_of_dropped_requests_are_never_written_after_close(watcher, net):
+    import time
+    pairs = net.pairs(20)
+    bufs = [bytearray(4096) for _ in pairs]
+    for (_, server), buf in zip(pairs, bufs):
+        watcher.read(server, buf)
+        watcher.read(server)
+    watcher.wait_io(0.05)
+    watcher.close()
+    for client, _ in pairs:
+        try:
+            client.send(b"\xff" * 4096)
+        except OSError:
+            pass
+    time.sleep(0.1)
+    gc.collect()
+    assert all(buf == bytes(4096) for buf in bufs), "a dropped read wrote into its buffer"
