@@ -75,7 +75,9 @@ class ServerProcess:
         line = read_line(self.proc.stdout, READY_TIMEOUT)
         if not line or not line.startswith("READY "):
             self.stop()
-            raise MeasurementError("server did not start: %s" % (line or self.stderr_tail()))
+            why = line or self.stderr_tail()
+            self.errlog.close()
+            raise MeasurementError("server did not start: %s" % why)
         self.port = int(line.split()[1])
 
     def alive(self):
