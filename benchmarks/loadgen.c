@@ -562,7 +562,7 @@ static void run_timed(void)
     printf("\"client_cpu_s\":%.3f,\"client_busy\":%.3f", cpu, cpu / wall);
     if (server0 >= 0 && server1 >= 0) {
         double scpu = server1 - server0;
-        printf(",\"server_cpu_s\":%.3f", scpu);
+        printf(",\"server_cpu_s\":%.3f,\"server_busy\":%.3f", scpu, scpu / wall);
         if (stats.msgs) printf(",\"server_cpu_us_per_msg\":%.3f", scpu / stats.msgs * 1e6);
         if (stats.bytes) printf(",\"server_cpu_us_per_mb\":%.1f", scpu / (stats.bytes / 1e6) * 1e6);
     }

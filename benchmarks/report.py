@@ -3,7 +3,8 @@
 Every figure is the median over the repeats, with min-max beside it in the
 per-workload tables. Flags mark numbers to read with care: `client-bound`
 (the load generator was over 90% busy, so the server may be faster than
-shown), `fell behind` (the fixed-rate run did not get its offered rate), a
+shown), `CPU contended` (a closed-loop run where neither the server nor the
+client was 70% busy: something else had the CPU), `fell behind` (the fixed-rate run did not get its offered rate), a
 count of failed repeats.
 """
 import statistics
@@ -12,6 +13,7 @@ from pathlib import Path
 from .catalog import UVLOOP_PROTOCOL
 
 CLIENT_BUSY_LIMIT = 0.9
+CONTENDED_BUSY = 0.7  # closed loop with neither side this busy: another process had the CPU
 
 
 def _flatten(record, prefix=""):
@@ -37,6 +39,9 @@ class Cell:
         if workload["loadgen"][0] != "idle" and any(
                 r.get("client_busy", 0) > CLIENT_BUSY_LIMIT for r in self.ok):
             self.flags.append("client-bound")
+        if self.closed_loop and any(r.get("server_busy", 1) < CONTENDED_BUSY
+                                    and r.get("client_busy", 1) < CONTENDED_BUSY for r in self.ok):
+            self.flags.append("CPU contended")
         if workload["name"] == "rate" and any(
                 r.get("msgs_per_s", 0) < 0.95 * rate or r.get("dropped", 0) > 0 for r in self.ok):
             self.flags.append("fell behind")
@@ -44,6 +49,12 @@ class Cell:
             self.flags.append("server closed idle conns")
         if self.errors:
             self.flags.append("%d/%d failed" % (len(self.errors), len(records)))
+
+    @property
+    def closed_loop(self):
+        """rr without --rate, and stream: either the server or the client should be saturated."""
+        args = self.workload["loadgen"]
+        return args[0] == "stream" or (args[0] == "rr" and "--rate" not in args)
 
     def values(self, key):
         return [r[key] for r in self.ok if key in r]
@@ -82,6 +93,8 @@ def fmt(value, kind):
         return "%.1f" % value if value < 100 else format(round(value), ",")
     if kind == "s":
         return "%.3f" % value
+    if kind == "percent":
+        return "%.0f%%" % (100 * value)
     if kind == "ratio":
         return "%.2f×" % value
     return "%.3g" % value if value < 100 else format(round(value), ",")
@@ -105,6 +118,8 @@ def one_line(workload, record):
     """The progress display's summary of one measurement."""
     r = _flatten(record)
     busy = "  client busy %.0f%%" % (100 * r["client_busy"]) if "client_busy" in r else ""
+    if "server_busy" in r:
+        busy = "  server busy %.0f%%%s" % (100 * r["server_busy"], busy)
     if workload.is_idle:
         return "RSS %+.0f B/conn  threads %d  fds %d" % (
             r["rss_per_conn"], r["server_threads"], r["server_fds"])
@@ -131,9 +146,9 @@ DETAIL_COLUMNS = {
     "rr": [("msgs/s", "msgs_per_s", "count"), ("p50 µs", "latency_us.p50", "us"),
            ("p99 µs", "latency_us.p99", "us"), ("p99.9 µs", "latency_us.p999", "us"),
            ("server CPU µs/msg", "server_cpu_us_per_msg", "us"),
-           ("threads", "server_threads", "count")],
+           ("server busy", "server_busy", "percent"), ("threads", "server_threads", "count")],
     "stream": [("MB/s", "mb_per_s", "count"), ("server CPU µs/MB", "server_cpu_us_per_mb", "us"),
-               ("threads", "server_threads", "count")],
+               ("server busy", "server_busy", "percent"), ("threads", "server_threads", "count")],
     "burst": [("seconds", "seconds", "s"), ("p50 done ms", "done_ms.p50", "us"),
               ("p99 done ms", "done_ms.p99", "us"), ("server CPU s", "server_cpu_s", "s"),
               ("peak RSS bytes", "server_peak_rss", "bytes")],
@@ -198,8 +213,7 @@ def _detail_section(run, wl, cells):
         if cell is None:
             continue
         row = [server] + [fmt_range(cell, key, kind) for _, key, kind in columns]
-        busy = cell.median("client_busy")
-        row.append("%.0f%%" % (100 * busy) if busy is not None else "–")
+        row.append(fmt(cell.median("client_busy"), "percent"))
         row.append(", ".join(cell.flags))
         rows.append(row)
     return _table(header, rows)
@@ -235,7 +249,7 @@ def markdown(run, cells, charts):
     parts += ["## Summary", "",
               "Medians. Higher is better for msgs/s and MB/s; lower for CPU µs/msg, seconds "
               "and RSS bytes per connection. † marks a flag in the detail table below "
-              "(client-bound, fell behind, failures).", "",
+              "(client-bound, CPU contended, fell behind, failures).", "",
               _summary_section(run, cells), ""]
     ratios = _ratio_section(run, cells)
     if ratios:
@@ -255,7 +269,11 @@ def markdown(run, cells, charts):
               "on each, then closed; seconds until the last one is done.",
               "- **idle**: N connections, each serviced once then held; RSS growth of the server "
               "divided by N (one-time allocations are included, so the 1,000-connection figure "
-              "overstates), with the server's thread and descriptor counts.", ""]
+              "overstates), with the server's thread and descriptor counts.",
+              "",
+              "*server busy* is the server's CPU time over the window's wall time. In the "
+              "closed-loop rr and stream runs a server should be near 100% busy unless the "
+              "client is: when neither is, something else took the CPU (a noisy machine).", ""]
     for wl in run["workloads"]:
         parts += ["### %s" % wl["title"], "", _detail_section(run, wl, cells), ""]
         if wl["name"] in charts:
