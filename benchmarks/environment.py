@@ -28,6 +28,15 @@ def compiler_version():
         return "unknown"
 
 
+def load_average():
+    """The 1-minute load average: above ~0.5 before a run, something else is busy."""
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def versions():
     found = {}
     for name in PACKAGES:
@@ -48,4 +57,5 @@ def describe():
         "python_implementation": platform.python_implementation(),
         "cc": compiler_version(),
         "packages": versions(),
+        "load_average_at_start": load_average(),
     }

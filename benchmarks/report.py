@@ -219,6 +219,10 @@ def _detail_section(run, wl, cells):
     return _table(header, rows)
 
 
+def _load(value):
+    return "%.2f" % value if value is not None else "?"
+
+
 def _setup_section(run):
     m = run["machine"]
     pk = m["packages"]
@@ -231,6 +235,8 @@ def _setup_section(run):
         "- Python %s (%s); %s" % (m["python"], m["python_implementation"], ", ".join(
             "%s %s" % (name, pk.get(name) or "not installed") for name in pk)),
         "- Load generator and C server built with: %s" % m["cc"],
+        "- 1-minute load average at start / end (includes the run itself at the end): %s / %s"
+        % (_load(m.get("load_average_at_start")), _load(m.get("load_average_at_end"))),
         "- Each measurement: a fresh server pinned to CPU %d, the load generator (benchmarks/loadgen.c, "
         "one thread, epoll) pinned to CPU %d; %d repeat(s), interleaved across servers; "
         "rr/stream runs measure %g s after %g s warm-up. Figures are medians; "

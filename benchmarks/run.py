@@ -32,6 +32,7 @@ READY_TIMEOUT = 30.0       # seconds for a server to print READY
 IDLE_SETTLE = 0.3          # seconds between the client's READY and reading RSS
 FD_RESERVE = 200           # descriptors left to the server process for itself
 MAX_LOCAL_PORTS = 20000    # loadgen binds local ports 10000-32767
+BUSY_LOAD_AVERAGE = 0.5    # warn above this 1-minute load average at the start
 
 
 class MeasurementError(RuntimeError):
@@ -313,10 +314,15 @@ def main(argv=None):
 
     total = args.repeat * len(workloads) * len(servers)
     estimate = args.repeat * sum(w.seconds * len(servers) for w in workloads)
-    print("benchmarks: %d servers x %d workloads x %d repeats = %d measurements, about %.0f min"
-          % (len(servers), len(workloads), args.repeat, total, estimate / 60), file=sys.stderr)
+    print("benchmarks: %d servers x %d workloads x %d repeats = %d measurements, about %d:%02d min"
+          % (len(servers), len(workloads), args.repeat, total, estimate // 60, estimate % 60),
+          file=sys.stderr)
     for name, reason in skipped.items():
         print("benchmarks: skipped %s: %s" % (name, reason), file=sys.stderr)
+    load = run["machine"]["load_average_at_start"]
+    if load is not None and load > BUSY_LOAD_AVERAGE:
+        print("benchmarks: load average %.2f: other processes are busy, expect noisy numbers"
+              % load, file=sys.stderr)
 
     try:
         _run_all(run, binaries["loadgen"], servers, workloads, args.repeat, raw_path)
@@ -324,6 +330,7 @@ def main(argv=None):
         run["interrupted"] = True
         print("\nbenchmarks: interrupted; reporting what was measured", file=sys.stderr)
     run["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run["machine"]["load_average_at_end"] = environment.load_average()
     raw_path.write_text(json.dumps(run, indent=1))
     written = report.write(args.output, run, charts=not args.no_charts)
     print("benchmarks: raw results in %s" % raw_path, file=sys.stderr)
