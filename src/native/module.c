@@ -429,6 +429,16 @@ static int delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
         return -1;
     }
     Py_DECREF(res);
+    if (w->closed || map_find(&w->map, (uintptr_t)conn)) {
+        /* close() ran inside conn.close(), or it delegated conn itself */
+        Py_DECREF(ref);
+        close(dup_fd);
+        if (w->closed)
+            closed_error();
+        else
+            PyErr_SetString(PyExc_RuntimeError, "conn was delegated re-entrantly");
+        return -1;
+    }
     int err = 0;
     *id = gaio_core_watch(w->core, dup_fd, &err);
     if (!*id) {
@@ -555,10 +565,22 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
         PyErr_Format(PyExc_ValueError, "%s: empty buffer", fname);
         return NULL;
     }
-    uint64_t id;
-    if (e) {
+    /* fileno(), buffer exports and GC callbacks may have run Python code:
+     * the watcher may be closed, the map reshaped. Look again. */
+    uint64_t id = 0;
+    int failed = 0;
+    if (w->closed) {
+        closed_error();
+        failed = 1;
+    } else if ((e = map_find(&w->map, (uintptr_t)conn))) {
         id = e->ref->id;
+    } else if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "conn was freed meanwhile");
+        failed = 1;
     } else if (delegate(w, conn, fd, &id) < 0) {
+        failed = 1;
+    }
+    if (failed) {
         if (bufobj) {
             PyBuffer_Release(&view);
             Py_DECREF(bufobj);
