@@ -65,8 +65,7 @@ enum { TAG_READ = GAIO_READ, TAG_WRITE = GAIO_WRITE, TAG_WAKE = 2, TAG_CANCEL = 
 
 enum { WORK_START, WORK_CANCEL };
 typedef struct {
-    gaio_conn *conn; /* WORK_CANCEL: alive while its operation is in flight */
-    uint64_t id;     /* WORK_START: looked up again, the connection may be gone */
+    uint64_t id; /* the connection, looked up again when the item runs */
     uint8_t what, kind;
 } work_item;
 
@@ -100,7 +99,7 @@ static void work_push(uring_state *st, gaio_conn *c, int what, int kind)
         /* out of memory: the request stays queued; its deadline or free() ends it */
         return;
     }
-    st->work[st->nwork++] = (work_item){.conn = c, .id = gaio_conn_id(c), .what = what, .kind = kind};
+    st->work[st->nwork++] = (work_item){.id = gaio_conn_id(c), .what = what, .kind = kind};
 }
 
 static void schedule_start(uring_state *st, gaio_conn *c, int kind)
@@ -162,11 +161,22 @@ static int start_op(uring_state *st, gaio_conn *c, int kind)
     return 0;
 }
 
+/* The connection with this id even while it is closing (gaio_core_conn hides
+ * those), or NULL once the core has released it. */
+static gaio_conn *conn_even_closing(gaio_core *core, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id;
+    gaio_conn *c = slot < core->nslots ? core->slots[slot] : NULL;
+    return c && c->gen == (uint32_t)(id >> 32) ? c : NULL;
+}
+
 static int run_item(uring_state *st, const work_item *w)
 {
     if (w->what == WORK_CANCEL) {
-        gaio_conn *c = w->conn;
-        if (!(c->engine_flags & BIT(IN_FLIGHT, w->kind)))
+        /* looked up again: if the SQ ring was full last time, the operation
+         * may have completed and the connection been released since */
+        gaio_conn *c = conn_even_closing(st->core, w->id);
+        if (!c || !(c->engine_flags & BIT(IN_FLIGHT, w->kind)))
             return 0; /* it completed before the cancel went out */
         struct gaio__io_uring_sqe *sqe = get_sqe(st);
         if (!sqe)
