@@ -1,0 +1,149 @@
+"""Static checks in the test suite, as uvloop runs flake8 and mypy in its own.
+
+- ruff lints the package, examples, benchmarks and tests (rules: pyproject.toml
+  [tool.ruff]).
+- mypy checks the public stub src/gaio/__init__.pyi, the examples and
+  tests/typecheck/: usage_ok.py must pass, usage_bad.py must fail on exactly
+  its marked lines (settings: pyproject.toml [tool.mypy]).
+- mypy.stubtest compares each stub with the module it describes, imported.
+
+A missing tool is a skip that says so (`pip install -e '.[test]'` brings both).
+Caches live under .pytest_cache, so a second run takes a few seconds.
+"""
+import functools
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TYPECHECK = ROOT / "tests" / "typecheck"
+LINTED = ["src/gaio", "examples", "benchmarks", "tests", "setup.py"]
+TYPED = ["src/gaio/__init__.pyi", "examples", "tests/typecheck/usage_ok.py",
+         "tests/typecheck/usage_bad.py"]
+TOOL_TIMEOUT = 120  # a cold mypy run on a loaded machine; warm runs take seconds
+
+pytestmark = pytest.mark.timeout(TOOL_TIMEOUT * 2 + 30)
+
+
+def _module_or_skip(name):
+    if importlib.util.find_spec(name) is None:
+        pytest.skip("%s is not installed (pip install -e '.[test]')" % name)
+
+
+def _ruff_command():
+    if importlib.util.find_spec("ruff") is not None:
+        return [sys.executable, "-m", "ruff"]
+    path = shutil.which("ruff")
+    if path is None:
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    return [path]
+
+
+def _run(command):
+    """Run a tool from the repository root: (exit status, output)."""
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          timeout=TOOL_TIMEOUT)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_ruff(request):
+    ruff = _ruff_command()
+    cache = str(request.config.cache.mkdir("ruff"))
+    code, out = _run(ruff + ["check", "--no-fix", "--output-format", "concise",
+                             "--cache-dir", cache, *LINTED])
+    assert code == 0, "ruff found problems:\n" + out
+
+
+# --------------------------------------------------------------------- mypy
+
+_ERROR = re.compile(r"^(?P<path>[^:\n]+):(?P<line>\d+): error: .*\[(?P<code>[a-z-]+)\]$", re.M)
+_MARK = re.compile(r"# E: (?P<codes>[a-z|-]+)\s*$")
+
+
+@functools.lru_cache(maxsize=None)
+def _mypy_errors(cache):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", cache, "--no-error-summary",
+         "--no-pretty", "--show-error-codes", "--hide-error-context", *TYPED],
+        cwd=ROOT, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    if proc.returncode not in (0, 1) or (proc.returncode == 1 and not _ERROR.search(proc.stdout)):
+        pytest.fail("mypy did not run (exit %d):\n%s%s"
+                    % (proc.returncode, proc.stdout, proc.stderr))
+    return tuple((m["path"].replace(os.sep, "/"), int(m["line"]), m["code"], m.group(0))
+                 for m in _ERROR.finditer(proc.stdout))
+
+
+@pytest.fixture
+def mypy_errors(request):
+    _module_or_skip("mypy")
+    return _mypy_errors(str(request.config.cache.mkdir("mypy")))
+
+
+def test_mypy_accepts_stub_examples_and_typed_usage(mypy_errors):
+    unexpected = [text for path, _, _, text in mypy_errors
+                  if path != "tests/typecheck/usage_bad.py"]
+    assert not unexpected, "mypy errors:\n" + "\n".join(unexpected)
+
+
+def test_mypy_rejects_each_marked_misuse(mypy_errors):
+    path = "tests/typecheck/usage_bad.py"
+    expected = {}
+    for number, line in enumerate((ROOT / path).read_text().splitlines(), 1):
+        mark = _MARK.search(line)
+        if mark:
+            expected[number] = set(mark["codes"].split("|"))
+    assert len(expected) >= 10, "usage_bad.py lost its # E: marks"
+    found = {}
+    for error_path, number, code, _ in mypy_errors:
+        if error_path == path:
+            found.setdefault(number, set()).add(code)
+    missed = sorted(n for n in expected if n not in found)
+    unmarked = sorted(n for n in found if n not in expected)
+    wrong = sorted(n for n in expected if n in found and not found[n] & expected[n])
+    assert not (missed or unmarked or wrong), (
+        "usage_bad.py: not rejected: lines %s; rejected but not marked: lines %s; "
+        "wrong error code: %s" % (missed, unmarked, {n: found[n] for n in wrong}))
+
+
+def test_typed_usage_runs():
+    # The typed snippet is real code: run it (python engine), so the stub
+    # cannot drift into describing an API that does not work.
+    proc = subprocess.run([sys.executable, str(TYPECHECK / "usage_ok.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------- stubtest
+
+def _stubtest(module, *extra):
+    _module_or_skip("mypy")
+    options = subprocess.run([sys.executable, "-m", "mypy.stubtest", "--help"],
+                             capture_output=True, text=True, timeout=TOOL_TIMEOUT).stdout
+    # PEP 800 @disjoint_base is too new to ask of a stub (stubtest >= 1.18 checks it).
+    if "--ignore-disjoint-bases" in options:
+        extra += ("--ignore-disjoint-bases",)
+    return _run([sys.executable, "-m", "mypy.stubtest", module, "--concise",
+                 "--mypy-config-file", "pyproject.toml", *extra])
+
+
+def test_public_stub_matches_runtime():
+    code, out = _stubtest("gaio",
+                          "--allowlist", str(TYPECHECK / "stubtest_allowlist.txt"))
+    assert code == 0, "src/gaio/__init__.pyi differs from gaio at run time:\n" + out
+
+
+def test_native_stub_matches_runtime():
+    if not (ROOT / "src" / "gaio" / "_native.pyi").exists():
+        pytest.skip("src/gaio/_native.pyi does not exist")
+    try:
+        import gaio._native  # noqa: F401
+    except ImportError as exc:
+        pytest.skip("gaio._native is not built: %s" % exc)
+    code, out = _stubtest("gaio._native")
+    assert code == 0, "src/gaio/_native.pyi differs from gaio._native at run time:\n" + out
