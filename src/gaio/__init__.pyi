@@ -5,10 +5,12 @@
 # - Buffers are typed with `_Buffer`, a local Protocol with the one method of
 #   PEP 688's buffer protocol. It is structurally the same as
 #   collections.abc.Buffer (3.12+) and typing_extensions.Buffer, so a value of
-#   either type, bytes, bytearray, memoryview, array.array, mmap, ctypes arrays
-#   and numpy arrays are all accepted, and the stub needs no import that a
-#   Python 3.10 user without typing_extensions might lack. A type cannot say
-#   "writable": a read-only buffer given to read() is a TypeError at run time.
+#   either type, bytes, bytearray, memoryview, array.array, mmap and ctypes
+#   arrays are all accepted, and the stub needs no import that a Python 3.10
+#   user without typing_extensions might lack. numpy declares its arrays
+#   buffers only when checking for Python >= 3.12; before that, pass
+#   `arr.data` (a memoryview). A type cannot say "writable": a read-only
+#   buffer given to read() is a TypeError at run time.
 # - OpResult's fields are read-only properties (assigning one is a type error,
 #   as it is an AttributeError at run time). `error` is narrower than the SPEC's
 #   `BaseException | None`: every engine reports EOFError, an OSError subclass
