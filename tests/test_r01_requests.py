@@ -302,3 +302,50 @@ def test_nothing_left_behind_then_a_good_request_works(watcher, pair):
     assert res.error is None and res.size == 2
     assert recv_exactly(client, 2) == b"ok"
     assert watcher.stats()["submitted"] == 1
+
+
+def test_ctx_is_never_hashed_or_compared(watcher, pair):
+    class Touchy:
+        def __hash__(self):
+            raise AssertionError("ctx hashed")
+
+        def __eq__(self, other):
+            raise AssertionError("ctx compared")
+
+        def __bool__(self):
+            raise AssertionError("ctx truth-tested")
+
+    client, server = pair()
+    ctx = Touchy()
+    watcher.write(server, b"t", ctx=ctx)
+    watcher.read(server, bytearray(1), ctx=ctx, timeout=0)
+    results = collect(watcher, 2)
+    assert all(r.ctx is ctx for r in results)
+
+
+@pytest.mark.parametrize("behaviour", ["raises", "negative", "huge", "not-int"])
+def test_socket_subclass_with_a_lying_fileno(watcher, net, behaviour):
+    class Liar(socket.socket):
+        def fileno(self):
+            if behaviour == "raises":
+                raise RuntimeError("no fileno for you")
+            if behaviour == "negative":
+                return -7
+            if behaviour == "huge":
+                return 2 ** 40
+            return "3"
+
+    lis = net.listener()
+    client = net.track(socket.create_connection(lis.getsockname()))
+    fd, _ = lis._accept()
+    liar = net.track(Liar(fileno=fd))
+    before = _snapshot(watcher)
+    try:
+        watcher.read(liar, bytearray(4))
+    except Exception:
+        assert _snapshot(watcher) == before
+        return
+    # accepted: the watcher used the real descriptor; it must work normally
+    client.sendall(b"real")
+    res = collect(watcher, 1)[0]
+    assert res.conn is liar and res.error is None

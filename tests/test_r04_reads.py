@@ -255,3 +255,47 @@ def test_view_stays_valid_after_free_until_the_next_wait_io(watcher, pair):
     watcher.wait_io(0)
     with pytest.raises(ValueError):
         bytes(res.buffer)
+
+
+@pytest.mark.parametrize("internal", [False, True])
+def test_data_then_end_of_stream(watcher, pair, internal):
+    client, server = pair()
+    client.sendall(b"last words")
+    client.close()
+    got = bytearray()
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        if internal:
+            watcher.read(server)
+        else:
+            watcher.read(server, bytearray(4))
+        res = collect(watcher, 1)[0]
+        if res.error is not None:
+            break
+        got += res.buffer[:res.size]
+    assert isinstance(res.error, EOFError) and res.size == 0
+    assert got == b"last words"
+
+
+def test_unconnected_stream_socket_completes_with_an_error(watcher, net):
+    import socket
+    sock = net.track(socket.socket())
+    try:
+        watcher.read(sock, bytearray(4))
+    except (OSError, ValueError):
+        return  # refused at the request: allowed
+    res = collect(watcher, 1, timeout=3)[0]
+    assert res.error is not None and res.size == 0
+
+
+def test_thousands_of_one_byte_reads_queued(watcher, pair):
+    client, server = pair()
+    n = 2000
+    bufs = [bytearray(1) for _ in range(n)]
+    for i, b in enumerate(bufs):
+        watcher.read(server, b, ctx=i)
+    payload = pattern(n, seed=61)
+    client.sendall(payload)
+    results = collect(watcher, n, timeout=30)
+    assert [r.ctx for r in results] == list(range(n))
+    assert b"".join(bufs) == payload

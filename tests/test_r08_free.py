@@ -179,3 +179,32 @@ def test_buffer_of_a_freed_read_is_never_written_afterwards(watcher, net):
     time.sleep(0.1)
     gc.collect()
     assert all(buf == bytes(4096) for buf in bufs), "a freed read wrote into its buffer"
+
+
+def test_free_from_many_threads_at_once_ends_each_request_once(watcher, net):
+    import threading
+    pairs = net.pairs(10)
+    for i, (_, server) in enumerate(pairs):
+        for k in range(3):
+            watcher.read(server, bytearray(4), ctx=(i, k))
+    barrier = threading.Barrier(6)
+    errors = []
+
+    def freer():
+        try:
+            barrier.wait(5)
+            for _, server in pairs:
+                watcher.free(server)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=freer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors, errors
+    results = collect(watcher, 30)
+    assert sorted(r.ctx for r in results) == [(i, k) for i in range(10) for k in range(3)]
+    assert all(isinstance(r.error, gaio.ConnClosedError) for r in results)
+    assert watcher.wait_io(0.05) == []

@@ -33,7 +33,7 @@ def test_timeout_with_requests_pending(watcher, pair):
 def test_zero_or_negative_timeout_polls(watcher, pair, timeout):
     start = time.monotonic()
     assert watcher.wait_io(timeout) == []
-    assert time.monotonic() - start < 0.05
+    assert time.monotonic() - start < 0.1
     client, server = pair()
     client.sendall(b"p")
     wait_readable(server)

@@ -176,3 +176,28 @@ def test_buffers_of_dropped_requests_are_never_written_after_close(watcher, net)
     time.sleep(0.1)
     gc.collect()
     assert all(buf == bytes(4096) for buf in bufs), "a dropped read wrote into its buffer"
+
+
+def test_close_from_many_threads_at_once(watcher, net):
+    import threading
+    pairs = net.pairs(20)
+    for _, server in pairs:
+        watcher.read(server, bytearray(4))
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def closer():
+        try:
+            barrier.wait(5)
+            watcher.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=closer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors, errors
+    with pytest.raises(gaio.WatcherClosedError):
+        watcher.wait_io(0)
