@@ -544,19 +544,23 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
             PyErr_SetString(PyExc_ValueError, "write needs data");
             return NULL;
         }
+        if (buffer_arg(buf, &view, 0) < 0)
+            return NULL;
+        /* a live view's exporter is safe to look at only while we hold an export */
         if (PyMemoryView_Check(buf) && PyMemoryView_GET_BUFFER(buf)->obj &&
             Py_IS_TYPE(PyMemoryView_GET_BUFFER(buf)->obj, &gaio__SwapMem_Type)) {
             /* R6: a view of the internal buffer is copied now: it is reused next batch */
-            bufobj = PyBytes_FromObject(buf);
+            bufobj = PyBytes_FromStringAndSize(view.buf, view.len);
+            PyBuffer_Release(&view);
             if (!bufobj)
                 return NULL;
+            if (buffer_arg(bufobj, &view, 0) < 0) {
+                Py_DECREF(bufobj);
+                return NULL;
+            }
         } else {
             bufobj = buf;
             Py_INCREF(bufobj);
-        }
-        if (buffer_arg(bufobj, &view, 0) < 0) {
-            Py_DECREF(bufobj);
-            return NULL;
         }
     }
     if (bufobj && view.len == 0) {
