@@ -4,11 +4,12 @@ connection's identity. Direct I/O on it fails; socket options persist."""
 import fcntl
 import os
 import socket
+import time
 
 import pytest
 
 import gaio
-from conftest import collect, fd_inode, fds_of_inode, recv_exactly, wait_readable
+from conftest import collect, fd_inode, fds_of_inode, open_fds, recv_exactly, wait_readable
 
 
 @pytest.mark.parametrize("first", ["read", "read_buf", "read_full", "write"])
@@ -52,7 +53,7 @@ def test_identity_of_a_socket_subclass_is_kept(watcher, net):
         pass
 
     lis = net.listener()
-    client = net.track(socket.create_connection(lis.getsockname()))
+    net.track(socket.create_connection(lis.getsockname()))
     fd, _ = lis._accept()
     server = net.track(Tagged(fileno=fd))
     server.tag = "mine"
@@ -126,7 +127,6 @@ def test_delegated_socket_blocking_and_timeout_settings_do_not_matter(watcher, p
     server.settimeout(0.001)  # a caller timeout must not leak into the watcher's I/O
     watcher.read(server, bytearray(16), timeout=2.0)
     # data arrives after the caller's own socket timeout would have expired
-    import time
     time.sleep(0.05)
     client.sendall(b"late")
     res = collect(watcher, 1)[0]
@@ -134,7 +134,6 @@ def test_delegated_socket_blocking_and_timeout_settings_do_not_matter(watcher, p
 
 
 def test_delegation_keeps_the_descriptor_count(watcher, net):
-    from conftest import open_fds
     pairs = net.pairs(20)
     before = len(open_fds())
     for _, server in pairs:

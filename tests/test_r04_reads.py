@@ -4,8 +4,11 @@ at the next wait_io(), never showing another connection's bytes, bounded by
 4 x bufsize per batch."""
 import array
 import ctypes
+import gc
 import mmap
+import socket
 import time
+import weakref
 
 import pytest
 
@@ -210,8 +213,6 @@ def test_a_result_view_can_be_copied_and_the_copy_outlives_it(watcher, pair):
 
 
 def test_caller_buffer_is_kept_alive_by_a_pending_read(watcher, pair):
-    import gc
-    import weakref
 
     class Buf(bytearray):
         pass
@@ -278,7 +279,6 @@ def test_data_then_end_of_stream(watcher, pair, internal):
 
 
 def test_unconnected_stream_socket_completes_with_an_error(watcher, net):
-    import socket
     sock = net.track(socket.socket())
     try:
         watcher.read(sock, bytearray(4))

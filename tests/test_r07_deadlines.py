@@ -11,7 +11,7 @@ import time
 import pytest
 
 import gaio
-from conftest import collect, need_fds, pattern, recv_exactly, wait_readable
+from conftest import collect, need_fds, pattern, recv_exactly, run_in_thread, wait_readable
 
 LATE = 0.15    # tolerated lateness on a noisy shared machine
 EARLY = 0.002  # clock granularity: never more than this before the deadline
@@ -274,7 +274,6 @@ def test_huge_wait_io_timeout_blocks(watcher, pair, timeout):
     """Blocks like None, or is refused with ValueError/OverflowError; never
     wraps around into an immediate return."""
     client, server = pair()
-    from conftest import run_in_thread
     t, box = run_in_thread(watcher.wait_io, timeout)
     time.sleep(0.2)
     alive = t.is_alive()

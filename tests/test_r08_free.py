@@ -1,11 +1,14 @@
 """R8: free(conn) closes the descriptor now; pending requests complete with
 ConnClosedError; unknown or already freed sockets are ignored."""
+import gc
 import socket
+import threading
+import time
 
 import pytest
 
 import gaio
-from conftest import collect, fd_inode, fds_of_inode, open_fds, recv_until_eof
+from conftest import collect, fd_inode, fds_of_inode, open_fds, recv_until_eof, run_in_thread
 
 
 def test_free_closes_the_descriptor_now(watcher, pair):
@@ -128,8 +131,6 @@ def test_free_does_not_touch_other_connections(watcher, net):
 
 
 def test_free_from_another_thread_wakes_a_blocked_wait_io(watcher, pair):
-    from conftest import run_in_thread
-    import time
     client, server = pair()
     watcher.read(server, bytearray(8), ctx="pending")
     t, box = run_in_thread(watcher.wait_io, 5.0)
@@ -161,8 +162,6 @@ def test_free_with_a_pending_read_really_closes_the_socket(watcher, pair, intern
 
 
 def test_buffer_of_a_freed_read_is_never_written_afterwards(watcher, net):
-    import gc
-    import time
     pairs = net.pairs(20)
     bufs = [bytearray(b"\x00" * 4096) for _ in pairs]
     for (_, server), buf in zip(pairs, bufs):
@@ -182,7 +181,6 @@ def test_buffer_of_a_freed_read_is_never_written_afterwards(watcher, net):
 
 
 def test_free_from_many_threads_at_once_ends_each_request_once(watcher, net):
-    import threading
     pairs = net.pairs(10)
     for i, (_, server) in enumerate(pairs):
         for k in range(3):

@@ -2,6 +2,7 @@
 the watcher; when the caller drops it, the descriptor is released within one
 second or by the next wait_io(), whichever is later."""
 import gc
+import threading
 import time
 import weakref
 
@@ -114,7 +115,6 @@ def test_socket_in_a_reference_cycle_is_released(watcher, net):
 
 
 def test_sockets_dropped_while_another_thread_waits(watcher, net):
-    import threading
     pairs = net.pairs(100, unix=True)
     net.forget()
     clients = [net.track(c) for c, _ in pairs]

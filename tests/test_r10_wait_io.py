@@ -176,7 +176,7 @@ def test_results_are_op_results(watcher, pair):
     watcher.write(server, b"r")
     res = collect(watcher, 1)[0]
     assert isinstance(res, gaio.OpResult)
-    assert res.op is gaio.Op.WRITE or (res.op == gaio.Op.WRITE and isinstance(res.op, gaio.Op))
+    assert res.op == gaio.Op.WRITE and isinstance(res.op, gaio.Op)
     for name in ("op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer"):
         with pytest.raises(AttributeError):
             setattr(res, name, None)

@@ -4,6 +4,8 @@ stats) raise WatcherClosedError before any argument is checked. A watcher that
 is garbage collected is closed."""
 import gc
 import math
+import threading
+import time
 import weakref
 
 import pytest
@@ -60,8 +62,7 @@ def test_pending_requests_are_dropped_not_delivered(watcher, pair):
 
     ctx = Ctx()
     ref = weakref.ref(ctx)
-    buf = bytearray(4)
-    watcher.read(server, buf, ctx=ctx)
+    watcher.read(server, bytearray(4), ctx=ctx)
     watcher.write(server, bytes(16 << 20), ctx=ctx)
     del ctx
     watcher.close()
@@ -160,7 +161,6 @@ def test_close_with_many_connections(watcher, net):
 
 
 def test_buffers_of_dropped_requests_are_never_written_after_close(watcher, net):
-    import time
     pairs = net.pairs(20)
     bufs = [bytearray(4096) for _ in pairs]
     for (_, server), buf in zip(pairs, bufs):
@@ -179,7 +179,6 @@ def test_buffers_of_dropped_requests_are_never_written_after_close(watcher, net)
 
 
 def test_close_from_many_threads_at_once(watcher, net):
-    import threading
     pairs = net.pairs(20)
     for _, server in pairs:
         watcher.read(server, bytearray(4))

@@ -4,11 +4,13 @@ vanish: nothing crashes, nothing leaks (the leak accounting fixture checks
 descriptors and threads), every request completes exactly once, and no byte is
 lost or reordered."""
 import array
+import gc
 import math
 import random
 import socket
 import threading
 import time
+import tracemalloc
 
 import pytest
 
@@ -414,8 +416,6 @@ def test_resizing_a_buffer_under_a_pending_request_is_refused_or_harmless(watche
 def test_no_memory_growth_over_many_requests(watcher, net):
     """Results, views, copies, ctx objects, deadline entries and connections
     are all freed: Python-visible memory does not grow with traffic."""
-    import gc
-    import tracemalloc
 
     def cycles(n):
         for i in range(n):
