@@ -361,7 +361,18 @@ static void ask_cancel(uring_state *st, gaio_conn *c, int kind)
     if (c->engine_flags & BIT(CANCEL_ASKED, kind))
         return;
     c->engine_flags |= BIT(CANCEL_ASKED, kind);
-    work_push(st, c, WORK_CANCEL, kind);
+    if (c->closing) {
+        /* free(): the operation holds a reference to the socket, so the
+         * core's close() would not end the connection while it lives. Cancel
+         * now, not at the next wait: the peer must see the end at once. */
+        struct gaio__io_uring_sqe *sqe = get_sqe(st);
+        if (sqe) {
+            gaio__uring_prep_cancel(sqe, (uint64_t)(uintptr_t)c | (uint64_t)kind, TAG_CANCEL);
+            gaio__uring_submit(&st->ring);
+            return;
+        }
+    }
+    work_push(st, c, WORK_CANCEL, kind); /* deadlines: batched into the next wait */
 }
 
 static int ur_unwatch(void *state, gaio_conn *c)
