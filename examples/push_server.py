@@ -35,7 +35,7 @@ def main():
     args = parser.parse_args()
 
     listener = socket.create_server(("127.0.0.1", args.port))
-    new_conns = queue.SimpleQueue()
+    new_conns: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
     clients = set()
     stop_at = time.monotonic() + args.seconds if args.seconds else float("inf")
     next_push = time.monotonic() + args.interval

@@ -52,7 +52,6 @@ def test_swap_reads_per_batch_bounded(w):
         for a, b in pairs:
             a.sendall(b"x" * 100)
             w.read(b)
-        total = 0
         batches = 0
         got = 0
         while got < 20:
