@@ -27,6 +27,7 @@
 static PyObject *WatcherClosedError, *DeadlineExceededError, *ConnClosedError,
     *EngineUnavailableError;
 static PyObject *OpREAD, *OpWRITE, *SocketType;
+static PyObject *memoryview_release; /* the unbound method: no attribute lookup per view */
 static PyObject *s_fileno, *s_close, *s_release, *s_conn, *s_buf, *s_data, *s_ctx,
     *s_timeout, *s_deadline, *s_bufsize, *s_engine;
 
@@ -677,7 +678,7 @@ static void release_batch(Watcher *w, int closing)
 {
     Py_ssize_t n = w->views ? PyList_GET_SIZE(w->views) : 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(w->views, i), s_release);
+        PyObject *r = PyObject_CallOneArg(memoryview_release, PyList_GET_ITEM(w->views, i));
         if (r)
             Py_DECREF(r);
         else
@@ -1159,7 +1160,8 @@ PyMODINIT_FUNC PyInit__native(void)
         !(DeadlineExceededError = import_attr("gaio._errors", "DeadlineExceededError")) ||
         !(ConnClosedError = import_attr("gaio._errors", "ConnClosedError")) ||
         !(EngineUnavailableError = import_attr("gaio._errors", "EngineUnavailableError")) ||
-        !(SocketType = import_attr("socket", "socket")))
+        !(SocketType = import_attr("socket", "socket")) ||
+        !(memoryview_release = PyObject_GetAttrString((PyObject *)&PyMemoryView_Type, "release")))
         return NULL;
     PyObject *Op = import_attr("gaio._result", "Op");
     if (!Op)
