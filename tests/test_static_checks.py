@@ -45,6 +45,14 @@ def _ruff_command():
     return [path]
 
 
+def _cache_dir(request, name):
+    """A tool's cache: under .pytest_cache, or a temporary one without the cache plugin."""
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return str(cache.mkdir(name))
+    return str(request.getfixturevalue("tmp_path_factory").mktemp(name))
+
+
 def _run(command):
     """Run a tool from the repository root: (exit status, output)."""
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
@@ -54,7 +62,7 @@ def _run(command):
 
 def test_ruff(request):
     ruff = _ruff_command()
-    cache = str(request.config.cache.mkdir("ruff"))
+    cache = _cache_dir(request, "ruff")
     code, out = _run(ruff + ["check", "--no-fix", "--output-format", "concise",
                              "--cache-dir", cache, *LINTED])
     assert code == 0, "ruff found problems:\n" + out
@@ -82,7 +90,7 @@ def _mypy_errors(cache):
 @pytest.fixture
 def mypy_errors(request):
     _module_or_skip("mypy")
-    return _mypy_errors(str(request.config.cache.mkdir("mypy")))
+    return _mypy_errors(_cache_dir(request, "mypy"))
 
 
 def test_mypy_accepts_stub_examples_and_typed_usage(mypy_errors):
