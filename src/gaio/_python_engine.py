@@ -43,6 +43,38 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # elsewhere Python ignores SIGPIPE
 _monotonic = time.monotonic
+# Enum member lookups cost more than a global on the hot path.
+_OP_READ = Op.READ
+_OP_WRITE = Op.WRITE
+
+
+def _result_builder():
+    """A function building an OpResult straight through its slots.
+
+    Same object as OpResult(...) gives, at less than half the cost of going
+    through its __init__ (which sets each slot with object.__setattr__): two
+    results per echoed message make this the engine's hottest allocation.
+    """
+    new = object.__new__
+    set_op, set_conn, set_ctx, set_buffer, set_size, set_error, set_swap = (
+        getattr(OpResult, name).__set__ for name in (
+            "op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer"))
+
+    def build(op, conn, ctx, buffer, size, error, is_swap):
+        res = new(OpResult)
+        set_op(res, op)
+        set_conn(res, conn)
+        set_ctx(res, ctx)
+        set_buffer(res, buffer)
+        set_size(res, size)
+        set_error(res, error)
+        set_swap(res, is_swap)
+        return res
+
+    return build
+
+
+_new_result = _result_builder()
 
 
 class _Conn:
@@ -166,7 +198,8 @@ class _Core:
         with self.lock:
             if self.closed:
                 raise WatcherClosedError("watcher is closed")
-            if op is Op.WRITE and self.internal.owns(view):
+            arena = self.internal.arena
+            if arena is not None and view is not None and view.obj is arena:
                 # A result's internal-buffer view written back: copy it now, the
                 # arena is reused after the next wait_io(). (Under the lock, so
                 # not while wait_io() revokes the view and reuses the arena;
@@ -178,7 +211,7 @@ class _Core:
                 view = memoryview(buffer)
             conn = self._delegate(owner)
             req = _Request(op, conn, owner, ctx, buffer, view, full, deadline)
-            queue = conn.reads if op is Op.READ else conn.writes
+            queue = conn.reads if op is _OP_READ else conn.writes
             queue.append(req)
             self.submitted += 1
             self.pending += 1
@@ -189,7 +222,7 @@ class _Core:
             if deadline is not None:
                 self.deadlines.push(deadline, req)
                 wake = True  # perhaps earlier than the one select() waits for
-            if wake:
+            if wake and self.blocked:
                 self._wake_waiter()
 
     def _delegate(self, owner):
@@ -263,7 +296,7 @@ class _Core:
         """Turn `req` into a result; it leaves its queue."""
         req.finished = True
         conn = req.conn
-        if req.op is Op.READ:
+        if req.op is _OP_READ:
             queue = conn.reads
         else:
             queue = conn.writes
@@ -273,14 +306,14 @@ class _Core:
             queue.remove(req)
         if req.deadline is not None:
             self.deadlines.forget(req)
-        self.results.append(OpResult(req.op, req.owner, req.ctx, buffer, size, error, is_swap))
+        self.results.append(_new_result(req.op, req.owner, req.ctx, buffer, size, error, is_swap))
         if req.view is not None:
             req.view.release()
         # the result holds these now; a lingering request must not keep them
         req.owner = req.ctx = req.buffer = req.view = None
 
     def _fail(self, req, error):
-        if req.view is None and req.op is Op.READ:  # internal buffer, nothing read
+        if req.view is None and req.op is _OP_READ:  # internal buffer, nothing read
             self._finish(req, 0, error, None, False)
         else:
             self._finish(req, req.size, error, req.buffer, False)
@@ -382,7 +415,7 @@ class _Core:
                 conn = req.conn
                 if req.finished or conn.sock is None:
                     continue
-                if req.op is Op.READ:
+                if req.op is _OP_READ:
                     if conn.reads and conn.reads[0] is req:
                         self._pump_reads(conn)
                 elif conn.writes and conn.writes[0] is req:
@@ -395,13 +428,13 @@ class _Core:
                 if req is None:
                     break
                 conn = req.conn
-                queue = conn.reads if req.op is Op.READ else conn.writes
+                queue = conn.reads if req.op is _OP_READ else conn.writes
                 was_head = bool(queue) and queue[0] is req
                 self.timeouts += 1
                 self._fail(req, DeadlineExceededError("deadline exceeded"))
                 if was_head and conn.sock is not None:
                     # the next request goes on now (a timeout <= 0 is tried once)
-                    if req.op is Op.READ:
+                    if req.op is _OP_READ:
                         self._pump_reads(conn)
                     else:
                         self._pump_writes(conn)
@@ -555,28 +588,55 @@ class PythonWatcher(Watcher):
         core = self._core
         if core.closed:
             raise WatcherClosedError("watcher is closed")
-        args.check_conn(conn)
-        when = args.deadline_of(timeout, deadline)
-        view = None if buf is None else args.writable_view(buf)
-        _submit(core, Op.READ, conn, ctx, buf, view, False, when)
+        known = core.conns.get(id(conn))
+        if known is None or known.ref() is not conn:
+            args.check_conn(conn)
+        when = None
+        if timeout is not None or deadline is not None:
+            when = args.deadline_of(timeout, deadline)
+        if buf is None:
+            core.submit(_OP_READ, conn, ctx, None, None, False, when)
+            return
+        view = args.writable_view(buf)
+        try:
+            core.submit(_OP_READ, conn, ctx, buf, view, False, when)
+        except BaseException:
+            view.release()
+            raise
 
     def read_full(self, conn, buf, *, ctx=None, timeout=None, deadline=None):
         core = self._core
         if core.closed:
             raise WatcherClosedError("watcher is closed")
-        args.check_conn(conn)
-        when = args.deadline_of(timeout, deadline)
+        known = core.conns.get(id(conn))
+        if known is None or known.ref() is not conn:
+            args.check_conn(conn)
+        when = None
+        if timeout is not None or deadline is not None:
+            when = args.deadline_of(timeout, deadline)
         view = args.writable_view(buf)
-        _submit(core, Op.READ, conn, ctx, buf, view, True, when)
+        try:
+            core.submit(_OP_READ, conn, ctx, buf, view, True, when)
+        except BaseException:
+            view.release()
+            raise
 
     def write(self, conn, data, *, ctx=None, timeout=None, deadline=None):
         core = self._core
         if core.closed:
             raise WatcherClosedError("watcher is closed")
-        args.check_conn(conn)
-        when = args.deadline_of(timeout, deadline)
+        known = core.conns.get(id(conn))
+        if known is None or known.ref() is not conn:
+            args.check_conn(conn)
+        when = None
+        if timeout is not None or deadline is not None:
+            when = args.deadline_of(timeout, deadline)
         view = args.data_view(data)
-        _submit(core, Op.WRITE, conn, ctx, data, view, False, when)
+        try:
+            core.submit(_OP_WRITE, conn, ctx, data, view, False, when)
+        except BaseException:
+            view.release()
+            raise
 
     def free(self, conn):
         core = self._core
@@ -599,11 +659,3 @@ class PythonWatcher(Watcher):
         state = "closed" if core.closed else "%d watched" % len(core.conns)
         return "<gaio.Watcher engine='python' bufsize=%d %s>" % (core.bufsize, state)
 
-
-def _submit(core, op, conn, ctx, buf, view, full, when):
-    try:
-        core.submit(op, conn, ctx, buf, view, full, when)
-    except BaseException:
-        if view is not None:
-            view.release()
-        raise

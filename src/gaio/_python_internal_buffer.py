@@ -21,13 +21,13 @@ _MAX_ARENA = 1 << 22
 
 
 class InternalBuffer:
-    __slots__ = ("read_size", "capacity", "_arena", "_whole", "_used", "_handed_out",
+    __slots__ = ("read_size", "capacity", "arena", "_whole", "_used", "_handed_out",
                  "abandoned")
 
     def __init__(self, bufsize):
         self.read_size = bufsize  # the most one read takes, as gaio's swap buffer
         self.capacity = min(_ARENA_MULTIPLE * bufsize, max(bufsize, _MAX_ARENA))
-        self._arena = None
+        self.arena = None
         self._whole = None
         self._used = 0
         self._handed_out = []
@@ -36,10 +36,6 @@ class InternalBuffer:
     def is_full(self):
         return self._used >= self.capacity
 
-    def owns(self, view):
-        """Does `view` (a memoryview) look into the current arena?"""
-        return self._arena is not None and view.obj is self._arena
-
     def recv(self, sock):
         """recv into the free part of the arena.
 
@@ -47,9 +43,9 @@ class InternalBuffer:
         handed out until release_batch(), or None when size is 0 (EOF).
         Raises what sock.recv_into raises (BlockingIOError: nothing to read).
         """
-        if self._arena is None:
-            self._arena = bytearray(self.capacity)
-            self._whole = memoryview(self._arena)
+        if self.arena is None:
+            self.arena = bytearray(self.capacity)
+            self._whole = memoryview(self.arena)
         start = self._used
         room = min(self.read_size, self.capacity - start)
         with self._whole[start:start + room] as window:
@@ -77,7 +73,7 @@ class InternalBuffer:
         if exported:
             self.abandoned += 1
             self._whole = None  # the arena stays alive as long as the exporter does
-            self._arena = None
+            self.arena = None
         self._used = 0
 
     def views_out(self):
@@ -86,4 +82,4 @@ class InternalBuffer:
     def drop(self):
         self.release_batch()
         self._whole = None
-        self._arena = None
+        self.arena = None
