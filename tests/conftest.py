@@ -10,7 +10,8 @@ number of threads (Python's and the kernel's) must be the same after the test's
 own fixtures are torn down as before the test started.
 
 Helpers that tests import directly (`from conftest import collect, ...`):
-collect, recv_exactly, recv_until_eof, wait_readable, pattern, fd_inode,
+collect, recv_exactly, recv_until_eof, wait_readable, pattern, STUCK,
+stuck_pattern, fd_inode,
 fds_of_inode, still_open, open_fds, os_thread_count, need_fds.
 """
 import gc
@@ -261,6 +262,17 @@ def recv_until_eof(sock, timeout=10.0, limit=1 << 30):
             return bytes(chunks)
         chunks += data
         assert len(chunks) <= limit
+
+
+# More bytes than loopback socket buffers can hold (send buffer up to
+# tcp_wmem's 4 MiB plus an unread receive window): a write this large to a
+# peer that does not read stays pending.
+STUCK = 64 << 20
+
+
+def stuck_pattern(seed=0):
+    """STUCK reproducible bytes, cheaply (a 1 MiB pattern repeated)."""
+    return pattern(1 << 20, seed) * (STUCK >> 20)
 
 
 def pattern(n, seed=0):

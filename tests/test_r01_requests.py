@@ -9,7 +9,7 @@ import time
 import pytest
 
 import gaio
-from conftest import collect, open_fds, recv_exactly, run_in_thread, wait_readable
+from conftest import STUCK, collect, open_fds, recv_exactly, run_in_thread, wait_readable
 
 NAN = math.nan
 
@@ -34,7 +34,7 @@ def test_read_with_no_data_returns_at_once(watcher, pair):
 
 def test_huge_write_to_a_peer_that_does_not_read_returns_at_once(watcher, pair):
     client, server = pair()
-    data = bytes(16 << 20)  # far beyond any socket buffer
+    data = bytes(STUCK)
     start = time.monotonic()
     returns_within(5.0, watcher.write, server, data)
     assert time.monotonic() - start < 1.0

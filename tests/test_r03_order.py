@@ -2,7 +2,7 @@
 reads and writes are independent queues."""
 import time
 
-from conftest import collect, pattern, recv_exactly
+from conftest import STUCK, collect, pattern, recv_exactly, stuck_pattern
 
 
 def test_reads_complete_in_request_order(watcher, pair):
@@ -76,7 +76,7 @@ def test_writes_complete_in_request_order_and_bytes_arrive_in_order(watcher, pai
 
 def test_big_write_first_small_write_never_completes_before_it(watcher, pair):
     client, server = pair()
-    big = pattern(8 << 20, seed=1)
+    big = stuck_pattern(seed=1)
     watcher.write(server, big, ctx="big")
     watcher.write(server, b"small", ctx="small")
     # the peer does not read yet: neither may complete, the small one least of all
@@ -106,7 +106,7 @@ def test_read_and_write_queues_are_independent(watcher, pair):
     assert [r.ctx for r in results] == ["w1", "w2"]
     assert recv_exactly(client, 4) == b"w1w2"
     # and a write stuck on a full socket does not hold back reads
-    watcher.write(server, bytes(16 << 20), ctx="stuck")
+    watcher.write(server, bytes(STUCK), ctx="stuck")
     client.sendall(b"now")
     res = collect(watcher, 1)[0]
     assert res.ctx == "read" and bytes(res.buffer[:res.size]) == b"now"

@@ -13,7 +13,7 @@ import weakref
 import pytest
 
 import gaio
-from conftest import collect, pattern, recv_exactly, reset
+from conftest import STUCK, collect, pattern, recv_exactly, reset, stuck_pattern
 
 
 def _drain_while_waiting(w, client, want_results, total, chunk=1 << 18, pause=0.0,
@@ -109,7 +109,7 @@ def test_writing_a_result_view_back_copies_it(watcher, net):
     """The echo idiom: w.write(res.conn, res.buffer). The write is held behind a
     large pending write while other connections' reads reuse the internal buffer."""
     (ca, sa), (cb, sb) = net.pairs(2)
-    backlog = pattern(4 << 20, seed=15)
+    backlog = stuck_pattern(seed=15)
     watcher.write(sa, backlog, ctx="backlog")
     ca.sendall(b"echo me, exactly")
     watcher.read(sa, ctx="a")
@@ -170,7 +170,7 @@ def test_write_to_a_vanished_peer_is_broken_pipe_or_reset(watcher, pair, vanish)
 
 def test_write_error_reports_bytes_written_so_far(watcher, pair):
     client, server = pair()
-    data = bytes(32 << 20)
+    data = bytes(STUCK)
     watcher.write(server, data)
     client.setblocking(False)
     taken = 0

@@ -11,7 +11,8 @@ import time
 import pytest
 
 import gaio
-from conftest import collect, need_fds, pattern, recv_exactly, run_in_thread, wait_readable
+from conftest import (STUCK, collect, need_fds, recv_exactly, run_in_thread, stuck_pattern,
+                      wait_readable)
 
 LATE = 0.15    # tolerated lateness on a noisy shared machine
 EARLY = 0.002  # clock granularity: never more than this before the deadline
@@ -48,7 +49,7 @@ def test_read_expires_on_time(watcher, pair, kind, method):
 @pytest.mark.parametrize("kind", ["timeout", "deadline"])
 def test_write_expires_with_bytes_written_so_far(watcher, pair, kind):
     client, server = pair()
-    data = bytes(32 << 20)
+    data = bytes(STUCK)
     start = time.monotonic()
     if kind == "timeout":
         watcher.write(server, data, timeout=0.2)
@@ -98,7 +99,7 @@ def test_deadline_may_end_a_request_queued_behind_one_without(watcher, pair):
 
 def test_write_queue_goes_on_after_a_write_expires(watcher, pair):
     client, server = pair()
-    watcher.write(server, bytes(32 << 20), ctx="too big", timeout=0.1)
+    watcher.write(server, bytes(STUCK), ctx="too big", timeout=0.1)
     res = collect(watcher, 1)[0]
     assert res.ctx == "too big" and isinstance(res.error, gaio.DeadlineExceededError)
     watcher.write(server, b"tail", ctx="tail")
@@ -291,7 +292,7 @@ def test_huge_wait_io_timeout_blocks(watcher, pair, timeout):
 
 def test_queued_write_expires_without_sending_a_byte(watcher, pair):
     client, server = pair()
-    head = pattern(16 << 20, seed=51)
+    head = stuck_pattern(seed=51)
     watcher.write(server, head, ctx="head")
     watcher.write(server, b"EXPIRED" * 1000, ctx="queued", timeout=0.1)
     res = collect(watcher, 1)[0]

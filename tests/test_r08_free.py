@@ -8,7 +8,8 @@ import time
 import pytest
 
 import gaio
-from conftest import collect, fd_inode, fds_of_inode, open_fds, recv_until_eof, run_in_thread
+from conftest import (STUCK, collect, fd_inode, fds_of_inode, open_fds, recv_until_eof,
+                      run_in_thread)
 
 
 def test_free_closes_the_descriptor_now(watcher, pair):
@@ -29,7 +30,7 @@ def test_pending_requests_complete_with_conn_closed_error(watcher, pair):
     watcher.read(server, rbuf, ctx="r1")
     watcher.read(server, ctx="r2")
     watcher.read_full(server, bytearray(8), ctx="r3")
-    watcher.write(server, bytes(32 << 20), ctx="w1")  # stuck: the peer does not read
+    watcher.write(server, bytes(STUCK), ctx="w1")  # stuck: the peer does not read
     watcher.write(server, b"never", ctx="w2")
     assert watcher.wait_io(0.1) == []  # let the first write start
     watcher.free(server)
@@ -43,7 +44,7 @@ def test_pending_requests_complete_with_conn_closed_error(watcher, pair):
         assert res.conn is server
     assert by_ctx["r1"].size == 0 and by_ctx["r1"].buffer is rbuf
     assert by_ctx["r2"].buffer is None and by_ctx["r2"].is_swap_buffer is False
-    assert 0 < by_ctx["w1"].size < 32 << 20
+    assert 0 < by_ctx["w1"].size < STUCK
     assert by_ctx["w2"].size == 0
     # reads in order, writes in order
     reads = [r.ctx for r in results if r.op == gaio.Op.READ]

@@ -11,7 +11,7 @@ import weakref
 import pytest
 
 import gaio
-from conftest import collect, fd_inode, fds_of_inode, open_fds, recv_until_eof, still_open
+from conftest import STUCK, collect, fd_inode, fds_of_inode, open_fds, recv_until_eof, still_open
 
 
 def test_close_is_idempotent(watcher):
@@ -38,7 +38,7 @@ def test_close_closes_every_delegated_descriptor_on_return(watcher, net):
         if i % 3 == 0:
             watcher.read(server, bytearray(4))          # pending read
         elif i % 3 == 1:
-            watcher.write(server, bytes(16 << 20))      # pending write
+            watcher.write(server, bytes(STUCK))         # pending write
         else:
             watcher.write(server, b"done")               # idle after completion
     gc.disable()  # close() itself must close them, not a later collection
@@ -63,7 +63,7 @@ def test_pending_requests_are_dropped_not_delivered(watcher, pair):
     ctx = Ctx()
     ref = weakref.ref(ctx)
     watcher.read(server, bytearray(4), ctx=ctx)
-    watcher.write(server, bytes(16 << 20), ctx=ctx)
+    watcher.write(server, bytes(STUCK), ctx=ctx)
     del ctx
     watcher.close()
     with pytest.raises(gaio.WatcherClosedError):

@@ -2,7 +2,7 @@
 (results delivered, deadline and free included), bytes_read, bytes_written,
 watched, pending, timeouts."""
 import gaio
-from conftest import collect, recv_exactly
+from conftest import STUCK, collect, recv_exactly
 
 KEYS = ("submitted", "completed", "bytes_read", "bytes_written", "watched", "pending",
         "timeouts")
@@ -79,9 +79,9 @@ def test_partial_transfers_are_counted(watcher, pair):
     s = _core(watcher)
     assert s["bytes_read"] == 30 and s["timeouts"] == 1
 
-    watcher.write(server, bytes(32 << 20), timeout=0.2)
+    watcher.write(server, bytes(STUCK), timeout=0.2)
     res = collect(watcher, 1)[0]
-    assert 0 < res.size < 32 << 20
+    assert 0 < res.size < STUCK
     assert _core(watcher)["bytes_written"] == res.size
 
 

@@ -14,7 +14,7 @@ import weakref
 import pytest
 
 import gaio
-from conftest import (collect, fd_inode, fds_of_inode, open_fds, pattern, recv_exactly,
+from conftest import (STUCK, collect, fd_inode, fds_of_inode, open_fds, pattern, recv_exactly,
                       reset, run_in_thread, wait_readable)
 
 
@@ -109,7 +109,7 @@ def test_error_event_completes_both_pending_read_and_write(watcher, pair):
     connection, reads and writes alike, not leave one hanging."""
     client, server = pair()
     watcher.read(server, bytearray(8), ctx="r")
-    watcher.write(server, bytes(32 << 20), ctx="w")  # fills the socket, stays pending
+    watcher.write(server, bytes(STUCK), ctx="w")  # fills the socket, stays pending
     assert watcher.wait_io(0.1) == []
     reset(client)
     by_ctx = {r.ctx: r for r in collect(watcher, 2, timeout=5)}
