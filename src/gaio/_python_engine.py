@@ -456,6 +456,8 @@ class _Core:
     # ------------------------------------------------------------ the loop
 
     def wait_io(self, timeout):
+        if self.closed:
+            raise WatcherClosedError("watcher is closed")
         seconds = args.wait_seconds(timeout)
         lock = self.lock
         with lock:
@@ -573,8 +575,6 @@ class PythonWatcher(Watcher):
         if engine not in ("python", "auto"):
             raise ValueError("PythonWatcher runs engine 'python', not %r" % (engine,))
         self._core = _Core(bufsize)
-        # a watcher that is garbage collected is closed (R11)
-        self._finalizer = weakref.finalize(self, self._core.close)
 
     @property
     def engine(self):
@@ -653,6 +653,15 @@ class PythonWatcher(Watcher):
 
     def stats(self):
         return self._core.stats()
+
+    def __del__(self):
+        # A watcher that is garbage collected is closed (R11). __del__, not
+        # weakref.finalize: a finalizer would hold the core, and through a
+        # pending request's ctx the core may hold this watcher, which would
+        # then never be collected.
+        core = self.__dict__.get("_core")
+        if core is not None:
+            core.close()
 
     def __repr__(self):
         core = self._core
