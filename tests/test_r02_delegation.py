@@ -146,3 +146,23 @@ def test_delegation_keeps_the_descriptor_count(watcher, net):
     results = collect(watcher, 20)
     assert {r.conn for r in results} == {s for _, s in pairs}
     assert isinstance(results[0], gaio.OpResult)
+
+
+def test_socket_with_a_makefile_object_is_closed_too(watcher, pair):
+    """socket.close() only marks a socket closed while makefile() objects are
+    open (it keeps the descriptor for them): delegation must still leave the
+    caller's object without a descriptor, so direct I/O fails at once."""
+    client, server = pair()
+    reader = server.makefile("rb")
+    try:
+        inode = fd_inode(server)
+        watcher.read(server, bytearray(8))
+        assert server.fileno() == -1
+        with pytest.raises(OSError):
+            server.send(b"x")
+        assert len(fds_of_inode(inode)) == 1  # only the watcher's
+        client.sendall(b"for the watcher")
+        res = collect(watcher, 1)[0]
+        assert res.error is None and res.conn is server
+    finally:
+        reader.close()

@@ -8,6 +8,9 @@ import gc
 import math
 import random
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import tracemalloc
@@ -452,3 +455,71 @@ def test_no_memory_growth_over_many_requests(watcher, net):
     total = sum(stat.size_diff for stat in growth)
     top = "\n".join(str(stat) for stat in growth[:8])
     assert total < 30_000, "memory grew by %d bytes over 600 cycles:\n%s" % (total, top)
+
+
+ABUSE_CHILD = textwrap.dedent("""
+    import copy, gc, pickle, socket, sys
+    import gaio
+
+    engine = sys.argv[1]
+    w = gaio.Watcher(1024, engine=engine)
+    a, b = socket.socketpair()
+    a.sendall(b"abuse")
+    w.read(b)
+    [res] = w.wait_io(5)
+    W, R = type(w), type(res)
+
+    def attempt(fn):
+        try:
+            fn()
+        except Exception:
+            pass
+
+    # objects made without __init__
+    for make in (lambda: W.__new__(W), lambda: W.__new__(W, 1024), lambda: R.__new__(R)):
+        try:
+            bare = make()
+        except Exception:
+            continue
+        for name in ("read", "read_full", "write", "free", "wait_io", "close", "stats"):
+            attempt(lambda: getattr(bare, name)(a))
+            attempt(lambda: getattr(bare, name)(0))
+            if name != "wait_io":  # a working bare watcher would block forever
+                attempt(lambda: getattr(bare, name)())
+        for name in ("engine", "bufsize", "op", "conn", "ctx", "buffer", "size", "error"):
+            attempt(lambda: getattr(bare, name))
+        attempt(lambda: repr(bare))
+        del bare
+        gc.collect()
+
+    # __init__ again on a live watcher, copies and pickles
+    attempt(lambda: w.__init__(1))
+    attempt(lambda: w.__init__(2 ** 40))
+    attempt(lambda: w.__init__("x"))
+    attempt(lambda: copy.copy(w))
+    attempt(lambda: copy.deepcopy(w))
+    attempt(lambda: pickle.dumps(w))
+    attempt(lambda: copy.copy(res))
+    attempt(lambda: pickle.dumps(res))
+    attempt(lambda: R(0, a, None, None, 0, None, False))
+    attempt(lambda: a.sendall(b"still"))  # a re-init may have closed b
+    attempt(lambda: w.read(b))
+    attempt(lambda: w.wait_io(0.5))
+    w.close()
+    attempt(lambda: w.__init__(1024))
+    attempt(lambda: w.read(b))
+    attempt(lambda: w.wait_io(0))
+    w.close()
+    del w, res
+    gc.collect()
+    print("survived")
+""")
+
+
+def test_objects_abused_from_python_never_crash(engine):
+    """Bare objects made without __init__, __init__ called again, copies and
+    pickles: exceptions are fine, a crash is not (run in a child process)."""
+    proc = subprocess.run([sys.executable, "-c", ABUSE_CHILD, engine],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, "child died (%d): %s" % (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.strip() == "survived"
