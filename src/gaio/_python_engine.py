@@ -654,6 +654,16 @@ class PythonWatcher(Watcher):
     def stats(self):
         return self._core.stats()
 
+    # A copy would share the core and close it when collected.
+    def __copy__(self):
+        raise TypeError("a Watcher cannot be copied")
+
+    def __deepcopy__(self, memo):
+        raise TypeError("a Watcher cannot be copied")
+
+    def __reduce__(self):
+        raise TypeError("a Watcher cannot be pickled")
+
     def __del__(self):
         # A watcher that is garbage collected is closed (R11). __del__, not
         # weakref.finalize: a finalizer would hold the core, and through a
