@@ -447,11 +447,13 @@ class _Core:
                 continue
             if conn.sock is None or conn.interest == 0:
                 continue  # freed or dropped earlier in this batch
-            if mask & _READ and conn.reads:
+            reads_waited = bool(conn.reads)
+            if mask & _READ and reads_waited:
                 self._pump_reads(conn)
             if mask & _WRITE and conn.writes:
                 self._pump_writes(conn)
-            self._sync_interest(conn, keep_read=bool(conn.reads))
+            # readable with no read asked for: stop watching until one is
+            self._sync_interest(conn, keep_read=reads_waited or not mask & _READ)
 
     # ------------------------------------------------------------ the loop
 
