@@ -39,8 +39,8 @@ class Watcher:
     Raises gaio.EngineUnavailableError (with the reason) when the engine
     cannot run here, ValueError for a name that is not a native engine.
     """
-    def __new__(cls, bufsize: int = ..., *,
-                engine: Literal["auto", "uring", "epoll", "kqueue"] = ...) -> "Watcher": ...
+    def __init__(self, bufsize: int = ..., *,
+                 engine: Literal["auto", "uring", "epoll", "kqueue"] = ...) -> None: ...
     @property
     def engine(self) -> str: ...
     @property

@@ -28,7 +28,7 @@ static PyObject *WatcherClosedError, *DeadlineExceededError, *ConnClosedError,
     *EngineUnavailableError;
 static PyObject *OpREAD, *OpWRITE, *SocketType;
 static PyObject *memoryview_release; /* the unbound method: no attribute lookup per view */
-static PyObject *s_fileno, *s_close, *s_release, *s_conn, *s_buf, *s_data, *s_ctx,
+static PyObject *s_fileno, *s_close, *s_detach, *s_release, *s_conn, *s_buf, *s_data, *s_ctx,
     *s_timeout, *s_deadline, *s_bufsize, *s_engine;
 
 typedef struct {
@@ -50,9 +50,13 @@ typedef struct pyreq {
     gaio_req req;               /* first: the core hands back &req */
     PyObject *conn, *ctx;       /* strong */
     PyObject *bufobj;           /* caller's buffer (or our bytes copy), NULL for swap reads */
-    Py_buffer view;             /* export of bufobj held until completion */
     struct pyreq *live_prev, *live_next; /* every undelivered request, for GC traversal */
+    int has_view;               /* allocated with room for view (a request with a buffer) */
+    Py_buffer view;             /* export of bufobj held until completion; last: a read
+                                 * into the internal buffer is allocated without it, so
+                                 * an idle connection's pending read stays small */
 } pyreq;
+#define PYREQ_SMALL offsetof(pyreq, view)
 
 /* ---- socket -> connection map: open addressing on the object's address ---- */
 
@@ -158,6 +162,7 @@ typedef struct {
     int waiting;                  /* a thread is in wait_io (guarded by the GIL) */
     int building;                 /* wait_io is building a batch's results */
     int close_done;               /* watcher_close finished (the core may be deleted) */
+    int inited;                   /* __init__ ran (it may run once) */
     connmap map;
     PyObject *link;               /* WatcherLink: the weakref callbacks' way back */
     PyObject *callback;           /* the C function given to every ConnRef */
@@ -165,8 +170,8 @@ typedef struct {
     PyObject *regions;            /* list: SwapMem over engine memory in the last batch */
     gaio__SwapMem *chunk_mem[GAIO_SWAP_CHUNKS]; /* owners of the core's chunks shown */
     pyreq live;                   /* sentinel of the undelivered-requests list */
-    pyreq *spare;                 /* freelist of request structs */
-    int nspare;
+    pyreq *spare[2];              /* freelists of request structs, without / with view */
+    int nspare[2];
     gaio_stats final_stats;       /* stats() after close */
     PyObject *weakreflist;
 } Watcher;
@@ -187,17 +192,19 @@ static PyTypeObject WatcherLink_Type = {
 
 #define MAX_SPARE 1024
 
-static pyreq *req_alloc(Watcher *w)
+static pyreq *req_alloc(Watcher *w, int with_view)
 {
-    pyreq *p = w->spare;
+    pyreq *p = w->spare[with_view];
+    size_t size = with_view ? sizeof(pyreq) : PYREQ_SMALL;
     if (p) {
-        w->spare = p->live_next;
-        w->nspare--;
-    } else if (!(p = PyMem_Malloc(sizeof *p))) {
+        w->spare[with_view] = p->live_next;
+        w->nspare[with_view]--;
+    } else if (!(p = PyMem_Malloc(size))) {
         PyErr_NoMemory();
         return NULL;
     }
-    memset(p, 0, sizeof *p);
+    memset(p, 0, size);
+    p->has_view = with_view;
     return p;
 }
 
@@ -220,16 +227,17 @@ static void live_remove(pyreq *p)
 static void req_dispose(Watcher *w, pyreq *p)
 {
     if (p->bufobj) {
-        if (p->view.obj)
+        if (p->has_view && p->view.obj)
             PyBuffer_Release(&p->view);
         Py_CLEAR(p->bufobj);
     }
     PyObject *conn = p->conn, *ctx = p->ctx;
     p->conn = p->ctx = NULL;
-    if (w->nspare < MAX_SPARE) {
-        p->live_next = w->spare;
-        w->spare = p;
-        w->nspare++;
+    int k = p->has_view;
+    if (w->nspare[k] < MAX_SPARE) {
+        p->live_next = w->spare[k];
+        w->spare[k] = p;
+        w->nspare[k]++;
     } else {
         PyMem_Free(p);
     }
@@ -403,33 +411,66 @@ static int socket_fd(PyObject *conn)
     return (int)fd;
 }
 
-/* R2: take a non-blocking duplicate, close the caller's object, watch it. */
+/* R2: take the descriptor from the caller's object and watch it, non-blocking.
+ * socket.detach() hands it over and leaves the object closed even while
+ * makefile() objects hold it open (close() would only mark it); other objects
+ * with a fileno() are dup()ed and close()d. */
 static int delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
 {
-    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup_fd < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    int flags = fcntl(dup_fd, F_GETFL);
-    if (flags < 0 || fcntl(dup_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        close(dup_fd);
-        return -1;
-    }
     ConnRef *ref = (ConnRef *)PyObject_CallFunctionObjArgs((PyObject *)&ConnRef_Type, conn,
                                                            w->callback, NULL);
-    if (!ref) {
-        close(dup_fd);
+    if (!ref)
         return -1;
+    int own_fd = -1;
+    PyObject *detach = PyObject_GetAttr(conn, s_detach);
+    if (!detach) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            Py_DECREF(ref);
+            return -1;
+        }
+        PyErr_Clear();
     }
-    PyObject *res = PyObject_CallMethodNoArgs(conn, s_close);
-    if (!res) {
+    if (detach) {
+        PyObject *res = PyObject_CallNoArgs(detach);
+        Py_DECREF(detach);
+        if (!res) {
+            Py_DECREF(ref);
+            return -1;
+        }
+        long got = PyLong_Check(res) ? PyLong_AsLong(res) : -1;
+        Py_DECREF(res);
+        if (got != fd) {
+            if (got >= 0 && got <= INT32_MAX)
+                close((int)got);
+            Py_DECREF(ref);
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "conn.detach() did not return its fileno()");
+            return -1;
+        }
+        own_fd = fd;
+    } else {
+        own_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (own_fd < 0) {
+            Py_DECREF(ref);
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        PyObject *res = PyObject_CallMethodNoArgs(conn, s_close);
+        if (!res) {
+            Py_DECREF(ref);
+            close(own_fd);
+            return -1;
+        }
+        Py_DECREF(res);
+    }
+    int flags = fcntl(own_fd, F_GETFL);
+    if (flags < 0 || fcntl(own_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
         Py_DECREF(ref);
-        close(dup_fd);
+        close(own_fd);
         return -1;
     }
-    Py_DECREF(res);
+    int dup_fd = own_fd;
     if (w->closed || map_find(&w->map, (uintptr_t)conn)) {
         /* close() ran inside conn.close(), or it delegated conn itself */
         Py_DECREF(ref);
@@ -592,7 +633,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
         }
         return NULL;
     }
-    pyreq *p = req_alloc(w);
+    pyreq *p = req_alloc(w, bufobj != NULL);
     if (!p) {
         if (bufobj) {
             PyBuffer_Release(&view);
@@ -953,27 +994,46 @@ static PyObject *Watcher_exit(Watcher *w, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* __new__ makes an inert watcher that behaves as closed; __init__ (once)
+ * starts the engine. So Watcher.__new__(Watcher), copy.copy() and the like
+ * give an object whose methods raise instead of one that could block. */
 static PyObject *Watcher_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Watcher *w = (Watcher *)type->tp_alloc(type, 0);
+    if (!w)
+        return NULL;
+    w->engine_name = "";
+    w->closed = 1;
+    w->close_done = 1;
+    w->live.live_next = w->live.live_prev = &w->live;
+    return (PyObject *)w;
+}
+
+static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"bufsize", "engine", NULL};
     PyObject *bufsize_obj = NULL;
     const char *engine = "auto";
+    if (w->inited) {
+        PyErr_SetString(PyExc_RuntimeError, "Watcher.__init__() may run only once");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$s:Watcher", kwlist, &bufsize_obj, &engine))
-        return NULL;
+        return -1;
     long long bufsize = 65536;
     if (bufsize_obj) {
         if (PyBool_Check(bufsize_obj) || !PyLong_Check(bufsize_obj)) {
             PyErr_Format(PyExc_TypeError, "bufsize must be an int, not %.100s",
                          Py_TYPE(bufsize_obj)->tp_name);
-            return NULL;
+            return -1;
         }
         int overflow;
         bufsize = PyLong_AsLongLongAndOverflow(bufsize_obj, &overflow);
         if (bufsize == -1 && PyErr_Occurred())
-            return NULL;
+            return -1;
         if (overflow || bufsize < 1 || bufsize > (1LL << 30)) {
             PyErr_SetString(PyExc_ValueError, "bufsize must be from 1 to 2**30");
-            return NULL;
+            return -1;
         }
     }
     int any = strcmp(engine, "auto") == 0;
@@ -984,7 +1044,20 @@ static PyObject *Watcher_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     if (!chosen) {
         PyErr_Format(PyExc_ValueError, "unknown native engine '%s': choose 'uring', 'epoll' or 'kqueue'",
                      engine);
-        return NULL;
+        return -1;
+    }
+    WatcherLink *link = PyObject_New(WatcherLink, &WatcherLink_Type);
+    if (!link)
+        return -1;
+    link->w = NULL;
+    PyObject *callback = PyCFunction_New(&conn_gone_def, (PyObject *)link);
+    PyObject *views = PyList_New(0), *regions = PyList_New(0);
+    if (!callback || !views || !regions) {
+        Py_DECREF(link);
+        Py_XDECREF(callback);
+        Py_XDECREF(views);
+        Py_XDECREF(regions);
+        return -1;
     }
     char why[256] = "";
     gaio_core *core = NULL;
@@ -996,35 +1069,25 @@ static PyObject *Watcher_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
             chosen = &ENGINES[i];
     }
     if (!core) {
+        Py_DECREF(link);
+        Py_DECREF(callback);
+        Py_DECREF(views);
+        Py_DECREF(regions);
         PyErr_Format(EngineUnavailableError, "engine %s cannot run here: %s", engine, why);
-        return NULL;
-    }
-    Watcher *w = (Watcher *)type->tp_alloc(type, 0);
-    if (!w) {
-        gaio_req *all = gaio_core_close(core);
-        (void)all;
-        gaio_core_delete(core);
-        return NULL;
-    }
-    w->core = core;
-    w->engine_name = chosen->name;
-    w->bufsize = (Py_ssize_t)bufsize;
-    w->live.live_next = w->live.live_prev = &w->live;
-    WatcherLink *link = PyObject_New(WatcherLink, &WatcherLink_Type);
-    if (!link) {
-        Py_DECREF(w);
-        return NULL;
+        return -1;
     }
     link->w = w;
     w->link = (PyObject *)link;
-    w->callback = PyCFunction_New(&conn_gone_def, w->link);
-    w->views = PyList_New(0);
-    w->regions = PyList_New(0);
-    if (!w->callback || !w->views || !w->regions) {
-        Py_DECREF(w);
-        return NULL;
-    }
-    return (PyObject *)w;
+    w->callback = callback;
+    w->views = views;
+    w->regions = regions;
+    w->core = core;
+    w->engine_name = chosen->name;
+    w->bufsize = (Py_ssize_t)bufsize;
+    w->inited = 1;
+    w->closed = 0;
+    w->close_done = 0;
+    return 0;
 }
 
 static int Watcher_traverse(Watcher *w, visitproc visit, void *arg)
@@ -1065,11 +1128,12 @@ static void Watcher_dealloc(Watcher *w)
         ((WatcherLink *)w->link)->w = NULL;
     Py_CLEAR(w->link);
     PyMem_Free(w->map.e);
-    while (w->spare) {
-        pyreq *p = w->spare;
-        w->spare = p->live_next;
-        PyMem_Free(p);
-    }
+    for (int k = 0; k < 2; k++)
+        while (w->spare[k]) {
+            pyreq *p = w->spare[k];
+            w->spare[k] = p->live_next;
+            PyMem_Free(p);
+        }
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
@@ -1116,6 +1180,7 @@ static PyTypeObject Watcher_Type = {
     .tp_methods = Watcher_methods,
     .tp_getset = Watcher_getset,
     .tp_new = Watcher_new,
+    .tp_init = (initproc)Watcher_init,
 };
 
 /* ---- the module ---- */
@@ -1150,7 +1215,7 @@ PyMODINIT_FUNC PyInit__native(void)
         PyType_Ready(&gaio__SwapMem_Type) < 0 || PyType_Ready(&gaio__OpResult_Type) < 0 ||
         PyType_Ready(&Watcher_Type) < 0)
         return NULL;
-    if (!(s_fileno = intern("fileno")) || !(s_close = intern("close")) ||
+    if (!(s_fileno = intern("fileno")) || !(s_close = intern("close")) || !(s_detach = intern("detach")) ||
         !(s_release = intern("release")) || !(s_conn = intern("conn")) ||
         !(s_buf = intern("buf")) || !(s_data = intern("data")) || !(s_ctx = intern("ctx")) ||
         !(s_timeout = intern("timeout")) || !(s_deadline = intern("deadline")) ||
