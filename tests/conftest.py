@@ -169,8 +169,9 @@ class Net:
         return [self.pair(unix=unix) for _ in range(n)]
 
     def forget(self):
-        """Drop our references (sockets already closed stay closed)."""
-        self._owned.clear()
+        """Drop our references to the sockets made so far (not the listener),
+        so a test can let them be collected."""
+        self._owned = [self._listener] if self._listener is not None else []
 
     def close_all(self):
         for s in self._owned:

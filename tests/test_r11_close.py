@@ -4,6 +4,7 @@ stats) raise WatcherClosedError before any argument is checked. A watcher that
 is garbage collected is closed."""
 import gc
 import math
+import socket
 import threading
 import time
 import weakref
@@ -132,22 +133,47 @@ def test_attributes_after_close(watcher, engine):
     assert watcher.bufsize == 65536
 
 
-@pytest.mark.parametrize("ctx", ["plain", "cycle"])
-def test_garbage_collected_watcher_is_closed(engine, pair, ctx):
-    client, server = pair()
+class _Sock(socket.socket):
+    """A socket object that can carry attributes (a connection holding its watcher)."""
+
+
+class _Buf(bytearray):
+    pass
+
+
+@pytest.mark.parametrize("through", ["nothing", "ctx", "buffer", "conn", "data"])
+def test_garbage_collected_watcher_is_closed(engine, net, through):
+    """A watcher dropped by the caller is collected and closed, even when a
+    pending request refers back to it through its ctx, its buffer, its
+    connection object or its data: such cycles must not make it immortal."""
+    lis = net.listener()
+    client = net.track(socket.create_connection(lis.getsockname()))
+    fd, _ = lis._accept()
+    server = net.track(_Sock(fileno=fd))
     inode = fd_inode(server)
     fds_before = len(open_fds())
     w = gaio.Watcher(engine=engine)
-    # "cycle": a pending request's ctx refers back to the watcher (a handler
-    # object holding its watcher); the cycle must not make the watcher immortal
-    w.read(server, bytearray(4), ctx=w if ctx == "cycle" else "plain")
+    buf, data = _Buf(4), _Buf(STUCK)
+    if through == "buffer":
+        buf.watcher = w
+    elif through == "conn":
+        server.watcher = w
+    elif through == "data":
+        data.watcher = w
+    w.read(server, buf, ctx=w if through == "ctx" else "plain")
+    w.write(server, data)
     ref = weakref.ref(w)
-    del w
+    del w, buf, data, server
+    net.forget()
+    net.track(client)
     gc.collect()
     assert ref() is None, "watcher not collected"
     assert fds_of_inode(inode) == []
     client.settimeout(5)
-    assert client.recv(1) == b""
+    try:
+        recv_until_eof(client, timeout=5)
+    except ConnectionResetError:
+        pass
     assert len(open_fds()) == fds_before - 1  # the engine's own descriptors too
 
 
