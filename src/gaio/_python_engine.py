@@ -160,9 +160,9 @@ class _Waker:
 class _Core:
     """All of a watcher's state; the PythonWatcher object is its front.
 
-    Kept apart so that nothing inside (weakref callbacks, connections) refers
-    back to the front: the front is then freed, and closes the core, as soon
-    as the caller drops it.
+    Kept apart so that the weakref callbacks and the connections, which
+    refer to the core, never keep the front alive: the front closes the core
+    from __del__ once the caller drops it.
     """
 
     def __init__(self, bufsize):
