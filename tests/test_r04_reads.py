@@ -299,3 +299,31 @@ def test_thousands_of_one_byte_reads_queued(watcher, pair):
     results = collect(watcher, n, timeout=30)
     assert [r.ctx for r in results] == list(range(n))
     assert b"".join(bufs) == payload
+
+
+@pytest.mark.parametrize("end", ["close", "collect"])
+def test_view_outliving_its_watcher_never_shows_freed_memory(engine, pair, end):
+    """A view kept past close() (or past the watcher's collection) either still
+    shows its bytes or raises ValueError; it never reads freed memory."""
+    client, server = pair()
+    w = gaio.Watcher(4096, engine=engine)
+    client.sendall(b"precious bytes")
+    w.read(server)
+    res = collect(w, 1)[0]
+    view = res.buffer
+    del res
+    if end == "close":
+        w.close()
+    else:
+        del w
+        gc.collect()
+    junk = [bytearray(b"\xaa" * 4096) for _ in range(256)]  # reuse freed memory
+    try:
+        data = bytes(view)
+    except ValueError:
+        data = None
+    del junk
+    assert data in (None, b"precious bytes")
+    if end == "close":
+        with pytest.raises(gaio.WatcherClosedError):
+            w.wait_io(0)

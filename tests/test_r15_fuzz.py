@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 import tracemalloc
+import weakref
 
 import pytest
 
@@ -523,3 +524,19 @@ def test_objects_abused_from_python_never_crash(engine):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, "child died (%d): %s" % (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.strip() == "survived"
+
+
+def test_cycles_through_results_are_collected(watcher, pair):
+    """A result kept by its own ctx (a handler storing its last result) forms
+    a cycle the garbage collector must be able to break."""
+    class Handler:
+        pass
+
+    client, server = pair()
+    handler = Handler()
+    ref = weakref.ref(handler)
+    watcher.write(server, b"cycle", ctx=handler)
+    handler.last = collect(watcher, 1)[0]
+    del handler
+    gc.collect()
+    assert ref() is None, "a result/ctx cycle was never collected"
