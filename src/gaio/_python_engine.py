@@ -209,7 +209,9 @@ class _Core:
                 buffer = view.tobytes()
                 view.release()
                 view = memoryview(buffer)
-            conn = self._delegate(owner)
+            conn = self.conns.get(id(owner))
+            if conn is None or conn.ref() is not owner:
+                conn = self._delegate(owner)
             req = _Request(op, conn, owner, ctx, buffer, view, full, deadline)
             queue = conn.reads if op is _OP_READ else conn.writes
             queue.append(req)
@@ -226,11 +228,8 @@ class _Core:
                 self._wake_waiter()
 
     def _delegate(self, owner):
-        """The connection of socket object `owner`, delegating it if new."""
+        """Delegate socket object `owner`, new to this watcher: its connection."""
         key = id(owner)
-        conn = self.conns.get(key)
-        if conn is not None and conn.ref() is owner:
-            return conn
         if owner.fileno() == -1:
             raise ValueError("socket is closed (or delegated to another watcher)")
         family, kind, proto = owner.family, owner.type, owner.proto
