@@ -312,3 +312,23 @@ def test_queued_write_expires_without_sending_a_byte(watcher, pair):
     assert [r.ctx for r in results] == ["head", "tail"]
     received += recv_exactly(client, len(head) + 4 - len(received))
     assert bytes(received) == head + b"tail"
+
+
+def test_progress_does_not_push_a_deadline_back(watcher, pair):
+    """A read_full that keeps receiving a trickle still ends at its deadline."""
+    client, server = pair()
+    buf = bytearray(1000)
+    start = time.monotonic()
+    watcher.read_full(server, buf, timeout=0.3)
+    results = []
+    sent = 0
+    while not results and time.monotonic() - start < 3:
+        client.sendall(b"t")
+        sent += 1
+        results = watcher.wait_io(0.04)
+    elapsed = time.monotonic() - start
+    assert results, "read_full never ended"
+    res = results[0]
+    assert isinstance(res.error, gaio.DeadlineExceededError)
+    assert 0 < res.size <= sent and buf[:res.size] == b"t" * res.size
+    assert elapsed < 0.3 + LATE + 0.05
