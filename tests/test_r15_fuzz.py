@@ -517,7 +517,7 @@ ABUSE_CHILD = textwrap.dedent("""
 """)
 
 
-def test_objects_abused_from_python_never_crash(engine):
+def test_objects_abused_by_the_caller_never_crash(engine):
     """Bare objects made without __init__, __init__ called again, copies and
     pickles: exceptions are fine, a crash is not (run in a child process)."""
     proc = subprocess.run([sys.executable, "-c", ABUSE_CHILD, engine],
