@@ -175,6 +175,8 @@ class _Core:
         self.selector = selectors.DefaultSelector()
         self.waker = _Waker()
         self.selector.register(self.waker.fileno(), _READ, None)
+        # one bound method for every connection's weakref callback
+        self.socket_dropped = self._socket_dropped
         self.waiting = False  # a thread is inside wait_io()
         self.blocked = False  # ... and blocked in select()
         self.woken = False  # a wake is in flight
@@ -243,7 +245,7 @@ class _Core:
         except BaseException:
             os.close(fd)
             raise
-        conn = _Conn(weakref.KeyedRef(owner, self._socket_dropped, key), sock)
+        conn = _Conn(weakref.KeyedRef(owner, self.socket_dropped, key), sock)
         self.conns[key] = conn
         return conn
 
