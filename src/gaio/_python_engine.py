@@ -203,12 +203,12 @@ class _Core:
             arena = self.internal.arena
             if arena is not None and view is not None and view.obj is arena:
                 # A result's internal-buffer view written back: copy it now, the
-                # arena is reused after the next wait_io(). (Under the lock, so
-                # not while wait_io() revokes the view and reuses the arena;
-                # touching a revoked view raises ValueError.)
-                if isinstance(buffer, memoryview):
-                    buffer.nbytes
-                buffer = view.tobytes()
+                # arena is reused after the next wait_io(). Under the lock, so
+                # not while wait_io() revokes the views; copied from the
+                # caller's own view when it is one, so a revoked view raises
+                # ValueError instead of copying another connection's bytes.
+                source = buffer if isinstance(buffer, memoryview) else view
+                buffer = source.tobytes()
                 view.release()
                 view = memoryview(buffer)
             conn = self.conns.get(id(owner))
