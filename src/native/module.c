@@ -163,6 +163,7 @@ typedef struct {
     int building;                 /* wait_io is building a batch's results */
     int close_done;               /* watcher_close finished (the core may be deleted) */
     int inited;                   /* __init__ ran (it may run once) */
+    int pins;                     /* threads using the core with the GIL released */
     connmap map;
     PyObject *link;               /* WatcherLink: the weakref callbacks' way back */
     PyObject *callback;           /* the C function given to every ConnRef */
@@ -897,7 +898,7 @@ static PyObject *Watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t n
     else
         result = build_results(w, gaio_core_take_done(w->core));
     w->waiting = 0;
-    if (w->closed && w->close_done && w->core) {
+    if (w->closed && w->close_done && w->core && !w->pins) {
         /* closed from another thread while we were leaving the core */
         gaio_core_delete(w->core);
         w->core = NULL;
@@ -938,14 +939,40 @@ static void watcher_close(Watcher *w)
     /* a wait_io of another thread may still be leaving the core: it checks
      * w->closed before touching it, but the memory must outlive its return */
     w->close_done = 1;
-    if (!w->waiting) {
+    if (!w->waiting && !w->pins) {
         gaio_core_delete(core);
         w->core = NULL;
     }
 }
 
+/* The core outlives close() while a thread still uses it without the GIL:
+ * the last one out deletes it. */
+static void core_unpin(Watcher *w)
+{
+    if (--w->pins == 0 && !w->waiting && w->close_done && w->core) {
+        gaio_core_delete(w->core);
+        w->core = NULL;
+    }
+}
+
+/* Another thread's close() may be tearing down (the GIL released): the
+ * core lock is held until every descriptor is closed, so wait for it. */
+static void wait_for_other_close(Watcher *w, gaio_stats *out)
+{
+    gaio_core *core = w->core;
+    w->pins++;
+    Py_BEGIN_ALLOW_THREADS
+    gaio_core_get_stats(core, out);
+    Py_END_ALLOW_THREADS
+    core_unpin(w);
+}
+
 static PyObject *Watcher_close(Watcher *w, PyObject *unused)
 {
+    if (w->closed && !w->close_done && w->core) {
+        gaio_stats ignored;
+        wait_for_other_close(w, &ignored);
+    }
     watcher_close(w);
     Py_RETURN_NONE;
 }
@@ -963,6 +990,8 @@ static PyObject *Watcher_stats(Watcher *w, PyObject *unused)
     gaio_stats s;
     if (w->core && !w->closed)
         gaio_core_get_stats(w->core, &s);
+    else if (w->core && !w->close_done)
+        wait_for_other_close(w, &s);
     else
         s = w->final_stats;
     PyObject *d = PyDict_New();
@@ -1095,6 +1124,9 @@ static int Watcher_traverse(Watcher *w, visitproc visit, void *arg)
     for (pyreq *p = w->live.live_next; p && p != &w->live; p = p->live_next) {
         Py_VISIT(p->ctx);
         Py_VISIT(p->conn);
+        Py_VISIT(p->bufobj);
+        if (p->has_view)
+            Py_VISIT(p->view.obj); /* the export holds its own reference */
     }
     Py_VISIT(w->views);
     Py_VISIT(w->regions);
