@@ -33,6 +33,8 @@ BUFFERS = {
     "memoryview": lambda: memoryview(bytearray(32)),
     "array-B": lambda: array.array("B", bytes(32)),
     "array-i": lambda: array.array("i", [0] * 8),  # 32 bytes, itemsize 4
+    "array-d": lambda: array.array("d", [0.0] * 4),  # 32 bytes, itemsize 8
+    "2d-view": lambda: memoryview(bytearray(32)).cast("B", (4, 8)),  # len() is 4
     "mmap": lambda: mmap.mmap(-1, 32),
     "ctypes": lambda: ctypes.create_string_buffer(32),
     "numpy": _numpy_array,
@@ -327,3 +329,23 @@ def test_view_outliving_its_watcher_never_shows_freed_memory(engine, pair, end):
     if end == "close":
         with pytest.raises(gaio.WatcherClosedError):
             w.wait_io(0)
+
+
+def test_unmapping_the_buffer_of_a_pending_read_is_refused_or_harmless(watcher, pair):
+    client, server = pair()
+    m = mmap.mmap(-1, 4096)
+    watcher.read(server, m)
+    try:
+        m.close()  # the watcher should hold an export: BufferError
+        closed = True
+    except BufferError:
+        closed = False
+    client.sendall(b"into the map")
+    res = collect(watcher, 1)[0]
+    if closed:  # the kernel met unmapped memory: an error, not a crash
+        assert res.error is not None or res.size == 0
+    else:
+        assert res.error is None and m[:res.size] == b"into the map"[:res.size]
+        del res
+        gc.collect()
+        m.close()

@@ -55,6 +55,7 @@ WRITE_KINDS = {
     "view-slice": lambda p: memoryview(b"##" + p + b"##")[2:-2],
     "array-B": lambda p: array.array("B", p),
     "array-I": lambda p: array.array("I", p),
+    "2d-view": lambda p: memoryview(bytes(p)).cast("B", (64, 64)),  # len() is 64
 }
 
 
