@@ -540,3 +540,69 @@ def test_cycles_through_results_are_collected(watcher, pair):
     del handler
     gc.collect()
     assert ref() is None, "a result/ctx cycle was never collected"
+
+
+def test_every_request_completes_exactly_once_under_threads(watcher, net):
+    """Four threads make requests and free connections while the main thread
+    waits: every accepted request yields exactly one result."""
+    submitted = []          # ctx of accepted requests (list.append is atomic)
+    errors = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def producer(index):
+        rng = random.Random(index)
+        try:
+            client, server = net.pair(unix=True)
+            serial = 0
+            while not stop.is_set():
+                serial += 1
+                ctx = (index, serial)
+                action = rng.random()
+                if action < 0.1:
+                    watcher.free(server)
+                    client.close()
+                    client, server = net.pair(unix=True)
+                    continue
+                if action < 0.5:
+                    watcher.read(server, bytearray(rng.randrange(1, 64)), ctx=ctx,
+                                 timeout=rng.choice([None, 0, 0.01]))
+                elif action < 0.7:
+                    watcher.read(server, ctx=ctx)
+                else:
+                    watcher.write(server, b"w" * rng.randrange(1, 3000), ctx=ctx,
+                                  timeout=rng.choice([None, 0.05]))
+                with lock:
+                    submitted.append(ctx)
+                try:
+                    client.send(b"r" * rng.randrange(1, 50), socket.MSG_DONTWAIT)
+                    client.recv(1 << 16, socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
+                if serial % 50 == 0:
+                    time.sleep(0.001)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=producer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    seen = []
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        seen.extend(r.ctx for r in watcher.wait_io(0.01))
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert not errors, errors
+    # end every remaining request: free each connection the threads left open
+    for sock in list(net._owned):
+        if sock is not net._listener and sock.fileno() == -1:
+            watcher.free(sock)
+    deadline = time.monotonic() + 10
+    while len(seen) < len(submitted) and time.monotonic() < deadline:
+        seen.extend(r.ctx for r in watcher.wait_io(0.05))
+    assert len(seen) == len(set(seen)), "a request completed twice"
+    assert sorted(seen) == sorted(submitted), "%d submitted, %d completed" % (
+        len(submitted), len(seen))
+    assert len(submitted) > 200, "the threads made too few requests to prove anything"
