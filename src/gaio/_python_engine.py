@@ -83,7 +83,7 @@ class _Conn:
     `ref` is a weak reference to the caller's socket object (its identity):
     pending requests hold that object, the connection does not.
     """
-    __slots__ = ("ref", "sock", "fd", "reads", "writes", "interest")
+    __slots__ = ("ref", "sock", "fd", "reads", "writes", "interest", "deferred")
 
     def __init__(self, ref, sock):
         self.ref = ref
@@ -92,6 +92,7 @@ class _Conn:
         self.reads = []
         self.writes = []
         self.interest = 0  # selector events registered
+        self.deferred = False  # in the watcher's deferred list
 
 
 class _Request:
@@ -182,6 +183,10 @@ class _Core:
         self.woken = False  # a wake is in flight
         # work for the loop
         self.fresh = []  # requests that were at the head of an idle queue
+        # connections whose internal-buffer read found this batch's share of
+        # the internal buffer used up: served first in the next batch, in
+        # order, so a few busy connections cannot starve the others
+        self.deferred = []
         self.freed = []  # requests ended by free(), to complete with ConnClosedError
         self.deadlines = DeadlineHeap()
         self.internal = InternalBuffer(bufsize)
@@ -331,7 +336,10 @@ class _Core:
             try:
                 if view is None:
                     if self.internal.is_full():
-                        return  # this batch handed out all it may; next batch
+                        if not conn.deferred:
+                            conn.deferred = True
+                            self.deferred.append(conn)
+                        return
                     size, out = self.internal.recv(sock)
                     if size:
                         self.bytes_read += size
@@ -389,7 +397,9 @@ class _Core:
         if conn.sock is None:
             return
         want = 0
-        if conn.reads or (keep_read and conn.interest & _READ):
+        if conn.deferred:
+            pass  # tried directly next batch; readiness would only be noise
+        elif conn.reads or (keep_read and conn.interest & _READ):
             want = _READ
         if conn.writes:
             want |= _WRITE
@@ -403,13 +413,28 @@ class _Core:
             self.selector.modify(conn.fd, want, conn)
         conn.interest = want
 
+    def _serve_deferred(self):
+        deferred, self.deferred = self.deferred, []
+        for index, conn in enumerate(deferred):
+            if self.internal.is_full():
+                # still no room: they keep their place, ahead of newcomers
+                self.deferred[:0] = deferred[index:]
+                return
+            conn.deferred = False
+            if conn.sock is not None:
+                self._pump_reads(conn)
+                self._sync_interest(conn)
+
     def _run_queued_work(self):
-        """Everything that needs no readiness: ended, new and expired requests."""
+        """Everything that needs no readiness: ended, deferred, new and expired
+        requests."""
         if self.freed:
             freed, self.freed = self.freed, []
             for req in freed:
                 if not req.finished:
                     self._fail(req, ConnClosedError("connection freed"))
+        if self.deferred:
+            self._serve_deferred()
         if self.fresh:
             fresh, self.fresh = self.fresh, []
             for req in fresh:
@@ -533,6 +558,7 @@ class _Core:
                 conn.sock.close()
                 conn.sock = None
             self.fresh = []
+            self.deferred = []
             self.freed = []
             self.results = []
             self.deadlines.clear()
