@@ -15,6 +15,16 @@ writes are done, or every wait would report the socket writable.
 A new request at the head of its queue is tried at once, inside wait_io(),
 before waiting for readiness.
 
+One batch hands out at most the internal buffer's capacity (<= 4 * bufsize).
+A read without a buffer that finds it used up is deferred: its connection
+stops watching readability and is tried first in the next batch, in the
+order deferred. Otherwise epoll, which reports ready descriptors in the same
+order every time, would give every batch to the same busy connections.
+
+Descriptors: delegation takes the caller's descriptor with socket.detach()
+(the same kernel socket, options and all, no dup), and the caller's object
+reads as closed at once.
+
 Locking: one re-entrant lock guards all state. wait_io() holds it except
 while blocked in select(), so a request, free() or close() from another
 thread never races the I/O on a descriptor. Re-entrant because the weakref
