@@ -349,3 +349,37 @@ def test_unmapping_the_buffer_of_a_pending_read_is_refused_or_harmless(watcher, 
         del res
         gc.collect()
         m.close()
+
+
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * mmap.PAGESIZE
+
+
+def test_internal_buffer_memory_does_not_grow_with_connections(make_watcher, net):
+    """1000 connections with 48 KiB waiting each, all read into the internal
+    buffer: resident memory grows by far less than the 48 MB that pass."""
+    w = make_watcher(bufsize=65536)
+    per_conn, n = 48 << 10, 1000
+    pairs = net.pairs(n, unix=True)
+    chunk = pattern(per_conn, seed=71)
+    for client, _ in pairs:
+        client.sendall(chunk)
+    gc.collect()
+    base = _rss()
+    peak = base
+    for i, (_, server) in enumerate(pairs):
+        w.read(server, ctx=i)
+    got = [0] * n
+    end = time.monotonic() + 60
+    while sum(got) < per_conn * n and time.monotonic() < end:
+        for res in w.wait_io(0.5):
+            assert res.error is None
+            got[res.ctx] += res.size
+            if got[res.ctx] < per_conn:
+                w.read(res.conn, ctx=res.ctx)
+        peak = max(peak, _rss())
+    assert got == [per_conn] * n
+    growth = peak - base
+    print("resident memory grew by %.1f MiB while 48 MB passed" % (growth / 2 ** 20))
+    assert growth < 16 << 20
