@@ -9,10 +9,16 @@ Leak accounting runs around every test: the set of open descriptors and the
 number of threads (Python's and the kernel's) must be the same after the test's
 own fixtures are torn down as before the test started.
 
+Fixtures: engine, watcher, make_watcher(bufsize), net (a Net: listener(),
+pair(unix=False), pairs(n), track(sock), forget()), pair.
+
 Helpers that tests import directly (`from conftest import collect, ...`):
-collect, recv_exactly, recv_until_eof, wait_readable, pattern, STUCK,
-stuck_pattern, fd_inode,
-fds_of_inode, still_open, open_fds, os_thread_count, need_fds.
+  waiting      collect(w, n, timeout, each), run_in_thread(fn, *args)
+  peer side    recv_exactly, recv_until_eof, wait_readable, reset (RST close)
+  data         pattern(n, seed), STUCK and stuck_pattern() (too big to fit in
+               socket buffers: such a write stays pending)
+  descriptors  open_fds, fd_inode, fds_of_inode, still_open, need_fds,
+               os_thread_count
 """
 import gc
 import os
@@ -223,12 +229,6 @@ def collect(w, n, timeout=5.0, each=None):
                 each(res)
         out.extend(batch)
     return out
-
-
-def collect_one(w, timeout=5.0):
-    results = collect(w, 1, timeout)
-    assert len(results) == 1, results
-    return results[0]
 
 
 def wait_readable(sock, timeout=2.0):
