@@ -5,7 +5,6 @@ close()/free() while the kernel still holds callers' buffers.
 The engine has SQ_ENTRIES = 256 slots (src/native/engine_uring.c): the tests
 below keep far more operations in flight than that.
 """
-import socket
 import time
 
 import pytest
