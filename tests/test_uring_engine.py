@@ -15,11 +15,25 @@ from conftest import collect, need_fds, pattern, recv_exactly
 SQ_ENTRIES = 256
 
 
-@pytest.fixture
-def uring():
+def skip_without_uring():
     reason = gaio.available_engines()["uring"]
     if reason is not None:
         pytest.skip("io_uring unavailable here: %s" % reason)
+
+
+@pytest.fixture(params=["provided-buffers", "poll"])
+def read_mode(request, monkeypatch):
+    """Reads without a buffer: provided buffers (6.12), or POLL_ADD + recv()."""
+    skip_without_uring()
+    if request.param == "poll":
+        monkeypatch.setenv("GAIO_URING_NO_PBUF", "1")
+    else:
+        monkeypatch.delenv("GAIO_URING_NO_PBUF", raising=False)
+    return request.param
+
+
+@pytest.fixture
+def uring(read_mode):
     w = gaio.Watcher(engine="uring")
     try:
         yield w
@@ -97,9 +111,7 @@ def test_deadline_racing_data_loses_no_byte(uring, pair, method):
 def test_close_cancels_reads_in_flight_before_buffers_are_let_go(net):
     """After close() returns, no kernel operation may still write into a
     caller's buffer (the kernel's writes are invisible to ASan: checked here)."""
-    reason = gaio.available_engines()["uring"]
-    if reason is not None:
-        pytest.skip("io_uring unavailable here: %s" % reason)
+    skip_without_uring()
     n = 400
     need_fds(2 * n + 16)
     pairs = net.pairs(n, unix=True)  # small socket buffers: the big writes stay in flight
@@ -142,9 +154,7 @@ def test_free_with_a_read_in_flight_completes_only_after_the_kernel_let_go(uring
 
 
 def test_many_watchers_open_and_close_with_operations_in_flight(net):
-    reason = gaio.available_engines()["uring"]
-    if reason is not None:
-        pytest.skip("io_uring unavailable here: %s" % reason)
+    skip_without_uring()
     for round_ in range(30):
         client, server = net.pair()
         with gaio.Watcher(engine="uring") as w:
@@ -188,3 +198,65 @@ def test_more_completions_at_once_than_the_completion_ring_holds(uring, net):
     results = collect(uring, n, timeout=30)
     assert sorted(r.ctx for r in results) == list(range(n))
     assert all(r.size == 4 and bytes(bufs[r.ctx]) == b"%04d" % r.ctx for r in results)
+
+
+@pytest.mark.parametrize("bufsize", [1, 7, 64])
+def test_internal_buffer_reads_beyond_the_batch_budget_keep_every_stream(read_mode, net, bufsize):
+    """More bytes arrive in one wait than a batch may hand out (4 x bufsize):
+    the rest waits (parked, with provided buffers) and comes first later."""
+    pairs = net.pairs(12)
+    sent = [pattern(40 * bufsize + 3, seed=i) for i in range(len(pairs))]
+    got = [bytearray() for _ in pairs]
+    with gaio.Watcher(bufsize, engine="uring") as w:
+        for i, (client, server) in enumerate(pairs):
+            client.sendall(sent[i])
+            w.read(server, ctx=i)
+        time.sleep(0.05)  # everything is there before the first wait
+        end = time.monotonic() + 30
+        while any(len(g) < len(s) for g, s in zip(got, sent)):
+            assert time.monotonic() < end, [len(g) for g in got]
+            batch = w.wait_io(1)
+            assert sum(r.size for r in batch) <= 4 * bufsize
+            for res in batch:
+                assert res.error is None and res.is_swap_buffer, res
+                assert 1 <= res.size <= bufsize
+                got[res.ctx] += res.buffer
+                if len(got[res.ctx]) < len(sent[res.ctx]):
+                    w.read(pairs[res.ctx][1], ctx=res.ctx)
+    assert [bytes(g) for g in got] == sent
+
+
+def test_internal_buffer_read_racing_its_deadline_loses_no_byte(uring, pair):
+    client, server = pair()
+    sent = pattern(2000, seed=5)
+    got = bytearray()
+    for i in range(100):
+        uring.read(server, timeout=0.0005 * (i % 4))
+        client.sendall(sent[i * 20:(i + 1) * 20])
+        res = collect(uring, 1)[0]
+        if res.error is None:
+            got += res.buffer
+        else:
+            assert isinstance(res.error, gaio.DeadlineExceededError) and res.size == 0
+        while len(got) < (i + 1) * 20:
+            uring.read(server)
+            res = collect(uring, 1)[0]
+            assert res.error is None, res
+            got += res.buffer
+    assert bytes(got) == sent
+
+
+def test_many_idle_connections_hold_no_provided_buffer(uring, net):
+    """Every connection has a read without a buffer in the kernel, yet only the
+    ones that receive take buffer space (the kernel picks at arrival)."""
+    n = 600
+    need_fds(2 * n + 16)
+    pairs = net.pairs(n, unix=True)
+    for i, (_, server) in enumerate(pairs):
+        uring.read(server, ctx=i)
+    assert uring.wait_io(0.05) == []
+    for i in range(0, n, 50):
+        pairs[i][0].sendall(b"hi %d" % i)
+    seen = {}
+    collect(uring, n // 50, each=lambda r: seen.__setitem__(r.ctx, bytes(r.buffer)))
+    assert seen == {i: b"hi %d" % i for i in range(0, n, 50)}

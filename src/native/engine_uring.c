@@ -7,10 +7,18 @@
  *     the head request; a short send or a read_full's short recv is resubmitted
  *     for the rest (RECV/SEND: 5.6; FEAT_FAST_POLL 5.7 so a socket that is not
  *     ready is polled by the kernel instead of blocking an io-wq thread);
- *   - reads without a buffer: a one-shot POLL_ADD(POLLIN), then recv() into
- *     the core's internal buffer in user space, so a connection takes internal
- *     buffer memory only once data has arrived and the batch's 4 x bufsize
- *     budget is kept exactly (5.1);
+ *   - reads without a buffer: a buffer-select RECV from a ring of 4 provided
+ *     buffers of bufsize, registered incremental (IOU_PBUF_RING_INC, 6.12) so
+ *     that many small reads share a buffer, one after the other. An idle
+ *     connection holds no buffer: the kernel picks one when data arrives. The
+ *     bytes are copied at once into the core's internal buffer (whose views
+ *     Python holds until the next wait_io) and the buffer goes back to the
+ *     kernel as soon as it is full: memory stays 4 x bufsize in the kernel's
+ *     ring + the core's 4 x bufsize, and a batch hands out at most 4 x
+ *     bufsize. Bytes beyond the batch's budget wait, copied, on their
+ *     connection (parked_bytes) for the next read. Before 6.12, or with
+ *     GAIO_URING_NO_PBUF=1: a one-shot POLL_ADD(POLLIN), then recv() into the
+ *     core's internal buffer from user space (5.1);
  *   - back-pressure: nothing is submitted for a direction with no request;
  *   - every submission of a wait() and the wait itself are ONE io_uring_enter,
  *     with the timeout passed in IORING_ENTER_EXT_ARG (5.11), the lock dropped
@@ -29,7 +37,9 @@
  * refuses other threads (-EEXIST) and COOP_TASKRUN does not wake a submitter
  * that sleeps elsewhere, which would stall its completions.
  * user_data: a gaio_conn pointer | direction (TAG_READ/TAG_WRITE), or a tag.
- * Override: GAIO_URING_DISABLE=1 makes the probe fail (see uring_ring.c).
+ * Environment: GAIO_URING_DISABLE=1 makes the probe fail (engine "auto" then
+ * picks epoll); GAIO_URING_NO_PBUF=1 uses POLL_ADD + recv() for reads without
+ * a buffer instead of provided buffers.
  */
 #include "engine.h"
 
@@ -50,13 +60,14 @@
 #define SQ_ENTRIES 256
 #define CQ_ENTRIES 4096   /* beyond it completions wait in the kernel (NODROP) */
 #define MAX_OP_BYTES (1u << 30)
+_Static_assert((GAIO_SWAP_CHUNKS & (GAIO_SWAP_CHUNKS - 1)) == 0, "a buffer ring's size is a power of two");
 
 /* gaio_conn.engine_flags; shifted by the direction where it applies */
 enum {
     IN_FLIGHT = 1,     /* << kind: an operation of the head is in the kernel */
     CANCEL_ASKED = 4,  /* << kind: an ASYNC_CANCEL for it is queued or sent */
     TO_START = 16,     /* << kind: on the work list, to be submitted */
-    READ_IS_POLL = 64, /* the read in flight is the POLL_ADD of an internal-buffer read */
+    READ_IS_SWAP = 64, /* the read in flight is for an internal-buffer read (select or poll) */
     STARVED = 128,     /* on the starved list: its internal-buffer read waits for room */
 };
 #define BIT(flag, kind) ((uint32_t)(flag) << (kind))
@@ -69,9 +80,21 @@ typedef struct {
     uint8_t what, kind;
 } work_item;
 
+/* Bytes a provided buffer brought that no read request could take yet (the
+ * batch's internal-buffer budget was spent): a copy, handed out first when
+ * the connection's reads go on. In gaio_conn.engine_data. */
+typedef struct {
+    size_t len, off;
+    unsigned char data[];
+} parked_bytes;
+
 typedef struct {
     gaio_core *core;
     struct gaio__uring ring;
+    /* provided buffers (use_pbuf): GAIO_SWAP_CHUNKS buffers of bufsize */
+    int use_pbuf;
+    struct gaio__uring_bufring bufs;
+    uint32_t buf_filled[GAIO_SWAP_CHUNKS]; /* bytes the kernel put in each since provided */
     int evfd;
     int wake_armed;
     uint64_t wake_count;
@@ -137,11 +160,75 @@ static struct gaio__io_uring_sqe *get_sqe(uring_state *st)
     return sqe;
 }
 
+/* Give `len` bytes that arrived for c to its read requests in queue order:
+ * a copy in the core's internal buffer for internal-buffer reads, in the
+ * caller's buffer for the others. A head being cancelled takes what it can
+ * and ends. Returns the bytes taken; the rest waits for room. */
+static size_t hand_out(uring_state *st, gaio_conn *c, const unsigned char *src, size_t len)
+{
+    size_t used = 0;
+    gaio_req *r;
+    while (used < len && (r = c->head[GAIO_READ]) &&
+           (r->state == GAIO_REQ_QUEUED || r->state == GAIO_REQ_CANCELLING)) {
+        unsigned char *dst;
+        size_t room;
+        if (r->buf) {
+            dst = r->buf + r->done;
+            room = r->len - r->done;
+        } else if (!(room = gaio_core_swap_reserve(st->core, &dst))) {
+            break;
+        }
+        size_t n = len - used < room ? len - used : room;
+        memcpy(dst, src + used, n);
+        used += n;
+        if (gaio_core_progress(st->core, r, (ssize_t)n) == 0 && r->state == GAIO_REQ_CANCELLING)
+            gaio_core_finish(st->core, r);
+    }
+    return used;
+}
+
+static void park(gaio_conn *c, const unsigned char *src, size_t len)
+{
+    parked_bytes *p = malloc(sizeof *p + len);
+    if (!p)
+        return; /* out of memory: those bytes are lost, the stream is not */
+    p->len = len;
+    p->off = 0;
+    memcpy(p->data, src, len);
+    c->engine_data = p;
+}
+
+static void drop_parked(gaio_conn *c)
+{
+    free(c->engine_data);
+    c->engine_data = NULL;
+}
+/* Parked bytes come from one read (<= bufsize) on a connection whose read
+ * found the batch's budget spent; no new read is submitted for it before they
+ * are handed out. */
+
+/* 1 when no parked bytes are left for c, 0 when some wait for room. */
+static int hand_out_parked(uring_state *st, gaio_conn *c)
+{
+    parked_bytes *p = c->engine_data;
+    p->off += hand_out(st, c, p->data + p->off, p->len - p->off);
+    if (p->off == p->len) {
+        drop_parked(c);
+        return 1;
+    }
+    if (gaio_conn_head(c, GAIO_READ))
+        starve(st, c); /* a read waits: retried when the next batch has room */
+    return 0;
+}
+
 static uint32_t op_len(size_t n) { return n > MAX_OP_BYTES ? MAX_OP_BYTES : (uint32_t)n; }
 
 /* Submit the head of c's kind queue. -1: no SQE free, try again later. */
 static int start_op(uring_state *st, gaio_conn *c, int kind)
 {
+    if (kind == GAIO_READ && c->engine_data && !(c->engine_flags & IN_FLIGHT) &&
+        !hand_out_parked(st, c))
+        return 0; /* bytes are still waiting for room in the internal buffer */
     gaio_req *r = gaio_conn_head(c, kind);
     if (!r || (c->engine_flags & BIT(IN_FLIGHT, kind)))
         return 0;
@@ -154,8 +241,11 @@ static int start_op(uring_state *st, gaio_conn *c, int kind)
     else if (r->buf)
         gaio__uring_prep_recv(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
     else {
-        gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud);
-        c->engine_flags |= READ_IS_POLL;
+        if (st->use_pbuf)
+            gaio__uring_prep_recv_select(sqe, c->fd, st->bufs.size, st->bufs.group, ud);
+        else
+            gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud);
+        c->engine_flags |= READ_IS_SWAP;
     }
     c->engine_flags |= BIT(IN_FLIGHT, kind);
     return 0;
@@ -238,23 +328,59 @@ static void retry_starved(uring_state *st)
         if (!c)
             continue;
         c->engine_flags &= ~STARVED;
-        if (gaio_core_swap_room(st->core))
-            swap_reads(st, c);
-        else
+        if (!gaio_core_swap_room(st->core))
             starve(st, c);
+        else if (st->use_pbuf)
+            schedule_start(st, c, GAIO_READ); /* parked bytes first, then a new recv */
+        else
+            swap_reads(st, c);
     }
 }
 
+/* A buffer-select recv for c's internal-buffer read is over. Its bytes are
+ * copied out of the provided buffer at once (to the core's internal buffer,
+ * whose views Python holds until the next wait_io), so the buffer goes back
+ * to the kernel as soon as the kernel has filled it. */
+static void complete_select(uring_state *st, gaio_conn *c, int32_t res, uint32_t flags)
+{
+    gaio_req *r = c->head[GAIO_READ];
+    uint32_t id = flags >> GAIO__IORING_CQE_BUFFER_SHIFT;
+    if ((flags & GAIO__IORING_CQE_F_BUFFER) && id < st->bufs.count) {
+        if (res > 0) {
+            unsigned char *src = (unsigned char *)gaio__uring_bufring_data(&st->bufs, (uint16_t)id) +
+                                 st->buf_filled[id];
+            st->buf_filled[id] += (uint32_t)res;
+            size_t used = hand_out(st, c, src, (size_t)res);
+            if (used < (size_t)res && !c->closing)
+                park(c, src + used, (size_t)res - used);
+        }
+        if (!(flags & GAIO__IORING_CQE_F_BUF_MORE)) {
+            st->buf_filled[id] = 0;
+            gaio__uring_bufring_recycle(&st->bufs, (uint16_t)id);
+        }
+    }
+    if (!r || c->head[GAIO_READ] != r)
+        return; /* the bytes finished it */
+    if (r->state == GAIO_REQ_CANCELLING)
+        gaio_core_finish(st->core, r);
+    else if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED && res != -EINTR &&
+                          res != -EAGAIN))
+        gaio_core_progress(st->core, r, res); /* end of stream, socket error */
+    /* -ENOBUFS: every buffer was full when data came; recycled by now: again */
+}
+
 /* The kernel is done with the operation of c's kind queue head. */
-static void complete_op(uring_state *st, gaio_conn *c, int kind, int32_t res)
+static void complete_op(uring_state *st, gaio_conn *c, int kind, int32_t res, uint32_t flags)
 {
     gaio_core *core = st->core;
-    int was_poll = kind == GAIO_READ && (c->engine_flags & READ_IS_POLL);
+    int was_poll = kind == GAIO_READ && (c->engine_flags & READ_IS_SWAP);
     c->engine_flags &= ~(BIT(IN_FLIGHT, kind) | BIT(CANCEL_ASKED, kind));
     if (kind == GAIO_READ)
-        c->engine_flags &= ~READ_IS_POLL;
+        c->engine_flags &= ~READ_IS_SWAP;
     gaio_req *r = c->head[kind];
-    if (r && r->state == GAIO_REQ_CANCELLING) {
+    if (was_poll && st->use_pbuf) {
+        complete_select(st, c, res, flags);
+    } else if (r && r->state == GAIO_REQ_CANCELLING) {
         /* bytes that raced the cancel are the caller's: report them first */
         if (was_poll || res <= 0 || gaio_core_progress(core, r, res) == 0)
             gaio_core_finish(core, r);
@@ -290,13 +416,22 @@ static int reap(uring_state *st, int with_callbacks)
         struct gaio__io_uring_cqe *cqe = gaio__uring_cqe_at(&st->ring, first + i);
         uint64_t ud = cqe->user_data;
         int32_t res = cqe->res;
+        uint32_t flags = cqe->flags;
         st->in_flight--;
         unsigned tag = ud & TAG_MASK;
         if (tag == TAG_WAKE) {
             st->wake_armed = 0;
             drain_eventfd(st);
-        } else if ((tag == TAG_READ || tag == TAG_WRITE) && with_callbacks) {
-            complete_op(st, (gaio_conn *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK), (int)tag, res);
+        } else if (tag == TAG_READ || tag == TAG_WRITE) {
+            if (!with_callbacks) { /* closing: only give the buffer back */
+                uint32_t id = flags >> GAIO__IORING_CQE_BUFFER_SHIFT;
+                if ((flags & GAIO__IORING_CQE_F_BUFFER) && id < st->bufs.count &&
+                    !(flags & GAIO__IORING_CQE_F_BUF_MORE))
+                    gaio__uring_bufring_recycle(&st->bufs, (uint16_t)id);
+                continue;
+            }
+            complete_op(st, (gaio_conn *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK), (int)tag, res,
+                        flags);
         }
         /* TAG_CANCEL: its target's own completion tells the story */
     }
@@ -378,6 +513,7 @@ static void ask_cancel(uring_state *st, gaio_conn *c, int kind)
 static int ur_unwatch(void *state, gaio_conn *c)
 {
     int busy = 0;
+    drop_parked(c);
     for (int kind = 0; kind < 2; kind++) {
         if (c->engine_flags & BIT(IN_FLIGHT, kind)) {
             ask_cancel(state, c, kind);
@@ -409,6 +545,8 @@ static void cancel_everything(uring_state *st)
     st->nwork = 0;
     for (uint32_t s = 0; s < core->nslots; s++) {
         gaio_conn *c = core->slots[s];
+        if (c)
+            drop_parked(c);
         for (int kind = 0; c && kind < 2; kind++) {
             if (!(c->engine_flags & BIT(IN_FLIGHT, kind)))
                 continue;
@@ -439,6 +577,8 @@ static void ur_destroy(void *state)
 {
     uring_state *st = state;
     cancel_everything(st);
+    if (st->use_pbuf)
+        gaio__uring_bufring_close(&st->ring, &st->bufs);
     gaio__uring_close(&st->ring);
     close(st->evfd);
     free(st->work);
@@ -461,9 +601,19 @@ static int ur_create(gaio_core *core, void **out, char *why, size_t whylen)
         free(st);
         return -1;
     }
+    /* Incremental provided buffers (6.12) let many small reads share one
+     * buffer; without them a buffer per read would cap a batch at a handful
+     * of reads, and POLL_ADD + recv() serve better. */
+    const char *no_pbuf = getenv("GAIO_URING_NO_PBUF");
+    if (!(no_pbuf && no_pbuf[0] && strcmp(no_pbuf, "0") != 0) &&
+        gaio__uring_bufring_open(&st->ring, &st->bufs, 1, GAIO_SWAP_CHUNKS, (uint32_t)core->bufsize,
+                                 GAIO__IOU_PBUF_RING_INC, reason) == 0)
+        st->use_pbuf = 1;
     st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (st->evfd < 0) {
         snprintf(why, whylen, "eventfd: %s", strerror(errno));
+        if (st->use_pbuf)
+            gaio__uring_bufring_close(&st->ring, &st->bufs);
         gaio__uring_close(&st->ring);
         free(st);
         return -1;

@@ -58,7 +58,11 @@ enum {
 
 /* io_uring_cqe.flags */
 #define GAIO__IORING_CQE_F_BUFFER (1U << 0)
+#define GAIO__IORING_CQE_F_BUF_MORE (1U << 4) /* 6.12: the buffer has room left, stays in the ring */
 #define GAIO__IORING_CQE_BUFFER_SHIFT 16
+
+/* io_uring_buf_reg.flags */
+#define GAIO__IOU_PBUF_RING_INC 2U /* 6.12: buffers are consumed a piece at a time */
 
 /* ASYNC_CANCEL flags (sqe op_flags) */
 #define GAIO__IORING_ASYNC_CANCEL_ALL (1U << 0) /* 5.19 */

@@ -321,7 +321,7 @@ int gaio__uring_submit_and_wait(struct gaio__uring *ring, int64_t timeout_ns)
 }
 
 int gaio__uring_bufring_open(struct gaio__uring *ring, struct gaio__uring_bufring *bufs,
-                             uint16_t group, uint16_t count, uint32_t size,
+                             uint16_t group, uint16_t count, uint32_t size, uint16_t flags,
                              char reason[GAIO__URING_REASON_MAX])
 {
     memset(bufs, 0, sizeof *bufs);
@@ -345,7 +345,7 @@ int gaio__uring_bufring_open(struct gaio__uring *ring, struct gaio__uring_bufrin
      * costs address space, not RAM, until used */
     bufs->memory_len = (size_t)count * size;
     bufs->memory = mmap(NULL, bufs->memory_len, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (bufs->memory == MAP_FAILED) {
         bufs->memory = NULL;
         snprintf(reason, GAIO__URING_REASON_MAX, "mmap of %zu buffer bytes: %s",
@@ -358,9 +358,11 @@ int gaio__uring_bufring_open(struct gaio__uring *ring, struct gaio__uring_bufrin
     reg.ring_addr = (uint64_t)(uintptr_t)bufs->entries;
     reg.ring_entries = count;
     reg.bgid = group;
+    reg.flags = flags;
     if (uring_register(ring->fd, GAIO__IORING_REGISTER_PBUF_RING, &reg, 1) < 0) {
         snprintf(reason, GAIO__URING_REASON_MAX,
-                 "IORING_REGISTER_PBUF_RING: %s (provided buffer rings need Linux 5.19)",
+                 "IORING_REGISTER_PBUF_RING: %s (provided buffer rings need Linux 5.19, "
+                 "incremental ones 6.12)",
                  strerror(errno));
         munmap(bufs->memory, bufs->memory_len);
         bufs->memory = NULL;

@@ -123,8 +123,12 @@ struct gaio__uring_bufring {
     uint16_t local_tail;
 };
 
+/* `flags`: 0, or GAIO__IOU_PBUF_RING_INC (6.12) to let each buffer take
+ * many reads, one after the other: a CQE with GAIO__IORING_CQE_F_BUF_MORE
+ * leaves the rest of its buffer in the ring, the next read of that buffer
+ * lands right after it. */
 int gaio__uring_bufring_open(struct gaio__uring *ring, struct gaio__uring_bufring *bufs,
-                             uint16_t group, uint16_t count, uint32_t size,
+                             uint16_t group, uint16_t count, uint32_t size, uint16_t flags,
                              char reason[GAIO__URING_REASON_MAX]);
 void gaio__uring_bufring_close(struct gaio__uring *ring, struct gaio__uring_bufring *bufs);
 void gaio__uring_bufring_recycle(struct gaio__uring_bufring *bufs, uint16_t id);

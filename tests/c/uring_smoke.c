@@ -65,7 +65,7 @@ static void test_buffer_select(int a, int b)
 {
     char reason[GAIO__URING_REASON_MAX];
     struct gaio__uring_bufring bufs;
-    CHECK(gaio__uring_bufring_open(&ring, &bufs, 7, 4, 64, reason) == 0);
+    CHECK(gaio__uring_bufring_open(&ring, &bufs, 7, 4, 64, 0, reason) == 0);
     /* armed before any data: the kernel polls, no buffer is taken yet */
     gaio__uring_prep_recv_select(gaio__uring_get_sqe(&ring), b, 64, 7, 3);
     CHECK(gaio__uring_submit(&ring) == 1);
@@ -91,6 +91,31 @@ static void test_buffer_select(int a, int b)
     CHECK(cqe.user_data == 20 && cqe.res == -ENOBUFS);
     char drain[8];
     CHECK(read(b, drain, sizeof drain) == 1);
+    gaio__uring_bufring_close(&ring, &bufs);
+}
+
+/* Incremental buffers (6.12): two reads share one buffer, back to back. */
+static void test_incremental_buffers(int a, int b)
+{
+    char reason[GAIO__URING_REASON_MAX];
+    struct gaio__uring_bufring bufs;
+    if (gaio__uring_bufring_open(&ring, &bufs, 8, 4, 64, GAIO__IOU_PBUF_RING_INC, reason) < 0) {
+        printf("note: %s\n", reason);
+        return;
+    }
+    const char *words[2] = {"abc", "defgh"};
+    uint32_t offset = 0;
+    for (int i = 0; i < 2; i++) {
+        CHECK(write(a, words[i], strlen(words[i])) == (ssize_t)strlen(words[i]));
+        gaio__uring_prep_recv_select(gaio__uring_get_sqe(&ring), b, 64, 8, 40 + i);
+        struct gaio__io_uring_cqe cqe = wait_one();
+        CHECK(cqe.res == (int32_t)strlen(words[i]));
+        CHECK(cqe.flags & GAIO__IORING_CQE_F_BUFFER);
+        CHECK(cqe.flags & GAIO__IORING_CQE_F_BUF_MORE);
+        CHECK((cqe.flags >> GAIO__IORING_CQE_BUFFER_SHIFT) == 0);
+        CHECK(memcmp(gaio__uring_bufring_data(&bufs, 0) + offset, words[i], cqe.res) == 0);
+        offset += cqe.res;
+    }
     gaio__uring_bufring_close(&ring, &bufs);
 }
 
@@ -148,6 +173,7 @@ int main(void)
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
     test_send_recv(sv[0], sv[1]);
     test_buffer_select(sv[0], sv[1]);
+    test_incremental_buffers(sv[0], sv[1]);
     test_timed_wait();
     test_cancel_in_flight(sv[1]);
     test_sq_full();
