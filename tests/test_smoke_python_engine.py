@@ -185,3 +185,14 @@ def test_busy_connections_cannot_starve_a_quiet_one():
         w.close()
         for a, b in busy + [quiet]:
             a.close()
+
+
+def test_view_of_the_last_batch_survives_close():
+    w = PythonWatcher()
+    a, b = _pair()
+    w.read(b)
+    a.sendall(b"kept")
+    [res] = _collect(w, 1)
+    w.close()
+    assert bytes(res.buffer) == b"kept"
+    a.close()

@@ -80,6 +80,9 @@ class InternalBuffer:
         return len(self._handed_out)
 
     def drop(self):
-        self.release_batch()
+        """Forget the arena (the watcher closes). Views handed out stay valid
+        until their holders drop them: nothing will write to it again."""
+        self._handed_out = []
+        self._used = 0
         self._whole = None
         self.arena = None
