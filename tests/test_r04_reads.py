@@ -175,11 +175,12 @@ def test_internal_view_never_shows_another_connections_bytes(make_watcher, net):
     assert seen == [4096] * len(pairs)
 
 
-@pytest.mark.parametrize("bufsize", [1, 100, 1024])
-def test_internal_bytes_per_batch_never_exceed_four_bufsize(make_watcher, net, bufsize):
+@pytest.mark.parametrize("bufsize,conns", [(1, 16), (100, 16), (1024, 16), (256, 300),
+                                           (65536, 64)])
+def test_internal_bytes_per_batch_never_exceed_four_bufsize(make_watcher, net, bufsize, conns):
     w = make_watcher(bufsize=bufsize)
-    pairs = net.pairs(16)
-    per_conn = 8 * bufsize if bufsize > 1 else 64
+    pairs = net.pairs(conns, unix=conns > 100)
+    per_conn = min(8 * bufsize, 1 << 16) if bufsize > 1 else 64  # fits socket buffers
     for i, (client, server) in enumerate(pairs):
         client.sendall(pattern(per_conn, seed=i))
     time.sleep(0.05)
