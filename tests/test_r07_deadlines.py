@@ -11,8 +11,8 @@ import time
 import pytest
 
 import gaio
-from conftest import (STUCK, collect, need_fds, recv_exactly, run_in_thread, stuck_pattern,
-                      wait_readable)
+from conftest import (STUCK, collect, need_fds, recv_exactly, recv_until_eof, run_in_thread,
+                      stuck_pattern, wait_readable)
 
 LATE = 0.15    # tolerated lateness on a noisy shared machine
 EARLY = 0.002  # clock granularity: never more than this before the deadline
@@ -332,3 +332,16 @@ def test_progress_does_not_push_a_deadline_back(watcher, pair):
     assert isinstance(res.error, gaio.DeadlineExceededError)
     assert 0 < res.size <= sent and buf[:res.size] == b"t" * res.size
     assert elapsed < 0.3 + LATE + 0.05
+
+
+@pytest.mark.parametrize("how", ["timeout", "deadline"])
+def test_write_with_no_time_left_is_tried_once(watcher, pair, how):
+    """Tried once: whatever fits in the socket is written and reported."""
+    client, server = pair()
+    kwargs = {"timeout": 0} if how == "timeout" else {"deadline": time.monotonic() - 1}
+    watcher.write(server, bytes(STUCK), **kwargs)
+    res = collect(watcher, 1)[0]
+    assert isinstance(res.error, gaio.DeadlineExceededError)
+    assert 0 < res.size < STUCK, "the single try wrote nothing"
+    watcher.free(server)
+    assert len(recv_until_eof(client)) == res.size
