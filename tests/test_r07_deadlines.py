@@ -190,6 +190,12 @@ def test_non_positive_timeout_tries_once(watcher, pair, timeout):
     watcher.read(server, bytearray(8), ctx="ready", timeout=timeout)
     res = collect(watcher, 1)[0]
     assert res.ctx == "ready" and res.error is None and res.buffer[:res.size] == b"ready"
+    # the same through the internal buffer
+    client.sendall(b"inner")
+    time.sleep(0.02)
+    watcher.read(server, ctx="inner", timeout=timeout)
+    res = collect(watcher, 1)[0]
+    assert res.ctx == "inner" and res.error is None and bytes(res.buffer) == b"inner"
     # a small write to a socket with room: the single try succeeds
     watcher.write(server, b"room", timeout=timeout)
     res = collect(watcher, 1)[0]
