@@ -27,7 +27,8 @@ reads as closed at once.
 
 Locking: one re-entrant lock guards all state. wait_io() holds it except
 while blocked in select(), so a request, free() or close() from another
-thread never races the I/O on a descriptor. Re-entrant because the weakref
+thread never races the I/O on a descriptor (it may wait for the batch being
+processed, never for readiness). Re-entrant because the weakref
 callback that releases a dropped socket may run in any thread, including one
 that holds the lock already (a garbage collection inside our own code).
 """
