@@ -816,11 +816,16 @@ static PyObject *build_results(Watcher *w, gaio_req *done)
             Py_INCREF(buffer);
         } else if (Py_IS_TYPE(p->bufobj, &gaio__SwapMem_Type)) {
             gaio__SwapMem *m = (gaio__SwapMem *)p->bufobj;
-            buffer = m->mem ? gaio__swapmem_view(m, r->swap_ptr, (Py_ssize_t)r->done) : NULL;
-            if (buffer && PyList_Append(w->views, buffer) == 0) {
-                is_swap = 1;
+            if (!m->mem) {
+                /* close() inside this batch gave the engine its memory back */
+                buffer = Py_None;
+                Py_INCREF(buffer);
             } else {
-                Py_CLEAR(buffer);
+                buffer = gaio__swapmem_view(m, r->swap_ptr, (Py_ssize_t)r->done);
+                if (buffer && PyList_Append(w->views, buffer) == 0)
+                    is_swap = 1;
+                else
+                    Py_CLEAR(buffer);
             }
             Py_CLEAR(p->bufobj);
         } else {
