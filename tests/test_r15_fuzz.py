@@ -47,19 +47,26 @@ class Peer:
         self.write_done_order = []
 
     def pump(self, rng, force_read=False):
-        if self.peer_state in ("reset", "closed"):
+        if self.peer_state in ("reset", "closed", "reset by watcher"):
             return
         if self.peer_state == "open" and self.sent < len(self.stream) and rng.random() < 0.5:
             chunk = self.stream[self.sent:self.sent + rng.randrange(1, 20000)]
             try:
                 self.sent += self.client.send(chunk)
-            except (BlockingIOError, ConnectionError):
+            except BlockingIOError:
                 pass
+            except ConnectionError:
+                self.peer_state = "reset by watcher"
         if force_read or not self.slow or rng.random() < 0.1:
             for _ in range(4):
                 try:
                     data = self.client.recv(1 << 16)
-                except (BlockingIOError, ConnectionError):
+                except BlockingIOError:
+                    break
+                except ConnectionResetError:
+                    # free() of a socket with unread input sends RST, which
+                    # discards its unsent output: only a prefix can be checked
+                    self.peer_state = "reset by watcher"
                     break
                 if not data:
                     break
@@ -260,8 +267,6 @@ def test_random_call_sequences(watcher, net, seed):
             fz.free(peer)
         elif r < 0.61:
             fz.peer_event(peer)
-        elif r < 0.63:
-            pass  # a request on a freed peer is covered by request()
         else:
             fz.wait(rng.choice([-1, 0, 0, 0.001, 0.005]))
         for p in fz.peers:
@@ -295,6 +300,7 @@ def test_random_call_sequences(watcher, net, seed):
     s = watcher.stats()
     assert s["pending"] == 0 and s["watched"] == 0
     assert s["submitted"] == s["completed"]
+    assert s["completed"] >= 100, "too few requests to prove anything: %r" % s
 
 
 def test_threads_hammering_then_close(watcher, net):
