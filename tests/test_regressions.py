@@ -308,3 +308,42 @@ def test_closing_the_callers_descriptor_number_under_the_watcher(watcher, pair):
     finally:
         os.close(pipe_r)
         os.close(pipe_w)
+
+
+def test_registration_failure_of_a_descriptor_closed_behind_the_object(watcher, pair):
+    """Registration fails when the socket object's descriptor was closed behind
+    its back (os.close). The request raises or completes with an error; either
+    way nothing is left behind, and the watcher never closes that number
+    later, when it may belong to someone else."""
+    client, server = pair()
+    number = server.fileno()
+    os.close(number)
+    stats = watcher.stats()
+    fds = open_fds()
+    try:
+        watcher.read(server, bytearray(8), ctx="stale")
+    except (OSError, ValueError, TypeError):
+        assert watcher.stats() == stats
+        accepted = False
+    else:
+        accepted = True
+    reuse_r, reuse_w = os.pipe()  # takes the freed number back, most likely
+    try:
+        if accepted:
+            res = collect(watcher, 1)[0]
+            assert res.ctx == "stale" and res.error is not None
+        assert {fd: t for fd, t in open_fds().items() if fd not in (reuse_r, reuse_w)} == {
+            fd: t for fd, t in fds.items() if fd != number}
+        watcher.free(server)
+        watcher.close()
+        os.write(reuse_w, b"ok")  # still ours: the watcher did not close it
+        assert os.read(reuse_r, 2) == b"ok"
+        if number not in (reuse_r, reuse_w):
+            pytest.skip("the closed descriptor number was not reused here")
+    finally:
+        os.close(reuse_r)
+        os.close(reuse_w)
+        try:
+            server.detach()  # the object still believes it owns `number`
+        except OSError:
+            pass
