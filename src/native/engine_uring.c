@@ -97,7 +97,6 @@ typedef struct {
     uint32_t buf_filled[GAIO_SWAP_CHUNKS]; /* bytes the kernel put in each since provided */
     int evfd;
     int wake_armed;
-    uint64_t wake_count;
     uint64_t in_flight;  /* SQEs prepared whose CQE has not been reaped */
     work_item *work;     /* submissions for the next wait(), in order */
     uint32_t nwork, cap_work;
@@ -373,20 +372,20 @@ static void complete_select(uring_state *st, gaio_conn *c, int32_t res, uint32_t
 static void complete_op(uring_state *st, gaio_conn *c, int kind, int32_t res, uint32_t flags)
 {
     gaio_core *core = st->core;
-    int was_poll = kind == GAIO_READ && (c->engine_flags & READ_IS_SWAP);
+    int was_swap = kind == GAIO_READ && (c->engine_flags & READ_IS_SWAP);
     c->engine_flags &= ~(BIT(IN_FLIGHT, kind) | BIT(CANCEL_ASKED, kind));
     if (kind == GAIO_READ)
         c->engine_flags &= ~READ_IS_SWAP;
     gaio_req *r = c->head[kind];
-    if (was_poll && st->use_pbuf) {
+    if (was_swap && st->use_pbuf) {
         complete_select(st, c, res, flags);
     } else if (r && r->state == GAIO_REQ_CANCELLING) {
         /* bytes that raced the cancel are the caller's: report them first */
-        if (was_poll || res <= 0 || gaio_core_progress(core, r, res) == 0)
+        if (was_swap || res <= 0 || gaio_core_progress(core, r, res) == 0)
             gaio_core_finish(core, r);
     } else if (r && (res == -ECANCELED || res == -EINTR || res == -EAGAIN)) {
         /* not ours to end (the submitting thread exited, a signal): again */
-    } else if (r && was_poll) {
+    } else if (r && was_swap) { /* POLL_ADD: readable */
         if (!c->closing && c->fd >= 0)
             swap_reads(st, c);
     } else if (r) {
@@ -403,10 +402,7 @@ static void complete_op(uring_state *st, gaio_conn *c, int kind, int32_t res, ui
 static void drain_eventfd(uring_state *st)
 {
     uint64_t count;
-    while (read(st->evfd, &count, sizeof count) > 0) { /* one read empties it */
-        st->wake_count += count;
-        break;
-    }
+    if (read(st->evfd, &count, sizeof count) < 0) { /* already drained: nothing to do */ }
 }
 
 static int reap(uring_state *st, int with_callbacks)

@@ -128,7 +128,6 @@ static int missing_opcode(int fd, char reason[GAIO__URING_REASON_MAX])
         {GAIO__IORING_OP_RECV, "IORING_OP_RECV"},
         {GAIO__IORING_OP_SEND, "IORING_OP_SEND"},
         {GAIO__IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"},
-        {GAIO__IORING_OP_READ, "IORING_OP_READ"},
         {GAIO__IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
     };
     const unsigned nops = 256;
@@ -429,17 +428,6 @@ void gaio__uring_prep_send(struct gaio__io_uring_sqe *sqe, int fd, const void *b
     sqe->addr = (uint64_t)(uintptr_t)buf;
     sqe->len = len;
     sqe->op_flags = MSG_NOSIGNAL;
-    sqe->user_data = user_data;
-}
-
-void gaio__uring_prep_read(struct gaio__io_uring_sqe *sqe, int fd, void *buf, uint32_t len,
-                           uint64_t user_data)
-{
-    sqe->opcode = GAIO__IORING_OP_READ;
-    sqe->fd = fd;
-    sqe->addr = (uint64_t)(uintptr_t)buf;
-    sqe->len = len;
-    sqe->off = (uint64_t)-1; /* the current position: eventfds have none */
     sqe->user_data = user_data;
 }
 

@@ -63,7 +63,7 @@ enum gaio__uring_taskrun {
  * Fails (returns -1, `reason` filled in) when io_uring is refused
  * (GAIO_URING_DISABLE=1, sysctl, seccomp, old kernel) or lacks a feature
  * gaio needs: FEAT_SINGLE_MMAP, FEAT_NODROP, FEAT_FAST_POLL, FEAT_EXT_ARG,
- * and the RECV, SEND, POLL_ADD, READ and ASYNC_CANCEL opcodes (Linux 5.11). */
+ * and the RECV, SEND, POLL_ADD and ASYNC_CANCEL opcodes (Linux 5.11). */
 int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_entries,
                      int taskrun, char reason[GAIO__URING_REASON_MAX]);
 void gaio__uring_close(struct gaio__uring *ring);
@@ -144,8 +144,6 @@ void gaio__uring_prep_recv(struct gaio__io_uring_sqe *sqe, int fd, void *buf, ui
 void gaio__uring_prep_recv_select(struct gaio__io_uring_sqe *sqe, int fd, uint32_t len,
                                   uint16_t group, uint64_t user_data);
 void gaio__uring_prep_send(struct gaio__io_uring_sqe *sqe, int fd, const void *buf, uint32_t len,
-                           uint64_t user_data);
-void gaio__uring_prep_read(struct gaio__io_uring_sqe *sqe, int fd, void *buf, uint32_t len,
                            uint64_t user_data);
 void gaio__uring_prep_poll_add(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
                                uint64_t user_data);
