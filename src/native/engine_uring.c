@@ -492,7 +492,7 @@ static void ask_cancel(uring_state *st, gaio_conn *c, int kind)
     if (c->engine_flags & BIT(CANCEL_ASKED, kind))
         return;
     c->engine_flags |= BIT(CANCEL_ASKED, kind);
-    if (c->closing) {
+    if (c->closing && !st->core->closing) { /* watcher close(): destroy cancels all at once */
         /* free(): the operation holds a reference to the socket, so the
          * core's close() would not end the connection while it lives. Cancel
          * now, not at the next wait: the peer must see the end at once. */
