@@ -226,3 +226,36 @@ def test_close_from_many_threads_at_once(watcher, net):
     assert not errors, errors
     with pytest.raises(gaio.WatcherClosedError):
         watcher.wait_io(0)
+
+
+def test_ctx_finalizer_calling_the_watcher_during_close(watcher, net):
+    """close() drops pending requests, which runs their ctx finalizers inside
+    close(); a finalizer that calls the watcher back must neither deadlock nor
+    crash: it sees a closed watcher."""
+    (c1, s1), (c2, s2) = net.pairs(2)
+    log = []
+
+    class Ctx:
+        def __del__(self):
+            for name, call in (("stats", watcher.stats),
+                               ("read", lambda: watcher.read(s2, bytearray(1))),
+                               ("free", lambda: watcher.free(s1)),
+                               ("wait_io", lambda: watcher.wait_io(0)),
+                               ("close", watcher.close)):
+                try:
+                    call()
+                    log.append((name, None))
+                except Exception as exc:
+                    log.append((name, type(exc)))
+
+    watcher.read(s1, bytearray(4), ctx=Ctx())
+    watcher.write(s1, bytes(STUCK), ctx=Ctx())
+    t = threading.Thread(target=watcher.close)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "close() deadlocked in a ctx finalizer"
+    gc.collect()
+    assert len(log) == 10
+    assert dict(log) == {"stats": None, "read": gaio.WatcherClosedError,
+                         "free": gaio.WatcherClosedError, "wait_io": gaio.WatcherClosedError,
+                         "close": None}
