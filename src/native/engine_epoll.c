@@ -4,23 +4,17 @@
  *   - edge-triggered registration, once per connection at delegation:
  *     EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, data.u64 = slot | gen << 32,
  *     so an event for a freed or reused slot is recognised and dropped;
- *   - readiness is remembered per connection (MAY_READ / MAY_WRITE): with ET
- *     the kernel reports an edge once, and gaio reads a connection only when a
- *     read request waits for it (back-pressure), possibly much later;
- *   - a new head request is tried at once (start), before any epoll_wait;
- *   - non-blocking recv / send(MSG_NOSIGNAL): a vanished peer is EPIPE, never
- *     SIGPIPE;
+ *   - readiness remembered per connection and the non-blocking recv /
+ *     send(MSG_NOSIGNAL) done for the head requests: readiness.c, shared with
+ *     kqueue (a new head is tried at once, before any epoll_wait);
  *   - eventfd for wake-ups from other threads (level-triggered, drained).
  * Kernel facts relied on:
- *   - a short recv/send on a stream socket means the buffer was drained/filled;
- *     new data (or room) raises a new edge, so the flag can be cleared then.
- *     After EOF or an error the socket stays readable forever (HUP flag);
  *   - closing our (only) descriptor of a socket removes it from the epoll set;
  *     we still EPOLL_CTL_DEL first since the caller may hold a dup (see trio's
  *     _io_epoll.py essay on dup'ed descriptors) - ours never leak, theirs are
  *     closed by delegation, but a fork may keep one.
  */
-#include "engine.h"
+#include "readiness.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -35,15 +29,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { MAY_READ = 1, MAY_WRITE = 2, HUP = 4, IN_TODO = 8 };
 #define WAKE_ID 0 /* generation 0 is never a connection's */
 #define MAX_EVENTS 256
 
 typedef struct {
     gaio_core *core;
+    gaio_ready rd;
     int epfd, evfd;
-    uint64_t *todo, *todo_spare;   /* connections to retry (internal buffer was full) */
-    uint32_t ntodo, cap_todo;
     struct epoll_event events[MAX_EVENTS];
 } epoll_state;
 
@@ -55,6 +47,7 @@ static int ep_create(gaio_core *core, void **out, char *why, size_t whylen)
         return -1;
     }
     st->core = core;
+    gaio_ready_init(&st->rd, core);
     st->epfd = epoll_create1(EPOLL_CLOEXEC);
     st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_ID};
@@ -76,8 +69,7 @@ static void ep_destroy(void *state)
     epoll_state *st = state;
     close(st->epfd);
     close(st->evfd);
-    free(st->todo);
-    free(st->todo_spare);
+    gaio_ready_free(&st->rd);
     free(st);
 }
 
@@ -88,7 +80,7 @@ static int ep_watch(void *state, gaio_conn *c)
                              .data.u64 = gaio_conn_id(c)};
     if (epoll_ctl(st->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
         return -errno;
-    c->engine_flags = MAY_READ | MAY_WRITE; /* optimistic: a failed try costs one EAGAIN */
+    c->engine_flags = GAIO_MAY_READ | GAIO_MAY_WRITE; /* optimistic: a failed try costs one EAGAIN */
     return 0;
 }
 
@@ -100,89 +92,10 @@ static int ep_unwatch(void *state, gaio_conn *c)
     return 0;
 }
 
-static void todo_add(epoll_state *st, gaio_conn *c)
-{
-    if (c->engine_flags & IN_TODO)
-        return;
-    if (st->ntodo == st->cap_todo) {
-        uint32_t cap = st->cap_todo ? st->cap_todo * 2 : 64;
-        uint64_t *t = realloc(st->todo, cap * sizeof *t);
-        if (!t)
-            return; /* retried at its next readiness edge instead */
-        st->todo = t;
-        uint64_t *s = realloc(st->todo_spare, cap * sizeof *s);
-        if (!s)
-            return;
-        st->todo_spare = s;
-        st->cap_todo = cap;
-    }
-    st->todo[st->ntodo++] = gaio_conn_id(c);
-    c->engine_flags |= IN_TODO;
-}
-
-static void do_reads(epoll_state *st, gaio_conn *c)
-{
-    gaio_req *r;
-    while ((c->engine_flags & MAY_READ) && (r = gaio_conn_head(c, GAIO_READ))) {
-        unsigned char *ptr;
-        size_t want;
-        if (r->buf) {
-            ptr = r->buf + r->done;
-            want = r->len - r->done;
-        } else if (!(want = gaio_core_swap_reserve(st->core, &ptr))) {
-            todo_add(st, c); /* this batch's internal buffer is spent */
-            return;
-        }
-        ssize_t n = recv(c->fd, ptr, want, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->engine_flags &= ~MAY_READ;
-                return;
-            }
-            c->engine_flags |= HUP;
-            gaio_core_progress(st->core, r, -errno);
-            continue;
-        }
-        if (n == 0)
-            c->engine_flags |= HUP;
-        else if ((size_t)n < want && !(c->engine_flags & HUP))
-            c->engine_flags &= ~MAY_READ;
-        gaio_core_progress(st->core, r, n);
-    }
-}
-
-static void do_writes(epoll_state *st, gaio_conn *c)
-{
-    gaio_req *r;
-    while ((c->engine_flags & MAY_WRITE) && (r = gaio_conn_head(c, GAIO_WRITE))) {
-        size_t want = r->len - r->done;
-        ssize_t n = send(c->fd, r->buf + r->done, want, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->engine_flags &= ~MAY_WRITE;
-                return;
-            }
-            gaio_core_progress(st->core, r, -errno);
-            continue;
-        }
-        if ((size_t)n < want)
-            c->engine_flags &= ~MAY_WRITE;
-        gaio_core_progress(st->core, r, n);
-    }
-}
-
 static void ep_start(void *state, gaio_conn *c, int kind)
 {
-    if (c->closing || c->fd < 0)
-        return;
-    if (kind == GAIO_READ)
-        do_reads(state, c);
-    else
-        do_writes(state, c);
+    epoll_state *st = state;
+    gaio_ready_start(&st->rd, c, kind);
 }
 
 static int ep_cancel(void *state, gaio_req *r)
@@ -190,36 +103,11 @@ static int ep_cancel(void *state, gaio_req *r)
     return 0; /* nothing is ever in flight in the kernel */
 }
 
-static void retry_todo(epoll_state *st)
-{
-    uint32_t n = st->ntodo;
-    uint64_t *ids = st->todo;
-    st->todo = st->todo_spare;
-    st->todo_spare = ids;
-    st->ntodo = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        gaio_conn *c = gaio_core_conn(st->core, ids[i]);
-        if (!c)
-            continue;
-        c->engine_flags &= ~IN_TODO;
-        do_reads(st, c);
-    }
-}
-
 static int ep_wait(void *state, int64_t timeout_ns)
 {
     epoll_state *st = state;
-    if (st->ntodo && gaio_core_swap_room(st->core))
-        retry_todo(st);
-    if (gaio_core_has_results(st->core))
-        timeout_ns = 0;
-    int ms;
-    if (timeout_ns < 0)
-        ms = -1;
-    else if (timeout_ns >= (int64_t)INT_MAX * 1000000)
-        ms = INT_MAX;
-    else
-        ms = (int)((timeout_ns + 999999) / 1000000); /* round up: wait at least that long */
+    gaio_ready_retry(&st->rd);
+    int ms = gaio_ready_timeout_ms(&st->rd, timeout_ns);
     gaio_core_unlock(st->core);
     int n = epoll_wait(st->epfd, st->events, MAX_EVENTS, ms);
     int err = errno;
@@ -238,13 +126,13 @@ static int ep_wait(void *state, int64_t timeout_ns)
         if (!c)
             continue; /* freed in this batch, or before */
         if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-            c->engine_flags |= HUP | MAY_READ;
+            c->engine_flags |= GAIO_HUP | GAIO_MAY_READ;
         if (ev & EPOLLIN)
-            c->engine_flags |= MAY_READ;
+            c->engine_flags |= GAIO_MAY_READ;
         if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-            c->engine_flags |= MAY_WRITE;
-        do_reads(st, c);
-        do_writes(st, c);
+            c->engine_flags |= GAIO_MAY_WRITE;
+        gaio_ready_reads(&st->rd, c);
+        gaio_ready_writes(&st->rd, c);
     }
     return n;
 }

@@ -10,7 +10,7 @@
  *   - macOS has no MSG_NOSIGNAL: SO_NOSIGPIPE is set on the descriptor.
  *   - closing a descriptor removes its knotes; we delete them first anyway.
  */
-#include "engine.h"
+#include "readiness.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -32,16 +32,14 @@
 #define MSG_NOSIGNAL 0 /* SO_NOSIGPIPE is set at watch() */
 #endif
 
-enum { MAY_READ = 1, MAY_WRITE = 2, HUP = 4, IN_TODO = 8 };
 #define WAKE_ID 0 /* generation 0 is never a connection's */
 #define MAX_EVENTS 256
 
 typedef struct {
     gaio_core *core;
+    gaio_ready rd;
     int kq;
     int pipe_r, pipe_w;            /* -1 when EVFILT_USER is used */
-    uint64_t *todo, *todo_spare;
-    uint32_t ntodo, cap_todo;
     struct kevent events[MAX_EVENTS];
 } kq_state;
 
@@ -53,6 +51,7 @@ static int kq_create(gaio_core *core, void **out, char *why, size_t whylen)
         return -1;
     }
     st->core = core;
+    gaio_ready_init(&st->rd, core);
     st->pipe_r = st->pipe_w = -1;
     st->kq = kqueue();
     if (st->kq < 0) {
@@ -96,8 +95,7 @@ static void kq_destroy(void *state)
         close(st->pipe_r);
         close(st->pipe_w);
     }
-    free(st->todo);
-    free(st->todo_spare);
+    gaio_ready_free(&st->rd);
     free(st);
 }
 
@@ -114,7 +112,7 @@ static int kq_watch(void *state, gaio_conn *c)
     int one = 1;
     setsockopt(c->fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
-    c->engine_flags = MAY_READ | MAY_WRITE;
+    c->engine_flags = GAIO_MAY_READ | GAIO_MAY_WRITE;
     return 0;
 }
 
@@ -130,89 +128,10 @@ static int kq_unwatch(void *state, gaio_conn *c)
     return 0;
 }
 
-static void todo_add(kq_state *st, gaio_conn *c)
-{
-    if (c->engine_flags & IN_TODO)
-        return;
-    if (st->ntodo == st->cap_todo) {
-        uint32_t cap = st->cap_todo ? st->cap_todo * 2 : 64;
-        uint64_t *t = realloc(st->todo, cap * sizeof *t);
-        if (!t)
-            return;
-        st->todo = t;
-        uint64_t *s = realloc(st->todo_spare, cap * sizeof *s);
-        if (!s)
-            return;
-        st->todo_spare = s;
-        st->cap_todo = cap;
-    }
-    st->todo[st->ntodo++] = gaio_conn_id(c);
-    c->engine_flags |= IN_TODO;
-}
-
-static void do_reads(kq_state *st, gaio_conn *c)
-{
-    gaio_req *r;
-    while ((c->engine_flags & MAY_READ) && (r = gaio_conn_head(c, GAIO_READ))) {
-        unsigned char *ptr;
-        size_t want;
-        if (r->buf) {
-            ptr = r->buf + r->done;
-            want = r->len - r->done;
-        } else if (!(want = gaio_core_swap_reserve(st->core, &ptr))) {
-            todo_add(st, c);
-            return;
-        }
-        ssize_t n = recv(c->fd, ptr, want, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->engine_flags &= ~MAY_READ;
-                return;
-            }
-            c->engine_flags |= HUP;
-            gaio_core_progress(st->core, r, -errno);
-            continue;
-        }
-        if (n == 0)
-            c->engine_flags |= HUP;
-        else if ((size_t)n < want && !(c->engine_flags & HUP))
-            c->engine_flags &= ~MAY_READ;
-        gaio_core_progress(st->core, r, n);
-    }
-}
-
-static void do_writes(kq_state *st, gaio_conn *c)
-{
-    gaio_req *r;
-    while ((c->engine_flags & MAY_WRITE) && (r = gaio_conn_head(c, GAIO_WRITE))) {
-        size_t want = r->len - r->done;
-        ssize_t n = send(c->fd, r->buf + r->done, want, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->engine_flags &= ~MAY_WRITE;
-                return;
-            }
-            gaio_core_progress(st->core, r, -errno);
-            continue;
-        }
-        if ((size_t)n < want)
-            c->engine_flags &= ~MAY_WRITE;
-        gaio_core_progress(st->core, r, n);
-    }
-}
-
 static void kq_start(void *state, gaio_conn *c, int kind)
 {
-    if (c->closing || c->fd < 0)
-        return;
-    if (kind == GAIO_READ)
-        do_reads(state, c);
-    else
-        do_writes(state, c);
+    kq_state *st = state;
+    gaio_ready_start(&st->rd, c, kind);
 }
 
 static int kq_cancel(void *state, gaio_req *r)
@@ -220,27 +139,10 @@ static int kq_cancel(void *state, gaio_req *r)
     return 0;
 }
 
-static void retry_todo(kq_state *st)
-{
-    uint32_t n = st->ntodo;
-    uint64_t *ids = st->todo;
-    st->todo = st->todo_spare;
-    st->todo_spare = ids;
-    st->ntodo = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        gaio_conn *c = gaio_core_conn(st->core, ids[i]);
-        if (!c)
-            continue;
-        c->engine_flags &= ~IN_TODO;
-        do_reads(st, c);
-    }
-}
-
 static int kq_wait(void *state, int64_t timeout_ns)
 {
     kq_state *st = state;
-    if (st->ntodo && gaio_core_swap_room(st->core))
-        retry_todo(st);
+    gaio_ready_retry(&st->rd);
     if (gaio_core_has_results(st->core))
         timeout_ns = 0;
     struct timespec ts, *tsp = NULL;
@@ -268,13 +170,13 @@ static int kq_wait(void *state, int64_t timeout_ns)
         if (!c)
             continue;
         if (ev->filter == EVFILT_READ) {
-            c->engine_flags |= MAY_READ;
+            c->engine_flags |= GAIO_MAY_READ;
             if (ev->flags & (EV_EOF | EV_ERROR))
-                c->engine_flags |= HUP;
-            do_reads(st, c);
+                c->engine_flags |= GAIO_HUP;
+            gaio_ready_reads(&st->rd, c);
         } else if (ev->filter == EVFILT_WRITE) {
-            c->engine_flags |= MAY_WRITE;
-            do_writes(st, c);
+            c->engine_flags |= GAIO_MAY_WRITE;
+            gaio_ready_writes(&st->rd, c);
         }
     }
     return n;

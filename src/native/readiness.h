@@ -1,0 +1,40 @@
+/* What the readiness engines (engine_epoll.c, engine_kqueue.c) share: the
+ * non-blocking recv/send done for a connection's head requests once the kernel
+ * said it may be ready, and the list of connections whose internal-buffer read
+ * waits for room in the next batch.
+ *
+ * Readiness is remembered in gaio_conn.engine_flags: with edge-triggered
+ * events the kernel reports an edge once, and gaio reads a connection only
+ * when a read request waits for it (back-pressure), possibly much later.
+ * Kernel facts relied on: a short recv/send on a stream socket means the
+ * buffer was drained/filled, so a new edge will come and the flag can be
+ * cleared; after EOF or an error the socket stays readable forever (HUP).
+ */
+#ifndef GAIO_READINESS_H
+#define GAIO_READINESS_H
+
+#include "engine.h"
+
+/* gaio_conn.engine_flags of a readiness engine */
+enum { GAIO_MAY_READ = 1, GAIO_MAY_WRITE = 2, GAIO_HUP = 4, GAIO_IN_TODO = 8 };
+
+typedef struct gaio_ready {
+    gaio_core *core;
+    uint64_t *todo, *todo_spare;   /* ids of connections to read again (internal buffer was full) */
+    uint32_t ntodo, cap_todo;
+} gaio_ready;
+
+void gaio_ready_init(gaio_ready *rd, gaio_core *core);
+void gaio_ready_free(gaio_ready *rd);
+/* Move the head requests of one direction while the connection may be ready. */
+void gaio_ready_reads(gaio_ready *rd, gaio_conn *c);
+void gaio_ready_writes(gaio_ready *rd, gaio_conn *c);
+/* engine.start: a new head is tried at once. */
+void gaio_ready_start(gaio_ready *rd, gaio_conn *c, int kind);
+/* At the start of engine.wait: reads that found the internal buffer spent go on. */
+void gaio_ready_retry(gaio_ready *rd);
+/* engine.wait's timeout in whole milliseconds, rounded up (wait at least that
+ * long); 0 when results are already waiting; -1 for no limit. */
+int gaio_ready_timeout_ms(gaio_ready *rd, int64_t timeout_ns);
+
+#endif
