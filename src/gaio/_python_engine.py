@@ -54,6 +54,7 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # elsewhere Python ignores SIGPIPE
 _monotonic = time.monotonic
+_MAX_SELECT_WAIT = 86400.0  # seconds
 # Enum member lookups cost more than a global on the hot path.
 _OP_READ = Op.READ
 _OP_WRITE = Op.WRITE
@@ -529,8 +530,10 @@ class _Core:
                 if earliest is not None:
                     until = earliest - _monotonic()
                     wait = until if wait is None else min(wait, until)
-                if wait is not None and wait < 0:
-                    wait = 0
+                if wait is not None:
+                    # select() refuses timeouts past the C int/long range; the
+                    # loop simply waits again when a capped wait runs out.
+                    wait = min(max(wait, 0), _MAX_SELECT_WAIT)
             self.blocked = True
             lock.release()
             try:
