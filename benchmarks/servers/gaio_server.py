@@ -4,8 +4,12 @@
 
 The loop is the README's echo server: `w.read(conn)` lands in the watcher's
 internal buffer; the result's view is written straight back with
-`w.write(res.conn, res.buffer)` (the watcher copies it at the request), and
-the next read is requested when that write completes.
+`w.write(res.conn, res.buffer)` (the watcher copies it at the request).
+The next read is requested at once, as uvloop's transports keep reading,
+with the same kind of flow control: a connection with MAX_WRITES echoes not
+yet written (its peer does not read them) stops being read until one of
+them completes. Reading only after the echo was written would serialise a
+stream: one internal-buffer block per round trip through wait_io().
 
 Accepting: gaio has no accept operation, so the server accepts itself, on
 its one thread: wait_io() is called with a 2 ms timeout and, at most once
@@ -34,6 +38,7 @@ import gaio
 from _common import announce, make_listener, parse_args, set_nodelay
 
 ACCEPT_EVERY = 0.002  # seconds
+MAX_WRITES = 4  # echoes in flight per connection (at most 4 x bufsize bytes) before reading pauses
 
 
 def accept_pending(listener, watcher):
@@ -56,6 +61,7 @@ def serve(watcher, listener):
     read, write, free, wait_io = watcher.read, watcher.write, watcher.free, watcher.wait_io
     monotonic = time.monotonic
     next_accept = 0.0
+    writing = {}  # conn -> echoes requested and not yet completed (absent: none)
     while True:
         results = wait_io(ACCEPT_EVERY)
         now = monotonic()
@@ -64,17 +70,35 @@ def serve(watcher, listener):
             busy = accept_pending(listener, watcher)
             next_accept = now if busy else now + ACCEPT_EVERY
         for res in results:
+            conn = res.conn
             if res.error is not None:  # EOF, reset, ...: the client is gone
-                free(res.conn)
+                free(conn)
+                writing.pop(conn, None)
             elif res.op == READ:
-                write(res.conn, res.buffer)
-            else:
-                read(res.conn)
+                try:
+                    write(conn, res.buffer)
+                except ValueError:  # a failed write earlier in this batch freed it
+                    continue
+                n = writing.get(conn, 0) + 1
+                writing[conn] = n
+                if n < MAX_WRITES:
+                    read(conn)
+            elif conn in writing:
+                n = writing[conn] - 1
+                if n:
+                    writing[conn] = n
+                else:
+                    del writing[conn]  # an idle connection costs no entry
+                if n == MAX_WRITES - 1:  # reading had paused: resume
+                    read(conn)
 
 
 def main():
-    args = parse_args(__doc__, lambda p: p.add_argument("--engine", default="auto"))
-    watcher = gaio.Watcher(engine=args.engine)
+    def options(p):
+        p.add_argument("--engine", default="auto")
+        p.add_argument("--bufsize", type=int, default=65536)
+    args = parse_args(__doc__, options)
+    watcher = gaio.Watcher(args.bufsize, engine=args.engine)
     listener = make_listener(args.port, blocking=False)
     announce(listener.getsockname()[1])
     serve(watcher, listener)
