@@ -364,7 +364,7 @@ size_t gaio_core_swap_room(gaio_core *core)
 size_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr)
 {
     size_t bs = core->bufsize;
-    if (!gaio_core_swap_room(core))
+    if (!core->waiting || !gaio_core_swap_room(core))
         return 0;
     /* a nearly full chunk would make short reads: move on while chunks remain */
     size_t left = bs - core->chunk_off;
@@ -392,11 +392,12 @@ size_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr)
 void gaio_core_swap_reset(gaio_core *core)
 {
     pthread_mutex_lock(&core->lock);
-    if (core->done_head) {
-        /* results not yet shown may point into the chunks: keep filling after them */
-        pthread_mutex_unlock(&core->lock);
-        return;
-    }
+    for (gaio_req *r = core->done_head; r; r = r->next)
+        if (r->swap_ptr) {
+            /* a result not yet shown points into the chunks: keep filling after it */
+            pthread_mutex_unlock(&core->lock);
+            return;
+        }
     core->chunk_cur = 0;
     core->chunk_off = 0;
     core->swap_out = 0;
@@ -426,6 +427,8 @@ void *gaio_core_swap_recycle(gaio_core *core, uint64_t cookie, int kept)
 
 /* ---- requests in, results out ---- */
 
+static void drain_incoming(gaio_core *core);
+
 static void wake_waiter(gaio_core *core)
 {
     if (core->sleeping && !core->woken) {
@@ -452,7 +455,13 @@ void gaio_core_submit(gaio_core *core, gaio_req *r)
     core->incoming_tail = r;
     core->stats.submitted++;
     core->stats.pending++;
-    wake_waiter(core);
+    if (!core->waiting && !core->closing && !core->closed)
+        /* Nobody runs the engine: start the request here (a readiness engine
+         * sends at once), so a reply written between two wait_io() calls is
+         * usually done before the next one: no extra kernel round for it. */
+        drain_incoming(core);
+    else
+        wake_waiter(core);
     pthread_mutex_unlock(&core->lock);
 }
 
@@ -513,9 +522,11 @@ static void drain_incoming(gaio_core *core)
         if (c)
             conn_close(core, c);
     }
-    core->frees_done += core->nfrees;
-    core->nfrees = 0;
-    pthread_cond_broadcast(&core->idle);
+    if (core->nfrees) {
+        core->frees_done += core->nfrees;
+        core->nfrees = 0;
+        pthread_cond_broadcast(&core->idle);
+    }
 }
 
 static void expire_deadlines(gaio_core *core, int64_t now)
@@ -595,6 +606,17 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
             break;
         }
         drain_incoming(core);
+        if (core->done_head && !core->skipped_poll) {
+            /* Results are ready without the kernel (requests finished when
+             * they were made): hand them out now. The next call polls, so
+             * the kernel is asked at least every other call. */
+            core->skipped_poll = 1;
+            if (core->nheap)
+                expire_deadlines(core, gaio_now_ns());
+            rc = GAIO_WAIT_RESULTS;
+            break;
+        }
+        core->skipped_poll = 0;
         int64_t timeout = engine_timeout(core, until_ns);
         core->sleeping = timeout != 0;
         core->woken = 0;

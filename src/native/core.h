@@ -128,6 +128,7 @@ struct gaio_core {
     uint8_t woken;              /* wake() sent since it went to sleep */
     uint8_t closing;            /* gaio_core_close() asked the waiter to leave */
     uint8_t closed;
+    uint8_t skipped_poll;       /* the last gaio_core_wait returned results without the engine */
 
     gaio_stats stats;
 };
@@ -176,7 +177,9 @@ static inline uint64_t gaio_conn_id(const gaio_conn *c) { return c->slot | (uint
 /* The request at the head of a queue, NULL when empty or when the head is cancelling. */
 gaio_req *gaio_conn_head(gaio_conn *conn, int kind);
 /* Room in the core's internal buffer for one read: *ptr and the byte count;
- * 0 when this batch's budget (4 x bufsize) is spent: try again in the next batch. */
+ * 0 when this batch's budget (4 x bufsize) is spent, or when no thread is in
+ * gaio_core_wait (a request started at once by its own thread: the last
+ * batch's views are still out): try again in the next wait. */
 size_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr);
 /* Bytes swap reads may still take in this batch (for engines owning the memory). */
 size_t gaio_core_swap_room(gaio_core *core);
