@@ -65,8 +65,8 @@ struct gaio_req {
     int cancel_reason;          /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
     unsigned char *swap_ptr;    /* read without a buffer: where its bytes are */
     uint64_t swap_cookie;       /* engine's cookie for swap_ptr when swap_in_engine */
-    void *engine_data;          /* engine-private */
-    uint64_t engine_u64;        /* engine-private */
+    /* no engine-private fields: no engine needed one, and an idle
+     * connection's pending read is one of these (per-connection memory) */
 };
 
 struct gaio_conn {
