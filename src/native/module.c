@@ -52,6 +52,8 @@ typedef struct pyreq {
     PyObject *bufobj;           /* caller's buffer (or our bytes copy), NULL for swap reads */
     struct pyreq *live_prev, *live_next; /* every undelivered request, for GC traversal */
     int has_view;               /* allocated with room for view (a request with a buffer) */
+    int copied;                 /* bufobj is the watcher's bytes copy of an internal-buffer view
+                                 * large enough to be recycled (see copy_pool) */
     Py_buffer view;             /* export of bufobj held until completion; last: a read
                                  * into the internal buffer is allocated without it, so
                                  * an idle connection's pending read stays small */
@@ -153,6 +155,20 @@ static ConnRef *map_remove(connmap *m, map_entry *hole)
 
 /* ---- the Watcher ---- */
 
+/* Writing an internal-buffer view back copies it into a new bytes (R6). A
+ * copy of tens of KiB is a malloc() at the top of the heap, and freeing it
+ * lets glibc give the pages back (trim), so the next copy page-faults on
+ * fresh zeroed pages: a fifth of a stream echo's CPU. Copies of at least
+ * COPY_POOL_MIN bytes that only the watcher still holds at the next
+ * wait_io() are kept (at most COPY_POOL of them) and refilled instead. */
+#define COPY_POOL 8
+#define COPY_POOL_MIN 4096
+#define COPY_POOL_MAX (1 << 20)
+#if PY_VERSION_HEX >= 0x030D0000
+#undef COPY_POOL_MIN
+#define COPY_POOL_MIN PY_SSIZE_T_MAX /* ob_shash is deprecated there: no reuse */
+#endif
+
 typedef struct {
     PyObject_HEAD
     gaio_core *core;
@@ -169,6 +185,11 @@ typedef struct {
     PyObject *callback;           /* the C function given to every ConnRef */
     PyObject *views;              /* list: memoryviews handed out in the last batch */
     PyObject *regions;            /* list: SwapMem over engine memory in the last batch */
+    PyObject *copies;             /* list: large write copies delivered in the last batch */
+    PyObject *copies_old;         /* ... in the batch before: the caller's previous results
+                                   * list is alive while it calls wait_io() again */
+    PyObject *copy_pool[COPY_POOL]; /* bytes copies nobody else holds, for reuse */
+    int ncopy_pool;
     gaio__SwapMem *chunk_mem[GAIO_SWAP_CHUNKS]; /* owners of the core's chunks shown */
     pyreq live;                   /* sentinel of the undelivered-requests list */
     pyreq *spare[2];              /* freelists of request structs, without / with view */
@@ -546,6 +567,33 @@ static int buffer_arg(PyObject *obj, Py_buffer *view, int writable)
     return -1;
 }
 
+/* The watcher's bytes copy of an internal-buffer view: a pooled one whose
+ * size fits (it is ours alone: refcount 1, no hash users), or a new one. */
+static PyObject *copy_bytes(Watcher *w, const void *src, Py_ssize_t len)
+{
+    for (int i = w->ncopy_pool - 1; len >= COPY_POOL_MIN && i >= 0; i--) {
+        PyObject *b = w->copy_pool[i];
+        Py_ssize_t size = Py_SIZE(b);
+        if (size < len || size > len + len / 4)
+            continue;
+        w->copy_pool[i] = w->copy_pool[--w->ncopy_pool];
+        /* shrinking in place keeps the allocation (PyObject_Free needs no size) */
+        Py_SET_SIZE(b, len);
+        PyBytesObject *pb = (PyBytesObject *)b;
+        memcpy(pb->ob_sval, src, (size_t)len);
+        pb->ob_sval[len] = '\0';
+#if PY_VERSION_HEX < 0x030D0000
+        /* a hash cached by an earlier holder must not outlive the bytes it hashed */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+        pb->ob_shash = -1;
+#pragma GCC diagnostic pop
+#endif
+        return b;
+    }
+    return PyBytes_FromStringAndSize(src, len);
+}
+
 static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
                         PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -569,6 +617,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
 
     Py_buffer view = {0};
     PyObject *bufobj = NULL;
+    int copied = 0;
     if (buf == Py_None)
         buf = NULL;
     if (kind == GAIO_READ) {
@@ -593,7 +642,8 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
         if (PyMemoryView_Check(buf) && PyMemoryView_GET_BUFFER(buf)->obj &&
             Py_IS_TYPE(PyMemoryView_GET_BUFFER(buf)->obj, &gaio__SwapMem_Type)) {
             /* R6: a view of the internal buffer is copied now: it is reused next batch */
-            bufobj = PyBytes_FromStringAndSize(view.buf, view.len);
+            bufobj = copy_bytes(w, view.buf, view.len);
+            copied = view.len >= COPY_POOL_MIN && view.len <= COPY_POOL_MAX;
             PyBuffer_Release(&view);
             if (!bufobj)
                 return NULL;
@@ -647,6 +697,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     p->ctx = a[ARG_CTX] ? a[ARG_CTX] : Py_None;
     Py_INCREF(p->ctx);
     p->bufobj = bufobj;
+    p->copied = copied;
     if (bufobj) {
         p->view = view;
         p->req.buf = view.buf;
@@ -746,6 +797,26 @@ static void release_batch(Watcher *w, int closing)
     }
     if (n)
         PyList_SetSlice(w->regions, 0, n, NULL);
+    n = w->copies_old ? PyList_GET_SIZE(w->copies_old) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyList_GET_ITEM(w->copies_old, i);
+        /* only the list holds it: nobody else can see it refilled */
+        if (!closing && Py_REFCNT(b) == 1 && w->ncopy_pool < COPY_POOL) {
+            Py_INCREF(b);
+            w->copy_pool[w->ncopy_pool++] = b;
+        }
+    }
+    if (n)
+        PyList_SetSlice(w->copies_old, 0, n, NULL);
+    if (w->copies_old) {
+        PyObject *t = w->copies_old; /* now empty */
+        w->copies_old = w->copies;
+        w->copies = t;
+    }
+    if (closing && w->copies_old)
+        PyList_SetSlice(w->copies_old, 0, PyList_GET_SIZE(w->copies_old), NULL);
+    while (closing && w->ncopy_pool)
+        Py_CLEAR(w->copy_pool[--w->ncopy_pool]);
     if (!closing)
         gaio_core_swap_reset(w->core);
 }
@@ -832,6 +903,8 @@ static PyObject *build_results(Watcher *w, gaio_req *done)
             PyBuffer_Release(&p->view);
             buffer = p->bufobj;
             p->bufobj = NULL;
+            if (p->copied && w->copies && PyList_Append(w->copies, buffer) < 0)
+                PyErr_Clear(); /* not recycled, that is all */
         }
         if (!buffer || !error) {
             Py_XDECREF(buffer);
@@ -1084,8 +1157,11 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         return -1;
     link->w = NULL;
     PyObject *callback = PyCFunction_New(&conn_gone_def, (PyObject *)link);
-    PyObject *views = PyList_New(0), *regions = PyList_New(0);
-    if (!callback || !views || !regions) {
+    PyObject *views = PyList_New(0), *regions = PyList_New(0), *copies = PyList_New(0),
+             *copies_old = PyList_New(0);
+    if (!callback || !views || !regions || !copies || !copies_old) {
+        Py_XDECREF(copies);
+        Py_XDECREF(copies_old);
         Py_DECREF(link);
         Py_XDECREF(callback);
         Py_XDECREF(views);
@@ -1106,6 +1182,8 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         Py_DECREF(callback);
         Py_DECREF(views);
         Py_DECREF(regions);
+        Py_DECREF(copies);
+        Py_DECREF(copies_old);
         PyErr_Format(EngineUnavailableError, "engine %s cannot run here: %s", engine, why);
         return -1;
     }
@@ -1114,6 +1192,8 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
     w->callback = callback;
     w->views = views;
     w->regions = regions;
+    w->copies = copies;
+    w->copies_old = copies_old;
     w->core = core;
     w->engine_name = chosen->name;
     w->bufsize = (Py_ssize_t)bufsize;
@@ -1134,6 +1214,8 @@ static int Watcher_traverse(Watcher *w, visitproc visit, void *arg)
     }
     Py_VISIT(w->views);
     Py_VISIT(w->regions);
+    Py_VISIT(w->copies);
+    Py_VISIT(w->copies_old);
     Py_VISIT(w->callback);
     return 0;
 }
@@ -1159,6 +1241,10 @@ static void Watcher_dealloc(Watcher *w)
         Py_CLEAR(w->chunk_mem[i]);
     Py_CLEAR(w->views);
     Py_CLEAR(w->regions);
+    Py_CLEAR(w->copies);
+    Py_CLEAR(w->copies_old);
+    while (w->ncopy_pool)
+        Py_CLEAR(w->copy_pool[--w->ncopy_pool]);
     Py_CLEAR(w->callback);
     if (w->link)
         ((WatcherLink *)w->link)->w = NULL;
