@@ -815,8 +815,11 @@ static void release_batch(Watcher *w, int closing)
     }
     if (closing && w->copies_old)
         PyList_SetSlice(w->copies_old, 0, PyList_GET_SIZE(w->copies_old), NULL);
-    while (closing && w->ncopy_pool)
-        Py_CLEAR(w->copy_pool[--w->ncopy_pool]);
+    while (closing && w->ncopy_pool) {
+        PyObject *b = w->copy_pool[--w->ncopy_pool]; /* Py_CLEAR evaluates its argument twice */
+        w->copy_pool[w->ncopy_pool] = NULL;
+        Py_DECREF(b);
+    }
     if (!closing)
         gaio_core_swap_reset(w->core);
 }
@@ -1243,8 +1246,11 @@ static void Watcher_dealloc(Watcher *w)
     Py_CLEAR(w->regions);
     Py_CLEAR(w->copies);
     Py_CLEAR(w->copies_old);
-    while (w->ncopy_pool)
-        Py_CLEAR(w->copy_pool[--w->ncopy_pool]);
+    while (w->ncopy_pool) {
+        PyObject *b = w->copy_pool[--w->ncopy_pool]; /* Py_CLEAR evaluates its argument twice */
+        w->copy_pool[w->ncopy_pool] = NULL;
+        Py_DECREF(b);
+    }
     Py_CLEAR(w->callback);
     if (w->link)
         ((WatcherLink *)w->link)->w = NULL;
