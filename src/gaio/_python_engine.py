@@ -627,7 +627,9 @@ class PythonWatcher(Watcher):
     def bufsize(self):
         return self._core.bufsize
 
-    def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None):
+    def _checked(self, conn, timeout, deadline):
+        """The core and the deadline of a request, after the checks every request makes
+        (a closed watcher first, then the connection, then the times)."""
         core = self._core
         if core.closed:
             raise WatcherClosedError("watcher is closed")
@@ -637,49 +639,30 @@ class PythonWatcher(Watcher):
         when = None
         if timeout is not None or deadline is not None:
             when = args.deadline_of(timeout, deadline)
+        return core, when
+
+    @staticmethod
+    def _submit(core, op, conn, ctx, buf, view, full, when):
+        try:
+            core.submit(op, conn, ctx, buf, view, full, when)
+        except BaseException:
+            view.release()  # nothing raised leaves an export behind
+            raise
+
+    def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None):
+        core, when = self._checked(conn, timeout, deadline)
         if buf is None:
             core.submit(_OP_READ, conn, ctx, None, None, False, when)
-            return
-        view = args.writable_view(buf)
-        try:
-            core.submit(_OP_READ, conn, ctx, buf, view, False, when)
-        except BaseException:
-            view.release()
-            raise
+        else:
+            self._submit(core, _OP_READ, conn, ctx, buf, args.writable_view(buf), False, when)
 
     def read_full(self, conn, buf, *, ctx=None, timeout=None, deadline=None):
-        core = self._core
-        if core.closed:
-            raise WatcherClosedError("watcher is closed")
-        known = core.conns.get(id(conn))
-        if known is None or known.ref() is not conn:
-            args.check_conn(conn)
-        when = None
-        if timeout is not None or deadline is not None:
-            when = args.deadline_of(timeout, deadline)
-        view = args.writable_view(buf)
-        try:
-            core.submit(_OP_READ, conn, ctx, buf, view, True, when)
-        except BaseException:
-            view.release()
-            raise
+        core, when = self._checked(conn, timeout, deadline)
+        self._submit(core, _OP_READ, conn, ctx, buf, args.writable_view(buf), True, when)
 
     def write(self, conn, data, *, ctx=None, timeout=None, deadline=None):
-        core = self._core
-        if core.closed:
-            raise WatcherClosedError("watcher is closed")
-        known = core.conns.get(id(conn))
-        if known is None or known.ref() is not conn:
-            args.check_conn(conn)
-        when = None
-        if timeout is not None or deadline is not None:
-            when = args.deadline_of(timeout, deadline)
-        view = args.data_view(data)
-        try:
-            core.submit(_OP_WRITE, conn, ctx, data, view, False, when)
-        except BaseException:
-            view.release()
-            raise
+        core, when = self._checked(conn, timeout, deadline)
+        self._submit(core, _OP_WRITE, conn, ctx, data, args.data_view(data), False, when)
 
     def free(self, conn):
         core = self._core
