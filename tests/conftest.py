@@ -60,6 +60,15 @@ def engine(request):
     return request.param
 
 
+@pytest.fixture(params=gaio._watcher.NATIVE_ENGINES)
+def native_engine(request):
+    """For tests of the C core itself: the native engines only."""
+    reason = available_engines().get(request.param, "not probed")
+    if reason is not None:
+        pytest.skip("engine %r unavailable: %s" % (request.param, reason))
+    return request.param
+
+
 @pytest.fixture
 def watcher(engine):
     w = gaio.Watcher(engine=engine)

@@ -11,14 +11,6 @@ import gaio
 _native = pytest.importorskip("gaio._native")
 
 
-@pytest.fixture(params=["uring", "epoll", "kqueue"])
-def native_engine(request):
-    reason = gaio.available_engines().get(request.param)
-    if reason is not None:
-        pytest.skip("engine %r unavailable: %s" % (request.param, reason))
-    return request.param
-
-
 def test_stats_right_after_a_closing_wake_are_final(native_engine):
     for _ in range(20):
         w = gaio.Watcher(engine=native_engine)

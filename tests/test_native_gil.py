@@ -10,14 +10,6 @@ import gaio
 pytest.importorskip("gaio._native")
 
 
-@pytest.fixture(params=["uring", "epoll", "kqueue"])
-def native_engine(request):
-    reason = gaio.available_engines().get(request.param)
-    if reason is not None:
-        pytest.skip("engine %r unavailable: %s" % (request.param, reason))
-    return request.param
-
-
 def test_other_threads_run_while_wait_io_blocks(native_engine):
     w = gaio.Watcher(engine=native_engine)
     a, b = socket.socketpair()

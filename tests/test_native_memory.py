@@ -14,14 +14,6 @@ import gaio
 pytest.importorskip("gaio._native")
 
 
-@pytest.fixture(params=["uring", "epoll", "kqueue"])
-def native_engine(request):
-    reason = gaio.available_engines().get(request.param)
-    if reason is not None:
-        pytest.skip("engine %r unavailable: %s" % (request.param, reason))
-    return request.param
-
-
 def _rss_kib():
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])

@@ -5,25 +5,9 @@ import socket
 import pytest
 
 import gaio
+from conftest import collect
 
 pytest.importorskip("gaio._native")
-
-
-@pytest.fixture(params=["uring", "epoll", "kqueue"])
-def native_engine(request):
-    reason = gaio.available_engines().get(request.param)
-    if reason is not None:
-        pytest.skip("engine %r unavailable: %s" % (request.param, reason))
-    return request.param
-
-
-def _collect(w, count, limit=5.0):
-    import time
-    out = []
-    end = time.monotonic() + limit
-    while len(out) < count and time.monotonic() < end:
-        out.extend(w.wait_io(max(0.0, end - time.monotonic())))
-    return out
 
 
 def test_freed_slots_reused_in_the_same_batch(native_engine):
@@ -38,7 +22,7 @@ def test_freed_slots_reused_in_the_same_batch(native_engine):
     for i, (a, b) in enumerate(new):
         w.read(a, ctx=("new", i))      # the same slots, next generation
         b.sendall(b"new-%d" % i)
-    results = _collect(w, 128)
+    results = collect(w, 128)
     assert len(results) == 128
     for r in results:
         if r.ctx[0] == "old":
