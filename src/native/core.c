@@ -27,6 +27,39 @@ int64_t gaio_now_ns(void)
 void gaio_core_lock(gaio_core *core) { pthread_mutex_lock(&core->lock); }
 void gaio_core_unlock(gaio_core *core) { pthread_mutex_unlock(&core->lock); }
 
+/* Take core->lock for a binding thread that holds its runtime lock (the
+ * GIL): try first; when another thread has it (the waiter runs a whole batch
+ * of recv/send under it), release the runtime lock before blocking so the
+ * caller's other threads go on. Returns the token binding_leave needs. */
+static void *binding_enter(gaio_core *core)
+{
+    if (pthread_mutex_trylock(&core->lock) == 0)
+        return NULL;
+    if (!core->runtime) {
+        pthread_mutex_lock(&core->lock);
+        return NULL;
+    }
+    void *token = core->runtime->release();
+    pthread_mutex_lock(&core->lock);
+    return token;
+}
+
+/* Wait on core->idle for a binding thread: never with the runtime lock. */
+static void binding_wait_idle(gaio_core *core, void **token)
+{
+    if (core->runtime && !*token)
+        *token = core->runtime->release();
+    pthread_cond_wait(&core->idle, &core->lock);
+}
+
+/* Drop core->lock, then retake the runtime lock if binding_enter let it go. */
+static void binding_leave(gaio_core *core, void *token)
+{
+    pthread_mutex_unlock(&core->lock);
+    if (token)
+        core->runtime->reacquire(token);
+}
+
 /* ---- deadline heap: min-heap on deadline_ns, each request knows its index ---- */
 
 static void heap_set(gaio_core *core, uint32_t i, gaio_req *r)
@@ -97,7 +130,8 @@ static void heap_remove(gaio_core *core, gaio_req *r)
 
 /* ---- connections ---- */
 
-gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize, char *why, size_t whylen)
+gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize,
+                         const gaio_runtime *runtime, char *why, size_t whylen)
 {
     gaio_core *core = calloc(1, sizeof *core);
     if (!core) {
@@ -107,6 +141,7 @@ gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize, char *wh
     pthread_mutex_init(&core->lock, NULL);
     pthread_cond_init(&core->idle, NULL);
     core->engine = engine;
+    core->runtime = runtime;
     core->bufsize = bufsize;
     if (engine->create(core, &core->engine_state, why, whylen) != 0) {
         pthread_cond_destroy(&core->idle);
@@ -135,7 +170,13 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
         *err = ENOMEM;
         return 0;
     }
-    pthread_mutex_lock(&core->lock);
+    void *token = binding_enter(core);
+    if (core->closing || core->closed) {
+        binding_leave(core, token);
+        free(c);
+        *err = EBADF;
+        return 0;
+    }
     uint32_t slot;
     if (core->nfree) {
         slot = core->free_slots[--core->nfree];
@@ -150,7 +191,7 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
                 core->slot_gen = g;
             uint32_t *f = g ? realloc(core->free_slots, cap * sizeof *f) : NULL;
             if (!f) {
-                pthread_mutex_unlock(&core->lock);
+                binding_leave(core, token);
                 free(c);
                 *err = ENOMEM;
                 return 0;
@@ -169,14 +210,15 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
     if (rc < 0) {
         core->slots[slot] = NULL;
         core->free_slots[core->nfree++] = slot;
-        pthread_mutex_unlock(&core->lock);
+        binding_leave(core, token);
         free(c);
         *err = -rc;
         return 0;
     }
     core->stats.watched++;
-    pthread_mutex_unlock(&core->lock);
-    return gaio_conn_id(c);
+    uint64_t id = gaio_conn_id(c);
+    binding_leave(core, token);
+    return id;
 }
 
 static void conn_release_slot(gaio_core *core, gaio_conn *c)
@@ -238,6 +280,13 @@ static void req_complete(gaio_core *core, gaio_req *r, int error)
     if (error == GAIO_ERR_DEADLINE)
         core->stats.timeouts++;
     done_append(core, r);
+    /* Requests whose deadline passed while the head was being cancelled end
+     * right after it, in queue order (R3: none overtook it). */
+    while ((r = c->head[k]) && r->state == GAIO_REQ_EXPIRED) {
+        queue_remove(c, r);
+        core->stats.timeouts++;
+        done_append(core, r);
+    }
     /* A freed connection's requests end in queue order: those behind a head
      * the engine had to cancel (see conn_close) follow it now. */
     while (c->closing && (r = c->head[k]) && r->state == GAIO_REQ_QUEUED) {
@@ -270,6 +319,13 @@ static void req_abort(gaio_core *core, gaio_req *r, int error)
         r->state = GAIO_REQ_CANCELLING;
         r->cancel_reason = error;
         heap_remove(core, r);
+        return;
+    }
+    if (!was_head && c->head[r->kind]->state == GAIO_REQ_CANCELLING) {
+        /* queued behind a head the kernel still has: it may not end first */
+        heap_remove(core, r);
+        r->state = GAIO_REQ_EXPIRED;
+        r->error = error;
         return;
     }
     req_complete(core, r, error);
@@ -391,37 +447,37 @@ size_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr)
 
 void gaio_core_swap_reset(gaio_core *core)
 {
-    pthread_mutex_lock(&core->lock);
+    void *token = binding_enter(core);
+    int shown = 1;
     for (gaio_req *r = core->done_head; r; r = r->next)
-        if (r->swap_ptr) {
-            /* a result not yet shown points into the chunks: keep filling after it */
-            pthread_mutex_unlock(&core->lock);
-            return;
-        }
-    core->chunk_cur = 0;
-    core->chunk_off = 0;
-    core->swap_out = 0;
-    pthread_mutex_unlock(&core->lock);
+        if (r->swap_ptr)
+            shown = 0; /* a result not yet shown points into the chunks: keep filling after it */
+    if (shown) {
+        core->chunk_cur = 0;
+        core->chunk_off = 0;
+        core->swap_out = 0;
+    }
+    binding_leave(core, token);
 }
 
 unsigned char *gaio_core_swap_detach(gaio_core *core, unsigned i)
 {
-    pthread_mutex_lock(&core->lock);
+    void *token = binding_enter(core);
     unsigned char *p = core->chunk[i];
     core->chunk[i] = NULL;
     if (p)
         core->stats.swap_chunks--;
-    pthread_mutex_unlock(&core->lock);
+    binding_leave(core, token);
     return p;
 }
 
 void *gaio_core_swap_recycle(gaio_core *core, uint64_t cookie, int kept)
 {
     void *p = NULL;
-    pthread_mutex_lock(&core->lock);
+    void *token = binding_enter(core);
     if (!core->closed && core->engine->recycle)
         p = core->engine->recycle(core->engine_state, cookie, kept);
-    pthread_mutex_unlock(&core->lock);
+    binding_leave(core, token);
     return p;
 }
 
@@ -437,7 +493,7 @@ static void wake_waiter(gaio_core *core)
     }
 }
 
-void gaio_core_submit(gaio_core *core, gaio_req *r)
+int gaio_core_submit(gaio_core *core, gaio_req *r)
 {
     r->state = GAIO_REQ_INCOMING;
     r->heap_index = NO_HEAP;
@@ -446,7 +502,12 @@ void gaio_core_submit(gaio_core *core, gaio_req *r)
     r->conn = NULL;
     r->swap_ptr = NULL;
     r->next = NULL;
-    pthread_mutex_lock(&core->lock);
+    void *token = binding_enter(core);
+    if (core->closing || core->closed) {
+        /* closed by another thread while this one waited for the lock */
+        binding_leave(core, token);
+        return -1;
+    }
     r->prev = core->incoming_tail;
     if (core->incoming_tail)
         core->incoming_tail->next = r;
@@ -455,14 +516,15 @@ void gaio_core_submit(gaio_core *core, gaio_req *r)
     core->incoming_tail = r;
     core->stats.submitted++;
     core->stats.pending++;
-    if (!core->waiting && !core->closing && !core->closed)
+    if (!core->waiting)
         /* Nobody runs the engine: start the request here (a readiness engine
          * sends at once), so a reply written between two wait_io() calls is
          * usually done before the next one: no extra kernel round for it. */
         drain_incoming(core);
     else
         wake_waiter(core);
-    pthread_mutex_unlock(&core->lock);
+    binding_leave(core, token);
+    return 0;
 }
 
 static void conn_close(gaio_core *core, gaio_conn *c)
@@ -531,8 +593,15 @@ static void drain_incoming(gaio_core *core)
 
 static void expire_deadlines(gaio_core *core, int64_t now)
 {
-    while (core->nheap && core->heap[0]->deadline_ns <= now)
-        req_abort(core, core->heap[0], GAIO_ERR_DEADLINE);
+    while (core->nheap && core->heap[0]->deadline_ns <= now) {
+        gaio_req *r = core->heap[0];
+        /* The heap leaves equal deadlines in no set order: end the requests
+         * queued ahead of r with the same deadline first (R3). Linked in the
+         * queue and still in the heap means still waiting. */
+        while (r->prev && r->prev->heap_index != NO_HEAP && r->prev->deadline_ns <= r->deadline_ns)
+            r = r->prev;
+        req_abort(core, r, GAIO_ERR_DEADLINE);
+    }
 }
 
 static int queue_free(gaio_core *core, uint64_t id)
@@ -552,9 +621,10 @@ static int queue_free(gaio_core *core, uint64_t id)
 
 static void free_conn(gaio_core *core, uint64_t id, int wait_done)
 {
-    pthread_mutex_lock(&core->lock);
-    if (core->closed) {
-        pthread_mutex_unlock(&core->lock);
+    void *token = binding_enter(core);
+    if (core->closing || core->closed) {
+        /* close() closes every descriptor anyway */
+        binding_leave(core, token);
         return;
     }
     if (!core->waiting) {
@@ -563,11 +633,11 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
         gaio_conn *c = gaio_core_conn(core, id);
         if (c)
             conn_close(core, c);
-        pthread_mutex_unlock(&core->lock);
+        binding_leave(core, token);
         return;
     }
     if (queue_free(core, id) != 0) {
-        pthread_mutex_unlock(&core->lock);
+        binding_leave(core, token);
         return;
     }
     uint64_t ticket = core->frees_asked;
@@ -575,21 +645,23 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
     core->woken = 1;
     core->engine->wake(core->engine_state);
     while (wait_done && core->waiting && core->frees_done < ticket && !core->closed)
-        pthread_cond_wait(&core->idle, &core->lock);
-    pthread_mutex_unlock(&core->lock);
+        binding_wait_idle(core, &token);
+    binding_leave(core, token);
 }
 
 void gaio_core_free(gaio_core *core, uint64_t id) { free_conn(core, id, 1); }
 void gaio_core_release(gaio_core *core, uint64_t id) { free_conn(core, id, 0); }
 
+/* The engine's wait in ns: -1 for no limit, else until the earlier of
+ * until_ns and the first deadline (any time, negative ones included). */
 static int64_t engine_timeout(gaio_core *core, int64_t until_ns)
 {
     if (core->done_head || core->incoming_head || core->nfrees)
         return 0;
     int64_t until = until_ns;
-    if (core->nheap && (until < 0 || core->heap[0]->deadline_ns < until))
+    if (core->nheap && core->heap[0]->deadline_ns < until)
         until = core->heap[0]->deadline_ns;
-    if (until < 0)
+    if (until == GAIO_NO_DEADLINE)
         return -1;
     int64_t now = gaio_now_ns();
     return until > now ? until - now : 0;
@@ -637,7 +709,7 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
             rc = GAIO_WAIT_EINTR;
             break;
         }
-        if (until_ns >= 0 && now >= until_ns) {
+        if (until_ns != GAIO_NO_DEADLINE && now >= until_ns) {
             rc = GAIO_WAIT_TIMEOUT;
             break;
         }
@@ -653,14 +725,14 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
 
 gaio_req *gaio_core_take_done(gaio_core *core)
 {
-    pthread_mutex_lock(&core->lock);
+    void *token = binding_enter(core);
     gaio_req *r = core->done_head;
     core->done_head = core->done_tail = NULL;
     for (gaio_req *p = r; p; p = p->next) {
         core->stats.pending--;
         core->stats.completed++;
     }
-    pthread_mutex_unlock(&core->lock);
+    binding_leave(core, token);
     return r;
 }
 
@@ -733,10 +805,10 @@ gaio_req *gaio_core_close(gaio_core *core)
 
 void gaio_core_get_stats(gaio_core *core, gaio_stats *out)
 {
-    pthread_mutex_lock(&core->lock);
+    void *token = binding_enter(core);
     *out = core->stats;
     out->swap_bytes_batch = core->swap_out;
-    pthread_mutex_unlock(&core->lock);
+    binding_leave(core, token);
 }
 
 void gaio_core_delete(gaio_core *core)

@@ -25,6 +25,10 @@ struct gaio_engine_ops;
 
 enum gaio_kind { GAIO_READ = 0, GAIO_WRITE = 1 };
 
+/* "No deadline" for gaio_req.deadline_ns and gaio_core_wait's until_ns: the
+ * one value no clock reading or clamped deadline takes as a time. */
+#define GAIO_NO_DEADLINE INT64_MAX
+
 /* gaio_req.error: 0, a positive errno, or one of these. */
 enum {
     GAIO_ERR_EOF = -1,      /* end of stream */
@@ -37,6 +41,8 @@ enum {
     GAIO_REQ_INCOMING = 0, /* in core->incoming, not yet on its connection */
     GAIO_REQ_QUEUED,       /* in its connection's FIFO */
     GAIO_REQ_CANCELLING,   /* head whose engine.cancel() returned 1: waits for gaio_core_finish */
+    GAIO_REQ_EXPIRED,      /* behind a CANCELLING head, deadline passed: ends (error set) right
+                            * after the head, never before it (it was queued later) */
     GAIO_REQ_DONE,         /* in core->done, waiting to be delivered */
 };
 
@@ -55,7 +61,7 @@ struct gaio_req {
     unsigned char *buf;         /* caller's memory; NULL for a read into the internal buffer */
     size_t len;                 /* bytes asked (writes, read_full) or room in buf (read) */
     size_t done;                /* bytes transferred so far */
-    int64_t deadline_ns;        /* CLOCK_MONOTONIC; INT64_MAX: none */
+    int64_t deadline_ns;        /* CLOCK_MONOTONIC; GAIO_NO_DEADLINE: none */
     uint32_t heap_index;        /* position in the deadline heap, UINT32_MAX when absent */
     uint8_t kind;               /* enum gaio_kind */
     uint8_t full;               /* read_full: complete only when done == len */
@@ -89,8 +95,20 @@ typedef struct gaio_stats {
 
 #define GAIO_SWAP_CHUNKS 4      /* at most 4 x bufsize of internal buffer per batch */
 
+/* How the binding's threads let their runtime go on while they block (for
+ * CPython: release and retake the GIL). A binding thread never blocks on
+ * core->lock or core->idle while holding the GIL: it tries the lock, and
+ * when that fails calls release(), blocks, does the call's work, drops
+ * core->lock and only then calls reacquire(token). So no thread ever takes
+ * the GIL while holding core->lock either. */
+typedef struct gaio_runtime {
+    void *(*release)(void);
+    void (*reacquire)(void *token);
+} gaio_runtime;
+
 struct gaio_core {
     pthread_mutex_t lock;       /* protects everything below; never held while taking the GIL */
+    const gaio_runtime *runtime;/* NULL: callers hold no runtime lock */
     pthread_cond_t idle;        /* signalled when the waiter leaves or a command was processed */
     const struct gaio_engine_ops *engine;
     void *engine_state;
@@ -133,23 +151,29 @@ struct gaio_core {
     gaio_stats stats;
 };
 
-/* ---- for the binding (module.c), called with the GIL held ---- */
+/* ---- for the binding (module.c) ----
+ * Called with the runtime lock (GIL) held, except gaio_core_wait and
+ * gaio_core_close, which are called with it released. Any of them may
+ * release it meanwhile (see gaio_runtime): the binding keeps the core alive
+ * across the call even if another thread closes the watcher. */
 
-/* NULL and a reason in why on failure */
+/* NULL and a reason in why on failure; runtime may be NULL */
 gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize,
-                         char *why, size_t whylen);
+                         const gaio_runtime *runtime, char *why, size_t whylen);
 /* Adopt a non-blocking stream descriptor; returns its id (slot | gen << 32) or
- * 0 and sets *err to an errno. */
+ * 0 and sets *err to an errno (EBADF once the core is closed). */
 uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);
-/* Queue a filled request (conn_id, buf, len, kind, full, deadline_ns). */
-void gaio_core_submit(gaio_core *core, gaio_req *req);
+/* Queue a filled request (conn_id, buf, len, kind, full, deadline_ns).
+ * Returns 0, or -1 when the core is closing: the request was not taken. */
+int gaio_core_submit(gaio_core *core, gaio_req *req);
 /* Close the connection's descriptor now; its requests finish with ConnClosedError.
  * Waits for a running waiter to do it when there is one (it is woken). */
 void gaio_core_free(gaio_core *core, uint64_t conn_id);
 /* Same, but need not be done before returning (a garbage-collected socket). */
 void gaio_core_release(gaio_core *core, uint64_t conn_id);
 /* Called with the GIL released: run the engine until a request finished, the
- * absolute CLOCK_MONOTONIC deadline until_ns passed (-1: none), or close. */
+ * absolute CLOCK_MONOTONIC deadline until_ns passed (GAIO_NO_DEADLINE: none;
+ * any other value, negative included, is a time), or close. */
 int gaio_core_wait(gaio_core *core, int64_t until_ns);
 /* Take the list of finished requests (linked by next), in completion order. */
 gaio_req *gaio_core_take_done(gaio_core *core);

@@ -18,7 +18,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -267,6 +271,22 @@ static void req_dispose(Watcher *w, pyreq *p)
     Py_XDECREF(ctx);
 }
 
+/* The core lets go of the GIL whenever it would block (gaio_runtime). */
+static void *gil_release(void) { return PyEval_SaveThread(); }
+static void gil_reacquire(void *token) { PyEval_RestoreThread((PyThreadState *)token); }
+static const gaio_runtime gil_runtime = {gil_release, gil_reacquire};
+
+/* A call into the core may release the GIL: meanwhile another thread may
+ * close the watcher, and the core must outlive the call. core_unpin deletes
+ * it when the watcher was closed meanwhile and nobody else uses it. */
+static void core_unpin(Watcher *w);
+#define PINNED(w, call) \
+    do {                \
+        (w)->pins++;    \
+        call;           \
+        core_unpin(w);  \
+    } while (0)
+
 static PyObject *closed_error(void)
 {
     PyErr_SetString(WatcherClosedError, "the watcher is closed");
@@ -504,10 +524,15 @@ static int delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
         return -1;
     }
     int err = 0;
-    *id = gaio_core_watch(w->core, dup_fd, &err);
-    if (!*id) {
+    PINNED(w, *id = gaio_core_watch(w->core, dup_fd, &err));
+    if (!*id || w->closed) {
+        /* w->closed: closed by another thread while the core had the GIL out */
+        if (*id)
+            PINNED(w, gaio_core_free(w->core, *id));
         Py_DECREF(ref);
         close(dup_fd);
+        if (w->closed)
+            return (closed_error(), -1);
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
@@ -516,7 +541,7 @@ static int delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
     ref->id = *id;
     if (map_insert(&w->map, ref) < 0) {
         Py_DECREF(ref);
-        gaio_core_free(w->core, *id);
+        PINNED(w, gaio_core_free(w->core, *id));
         PyErr_NoMemory();
         return -1;
     }
@@ -535,7 +560,9 @@ static PyObject *conn_gone(PyObject *link, PyObject *arg)
         Py_RETURN_NONE;
     uint64_t id = ref->id;
     map_remove(&w->map, e);
-    gaio_core_release(w->core, id);
+    Py_INCREF(w); /* the link is borrowed; the GIL may be released below */
+    PINNED(w, gaio_core_release(w->core, id));
+    Py_DECREF(w);
     Py_DECREF(ref); /* the map's reference; the caller still holds one */
     Py_RETURN_NONE;
 }
@@ -708,7 +735,14 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     p->req.full = (uint8_t)full;
     p->req.deadline_ns = deadline;
     live_add(w, p);
-    gaio_core_submit(w->core, &p->req);
+    int rc;
+    PINNED(w, rc = gaio_core_submit(w->core, &p->req));
+    if (rc < 0) {
+        /* another thread closed the watcher meanwhile: nothing was queued */
+        live_remove(p);
+        req_dispose(w, p);
+        return closed_error();
+    }
     Py_RETURN_NONE;
 }
 
@@ -742,7 +776,7 @@ static PyObject *Watcher_free(Watcher *w, PyObject *conn)
     }
     uint64_t id = e->ref->id;
     ConnRef *ref = map_remove(&w->map, e);
-    gaio_core_free(w->core, id);
+    PINNED(w, gaio_core_free(w->core, id));
     Py_DECREF(ref);
     Py_RETURN_NONE;
 }
@@ -938,17 +972,14 @@ static PyObject *Watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t n
     PyObject *a[1];
     if (parse_args("wait_io", args, nargs, kwnames, names, 1, 1, 0, a) < 0)
         return NULL;
-    int64_t until = -1;
+    int64_t until = GAIO_NO_DEADLINE;
     if (a[0] && a[0] != Py_None) {
         double t;
         if (seconds_arg(a[0], "timeout", &t) < 0)
             return NULL;
         if (t < 0)
             t = 0;
-        if (!isinf(t))
-            until = ns_clamp((double)gaio_now_ns() + t * 1e9);
-        if (until == INT64_MAX)
-            until = -1;
+        until = ns_clamp((double)gaio_now_ns() + t * 1e9); /* inf and huge: no limit */
     }
     if (w->waiting) {
         PyErr_SetString(PyExc_RuntimeError, "another thread is already in wait_io()");
@@ -1039,12 +1070,7 @@ static void core_unpin(Watcher *w)
  * core lock is held until every descriptor is closed, so wait for it. */
 static void wait_for_other_close(Watcher *w, gaio_stats *out)
 {
-    gaio_core *core = w->core;
-    w->pins++;
-    Py_BEGIN_ALLOW_THREADS
-    gaio_core_get_stats(core, out);
-    Py_END_ALLOW_THREADS
-    core_unpin(w);
+    PINNED(w, gaio_core_get_stats(w->core, out));
 }
 
 static PyObject *Watcher_close(Watcher *w, PyObject *unused)
@@ -1069,7 +1095,7 @@ static PyObject *Watcher_stats(Watcher *w, PyObject *unused)
 {
     gaio_stats s;
     if (w->core && !w->closed)
-        gaio_core_get_stats(w->core, &s);
+        PINNED(w, gaio_core_get_stats(w->core, &s));
     else if (w->core && !w->close_done)
         wait_for_other_close(w, &s);
     else
@@ -1089,6 +1115,65 @@ static PyObject *Watcher_stats(Watcher *w, PyObject *unused)
         return NULL;
     }
     return d;
+}
+
+/* Test-only: a thread of its own holds the core's lock for `seconds`, as the
+ * waiter does while it runs a batch of recv/send; returns once it holds it.
+ * Lets a test show that a request made meanwhile never stops the caller's
+ * other Python threads (it must not wait for core->lock holding the GIL). */
+typedef struct {
+    gaio_core *core;
+    double seconds;
+    sem_t locked;
+} lock_holder;
+
+static void *hold_lock(void *arg)
+{
+    lock_holder *h = arg;
+    gaio_core_lock(h->core);
+    struct timespec ts = {(time_t)h->seconds, (long)((h->seconds - (double)(time_t)h->seconds) * 1e9)};
+    sem_post(&h->locked);
+    nanosleep(&ts, NULL);
+    gaio_core_unlock(h->core); /* the core is not touched after this */
+    sem_destroy(&h->locked);
+    free(h);
+    return NULL;
+}
+
+static PyObject *Watcher_debug_hold_lock(Watcher *w, PyObject *arg)
+{
+    double seconds = PyFloat_AsDouble(arg);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!(seconds >= 0 && seconds <= 10)) {
+        PyErr_SetString(PyExc_ValueError, "seconds must be from 0 to 10");
+        return NULL;
+    }
+    if (w->closed)
+        return closed_error();
+    lock_holder *h = malloc(sizeof *h);
+    if (!h)
+        return PyErr_NoMemory();
+    h->core = w->core;
+    h->seconds = seconds;
+    sem_init(&h->locked, 0, 0);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, hold_lock, h);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        sem_destroy(&h->locked);
+        free(h);
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    while (sem_wait(&h->locked) != 0 && errno == EINTR)
+        ;
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
 }
 
 static PyObject *Watcher_enter(Watcher *w, PyObject *unused)
@@ -1176,7 +1261,7 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
     for (size_t i = 0; i < NENGINES && !core; i++) {
         if (!any && &ENGINES[i] != chosen)
             continue;
-        core = gaio_core_new(ENGINES[i].ops, (size_t)bufsize, why, sizeof why);
+        core = gaio_core_new(ENGINES[i].ops, (size_t)bufsize, &gil_runtime, why, sizeof why);
         if (core)
             chosen = &ENGINES[i];
     }
@@ -1290,6 +1375,8 @@ static PyMethodDef Watcher_methods[] = {
      "close($self, /)\n--\n\nClose every descriptor, drop pending requests. Idempotent."},
     {"stats", (PyCFunction)Watcher_stats, METH_NOARGS, "stats($self, /)\n--\n\nCounters."},
     {"__enter__", (PyCFunction)Watcher_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
+    {"_debug_hold_lock", (PyCFunction)Watcher_debug_hold_lock, METH_O,
+     "_debug_hold_lock($self, seconds, /)\n--\n\nTest-only: another thread holds the core lock for seconds."},
     {"__exit__", (PyCFunction)Watcher_exit, METH_VARARGS, "__exit__($self, *exc_info)\n--\n\n"},
     {NULL},
 };
