@@ -1,5 +1,5 @@
-"""R2: the first request delegates a socket: the watcher dups its descriptor,
-makes it non-blocking and closes the caller's object, which stays the
+"""R2: the first request delegates a socket: the watcher takes its descriptor
+over (detach), makes it non-blocking and leaves the caller's object closed; it stays the
 connection's identity. Direct I/O on it fails; socket options persist."""
 import fcntl
 import os
@@ -22,7 +22,7 @@ def test_caller_object_is_closed_when_the_first_request_returns(watcher, pair, f
      "write": lambda: watcher.write(server, b"abcd")}[first]()
     assert server.fileno() == -1
     assert server._closed
-    # exactly one descriptor (the watcher's dup) still refers to the socket
+    # exactly one descriptor (the watcher's) still refers to the socket
     assert len(fds_of_inode(inode)) == 1
 
 
@@ -138,7 +138,7 @@ def test_delegation_keeps_the_descriptor_count(watcher, net):
     before = len(open_fds())
     for _, server in pairs:
         watcher.read(server, bytearray(1))
-    # one dup in, one original out, per socket
+    # the descriptor changes hands: none added per socket
     assert len(open_fds()) <= before + 2  # an engine may hold one or two of its own
     assert watcher.stats()["watched"] == 20
     for client, _ in pairs:

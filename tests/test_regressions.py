@@ -22,8 +22,8 @@ from conftest import (STUCK, collect, fd_inode, fds_of_inode, open_fds, pattern,
 
 def test_identity_survives_descriptor_number_reuse(watcher, net):
     """Connections are identified by object, not by descriptor number: numbers
-    freed by one connection are reused by the next, for the dup and the
-    caller's object alike."""
+    freed by one connection are reused by the next, for the watcher's
+    descriptor and the caller's object alike."""
     seen_numbers = set()
     reused = 0
     for round_ in range(40):

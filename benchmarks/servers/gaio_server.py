@@ -28,8 +28,8 @@ burst against a 4,096 backlog, epoll engine, noisy 2-core machine):
     through a socket pair read by the watcher: each wake-up still needs
     the GIL twice, and the burst took 2.1-3.1 s.
 
-Descriptors: delegation dup()s the accepted socket and closes the original,
-so the server holds one descriptor per connection.
+Descriptors: delegation takes the accepted socket's descriptor over
+(detach()), so the server holds one descriptor per connection.
 """
 import time
 

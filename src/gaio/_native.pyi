@@ -2,7 +2,8 @@
 
 Build it with `python setup.py build_ext --inplace`; gaio.Watcher(...) returns
 a gaio._native.Watcher when a native engine is chosen. It starts no thread:
-all I/O happens inside wait_io(), in the caller's thread, without the GIL.
+I/O happens inside wait_io(), in the caller's thread, without the GIL, and in a
+request made while no thread waits, which tries its send/recv at once.
 """
 import socket
 from typing import Final, Literal, Optional, Union, final

@@ -12,10 +12,9 @@ would show that exporter another connection's bytes, so the arena is left to
 whoever holds it and a fresh one is allocated when next needed.
 """
 
-# The arena is 4 * bufsize (the most one batch may hand out), but never less
-# than one bufsize nor, when bufsize is small, so small that a batch holds
-# only a few reads; it is allocated on first use, so a watcher that never
-# reads without a buffer costs nothing.
+# The arena is 4 * bufsize (the most one batch may hand out, R4), capped at
+# 4 MiB or one bufsize, whichever is larger; it is allocated on first use, so
+# a watcher that never reads without a buffer costs nothing.
 _ARENA_MULTIPLE = 4
 _MAX_ARENA = 1 << 22
 

@@ -81,8 +81,9 @@ class Watcher(metaclass=abc.ABCMeta):
              that runs here: uring, epoll/kqueue, python) or one engine name.
              A named engine that cannot run raises EngineUnavailableError.
 
-    Every engine runs on the caller's thread inside wait_io(): a watcher
-    starts no thread of its own.
+    A watcher starts no thread of its own: every engine runs on the
+    caller's threads, inside wait_io() and (native engines) inside a request
+    made while no thread waits, which tries its send/recv at once.
     """
 
     def __new__(cls, bufsize=DEFAULT_BUFSIZE, *, engine="auto"):
@@ -117,8 +118,8 @@ class Watcher(metaclass=abc.ABCMeta):
         watcher's internal buffer and the result's buffer is a read-only
         memoryview valid until the next wait_io().
         `timeout` is seconds from now, `deadline` a time.monotonic() value.
-        The first request on a socket delegates it: the watcher takes a
-        duplicate of its descriptor and closes the caller's object.
+        The first request on a socket delegates it: the watcher takes its
+        descriptor over (socket.detach()), leaving the caller's object closed.
         """
 
     @abc.abstractmethod

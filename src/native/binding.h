@@ -23,8 +23,6 @@ typedef struct {
     Py_ssize_t exports;      /* live Py_buffer exports */
     unsigned char *armed;    /* region the next getbuffer exports */
     Py_ssize_t armed_len;
-    uint64_t cookie;         /* engine region's cookie */
-    int is_region;           /* engine-owned memory (gaio_core_progress_swap) */
 } gaio__SwapMem;
 extern PyTypeObject gaio__SwapMem_Type;
 gaio__SwapMem *gaio__swapmem_new(unsigned char *mem);

@@ -376,21 +376,10 @@ int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
     if (res > 0 && !r->buf && r->kind == GAIO_READ) {
         /* committed where gaio_core_swap_reserve pointed */
         r->swap_ptr = core->chunk[core->chunk_cur] + core->chunk_off;
-        r->swap_in_engine = 0;
         core->chunk_off += (size_t)res;
         core->swap_out += (size_t)res;
     }
     return progress_common(core, r, res);
-}
-
-int gaio_core_progress_swap(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t n,
-                            uint64_t cookie)
-{
-    r->swap_ptr = ptr;
-    r->swap_cookie = cookie;
-    r->swap_in_engine = 1;
-    core->swap_out += n;
-    return progress_common(core, r, (ssize_t)n);
 }
 
 void gaio_core_finish(gaio_core *core, gaio_req *r)
@@ -471,15 +460,6 @@ unsigned char *gaio_core_swap_detach(gaio_core *core, unsigned i)
     return p;
 }
 
-void *gaio_core_swap_recycle(gaio_core *core, uint64_t cookie, int kept)
-{
-    void *p = NULL;
-    void *token = binding_enter(core);
-    if (!core->closed && core->engine->recycle)
-        p = core->engine->recycle(core->engine_state, cookie, kept);
-    binding_leave(core, token);
-    return p;
-}
 
 /* ---- requests in, results out ---- */
 

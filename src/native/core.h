@@ -6,9 +6,10 @@
  * request is embedded in the binding's own struct (module.c), which alone
  * interprets it.
  *
- * Threads: the core starts none. All I/O happens inside gaio_core_wait(),
- * called by the one thread in wait_io() with the GIL released. Other threads
- * only append to the incoming queue (under core->lock) and wake the engine.
+ * Threads: the core starts none. I/O happens inside gaio_core_wait(), called
+ * by the one thread in wait_io() with the GIL released; a request made while
+ * no thread waits starts at once in its own thread (gaio_core_submit). Other
+ * threads append to the incoming queue (under core->lock) and wake the engine.
  */
 #ifndef GAIO_CORE_H
 #define GAIO_CORE_H
@@ -66,11 +67,9 @@ struct gaio_req {
     uint8_t kind;               /* enum gaio_kind */
     uint8_t full;               /* read_full: complete only when done == len */
     uint8_t state;              /* GAIO_REQ_* */
-    uint8_t swap_in_engine;     /* swap bytes live in engine memory (see gaio_core_progress_swap) */
     int error;                  /* 0, errno > 0, or GAIO_ERR_* */
     int cancel_reason;          /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
     unsigned char *swap_ptr;    /* read without a buffer: where its bytes are */
-    uint64_t swap_cookie;       /* engine's cookie for swap_ptr when swap_in_engine */
     /* no engine-private fields: no engine needed one, and an idle
      * connection's pending read is one of these (per-connection memory) */
 };
@@ -83,7 +82,6 @@ struct gaio_conn {
     uint8_t engine_busy;        /* unwatch() returned 1: wait for gaio_core_conn_idle */
     uint32_t engine_flags;      /* engine-private */
     void *engine_data;          /* engine-private */
-    uint64_t engine_u64;        /* engine-private */
 };
 
 typedef struct gaio_stats {
@@ -182,9 +180,6 @@ void gaio_core_swap_reset(gaio_core *core);
 /* Hand the chunk's memory over to the caller (to free() later): the core
  * allocates a fresh one when it needs it. */
 unsigned char *gaio_core_swap_detach(gaio_core *core, unsigned i);
-/* An engine-owned swap region's views were released (kept == 0) or are still
- * exported (kept == 1): calls engine.recycle under the lock. */
-void *gaio_core_swap_recycle(gaio_core *core, uint64_t cookie, int kept);
 /* Stop: wake and wait out the waiter, close every descriptor, destroy the
  * engine; returns every request not delivered (linked by next) for the binding
  * to release. */
@@ -212,10 +207,6 @@ size_t gaio_core_swap_room(gaio_core *core);
  * said. Returns 1 when the request finished (it left its queue: forget it and
  * look at gaio_conn_head for the next), 0 when it needs more I/O. */
 int gaio_core_progress(gaio_core *core, gaio_req *req, ssize_t res);
-/* Same for a read without a buffer whose n > 0 bytes are in engine memory at ptr;
- * engine.recycle(cookie) is called when the batch's views are released. */
-int gaio_core_progress_swap(gaio_core *core, gaio_req *req, unsigned char *ptr,
-                            size_t n, uint64_t cookie);
 /* A request for which engine.cancel() returned 1 is over in the kernel: finish it. */
 void gaio_core_finish(gaio_core *core, gaio_req *req);
 /* A connection for which engine.unwatch() returned 1 has no kernel operation left. */

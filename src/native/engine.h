@@ -1,15 +1,9 @@
 /* The backend contract: what an engine file (engine_epoll.c, engine_kqueue.c,
  * engine_uring.c) provides to gaio's core.
  *
- * SHARED CONTRACT: engine_uring.c is written against this header by another
- * hand. After its first commit this file changes only additively, and every
- * change is noted here:
- *   (none yet)
- *
  * An engine turns the head request of a connection's read or write FIFO into
  * kernel work and the kernel's answers into core callbacks
- * (gaio_core_progress, gaio_core_progress_swap, gaio_core_finish,
- * gaio_core_conn_idle; see core.h). It fits both shapes of kernel interface:
+ * (gaio_core_progress, gaio_core_finish, gaio_core_conn_idle; see core.h). It fits both shapes of kernel interface:
  *   - readiness (epoll, kqueue): the engine remembers which connections may be
  *     readable/writable and does the non-blocking recv/send itself when the
  *     caller has asked for that kind of I/O (back-pressure: a connection with
@@ -86,15 +80,6 @@ typedef struct gaio_engine_ops {
     /* Interrupt a wait() in progress, from any thread, without the lock
      * (eventfd / EVFILT_USER / pipe write). Async-signal-safe is not needed. */
     void (*wake)(void *state);
-
-    /* A swap region the engine reported with gaio_core_progress_swap(cookie)
-     * is no longer shown to Python (kept == 0): the engine may reuse the
-     * memory; return NULL. kept == 1: Python still holds an export of those
-     * bytes: the engine must never reuse them and returns the malloc()ed
-     * block holding them, which the core will free() when the last export
-     * goes (it may outlive the engine). May be NULL for an engine that never
-     * calls gaio_core_progress_swap. */
-    void *(*recycle)(void *state, uint64_t cookie, int kept);
 } gaio_engine_ops;
 
 /* The engines compiled into this module. A platform's engine that cannot be

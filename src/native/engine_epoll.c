@@ -154,7 +154,6 @@ const gaio_engine_ops gaio_engine_epoll = {
     .cancel = ep_cancel,
     .wait = ep_wait,
     .wake = ep_wake,
-    .recycle = NULL,
 };
 
 #else /* not Linux */

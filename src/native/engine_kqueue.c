@@ -207,7 +207,6 @@ const gaio_engine_ops gaio_engine_kqueue = {
     .cancel = kq_cancel,
     .wait = kq_wait,
     .wake = kq_wake,
-    .recycle = NULL,
 };
 
 #else /* no kqueue here */

@@ -628,7 +628,6 @@ const gaio_engine_ops gaio_engine_uring = {
     .cancel = ur_cancel,
     .wait = ur_wait,
     .wake = ur_wake,
-    .recycle = NULL,
 };
 
 #else /* not Linux */

@@ -32,8 +32,8 @@ static PyObject *WatcherClosedError, *DeadlineExceededError, *ConnClosedError,
     *EngineUnavailableError;
 static PyObject *OpREAD, *OpWRITE, *SocketType;
 static PyObject *memoryview_release; /* the unbound method: no attribute lookup per view */
-static PyObject *s_fileno, *s_close, *s_detach, *s_release, *s_conn, *s_buf, *s_data, *s_ctx,
-    *s_timeout, *s_deadline, *s_bufsize, *s_engine;
+static PyObject *s_fileno, *s_close, *s_detach, *s_conn, *s_buf, *s_data, *s_ctx, *s_timeout,
+    *s_deadline;
 
 typedef struct {
     const char *name;
@@ -65,10 +65,6 @@ typedef struct pyreq {
 #define PYREQ_SMALL offsetof(pyreq, view)
 
 /* ---- socket -> connection map: open addressing on the object's address ---- */
-
-typedef struct {
-    PyObject_HEAD /* weakref fields follow via the base type */
-} ConnRefHead;
 
 typedef struct {
     PyWeakReference base;
@@ -180,7 +176,6 @@ typedef struct {
     Py_ssize_t bufsize;
     int closed;
     int waiting;                  /* a thread is in wait_io (guarded by the GIL) */
-    int building;                 /* wait_io is building a batch's results */
     int close_done;               /* watcher_close finished (the core may be deleted) */
     int inited;                   /* __init__ ran (it may run once) */
     int pins;                     /* threads using the core with the GIL released */
@@ -188,7 +183,6 @@ typedef struct {
     PyObject *link;               /* WatcherLink: the weakref callbacks' way back */
     PyObject *callback;           /* the C function given to every ConnRef */
     PyObject *views;              /* list: memoryviews handed out in the last batch */
-    PyObject *regions;            /* list: SwapMem over engine memory in the last batch */
     PyObject *copies;             /* list: large write copies delivered in the last batch */
     PyObject *copies_old;         /* ... in the batch before: the caller's previous results
                                    * list is alive while it calls wait_io() again */
@@ -512,11 +506,10 @@ static int delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
         close(own_fd);
         return -1;
     }
-    int dup_fd = own_fd;
     if (w->closed || map_find(&w->map, (uintptr_t)conn)) {
         /* close() ran inside conn.close(), or it delegated conn itself */
         Py_DECREF(ref);
-        close(dup_fd);
+        close(own_fd);
         if (w->closed)
             closed_error();
         else
@@ -524,13 +517,13 @@ static int delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
         return -1;
     }
     int err = 0;
-    PINNED(w, *id = gaio_core_watch(w->core, dup_fd, &err));
+    PINNED(w, *id = gaio_core_watch(w->core, own_fd, &err));
     if (!*id || w->closed) {
         /* w->closed: closed by another thread while the core had the GIL out */
         if (*id)
             PINNED(w, gaio_core_free(w->core, *id));
         Py_DECREF(ref);
-        close(dup_fd);
+        close(own_fd);
         if (w->closed)
             return (closed_error(), -1);
         errno = err;
@@ -821,16 +814,6 @@ static void release_batch(Watcher *w, int closing)
             Py_DECREF(m);
         }
     }
-    n = w->regions ? PyList_GET_SIZE(w->regions) : 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        gaio__SwapMem *m = (gaio__SwapMem *)PyList_GET_ITEM(w->regions, i);
-        int kept = m->exports > 0 || (closing && w->building);
-        m->owned = gaio_core_swap_recycle(w->core, m->cookie, kept);
-        if (!kept)
-            m->mem = NULL;
-    }
-    if (n)
-        PyList_SetSlice(w->regions, 0, n, NULL);
     n = w->copies_old ? PyList_GET_SIZE(w->copies_old) : 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *b = PyList_GET_ITEM(w->copies_old, i);
@@ -861,18 +844,6 @@ static void release_batch(Watcher *w, int closing)
 /* The owner object of a swap read's bytes (a new reference). */
 static gaio__SwapMem *swap_owner(Watcher *w, gaio_req *r)
 {
-    if (r->swap_in_engine) {
-        gaio__SwapMem *m = gaio__swapmem_new(r->swap_ptr);
-        if (!m)
-            return NULL;
-        m->is_region = 1;
-        m->cookie = r->swap_cookie;
-        if (PyList_Append(w->regions, (PyObject *)m) < 0) {
-            Py_DECREF(m);
-            return NULL;
-        }
-        return m;
-    }
     gaio_core *core = w->core;
     for (unsigned i = 0; i < GAIO_SWAP_CHUNKS; i++) {
         unsigned char *c = core->chunk[i];
@@ -897,7 +868,6 @@ static PyObject *build_results(Watcher *w, gaio_req *done)
     /* Phase 1: no Python code can run (no GC-tracked allocation): take the
      * requests off the live list and pin the memory owners of swap reads. */
     Py_ssize_t n = 0;
-    w->building = 1;
     for (gaio_req *r = done; r; r = r->next) {
         pyreq *p = (pyreq *)r;
         live_remove(p);
@@ -924,17 +894,11 @@ static PyObject *build_results(Watcher *w, gaio_req *done)
             Py_INCREF(buffer);
         } else if (Py_IS_TYPE(p->bufobj, &gaio__SwapMem_Type)) {
             gaio__SwapMem *m = (gaio__SwapMem *)p->bufobj;
-            if (!m->mem) {
-                /* close() inside this batch gave the engine its memory back */
-                buffer = Py_None;
-                Py_INCREF(buffer);
-            } else {
-                buffer = gaio__swapmem_view(m, r->swap_ptr, (Py_ssize_t)r->done);
-                if (buffer && PyList_Append(w->views, buffer) == 0)
-                    is_swap = 1;
-                else
-                    Py_CLEAR(buffer);
-            }
+            buffer = gaio__swapmem_view(m, r->swap_ptr, (Py_ssize_t)r->done);
+            if (buffer && PyList_Append(w->views, buffer) == 0)
+                is_swap = 1;
+            else
+                Py_CLEAR(buffer);
             Py_CLEAR(p->bufobj);
         } else {
             PyBuffer_Release(&p->view);
@@ -960,7 +924,6 @@ static PyObject *build_results(Watcher *w, gaio_req *done)
         }
         PyList_SET_ITEM(list, i++, res);
     }
-    w->building = 0;
     return list;
 }
 
@@ -1245,15 +1208,13 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         return -1;
     link->w = NULL;
     PyObject *callback = PyCFunction_New(&conn_gone_def, (PyObject *)link);
-    PyObject *views = PyList_New(0), *regions = PyList_New(0), *copies = PyList_New(0),
-             *copies_old = PyList_New(0);
-    if (!callback || !views || !regions || !copies || !copies_old) {
+    PyObject *views = PyList_New(0), *copies = PyList_New(0), *copies_old = PyList_New(0);
+    if (!callback || !views || !copies || !copies_old) {
         Py_XDECREF(copies);
         Py_XDECREF(copies_old);
         Py_DECREF(link);
         Py_XDECREF(callback);
         Py_XDECREF(views);
-        Py_XDECREF(regions);
         return -1;
     }
     char why[256] = "";
@@ -1269,7 +1230,6 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         Py_DECREF(link);
         Py_DECREF(callback);
         Py_DECREF(views);
-        Py_DECREF(regions);
         Py_DECREF(copies);
         Py_DECREF(copies_old);
         PyErr_Format(EngineUnavailableError, "engine %s cannot run here: %s", engine, why);
@@ -1279,7 +1239,6 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
     w->link = (PyObject *)link;
     w->callback = callback;
     w->views = views;
-    w->regions = regions;
     w->copies = copies;
     w->copies_old = copies_old;
     w->core = core;
@@ -1301,7 +1260,6 @@ static int Watcher_traverse(Watcher *w, visitproc visit, void *arg)
             Py_VISIT(p->view.obj); /* the export holds its own reference */
     }
     Py_VISIT(w->views);
-    Py_VISIT(w->regions);
     Py_VISIT(w->copies);
     Py_VISIT(w->copies_old);
     Py_VISIT(w->callback);
@@ -1328,7 +1286,6 @@ static void Watcher_dealloc(Watcher *w)
     for (unsigned i = 0; i < GAIO_SWAP_CHUNKS; i++)
         Py_CLEAR(w->chunk_mem[i]);
     Py_CLEAR(w->views);
-    Py_CLEAR(w->regions);
     Py_CLEAR(w->copies);
     Py_CLEAR(w->copies_old);
     while (w->ncopy_pool) {
@@ -1431,10 +1388,9 @@ PyMODINIT_FUNC PyInit__native(void)
         PyType_Ready(&Watcher_Type) < 0)
         return NULL;
     if (!(s_fileno = intern("fileno")) || !(s_close = intern("close")) || !(s_detach = intern("detach")) ||
-        !(s_release = intern("release")) || !(s_conn = intern("conn")) ||
-        !(s_buf = intern("buf")) || !(s_data = intern("data")) || !(s_ctx = intern("ctx")) ||
-        !(s_timeout = intern("timeout")) || !(s_deadline = intern("deadline")) ||
-        !(s_bufsize = intern("bufsize")) || !(s_engine = intern("engine")))
+        !(s_conn = intern("conn")) || !(s_buf = intern("buf")) || !(s_data = intern("data")) ||
+        !(s_ctx = intern("ctx")) || !(s_timeout = intern("timeout")) ||
+        !(s_deadline = intern("deadline")))
         return NULL;
     if (!(WatcherClosedError = import_attr("gaio._errors", "WatcherClosedError")) ||
         !(DeadlineExceededError = import_attr("gaio._errors", "DeadlineExceededError")) ||

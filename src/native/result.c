@@ -116,8 +116,6 @@ gaio__SwapMem *gaio__swapmem_new(unsigned char *mem)
     m->exports = 0;
     m->armed = NULL;
     m->armed_len = 0;
-    m->cookie = 0;
-    m->is_region = 0;
     return m;
 }
 
