@@ -186,7 +186,11 @@ class _Core:
         self.conns = {}
         # the loop
         self.selector = selectors.DefaultSelector()
-        self.waker = _Waker()
+        try:
+            self.waker = _Waker()
+        except BaseException:  # EMFILE and the like: no half-made watcher left open
+            self.selector.close()
+            raise
         self.selector.register(self.waker.fileno(), _READ, None)
         # one bound method for every connection's weakref callback
         self.socket_dropped = self._socket_dropped

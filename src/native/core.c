@@ -102,16 +102,19 @@ gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize, char *wh
     gaio_core *core = calloc(1, sizeof *core);
     if (!core) {
         snprintf(why, whylen, "out of memory");
+        errno = ENOMEM;
         return NULL;
     }
     pthread_mutex_init(&core->lock, NULL);
     pthread_cond_init(&core->idle, NULL);
     core->engine = engine;
     core->bufsize = bufsize;
-    if (engine->create(core, &core->engine_state, why, whylen) != 0) {
+    int rc = engine->create(core, &core->engine_state, why, whylen);
+    if (rc != 0) {
         pthread_cond_destroy(&core->idle);
         pthread_mutex_destroy(&core->lock);
         free(core);
+        errno = rc > 0 ? rc : 0;
         return NULL;
     }
     return core;

@@ -1173,12 +1173,15 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
     }
     char why[256] = "";
     gaio_core *core = NULL;
-    for (size_t i = 0; i < NENGINES && !core; i++) {
+    int resource_err = 0; /* out of descriptors or memory: an OSError, no next engine */
+    for (size_t i = 0; i < NENGINES && !core && !resource_err; i++) {
         if (!any && &ENGINES[i] != chosen)
             continue;
         core = gaio_core_new(ENGINES[i].ops, (size_t)bufsize, why, sizeof why);
         if (core)
             chosen = &ENGINES[i];
+        else
+            resource_err = errno;
     }
     if (!core) {
         Py_DECREF(link);
@@ -1187,7 +1190,12 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         Py_DECREF(regions);
         Py_DECREF(copies);
         Py_DECREF(copies_old);
-        PyErr_Format(EngineUnavailableError, "engine %s cannot run here: %s", engine, why);
+        if (resource_err) {
+            errno = resource_err;
+            PyErr_SetFromErrno(PyExc_OSError);
+        } else {
+            PyErr_Format(EngineUnavailableError, "engine %s cannot run here: %s", engine, why);
+        }
         return -1;
     }
     link->w = w;
