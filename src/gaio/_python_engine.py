@@ -683,7 +683,7 @@ class PythonWatcher(Watcher):
         core, when = self._checked(conn, timeout, deadline)
         self._submit(core, _OP_WRITE, conn, ctx, data, args.data_view(data), False, when)
 
-    def free(self, conn):
+    def free(self, conn, /):
         core = self._core
         if core.closed:
             raise WatcherClosedError("watcher is closed")
