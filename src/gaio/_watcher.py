@@ -143,7 +143,7 @@ class Watcher(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def free(self, conn):
+    def free(self, conn, /):
         """Close `conn`'s descriptor now; its pending requests complete with
         ConnClosedError. Unknown or already freed sockets are ignored."""
 
