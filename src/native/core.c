@@ -114,6 +114,8 @@ gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize, char *wh
         pthread_cond_destroy(&core->idle);
         pthread_mutex_destroy(&core->lock);
         free(core);
+        /* for the binding: a resource error (gaio_resource_error) is raised
+         * as the OSError; 0 means the engine cannot run here (why says why) */
         errno = rc > 0 ? rc : 0;
         return NULL;
     }

@@ -135,9 +135,7 @@ struct gaio_core {
 
 /* ---- for the binding (module.c), called with the GIL held ---- */
 
-/* NULL on failure, with errno the resource error (gaio_resource_error: the
- * process is out of descriptors or memory), or errno 0 and a reason in why
- * (the engine cannot run here). */
+/* NULL and a reason in why on failure */
 gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize,
                          char *why, size_t whylen);
 /* Adopt a non-blocking stream descriptor; returns its id (slot | gen << 32) or
