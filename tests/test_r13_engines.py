@@ -1,7 +1,14 @@
 """R13: engine selection: auto picks the fastest engine that runs here;
 GAIO_ENGINE sets the default at each Watcher(); an explicit engine wins; an
 unknown name is a ValueError; an engine that cannot run raises
-EngineUnavailableError, never a silent fallback. Also bufsize validation."""
+EngineUnavailableError, never a silent fallback; a process out of descriptors
+is an OSError, not an unavailable engine. Also bufsize validation."""
+import contextlib
+import errno
+import gc
+import os
+import resource
+
 import pytest
 
 import gaio
@@ -143,3 +150,59 @@ def test_int_subclass_bufsize_is_accepted(engine):
 
     with gaio.Watcher(Size(2048), engine=engine) as w:
         assert w.bufsize == 2048
+
+
+@contextlib.contextmanager
+def _descriptor_table_full():
+    """RLIMIT_NOFILE lowered so that the next descriptor fails with EMFILE."""
+    gc.collect()
+    lowest_free = os.dup(0)  # the number the next descriptor would get
+    os.close(lowest_free)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _emfile_from(make):
+    try:
+        with _descriptor_table_full():
+            make()
+    except gaio.EngineUnavailableError as exc:
+        raise AssertionError("EMFILE reported as an unavailable engine: %s" % exc) from None
+    except OSError as exc:
+        return exc
+    raise AssertionError("no error although no descriptor was left")
+
+
+@pytest.mark.parametrize("name", gaio.ENGINES + ("auto",))
+def test_full_descriptor_table_is_an_oserror_not_an_unavailable_engine(name, monkeypatch):
+    """EMFILE (like ENFILE, ENOMEM, ENOBUFS) is the process's state, not a
+    missing kernel feature: every engine raises the OSError, and auto does not
+    move on to a slower engine because descriptors ran out for a moment."""
+    if name != "auto" and available_engines()[name] is not None:
+        pytest.skip("engine %r unavailable: %s" % (name, available_engines()[name]))
+    monkeypatch.delenv("GAIO_ENGINE", raising=False)
+    tried_python = []
+    python_watcher = gaio._watcher._python_watcher
+    monkeypatch.setattr(gaio._watcher, "_python_watcher",
+                        lambda bufsize: tried_python.append(1) or python_watcher(bufsize))
+    fds = sorted(os.listdir("/proc/self/fd"))
+    exc = _emfile_from(lambda: gaio.Watcher(engine=name))
+    assert type(exc) is OSError and exc.errno == errno.EMFILE, repr(exc)
+    native = [e for e in gaio._watcher.NATIVE_ENGINES if available_engines()[e] is None]
+    if name == "auto" and native:
+        assert not tried_python, "auto moved on from %r to python" % native[0]
+    assert sorted(os.listdir("/proc/self/fd")) == fds  # nothing half-made left open
+    with gaio.Watcher(engine=name) as w:  # and with descriptors back, it runs
+        assert name in ("auto", w.engine)
+
+
+def test_available_engines_raises_the_oserror_when_it_cannot_probe():
+    """Out of descriptors, available_engines() cannot tell whether an engine
+    runs here: it raises the OSError rather than report engines unavailable."""
+    exc = _emfile_from(gaio.available_engines)
+    assert type(exc) is OSError and exc.errno == errno.EMFILE, repr(exc)
+    assert gaio.available_engines()["python"] is None

@@ -23,7 +23,7 @@ def check_free_target(conn):
         raise TypeError("conn must be a socket.socket, not %s" % type(conn).__name__)
 
 
-def _bytes_view(obj, what):
+def _bytes_view(obj, what, writable=False):
     try:
         view = memoryview(obj)
     except TypeError:
@@ -32,6 +32,10 @@ def _bytes_view(obj, what):
     if not view.c_contiguous:
         view.release()
         raise TypeError("%s must be a contiguous buffer" % what)
+    if writable and view.readonly:
+        # before the size: a read-only buffer is the wrong kind, even empty
+        view.release()
+        raise TypeError("%s must be writable, not a read-only %s" % (what, type(obj).__name__))
     if view.nbytes == 0:
         view.release()
         raise ValueError("%s is empty" % what)
@@ -46,23 +50,22 @@ def writable_view(buf):
     """A flat writable memoryview of `buf` (a read's buffer)."""
     if buf is None:
         raise ValueError("buf is required")
-    view = _bytes_view(buf, "buf")
-    if view.readonly:
-        view.release()
-        raise TypeError("buf must be writable, not a read-only %s" % type(buf).__name__)
-    return view
+    return _bytes_view(buf, "buf", writable=True)
 
 
 def data_view(data):
     """A flat memoryview of `data` (a write's bytes)."""
     if data is None:
-        raise TypeError("data must be a bytes-like object, not None")
+        raise ValueError("data is required")
     return _bytes_view(data, "data")
 
 
 def _seconds(value, name):
-    if isinstance(value, (str, bytes, bytearray)) or not hasattr(value, "__float__"):
-        raise TypeError("%s must be a number, not %s" % (name, type(value).__name__))
+    """Any real number (what float() takes through __float__ or __index__:
+    int, float, Decimal, Fraction, ...) but a bool; NaN is a ValueError."""
+    kind = type(value)
+    if kind is bool or not (hasattr(kind, "__float__") or hasattr(kind, "__index__")):
+        raise TypeError("%s must be a number of seconds, not %s" % (name, kind.__name__))
     seconds = float(value)
     if math.isnan(seconds):
         raise ValueError("%s must not be NaN" % name)

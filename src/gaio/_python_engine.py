@@ -186,11 +186,17 @@ class _Core:
         self.conns = {}
         # the loop
         self.selector = selectors.DefaultSelector()
-        self.waker = _Waker()
+        try:
+            self.waker = _Waker()
+        except BaseException:  # EMFILE and the like: no half-made watcher left open
+            self.selector.close()
+            raise
         self.selector.register(self.waker.fileno(), _READ, None)
         # one bound method for every connection's weakref callback
         self.socket_dropped = self._socket_dropped
         self.waiting = False  # a thread is inside wait_io()
+        self.waiter = None  # ... its threading.get_ident()
+        self.left = threading.Condition(self.lock)  # notified when it leaves, closed
         self.blocked = False  # ... and blocked in select()
         self.woken = False  # a wake is in flight
         # work for the loop
@@ -506,13 +512,16 @@ class _Core:
             if self.waiting:
                 raise RuntimeError("another thread is already waiting in wait_io()")
             self.waiting = True
+            self.waiter = threading.get_ident()
             try:
                 return self._loop(seconds)
             finally:
                 self.waiting = False
+                self.waiter = None
                 self.blocked = False
                 if self.closed:
                     self._close_loop()
+                    self.left.notify_all()
 
     def _loop(self, seconds):
         lock = self.lock
@@ -579,9 +588,19 @@ class _Core:
             self.internal.drop()
             self.pending = 0
             if self.waiting:
-                self.waker.wake()  # the waiter closes the loop on its way out
-            else:
-                self._close_loop()
+                # The selector and the waker must outlive the waiter's select():
+                # closed under it, their numbers could be reused and watched by
+                # mistake. Wake it and let it close them on its way out; wait
+                # for that, so they are closed when close() returns - unless
+                # the waiter is this very thread (a signal handler or a
+                # finalizer run inside wait_io()), which closes them as soon as
+                # wait_io() unwinds.
+                self.waker.wake()
+                if self.waiter == threading.get_ident():
+                    return
+                while self.waiting:
+                    self.left.wait()
+            self._close_loop()
 
     def _close_loop(self):
         if self.selector is not None:
@@ -664,7 +683,7 @@ class PythonWatcher(Watcher):
         core, when = self._checked(conn, timeout, deadline)
         self._submit(core, _OP_WRITE, conn, ctx, data, args.data_view(data), False, when)
 
-    def free(self, conn):
+    def free(self, conn, /):
         core = self._core
         if core.closed:
             raise WatcherClosedError("watcher is closed")

@@ -56,7 +56,12 @@ def _native_watcher(bufsize, name):
 
 
 def available_engines():
-    """Probe every engine: {name: None if it runs here, else the reason it cannot}."""
+    """Probe every engine: {name: None if it runs here, else the reason it cannot}.
+
+    A process out of descriptors or memory cannot tell: the OSError
+    (EMFILE, ENFILE, ENOMEM, ENOBUFS) is raised, no engine is reported
+    unavailable for it.
+    """
     report = {}
     for name in ENGINES:
         try:
@@ -79,7 +84,9 @@ class Watcher(metaclass=abc.ABCMeta):
              more than 4 * bufsize internal-buffer bytes.
     engine   "auto" (default: $GAIO_ENGINE if set, else the fastest engine
              that runs here: uring, epoll/kqueue, python) or one engine name.
-             A named engine that cannot run raises EngineUnavailableError.
+             A named engine that cannot run raises EngineUnavailableError;
+             a process out of descriptors or memory gets the OSError (EMFILE,
+             ...) from every engine, and auto does not move on for it.
 
     A watcher starts no thread of its own: every engine runs on the
     caller's threads, inside wait_io() and (native engines) inside a request
@@ -137,7 +144,7 @@ class Watcher(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def free(self, conn):
+    def free(self, conn, /):
         """Close `conn`'s descriptor now; its pending requests complete with
         ConnClosedError. Unknown or already freed sockets are ignored."""
 

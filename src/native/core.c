@@ -136,6 +136,7 @@ gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize,
     gaio_core *core = calloc(1, sizeof *core);
     if (!core) {
         snprintf(why, whylen, "out of memory");
+        errno = ENOMEM;
         return NULL;
     }
     pthread_mutex_init(&core->lock, NULL);
@@ -143,10 +144,14 @@ gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize,
     core->engine = engine;
     core->runtime = runtime;
     core->bufsize = bufsize;
-    if (engine->create(core, &core->engine_state, why, whylen) != 0) {
+    int rc = engine->create(core, &core->engine_state, why, whylen);
+    if (rc != 0) {
         pthread_cond_destroy(&core->idle);
         pthread_mutex_destroy(&core->lock);
         free(core);
+        /* for the binding: a resource error (gaio_resource_error) is raised
+         * as the OSError; 0 means the engine cannot run here (why says why) */
+        errno = rc > 0 ? rc : 0;
         return NULL;
     }
     return core;

@@ -28,6 +28,8 @@
 #ifndef GAIO_ENGINE_H
 #define GAIO_ENGINE_H
 
+#include <errno.h>
+
 #include "core.h"
 
 typedef struct gaio_engine_ops {
@@ -36,7 +38,10 @@ typedef struct gaio_engine_ops {
 
     /* Build the engine's private state for core (kept in *state). On failure
      * return -1 with a human reason in why (NUL-terminated, at most whylen
-     * bytes): it becomes the EngineUnavailableError message. */
+     * bytes): it becomes the EngineUnavailableError message. A failure for
+     * want of descriptors or memory (gaio_resource_error) returns that errno
+     * instead (> 0): it is raised as the OSError, not as an unavailable
+     * engine, and engine="auto" does not move on to a slower engine. */
     int (*create)(gaio_core *core, void **state, char *why, size_t whylen);
 
     /* Tear down: on return the kernel references no user buffer, no conn and
@@ -81,6 +86,13 @@ typedef struct gaio_engine_ops {
      * (eventfd / EVFILT_USER / pipe write). Async-signal-safe is not needed. */
     void (*wake)(void *state);
 } gaio_engine_ops;
+
+/* EMFILE, ENFILE, ENOMEM, ENOBUFS: the process or the system was short of
+ * descriptors or memory at that moment; the kernel has the engine. */
+static inline int gaio_resource_error(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOMEM || err == ENOBUFS;
+}
 
 /* The engines compiled into this module. A platform's engine that cannot be
  * built here is still defined, with a create() that explains why. */

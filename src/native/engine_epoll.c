@@ -44,7 +44,7 @@ static int ep_create(gaio_core *core, void **out, char *why, size_t whylen)
     epoll_state *st = calloc(1, sizeof *st);
     if (!st) {
         snprintf(why, whylen, "out of memory");
-        return -1;
+        return ENOMEM;
     }
     st->core = core;
     gaio_ready_init(&st->rd, core);
@@ -52,13 +52,14 @@ static int ep_create(gaio_core *core, void **out, char *why, size_t whylen)
     st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_ID};
     if (st->epfd < 0 || st->evfd < 0 || epoll_ctl(st->epfd, EPOLL_CTL_ADD, st->evfd, &ev) < 0) {
-        snprintf(why, whylen, "epoll unavailable: %s", strerror(errno));
+        int err = errno;
+        snprintf(why, whylen, "epoll unavailable: %s", strerror(err));
         if (st->epfd >= 0)
             close(st->epfd);
         if (st->evfd >= 0)
             close(st->evfd);
         free(st);
-        return -1;
+        return gaio_resource_error(err) ? err : -1;
     }
     *out = st;
     return 0;

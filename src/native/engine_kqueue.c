@@ -48,16 +48,17 @@ static int kq_create(gaio_core *core, void **out, char *why, size_t whylen)
     kq_state *st = calloc(1, sizeof *st);
     if (!st) {
         snprintf(why, whylen, "out of memory");
-        return -1;
+        return ENOMEM;
     }
     st->core = core;
     gaio_ready_init(&st->rd, core);
     st->pipe_r = st->pipe_w = -1;
     st->kq = kqueue();
     if (st->kq < 0) {
-        snprintf(why, whylen, "kqueue unavailable: %s", strerror(errno));
+        int err = errno;
+        snprintf(why, whylen, "kqueue unavailable: %s", strerror(err));
         free(st);
-        return -1;
+        return gaio_resource_error(err) ? err : -1;
     }
     fcntl(st->kq, F_SETFD, FD_CLOEXEC);
     struct kevent ev;
@@ -70,10 +71,11 @@ static int kq_create(gaio_core *core, void **out, char *why, size_t whylen)
 #endif
     int p[2];
     if (pipe(p) < 0) {
-        snprintf(why, whylen, "kqueue wake-up pipe: %s", strerror(errno));
+        int err = errno;
+        snprintf(why, whylen, "kqueue wake-up pipe: %s", strerror(err));
         close(st->kq);
         free(st);
-        return -1;
+        return gaio_resource_error(err) ? err : -1;
     }
     for (int i = 0; i < 2; i++) {
         fcntl(p[i], F_SETFD, FD_CLOEXEC);

@@ -587,15 +587,18 @@ static int ur_create(gaio_core *core, void **out, char *why, size_t whylen)
     uring_state *st = calloc(1, sizeof *st);
     if (!st) {
         snprintf(why, whylen, "out of memory");
-        return -1;
+        return ENOMEM;
     }
     st->core = core;
     char reason[GAIO__URING_REASON_MAX];
     if (gaio__uring_open(&st->ring, SQ_ENTRIES, CQ_ENTRIES, GAIO__URING_TASKRUN_ANY_THREAD,
                          reason) < 0) {
+        int err = errno;
         snprintf(why, whylen, "%s", reason);
         free(st);
-        return -1;
+        /* io_uring_setup's ENOMEM is RLIMIT_MEMLOCK too low for the rings
+         * (kernels before 5.12): it lasts, so the engine is unavailable. */
+        return err != ENOMEM && gaio_resource_error(err) ? err : -1;
     }
     /* Incremental provided buffers (6.12) let many small reads share one
      * buffer; without them a buffer per read would cap a batch at a handful
@@ -607,12 +610,13 @@ static int ur_create(gaio_core *core, void **out, char *why, size_t whylen)
         st->use_pbuf = 1;
     st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (st->evfd < 0) {
-        snprintf(why, whylen, "eventfd: %s", strerror(errno));
+        int err = errno;
+        snprintf(why, whylen, "eventfd: %s", strerror(err));
         if (st->use_pbuf)
             gaio__uring_bufring_close(&st->ring, &st->bufs);
         gaio__uring_close(&st->ring);
         free(st);
-        return -1;
+        return gaio_resource_error(err) ? err : -1;
     }
     *out = st;
     return 0;

@@ -330,10 +330,14 @@ static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs
     return 0;
 }
 
-/* seconds (an int or float) -> double; NaN is a ValueError */
+/* seconds -> double: any real number, i.e. what float() takes through
+ * __float__ or __index__ (int, float, Decimal, Fraction), but a bool. NaN is
+ * a ValueError; an int too big for a double the OverflowError float() gives. */
 static int seconds_arg(PyObject *o, const char *what, double *out)
 {
-    if (!PyFloat_Check(o) && !PyLong_Check(o)) {
+    PyNumberMethods *nb = Py_TYPE(o)->tp_as_number;
+    if (!PyFloat_Check(o) &&
+        (PyBool_Check(o) || !nb || (!nb->nb_float && !nb->nb_index))) {
         PyErr_Format(PyExc_TypeError, "%s must be a number of seconds, not %.100s", what,
                      Py_TYPE(o)->tp_name);
         return -1;
@@ -393,9 +397,17 @@ static PyObject *conn_type_error(PyObject *conn, const char *why)
     return NULL;
 }
 
-/* The descriptor of a socket not delegated yet, after checking it is a stream socket. */
+/* The descriptor of a socket not delegated yet, after checking it is a
+ * socket.socket of a stream socket (another object with a fileno(), even of a
+ * stream socket, is refused: it could not be closed for the caller, R2). */
 static int socket_fd(PyObject *conn)
 {
+    int is_sock = PyObject_IsInstance(conn, SocketType);
+    if (is_sock <= 0) {
+        if (is_sock == 0)
+            conn_type_error(conn, "a socket.socket");
+        return -1;
+    }
     PyObject *res = PyObject_CallMethodNoArgs(conn, s_fileno);
     if (!res) {
         if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
@@ -570,16 +582,9 @@ static int buffer_arg(PyObject *obj, Py_buffer *view, int writable)
 {
     if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0)
         return 0;
+    /* a read-only buffer for a read is a TypeError even when empty: the
+     * kind is wrong before the size is */
     if (PyErr_ExceptionMatches(PyExc_BufferError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
-        PyErr_Clear();
-        if (writable && PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) == 0) {
-            Py_ssize_t len = view->len;
-            PyBuffer_Release(view);
-            if (len == 0) {
-                PyErr_SetString(PyExc_ValueError, "read: empty buffer");
-                return -1;
-            }
-        }
         PyErr_Clear();
         PyErr_Format(PyExc_TypeError, "%s must be a %s contiguous bytes-like object, not %.100s",
                      writable ? "buf" : "data", writable ? "writable" : "", Py_TYPE(obj)->tp_name);
@@ -1219,12 +1224,15 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
     }
     char why[256] = "";
     gaio_core *core = NULL;
-    for (size_t i = 0; i < NENGINES && !core; i++) {
+    int resource_err = 0; /* out of descriptors or memory: an OSError, no next engine */
+    for (size_t i = 0; i < NENGINES && !core && !resource_err; i++) {
         if (!any && &ENGINES[i] != chosen)
             continue;
         core = gaio_core_new(ENGINES[i].ops, (size_t)bufsize, &gil_runtime, why, sizeof why);
         if (core)
             chosen = &ENGINES[i];
+        else
+            resource_err = errno;
     }
     if (!core) {
         Py_DECREF(link);
@@ -1232,7 +1240,12 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         Py_DECREF(views);
         Py_DECREF(copies);
         Py_DECREF(copies_old);
-        PyErr_Format(EngineUnavailableError, "engine %s cannot run here: %s", engine, why);
+        if (resource_err) {
+            errno = resource_err;
+            PyErr_SetFromErrno(PyExc_OSError);
+        } else {
+            PyErr_Format(EngineUnavailableError, "engine %s cannot run here: %s", engine, why);
+        }
         return -1;
     }
     link->w = w;

@@ -222,6 +222,7 @@ int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_
     ring->fd = setup_with_fallback(sq_entries, cq_entries, taskrun, &params, &err);
     if (ring->fd < 0) {
         explain_setup_error(err, reason);
+        errno = err;
         return -1;
     }
     ring->setup_flags = params.flags;
@@ -229,6 +230,7 @@ int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_
     if (missing_feature(params.features, reason) || missing_opcode(ring->fd, reason) ||
         map_rings(ring, &params, reason) < 0) {
         gaio__uring_close(ring);
+        errno = 0;
         return -1;
     }
     return 0;

@@ -63,7 +63,9 @@ enum gaio__uring_taskrun {
  * Fails (returns -1, `reason` filled in) when io_uring is refused
  * (GAIO_URING_DISABLE=1, sysctl, seccomp, old kernel) or lacks a feature
  * gaio needs: FEAT_SINGLE_MMAP, FEAT_NODROP, FEAT_FAST_POLL, FEAT_EXT_ARG,
- * and the RECV, SEND, POLL_ADD and ASYNC_CANCEL opcodes (Linux 5.11). */
+ * and the RECV, SEND, POLL_ADD and ASYNC_CANCEL opcodes (Linux 5.11).
+ * On failure errno is io_uring_setup's error (EMFILE when the process is out
+ * of descriptors), or 0 when the ring opened but lacks something. */
 int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_entries,
                      int taskrun, char reason[GAIO__URING_REASON_MAX]);
 void gaio__uring_close(struct gaio__uring *ring);
