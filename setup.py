@@ -5,6 +5,13 @@ package installs anyway and runs on the pure-Python engine.
 
 GAIO_SANITIZE=1 builds the core with AddressSanitizer and UBSan for the test
 suite (see .ci/run); GAIO_NO_NATIVE=1 skips the extension altogether.
+
+GAIO_LIBKQUEUE=<prefix> (Linux, for testing only) also compiles the kqueue
+engine, against libkqueue installed under <prefix> (<prefix>/include/kqueue/
+sys/event.h, <prefix>/lib/libkqueue.so; the library path is recorded as an
+rpath). libkqueue emulates kqueue over epoll, so engine="auto" never picks it:
+it runs only when asked by name. Off by default; refused for a wheel, which
+must not depend on a library at a local path. See .ci/kqueue.
 """
 import glob
 import os
@@ -50,6 +57,18 @@ def native_extension():
                "-fno-sanitize-recover=undefined", "-g", "-O1"]
         compile_args = [a for a in compile_args if a != "-O2"] + san
         link_args += san
+    include_dirs, library_dirs, libraries = [], [], []
+    macros = [("_GNU_SOURCE", "1")]
+    libkqueue = os.environ.get("GAIO_LIBKQUEUE", "").strip()
+    if libkqueue:
+        if any(cmd.startswith(("bdist", "sdist")) for cmd in sys.argv[1:]):
+            sys.exit("GAIO_LIBKQUEUE builds are for testing: no wheel or sdist is made with it")
+        prefix = os.path.abspath(libkqueue)
+        include_dirs.append(os.path.join(prefix, "include", "kqueue"))
+        library_dirs.append(os.path.join(prefix, "lib"))
+        libraries.append("kqueue")
+        link_args.append("-Wl,-rpath," + os.path.join(prefix, "lib"))
+        macros.append(("GAIO_LIBKQUEUE", "1"))
     sources = sorted(glob.glob("src/native/*.c"))
     return [Extension(
         "gaio._native",
@@ -57,7 +76,10 @@ def native_extension():
         depends=sorted(glob.glob("src/native/*.h")),
         extra_compile_args=compile_args,
         extra_link_args=link_args,
-        define_macros=[("_GNU_SOURCE", "1")],
+        include_dirs=include_dirs,
+        library_dirs=library_dirs,
+        libraries=libraries,
+        define_macros=macros,
     )] if sources else []
 
 

@@ -10,18 +10,11 @@ import types
 import pytest
 
 import gaio
+from conftest import LIBKQUEUE, os_thread_count
 
 _native = pytest.importorskip("gaio._native")
 
-NATIVE = [e for e in ("uring", "epoll", "kqueue")]
-
-
-@pytest.fixture(params=NATIVE)
-def native_engine(request, engine_reasons):
-    reason = engine_reasons.get(request.param)
-    if reason is not None:
-        pytest.skip("engine %r unavailable: %s" % (request.param, reason))
-    return request.param
+# native_engine: conftest's fixture (every native engine, or $GAIO_TEST_ENGINES's).
 
 
 @pytest.fixture(scope="module")
@@ -101,22 +94,26 @@ def test_bufsize_checked_like_the_front(bufsize, exc, engine_reasons):
         _native.Watcher(bufsize, engine="epoll")
 
 
-def test_starts_no_thread(native_engine):
-    import os
-    before = len(os.listdir("/proc/self/task"))
+def test_starts_no_thread(native_engine, request):
+    if native_engine == "kqueue" and LIBKQUEUE:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "libkqueue runs two helper threads while a kqueue is open "
+            "(libkqueue_mon, which frees closed kqueues, and a signal thread)")))
+    before = os_thread_count()
     watchers = [gaio.Watcher(engine=native_engine) for _ in range(3)]
     pairs = [socket.socketpair() for _ in range(50)]
-    for w in watchers:
-        for a, _ in pairs[:10]:
+    for i, w in enumerate(watchers):
+        for a, _ in pairs[10 * i:10 * i + 10]:
             w.read(a)
-        pairs = pairs[10:]
-    assert len(os.listdir("/proc/self/task")) <= before
-    assert all(w.stats()["threads"] == 0 for w in watchers)
-    for w in watchers:
-        w.close()
-    for a, b in pairs:
-        a.close()
-        b.close()
+    try:
+        assert os_thread_count() <= before
+        assert all(w.stats()["threads"] == 0 for w in watchers)
+    finally:  # close even on failure (xfail on libkqueue): no leak at teardown
+        for w in watchers:
+            w.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
 
 
 def test_watcher_with_ctx_cycle_is_collected(native_engine):

@@ -7,6 +7,7 @@ and a native engine's methods; both kinds are instances of `Watcher`.
 """
 import abc
 import os
+import sys
 
 from ._errors import EngineUnavailableError
 
@@ -22,6 +23,10 @@ except ImportError as exc:  # built without a compiler, or on an unsupported OS
 # The order of preference for engine="auto": fastest first.
 NATIVE_ENGINES = ("uring", "epoll", "kqueue")
 ENGINES = NATIVE_ENGINES + ("python",)
+# On Linux, kqueue is libkqueue's emulation over epoll (a test build, see
+# setup.py's GAIO_LIBKQUEUE): it runs only when asked for by name.
+_AUTO_ENGINES = tuple(e for e in NATIVE_ENGINES
+                      if not (e == "kqueue" and sys.platform.startswith("linux")))
 DEFAULT_BUFSIZE = 65536
 MAX_BUFSIZE = 1 << 30
 
@@ -103,7 +108,7 @@ class Watcher(metaclass=abc.ABCMeta):
         if name != "auto":
             return _native_watcher(bufsize, name)
         if _native is not None:
-            for candidate in NATIVE_ENGINES:
+            for candidate in _AUTO_ENGINES:
                 try:
                     return _native.Watcher(bufsize, engine=candidate)
                 except EngineUnavailableError:
