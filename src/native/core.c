@@ -279,18 +279,25 @@ static void req_complete(gaio_core *core, gaio_req *r, int error)
 {
     gaio_conn *c = r->conn;
     int k = r->kind;
+    int was_cancelling = r->state == GAIO_REQ_CANCELLING;
     heap_remove(core, r);
     queue_remove(c, r);
     r->error = error;
     if (error == GAIO_ERR_DEADLINE)
         core->stats.timeouts++;
     done_append(core, r);
-    /* Requests whose deadline passed while the head was being cancelled end
-     * right after it, in queue order (R3: none overtook it). */
-    while ((r = c->head[k]) && r->state == GAIO_REQ_EXPIRED) {
-        queue_remove(c, r);
-        core->stats.timeouts++;
-        done_append(core, r);
+    /* Requests whose deadline passed while this head was being cancelled end
+     * right after it, in queue order (R3: none overtook it). Those still
+     * queued between them have later deadlines or none: overtaking them is
+     * allowed. */
+    for (gaio_req *q = was_cancelling ? c->head[k] : NULL, *next; q; q = next) {
+        next = q->next;
+        if (q->state == GAIO_REQ_EXPIRED) {
+            queue_remove(c, q);
+            if (q->error == GAIO_ERR_DEADLINE)
+                core->stats.timeouts++;
+            done_append(core, q);
+        }
     }
     /* A freed connection's requests end in queue order: those behind a head
      * the engine had to cancel (see conn_close) follow it now. */
