@@ -58,7 +58,7 @@ def main(argv=None):
     if args.command != "demo":
         parser.print_help(sys.stderr)
         return 2
-    from ._demo import DemoError, run
+    from .demo import DemoError, run
     # A plain `kill` gets the same clean shutdown as Ctrl-C: the client process
     # is reaped and the server's threads joined.
     signal.signal(signal.SIGTERM, interrupt)

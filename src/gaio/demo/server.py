@@ -15,8 +15,8 @@ connection down instead of growing the server's memory.
 import socket
 import threading
 
-from ._errors import WatcherClosedError
-from ._result import Op
+from .._errors import WatcherClosedError
+from .._result import Op
 
 ACCEPT_POLL = 0.1  # how often the accept thread looks at the stop flag (s)
 WAIT_POLL = 0.25   # how long one wait_io() may block before the stop flag is checked (s)

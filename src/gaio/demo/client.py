@@ -1,6 +1,6 @@
 """The load generator of `python -m gaio demo`, run as its own process.
 
-    python -m gaio._demo_client --port P --conns N --size S --duration D
+    python -m gaio.demo.client --port P --conns N --size S --duration D
                                 --depth K --engine E
 
 It opens half of its N connections to 127.0.0.1:P and waits for a "more"
@@ -177,7 +177,7 @@ def run(args):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m gaio._demo_client",
+    parser = argparse.ArgumentParser(prog="python -m gaio.demo.client",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--conns", type=int, default=100)

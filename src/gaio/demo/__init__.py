@@ -1,7 +1,7 @@
 """`python -m gaio demo`: an echo server on a Watcher, driven by a client process.
 
-The server (see _demo_server) runs in this process; the load comes from
-`python -m gaio._demo_client` in a child process over 127.0.0.1, so the two
+The server (see gaio.demo.server) runs in this process; the load comes from
+`python -m gaio.demo.client` in a child process over 127.0.0.1, so the two
 sides do not share a GIL. The run goes in three phases:
 
 1. connect: the client opens half of its connections; the server accepts each
@@ -25,9 +25,9 @@ import sys
 import threading
 import time
 
-from ._demo_server import EchoServer
-from ._errors import EngineUnavailableError
-from ._watcher import Watcher
+from .server import EchoServer
+from .._errors import EngineUnavailableError
+from .._watcher import Watcher
 
 IDLE_SETTLE = 0.5        # seconds all connections sit idle before memory is measured
 STARTUP_TIMEOUT = 30.0   # for the client to start and connect, plus 1 s per 1000 connections
@@ -93,7 +93,7 @@ class ClientEvents:
 
 
 def start_client(args, port, engine):
-    command = [sys.executable, "-m", "gaio._demo_client", "--port", str(port),
+    command = [sys.executable, "-m", "gaio.demo.client", "--port", str(port),
                "--conns", str(args.conns), "--size", str(args.size),
                "--duration", str(args.duration), "--depth", str(args.depth),
                "--engine", engine]
