@@ -15,6 +15,11 @@ _Seconds = Union[int, float]
 
 ENGINES: Final[tuple[str, ...]]  # compiled-in engines, fastest first
 
+def _fail_allocations(after: int, count: int = 1, /) -> int:
+    """Test-only: the after-th allocation of the native core from now fails, and the
+    count - 1 after it (every watcher; Python objects are not concerned); after=0
+    disarms. Returns how many failures the previous arming caused."""
+
 @final
 class OpResult:
     """The completion of one read or write request (immutable, no __dict__)."""

@@ -99,16 +99,28 @@ static void heap_down(gaio_core *core, uint32_t i)
     heap_set(core, i, r);
 }
 
+/* Make room for `need` entries; 0 or -1 (out of memory, nothing changed). */
+static int heap_reserve(gaio_core *core, uint64_t need)
+{
+    if (need <= core->cap_heap)
+        return 0;
+    uint64_t cap = core->cap_heap ? (uint64_t)core->cap_heap * 2 : 64;
+    if (cap < need)
+        cap = need;
+    if (cap > UINT32_MAX - 1)
+        return -1;
+    gaio_req **h = gaio_realloc(core->heap, cap * sizeof *h);
+    if (!h)
+        return -1;
+    core->heap = h;
+    core->cap_heap = (uint32_t)cap;
+    return 0;
+}
+
 static int heap_push(gaio_core *core, gaio_req *r)
 {
-    if (core->nheap == core->cap_heap) {
-        uint32_t cap = core->cap_heap ? core->cap_heap * 2 : 64;
-        gaio_req **h = realloc(core->heap, cap * sizeof *h);
-        if (!h)
-            return -1;
-        core->heap = h;
-        core->cap_heap = cap;
-    }
+    if (heap_reserve(core, (uint64_t)core->nheap + 1) != 0)
+        return -1;
     heap_set(core, core->nheap++, r);
     heap_up(core, r->heap_index);
     return 0;
@@ -133,7 +145,7 @@ static void heap_remove(gaio_core *core, gaio_req *r)
 gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize,
                          const gaio_runtime *runtime, char *why, size_t whylen)
 {
-    gaio_core *core = calloc(1, sizeof *core);
+    gaio_core *core = gaio_calloc(1, sizeof *core);
     if (!core) {
         snprintf(why, whylen, "out of memory");
         errno = ENOMEM;
@@ -170,7 +182,7 @@ gaio_conn *gaio_core_conn(gaio_core *core, uint64_t id)
 
 uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
 {
-    gaio_conn *c = calloc(1, sizeof *c);
+    gaio_conn *c = gaio_calloc(1, sizeof *c);
     if (!c) {
         *err = ENOMEM;
         return 0;
@@ -188,20 +200,28 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
     } else {
         if (core->nslots == core->cap_slots) {
             uint32_t cap = core->cap_slots ? core->cap_slots * 2 : 64;
-            gaio_conn **s = realloc(core->slots, cap * sizeof *s);
+            gaio_conn **s = gaio_realloc(core->slots, cap * sizeof *s);
             if (s)
                 core->slots = s;
-            uint32_t *g = s ? realloc(core->slot_gen, cap * sizeof *g) : NULL;
+            uint32_t *g = s ? gaio_realloc(core->slot_gen, cap * sizeof *g) : NULL;
             if (g)
                 core->slot_gen = g;
-            uint32_t *f = g ? realloc(core->free_slots, cap * sizeof *f) : NULL;
-            if (!f) {
+            uint32_t *f = g ? gaio_realloc(core->free_slots, cap * sizeof *f) : NULL;
+            if (f)
+                core->free_slots = f;
+            /* room to queue a free() for every connection: free() never allocates */
+            uint64_t *q = !f                       ? NULL
+                          : cap <= core->cap_frees ? core->frees
+                                                   : gaio_realloc(core->frees, cap * sizeof *q);
+            if (!q) {
                 binding_leave(core, token);
                 free(c);
                 *err = ENOMEM;
                 return 0;
             }
-            core->free_slots = f;
+            core->frees = q;
+            if (cap > core->cap_frees)
+                core->cap_frees = cap;
             core->cap_slots = cap;
         }
         slot = core->nslots++;
@@ -418,7 +438,7 @@ size_t gaio_core_swap_room(gaio_core *core)
     return core->swap_out >= budget ? 0 : budget - core->swap_out;
 }
 
-size_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr)
+ssize_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr)
 {
     size_t bs = core->bufsize;
     if (!core->waiting || !gaio_core_swap_room(core))
@@ -436,14 +456,14 @@ size_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr)
         }
     }
     if (!core->chunk[core->chunk_cur]) {
-        core->chunk[core->chunk_cur] = malloc(bs);
+        core->chunk[core->chunk_cur] = gaio_malloc(bs);
         if (!core->chunk[core->chunk_cur])
-            return 0;
+            return -ENOMEM;
         core->stats.swap_chunks++;
     }
     size_t room = gaio_core_swap_room(core);
     *ptr = core->chunk[core->chunk_cur] + core->chunk_off;
-    return left < room ? left : room;
+    return (ssize_t)(left < room ? left : room);
 }
 
 void gaio_core_swap_reset(gaio_core *core)
@@ -500,6 +520,15 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
         binding_leave(core, token);
         return -1;
     }
+    if (r->deadline_ns != GAIO_NO_DEADLINE) {
+        /* the heap's room for this deadline is taken now, in the caller's
+         * thread, where failing is a MemoryError and not a lost deadline */
+        if (heap_reserve(core, (uint64_t)core->nheap + core->heap_promised + 1) != 0) {
+            binding_leave(core, token);
+            return -ENOMEM;
+        }
+        core->heap_promised++;
+    }
     r->prev = core->incoming_tail;
     if (core->incoming_tail)
         core->incoming_tail->next = r;
@@ -550,6 +579,8 @@ static void drain_incoming(gaio_core *core)
         gaio_conn *c = gaio_core_conn(core, r->conn_id);
         r->next = r->prev = NULL;
         r->state = GAIO_REQ_QUEUED;
+        if (r->deadline_ns != GAIO_NO_DEADLINE)
+            core->heap_promised--;
         if (!c) {
             /* its connection went away after the request was made */
             r->error = GAIO_ERR_CLOSED;
@@ -558,6 +589,14 @@ static void drain_incoming(gaio_core *core)
             continue;
         }
         r->conn = c;
+        if (r->deadline_ns != GAIO_NO_DEADLINE && heap_push(core, r) != 0) {
+            /* cannot happen (gaio_core_submit reserved the room); never drop
+             * the deadline: a request that could wait forever fails now */
+            r->error = ENOMEM;
+            done_append(core, r);
+            r = next;
+            continue;
+        }
         int k = r->kind;
         r->prev = c->tail[k];
         if (c->tail[k])
@@ -565,8 +604,6 @@ static void drain_incoming(gaio_core *core)
         else
             c->head[k] = r;
         c->tail[k] = r;
-        if (r->deadline_ns != INT64_MAX && heap_push(core, r) != 0)
-            r->deadline_ns = INT64_MAX; /* out of memory: no deadline rather than a crash */
         if (c->head[k] == r)
             core->engine->start(core->engine_state, c, k);
         r = next;
@@ -600,7 +637,7 @@ static int queue_free(gaio_core *core, uint64_t id)
 {
     if (core->nfrees == core->cap_frees) {
         uint32_t cap = core->cap_frees ? core->cap_frees * 2 : 16;
-        uint64_t *f = realloc(core->frees, cap * sizeof *f);
+        uint64_t *f = gaio_realloc(core->frees, cap * sizeof *f);
         if (!f)
             return -1;
         core->frees = f;
@@ -628,9 +665,24 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
         binding_leave(core, token);
         return;
     }
-    if (queue_free(core, id) != 0) {
-        binding_leave(core, token);
-        return;
+    while (queue_free(core, id) != 0) {
+        /* not expected: gaio_core_watch keeps room for a free() of every
+         * connection. Never drop the free: let the waiter run those queued,
+         * or do it here once it has left. */
+        core->woken = 1;
+        core->engine->wake(core->engine_state);
+        binding_wait_idle(core, &token);
+        if (core->closing || core->closed) {
+            binding_leave(core, token);
+            return;
+        }
+        if (!core->waiting) {
+            gaio_conn *c = gaio_core_conn(core, id);
+            if (c)
+                conn_close(core, c);
+            binding_leave(core, token);
+            return;
+        }
     }
     uint64_t ticket = core->frees_asked;
     /* the waiter is in engine.wait with the lock dropped: always kick it */
@@ -787,6 +839,7 @@ gaio_req *gaio_core_close(gaio_core *core)
         free(c);
     }
     core->nheap = 0;
+    core->heap_promised = 0;
     core->nfrees = 0;
     core->stats.pending = 0;
     core->closed = 1;

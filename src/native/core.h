@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "alloc.h"
+
 typedef struct gaio_core gaio_core;
 typedef struct gaio_conn gaio_conn;
 typedef struct gaio_req gaio_req;
@@ -128,6 +130,7 @@ struct gaio_core {
     /* deadlines: binary min-heap on deadline_ns */
     gaio_req **heap;
     uint32_t nheap, cap_heap;
+    uint32_t heap_promised;     /* incoming requests with a deadline: cap_heap >= nheap + this */
 
     /* finished requests in completion order */
     gaio_req *done_head, *done_tail;
@@ -162,7 +165,10 @@ gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize,
  * 0 and sets *err to an errno (EBADF once the core is closed). */
 uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);
 /* Queue a filled request (conn_id, buf, len, kind, full, deadline_ns).
- * Returns 0, or -1 when the core is closing: the request was not taken. */
+ * Returns 0; -1 when the core is closing (the request was not taken); or
+ * -ENOMEM when the deadline heap could not grow for it: it was not queued
+ * either, and the caller raises MemoryError. Room in the heap is reserved
+ * here so that a deadline is never lost later. */
 int gaio_core_submit(gaio_core *core, gaio_req *req);
 /* Close the connection's descriptor now; its requests finish with ConnClosedError.
  * Waits for a running waiter to do it when there is one (it is woken). */
@@ -198,8 +204,10 @@ gaio_req *gaio_conn_head(gaio_conn *conn, int kind);
 /* Room in the core's internal buffer for one read: *ptr and the byte count;
  * 0 when this batch's budget (4 x bufsize) is spent, or when no thread is in
  * gaio_core_wait (a request started at once by its own thread: the last
- * batch's views are still out): try again in the next wait. */
-size_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr);
+ * batch's views are still out): try again in the next wait. -ENOMEM when a
+ * chunk could not be allocated: the engine ends the read with that error
+ * (retrying would wait for nothing). */
+ssize_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr);
 /* Bytes swap reads may still take in this batch (for engines owning the memory). */
 size_t gaio_core_swap_room(gaio_core *core);
 /* A kernel result for req: bytes moved (> 0), 0 (end of stream on a read), or

@@ -41,7 +41,7 @@ typedef struct {
 
 static int ep_create(gaio_core *core, void **out, char *why, size_t whylen)
 {
-    epoll_state *st = calloc(1, sizeof *st);
+    epoll_state *st = gaio_calloc(1, sizeof *st);
     if (!st) {
         snprintf(why, whylen, "out of memory");
         return ENOMEM;

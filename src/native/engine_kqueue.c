@@ -114,7 +114,7 @@ static gaio_conn *kq_conn(kq_state *st, const struct kevent *ev)
 
 static int kq_create(gaio_core *core, void **out, char *why, size_t whylen)
 {
-    kq_state *st = calloc(1, sizeof *st);
+    kq_state *st = gaio_calloc(1, sizeof *st);
     if (!st) {
         snprintf(why, whylen, "out of memory");
         return ENOMEM;

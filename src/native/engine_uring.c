@@ -69,6 +69,7 @@ enum {
     TO_START = 16,     /* << kind: on the work list, to be submitted */
     READ_IS_SWAP = 64, /* the read in flight is for an internal-buffer read (select or poll) */
     STARVED = 128,     /* on the starved list: its internal-buffer read waits for room */
+    READ_FAILED = 256, /* bytes taken from the kernel could not be kept: reads end with ENOMEM */
 };
 #define BIT(flag, kind) ((uint32_t)(flag) << (kind))
 
@@ -102,12 +103,13 @@ typedef struct {
     uint32_t nwork, cap_work;
     uint64_t *starved;   /* connections whose internal-buffer read waits for room */
     uint32_t nstarved, cap_starved;
+    int rescan;          /* work or starved could not grow: look at every connection */
 } uring_state;
 
 static int grow(void **items, uint32_t *cap, size_t size)
 {
     uint32_t n = *cap ? *cap * 2 : 64;
-    void *p = realloc(*items, n * size);
+    void *p = gaio_realloc(*items, n * size);
     if (!p)
         return -1;
     *items = p;
@@ -115,13 +117,16 @@ static int grow(void **items, uint32_t *cap, size_t size)
     return 0;
 }
 
-static void work_push(uring_state *st, gaio_conn *c, int what, int kind)
+/* 0, or -1 when the list could not grow: the caller leaves its flag unset
+ * and sets st->rescan, so the next wait() finds the connection by its state. */
+static int work_push(uring_state *st, gaio_conn *c, int what, int kind)
 {
     if (st->nwork == st->cap_work && grow((void **)&st->work, &st->cap_work, sizeof *st->work)) {
-        /* out of memory: the request stays queued; its deadline or free() ends it */
-        return;
+        st->rescan = 1;
+        return -1;
     }
     st->work[st->nwork++] = (work_item){.id = gaio_conn_id(c), .what = what, .kind = kind};
+    return 0;
 }
 
 static void schedule_start(uring_state *st, gaio_conn *c, int kind)
@@ -131,8 +136,8 @@ static void schedule_start(uring_state *st, gaio_conn *c, int kind)
     gaio_req *r = gaio_conn_head(c, kind);
     if (!r || (kind == GAIO_READ && !r->buf && (c->engine_flags & STARVED)))
         return;
-    c->engine_flags |= BIT(TO_START, kind);
-    work_push(st, c, WORK_START, kind);
+    if (work_push(st, c, WORK_START, kind) == 0)
+        c->engine_flags |= BIT(TO_START, kind);
 }
 
 static void starve(uring_state *st, gaio_conn *c)
@@ -140,8 +145,10 @@ static void starve(uring_state *st, gaio_conn *c)
     if (c->engine_flags & STARVED)
         return;
     if (st->nstarved == st->cap_starved &&
-        grow((void **)&st->starved, &st->cap_starved, sizeof *st->starved))
+        grow((void **)&st->starved, &st->cap_starved, sizeof *st->starved)) {
+        st->rescan = 1;
         return;
+    }
     c->engine_flags |= STARVED;
     st->starved[st->nstarved++] = gaio_conn_id(c);
 }
@@ -174,8 +181,18 @@ static size_t hand_out(uring_state *st, gaio_conn *c, const unsigned char *src, 
         if (r->buf) {
             dst = r->buf + r->done;
             room = r->len - r->done;
-        } else if (!(room = gaio_core_swap_reserve(st->core, &dst))) {
-            break;
+        } else {
+            ssize_t got = gaio_core_swap_reserve(st->core, &dst);
+            if (got == 0)
+                break;
+            if (got < 0) {
+                /* no memory to show them: this request fails and the bytes
+                 * stay for the next read (parked), so the stream has no hole */
+                if (gaio_core_progress(st->core, r, got) == 0 && r->state == GAIO_REQ_CANCELLING)
+                    gaio_core_finish(st->core, r);
+                continue;
+            }
+            room = (size_t)got;
         }
         size_t n = len - used < room ? len - used : room;
         memcpy(dst, src + used, n);
@@ -186,21 +203,34 @@ static size_t hand_out(uring_state *st, gaio_conn *c, const unsigned char *src, 
     return used;
 }
 
-static void park(gaio_conn *c, const unsigned char *src, size_t len)
+static int park(gaio_conn *c, const unsigned char *src, size_t len)
 {
-    parked_bytes *p = malloc(sizeof *p + len);
+    parked_bytes *p = gaio_malloc(sizeof *p + len);
     if (!p)
-        return; /* out of memory: those bytes are lost, the stream is not */
+        return -1;
     p->len = len;
     p->off = 0;
     memcpy(p->data, src, len);
     c->engine_data = p;
+    return 0;
 }
 
 static void drop_parked(gaio_conn *c)
 {
     free(c->engine_data);
     c->engine_data = NULL;
+}
+
+/* Bytes of c's stream were taken from the kernel and could not be kept (no
+ * memory to park them): no later read may go on after the hole, so this one
+ * and every later read of c end with ENOMEM. Writes go on. */
+static void fail_reads(uring_state *st, gaio_conn *c)
+{
+    gaio_req *r;
+    c->engine_flags |= READ_FAILED;
+    drop_parked(c);
+    while ((r = gaio_conn_head(c, GAIO_READ)))
+        gaio_core_progress(st->core, r, -ENOMEM);
 }
 /* Parked bytes come from one read (<= bufsize) on a connection whose read
  * found the batch's budget spent; no new read is submitted for it before they
@@ -225,6 +255,10 @@ static uint32_t op_len(size_t n) { return n > MAX_OP_BYTES ? MAX_OP_BYTES : (uin
 /* Submit the head of c's kind queue. -1: no SQE free, try again later. */
 static int start_op(uring_state *st, gaio_conn *c, int kind)
 {
+    if (kind == GAIO_READ && (c->engine_flags & READ_FAILED)) {
+        fail_reads(st, c);
+        return 0;
+    }
     if (kind == GAIO_READ && c->engine_data && !(c->engine_flags & IN_FLIGHT) &&
         !hand_out_parked(st, c))
         return 0; /* bytes are still waiting for room in the internal buffer */
@@ -301,11 +335,16 @@ static void swap_reads(uring_state *st, gaio_conn *c)
     gaio_req *r;
     while ((r = gaio_conn_head(c, GAIO_READ)) && !r->buf) {
         unsigned char *ptr;
-        size_t want = gaio_core_swap_reserve(st->core, &ptr);
-        if (!want) {
+        ssize_t got = gaio_core_swap_reserve(st->core, &ptr);
+        if (got < 0) {
+            gaio_core_progress(st->core, r, got); /* no memory: nothing read, it fails */
+            continue;
+        }
+        if (!got) {
             starve(st, c); /* this batch's internal buffer is spent */
             return;
         }
+        size_t want = (size_t)got;
         ssize_t n = recv(c->fd, ptr, want, 0);
         if (n < 0 && errno == EINTR)
             continue;
@@ -350,8 +389,9 @@ static void complete_select(uring_state *st, gaio_conn *c, int32_t res, uint32_t
                                  st->buf_filled[id];
             st->buf_filled[id] += (uint32_t)res;
             size_t used = hand_out(st, c, src, (size_t)res);
-            if (used < (size_t)res && !c->closing)
-                park(c, src + used, (size_t)res - used);
+            if (used < (size_t)res && !c->closing &&
+                park(c, src + used, (size_t)res - used) != 0)
+                fail_reads(st, c);
         }
         if (!(flags & GAIO__IORING_CQE_F_BUF_MORE)) {
             st->buf_filled[id] = 0;
@@ -446,15 +486,43 @@ static void arm_wake(uring_state *st)
     st->wake_armed = 1;
 }
 
+static void ask_cancel(uring_state *st, gaio_conn *c, int kind);
+
+/* work_push or starve could not grow their list: find what they would have
+ * held by the connections' state (only after an allocation failed). */
+static void rescan(uring_state *st)
+{
+    gaio_core *core = st->core;
+    st->rescan = 0;
+    for (uint32_t s = 0; s < core->nslots; s++) {
+        gaio_conn *c = core->slots[s];
+        for (int kind = 0; c && kind < 2; kind++) {
+            uint32_t f = c->engine_flags;
+            gaio_req *h = c->head[kind];
+            if (f & BIT(IN_FLIGHT, kind)) {
+                if (!(f & BIT(CANCEL_ASKED, kind)) &&
+                    (c->closing || (h && h->state == GAIO_REQ_CANCELLING)))
+                    ask_cancel(st, c, kind);
+            } else if (!(f & BIT(TO_START, kind)) && !(kind == GAIO_READ && (f & STARVED))) {
+                schedule_start(st, c, kind);
+            }
+        }
+    }
+}
+
 static int ur_wait(void *state, int64_t timeout_ns)
 {
     uring_state *st = state;
     if (st->nstarved && gaio_core_swap_room(st->core))
         retry_starved(st);
+    if (st->rescan)
+        rescan(st);
     arm_wake(st);
     run_work(st);
     if (gaio_core_has_results(st->core))
         timeout_ns = 0;
+    else if (st->rescan && (timeout_ns < 0 || timeout_ns > 10000000))
+        timeout_ns = 10000000; /* still owed (no memory yet): come back soon */
     gaio_core_unlock(st->core);
     int ret = gaio__uring_submit_and_wait(&st->ring, timeout_ns);
     gaio_core_lock(st->core);
@@ -503,7 +571,8 @@ static void ask_cancel(uring_state *st, gaio_conn *c, int kind)
             return;
         }
     }
-    work_push(st, c, WORK_CANCEL, kind); /* deadlines: batched into the next wait */
+    if (work_push(st, c, WORK_CANCEL, kind) != 0) /* deadlines: batched into the next wait */
+        c->engine_flags &= ~BIT(CANCEL_ASKED, kind);
 }
 
 static int ur_unwatch(void *state, gaio_conn *c)
@@ -584,7 +653,7 @@ static void ur_destroy(void *state)
 
 static int ur_create(gaio_core *core, void **out, char *why, size_t whylen)
 {
-    uring_state *st = calloc(1, sizeof *st);
+    uring_state *st = gaio_calloc(1, sizeof *st);
     if (!st) {
         snprintf(why, whylen, "out of memory");
         return ENOMEM;

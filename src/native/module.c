@@ -539,7 +539,10 @@ static int delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
         if (w->closed)
             return (closed_error(), -1);
         errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
+        if (err == ENOMEM)
+            PyErr_NoMemory();
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     ref->key = (uintptr_t)conn;
@@ -736,10 +739,11 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     int rc;
     PINNED(w, rc = gaio_core_submit(w->core, &p->req));
     if (rc < 0) {
-        /* another thread closed the watcher meanwhile: nothing was queued */
+        /* nothing was queued: another thread closed the watcher meanwhile,
+         * or there was no memory for its deadline */
         live_remove(p);
         req_dispose(w, p);
-        return closed_error();
+        return rc == -ENOMEM ? PyErr_NoMemory() : closed_error();
     }
     Py_RETURN_NONE;
 }
@@ -792,6 +796,8 @@ static PyObject *error_object(int error)
         return PyObject_CallFunction(DeadlineExceededError, "s", "deadline exceeded");
     case GAIO_ERR_CLOSED:
         return PyObject_CallFunction(ConnClosedError, "s", "connection freed");
+    case ENOMEM: /* the core or the kernel ran out of memory for this request */
+        return PyObject_CallFunction(PyExc_MemoryError, "s", strerror(ENOMEM));
     default:
         return PyObject_CallFunction(PyExc_OSError, "is", error, strerror(error));
     }
@@ -1389,9 +1395,32 @@ static PyObject *intern(const char *s)
     return PyUnicode_InternFromString(s);
 }
 
+/* Test-only: make the core's own allocations fail (alloc.h). */
+static PyObject *fail_allocations(PyObject *mod, PyObject *args)
+{
+    long after, count = 1;
+    if (!PyArg_ParseTuple(args, "l|l:_fail_allocations", &after, &count))
+        return NULL;
+    if (after < 0 || count < 1) {
+        PyErr_SetString(PyExc_ValueError, "_fail_allocations: after >= 0, count >= 1");
+        return NULL;
+    }
+    return PyLong_FromLong(gaio__fail_allocations(after, count));
+}
+
+static PyMethodDef module_methods[] = {
+    {"_fail_allocations", fail_allocations, METH_VARARGS,
+     "_fail_allocations(after, count=1, /)\n--\n\n"
+     "Test-only. Make the after-th allocation of the native core from now fail (and the\n"
+     "count - 1 after it), in every watcher; after=0 disarms. Returns how many failures\n"
+     "the previous call caused. Python objects are not concerned."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef gaio_module = {
     PyModuleDef_HEAD_INIT, "gaio._native",
-    "gaio's native core: the Watcher over the uring, epoll and kqueue engines.", -1, NULL,
+    "gaio's native core: the Watcher over the uring, epoll and kqueue engines.", -1,
+    module_methods,
 };
 
 PyMODINIT_FUNC PyInit__native(void)

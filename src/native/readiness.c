@@ -15,6 +15,7 @@ void gaio_ready_init(gaio_ready *rd, gaio_core *core)
     rd->core = core;
     rd->todo = rd->todo_spare = NULL;
     rd->ntodo = rd->cap_todo = 0;
+    rd->rescan = 0;
 }
 
 void gaio_ready_free(gaio_ready *rd)
@@ -30,13 +31,16 @@ static void todo_add(gaio_ready *rd, gaio_conn *c)
         return;
     if (rd->ntodo == rd->cap_todo) {
         uint32_t cap = rd->cap_todo ? rd->cap_todo * 2 : 64;
-        uint64_t *t = realloc(rd->todo, cap * sizeof *t);
-        if (!t)
-            return; /* retried at its next readiness edge instead */
-        rd->todo = t;
-        uint64_t *s = realloc(rd->todo_spare, cap * sizeof *s);
-        if (!s)
+        uint64_t *t = gaio_realloc(rd->todo, cap * sizeof *t);
+        if (t)
+            rd->todo = t;
+        uint64_t *s = t ? gaio_realloc(rd->todo_spare, cap * sizeof *s) : NULL;
+        if (!s) {
+            /* No edge may ever come for bytes already waiting: the next
+             * retry looks at every connection instead of the list. */
+            rd->rescan = 1;
             return;
+        }
         rd->todo_spare = s;
         rd->cap_todo = cap;
     }
@@ -53,9 +57,18 @@ void gaio_ready_reads(gaio_ready *rd, gaio_conn *c)
         if (r->buf) {
             ptr = r->buf + r->done;
             want = r->len - r->done;
-        } else if (!(want = gaio_core_swap_reserve(rd->core, &ptr))) {
-            todo_add(rd, c); /* this batch's internal buffer is spent */
-            return;
+        } else {
+            ssize_t room = gaio_core_swap_reserve(rd->core, &ptr);
+            if (room < 0) {
+                /* no memory for the bytes: nothing was read, the request fails */
+                gaio_core_progress(rd->core, r, room);
+                continue;
+            }
+            if (room == 0) {
+                todo_add(rd, c); /* this batch's internal buffer is spent */
+                return;
+            }
+            want = (size_t)room;
         }
         ssize_t n = recv(c->fd, ptr, want, 0);
         if (n < 0) {
@@ -109,8 +122,29 @@ void gaio_ready_start(gaio_ready *rd, gaio_conn *c, int kind)
         gaio_ready_writes(rd, c);
 }
 
+/* todo_add could not grow the list: every connection whose internal-buffer
+ * read waits is tried (only after an allocation failed). */
+static void retry_all(gaio_ready *rd)
+{
+    gaio_core *core = rd->core;
+    rd->rescan = 0;
+    for (uint32_t s = 0; s < core->nslots; s++) {
+        gaio_conn *c = core->slots[s];
+        gaio_req *r;
+        if (c && !c->closing && c->fd >= 0 && !(c->engine_flags & GAIO_IN_TODO) &&
+            (r = gaio_conn_head(c, GAIO_READ)) && !r->buf)
+            gaio_ready_reads(rd, c);
+        if (rd->rescan || !gaio_core_swap_room(core)) {
+            rd->rescan = 1; /* the rest at the next retry */
+            return;
+        }
+    }
+}
+
 void gaio_ready_retry(gaio_ready *rd)
 {
+    if (rd->rescan && gaio_core_swap_room(rd->core))
+        retry_all(rd);
     if (!rd->ntodo || !gaio_core_swap_room(rd->core))
         return;
     uint32_t n = rd->ntodo;
@@ -131,6 +165,8 @@ int gaio_ready_timeout_ms(gaio_ready *rd, int64_t timeout_ns)
 {
     if (gaio_core_has_results(rd->core))
         return 0;
+    if (rd->rescan && (timeout_ns < 0 || timeout_ns > 10000000))
+        timeout_ns = 10000000; /* a retry is owed (todo_add failed): come back soon */
     if (timeout_ns < 0)
         return -1;
     if (timeout_ns >= (int64_t)INT_MAX * 1000000)

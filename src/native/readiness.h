@@ -22,6 +22,7 @@ typedef struct gaio_ready {
     gaio_core *core;
     uint64_t *todo, *todo_spare;   /* ids of connections to read again (internal buffer was full) */
     uint32_t ntodo, cap_todo;
+    int rescan;                    /* the list could not grow: retry every connection */
 } gaio_ready;
 
 void gaio_ready_init(gaio_ready *rd, gaio_core *core);
