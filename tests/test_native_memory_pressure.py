@@ -1,0 +1,514 @@
+"""Allocation failures in the native core never lose, reorder or duplicate a
+byte, never lose a request and never hang (issue 8, item 4).
+
+gaio._native._fail_allocations(after, count) makes the after-th allocation of
+the C core and engines from now fail (and the count - 1 after it). Each test
+sweeps `after` over the allocations a workload makes once its connections
+are set up, and checks, whatever failed:
+  - every request completes exactly once (success, MemoryError, or the error
+    the workload expects), or its call raised MemoryError and queued nothing;
+  - a reader gets a byte-exact prefix of what its peer sent (no hole, no
+    duplicate, no reorder); a peer gets exactly the bytes the write results
+    report, in order;
+  - every wait_io(timeout) returns within timeout + BOUND, and the workload
+    ends (nothing waits forever);
+  - the conftest leak accounting (descriptors, threads) holds.
+Reads on a readiness engine never fail for good: a read that found no memory
+fails alone and the next one gets the bytes. io_uring may have taken bytes
+from the kernel it cannot keep: then that connection's reads fail from there
+on (MemoryError), never skipping them.
+"""
+import threading
+import time
+
+import pytest
+
+import gaio
+from conftest import pattern, recv_until_eof
+
+native = pytest.importorskip("gaio._native")
+
+BOUND = 1.0         # seconds a wait_io(timeout) may overrun (sanitizers, 2 shared cores)
+WORKLOAD = 20.0     # seconds any one workload may take before it counts as a hang
+NCONNS = 70         # more than 64: every list of the core and engines grows once
+SWEEP = range(1, 31)
+
+
+@pytest.fixture(params=["default", "no-pbuf"])
+def engine_variant(native_engine, request, monkeypatch):
+    """Each native engine; io_uring also without provided buffers (POLL_ADD + recv)."""
+    if request.param == "no-pbuf":
+        if native_engine != "uring":
+            pytest.skip("only io_uring has provided buffers")
+        monkeypatch.setenv("GAIO_URING_NO_PBUF", "1")
+    return native_engine
+
+
+@pytest.fixture(autouse=True)
+def disarm():
+    native._fail_allocations(0)
+    yield
+    native._fail_allocations(0)
+
+
+class Tracker:
+    """Drives a watcher: bounded waits, each result exactly once."""
+
+    def __init__(self, w, hold=True):
+        self.w = w
+        self.hold = hold     # keep an export of each view: its chunk is reallocated
+        self.issued = set()
+        self.done = {}
+        self.held = []       # exports of the last batch's views: their chunks get detached
+
+    def request(self, method, *args, **kw):
+        """Make a request; False when it raised MemoryError (nothing queued)."""
+        try:
+            method(*args, **kw)
+        except MemoryError:
+            return False
+        ctx = kw["ctx"]
+        assert ctx not in self.issued
+        self.issued.add(ctx)
+        return True
+
+    def wait(self, timeout=0.05):
+        self.held = []
+        t0 = time.monotonic()
+        batch = self.w.wait_io(timeout)
+        took = time.monotonic() - t0
+        assert took < timeout + BOUND, "wait_io(%s) took %.3fs" % (timeout, took)
+        for res in batch:
+            assert res.ctx in self.issued, res
+            assert res.ctx not in self.done, "completed twice: %r" % (res,)
+            self.done[res.ctx] = res
+            if res.is_swap_buffer and self.hold:
+                self.held.append(memoryview(res.buffer))
+        return batch
+
+    def finish(self, conns):
+        """Free every connection; every request left completes (ConnClosedError)."""
+        self.held = []
+        for c in conns:
+            self.w.free(c)
+        end = time.monotonic() + WORKLOAD
+        while len(self.done) < len(self.issued):
+            assert time.monotonic() < end, "requests never completed: %r" % sorted(
+                self.issued - set(self.done))[:10]
+            self.wait(0.05)
+        self.w.close()
+
+
+def _failures_caused():
+    return native._fail_allocations(0)
+
+
+def _is_oom(err):
+    return isinstance(err, MemoryError)
+
+
+# ---------------------------------------------------------------- reads
+
+def _reads(engine, net, after, count, with_buffer):
+    """NCONNS peers each send a stream; reads (internal buffer or read_full
+    into a buffer, with a deadline) take it in pieces while allocations fail."""
+    w = gaio.Watcher(4096, engine=engine)
+    pairs = net.pairs(NCONNS, unix=True)
+    t = Tracker(w)
+    sent = [pattern(12000 + 337 * i, seed=i) for i in range(NCONNS)]
+    got = [bytearray() for _ in range(NCONNS)]
+    fails = [0] * NCONNS
+    dead = set()           # io_uring: reads failed for good
+    seq = [0]
+    bufs = {}
+
+    def read(i):
+        seq[0] += 1
+        ctx = (i, seq[0])
+        conn = pairs[i][1]
+        if with_buffer:
+            bufs[ctx] = bytearray(min(1000 + 500 * (i % 5), len(sent[i]) - len(got[i])))
+            return t.request(w.read_full, conn, bufs[ctx], ctx=ctx, timeout=60)
+        return t.request(w.read, conn, ctx=ctx)
+
+    owed = set()
+    for i in range(NCONNS):  # delegation, before the failures start
+        assert t.request(w.write, pairs[i][1], b"d", ctx=("d", i))
+    native._fail_allocations(after, count)
+    for i in range(NCONNS):
+        if not read(i):
+            owed.add(i)
+    for i in range(NCONNS):
+        pairs[i][0].sendall(sent[i])
+    end = time.monotonic() + WORKLOAD
+    while any(len(got[i]) < len(sent[i]) and i not in dead for i in range(NCONNS)):
+        assert time.monotonic() < end, "hang: %r" % [
+            (i, len(got[i]), len(sent[i])) for i in range(NCONNS)
+            if len(got[i]) < len(sent[i]) and i not in dead][:10]
+        for i in list(owed):
+            if read(i):
+                owed.discard(i)
+        for res in t.wait():
+            i = res.ctx[0]
+            if i == "d":
+                assert res.error is None, res
+                continue
+            if with_buffer:
+                got[i] += bufs.pop(res.ctx)[:res.size]
+            elif res.error is None:
+                got[i] += res.buffer
+            else:
+                assert res.size == 0 and res.buffer is None, res
+            assert sent[i].startswith(got[i]), "conn %d: stream broken at %d" % (i, len(got[i]))
+            if res.error is not None:
+                assert _is_oom(res.error), res
+                fails[i] += 1
+                if fails[i] > 8:
+                    assert engine == "uring", "reads of conn %d keep failing" % i
+                    dead.add(i)
+                    continue
+            else:
+                fails[i] = 0
+            if len(got[i]) < len(sent[i]) and not read(i):
+                owed.add(i)
+    caused = _failures_caused()
+    t.finish([p[1] for p in pairs])
+    return caused
+
+
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize("with_buffer", [False, True], ids=["internal", "read_full"])
+def test_reads_sweep(engine_variant, net, with_buffer, count):
+    caused = 0
+    for after in SWEEP:
+        caused += _reads(engine_variant, net, after, count, with_buffer)
+        net.close_all()
+    assert caused, "no allocation failed: the sweep tested nothing"
+
+
+# ---------------------------------------------------------------- writes
+
+def _writes(engine, net, after, count):
+    """Several writes queued per connection at once (with deadlines); each
+    peer gets exactly the bytes the results report, in request order."""
+    w = gaio.Watcher(4096, engine=engine)
+    pairs = net.pairs(NCONNS, unix=True)
+    t = Tracker(w)
+    for i in range(NCONNS):    # delegation first
+        assert t.request(w.read, pairs[i][1], ctx=("r", i))
+    native._fail_allocations(after, count)
+    data = {}
+    for k in range(4):
+        for i in range(NCONNS):
+            ctx = ("w", i, k)
+            data[ctx] = pattern(1000 + 97 * k + i, seed=1000 * i + k)
+            if not t.request(w.write, pairs[i][1], data[ctx], ctx=ctx, timeout=60):
+                del data[ctx]
+    end = time.monotonic() + WORKLOAD
+    while any(ctx not in t.done for ctx in data):
+        assert time.monotonic() < end, "hang: writes never completed"
+        t.wait()
+    caused = _failures_caused()
+    expect = [bytearray() for _ in range(NCONNS)]
+    for ctx in sorted(data):
+        res = t.done[ctx]
+        assert res.error is None or _is_oom(res.error), res
+        expect[ctx[1]] += data[ctx][:res.size]
+    t.finish([p[1] for p in pairs])
+    for i in range(NCONNS):
+        assert recv_until_eof(pairs[i][0]) == expect[i], "conn %d" % i
+    return caused
+
+
+def test_writes_sweep(engine_variant, net):
+    caused = 0
+    for after in SWEEP:
+        caused += _writes(engine_variant, net, after, 1)
+        net.close_all()
+    assert caused, "no allocation failed: the sweep tested nothing"
+
+
+# ---------------------------------------------------------------- deadlines
+
+def _deadlines(engine, net, after, count):
+    """Reads that will miss their deadline on idle connections (some with a
+    buffer, some into the internal buffer): each ends by its deadline (+BOUND)
+    or failed at once; then every connection still reads what its peer sends."""
+    w = gaio.Watcher(4096, engine=engine)
+    pairs = net.pairs(NCONNS, unix=True)
+    t = Tracker(w)
+    for i in range(NCONNS):
+        assert t.request(w.write, pairs[i][1], b"x", ctx=("w", i))
+    native._fail_allocations(after, count)
+    due = {}
+    for i in range(NCONNS):
+        ctx = ("r", i)
+        buf = bytearray(10) if i % 2 else None
+        if t.request(w.read, pairs[i][1], buf, ctx=ctx, timeout=0.05 + 0.002 * i):
+            due[ctx] = time.monotonic() + 0.05 + 0.002 * i
+    end = time.monotonic() + WORKLOAD
+    while any(ctx not in t.done for ctx in due):
+        assert time.monotonic() < end, "hang: deadlines never fired"
+        t.wait()
+        now = time.monotonic()
+        for ctx in due:
+            assert ctx in t.done or now < due[ctx] + BOUND, "deadline of %r missed" % (ctx,)
+    for ctx in due:
+        err = t.done[ctx].error
+        assert isinstance(err, gaio.DeadlineExceededError) or _is_oom(err), t.done[ctx]
+    caused = _failures_caused()
+    # the connections go on: a read gets exactly what the peer sends now
+    for i in range(NCONNS):
+        assert t.request(w.read_full, pairs[i][1], bytearray(5), ctx=("again", i), timeout=10)
+        pairs[i][0].sendall(b"%05d" % i)
+    while any(("again", i) not in t.done for i in range(NCONNS)):
+        assert time.monotonic() < end + WORKLOAD, "hang after deadlines"
+        t.wait()
+    for i in range(NCONNS):
+        res = t.done[("again", i)]
+        assert res.error is None and bytes(res.buffer) == b"%05d" % i, res
+    t.finish([p[1] for p in pairs])
+    return caused
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_deadlines_sweep(engine_variant, net, count):
+    caused = 0
+    for after in SWEEP:
+        caused += _deadlines(engine_variant, net, after, count)
+        net.close_all()
+    assert caused, "no allocation failed: the sweep tested nothing"
+
+
+def test_deadline_heap_full_raises_memory_error(native_engine, net):
+    """The heap's room is taken when the request is made: a failure is a
+    MemoryError from the call, and the request never existed."""
+    w = gaio.Watcher(engine=native_engine)
+    a, b = net.pair(unix=True)
+    t = Tracker(w)
+    assert t.request(w.write, b, b"x", ctx=0)          # delegation
+    native._fail_allocations(1)
+    with pytest.raises(MemoryError):
+        w.read(b, ctx=1, timeout=0.05)                  # the heap's first allocation
+    assert _failures_caused() == 1
+    assert t.request(w.read, b, ctx=2, timeout=0.05)   # room now: it expires on time
+    t0 = time.monotonic()
+    while 2 not in t.done:
+        assert time.monotonic() < t0 + BOUND
+        t.wait()
+    assert isinstance(t.done[2].error, gaio.DeadlineExceededError)
+    assert w.stats()["pending"] == 0
+    t.finish([b])
+
+
+# ---------------------------------------------------------------- connections, free
+
+def test_many_connections_sweep(engine_variant, net):
+    """Delegating many sockets while allocations fail: each first request
+    either raises MemoryError or works fully."""
+    for after in SWEEP:
+        w = gaio.Watcher(4096, engine=engine_variant)
+        pairs = net.pairs(2 * NCONNS, unix=True)
+        t = Tracker(w)
+        native._fail_allocations(after)
+        ok = [i for i in range(len(pairs))
+              if t.request(w.read_full, pairs[i][1], bytearray(4), ctx=i, timeout=30)]
+        assert _failures_caused() == 1
+        assert len(ok) >= len(pairs) - 1
+        for i in ok:
+            pairs[i][0].sendall(b"%04d" % i)
+        end = time.monotonic() + WORKLOAD
+        while len(t.done) < len(ok):
+            assert time.monotonic() < end, "hang"
+            t.wait()
+        for i in ok:
+            res = t.done[i]
+            assert res.error is None and bytes(res.buffer) == b"%04d" % i, res
+        t.finish([pairs[i][1] for i in ok])
+        net.close_all()
+
+
+def test_free_while_waiting_never_allocates(native_engine, net):
+    """free() from another thread while one waits in wait_io queues the free
+    for the waiter; with allocations failing it still happens: the peer sees
+    the end and the pending request ends with ConnClosedError."""
+    w = gaio.Watcher(engine=native_engine)
+    pairs = net.pairs(20, unix=True)
+    t = Tracker(w)
+    for i, (_, s) in enumerate(pairs):
+        assert t.request(w.read, s, ctx=i)
+    stop = threading.Event()
+    errors = []
+
+    def waiter():
+        try:
+            while not stop.is_set():
+                t.wait(0.2)
+        except BaseException as exc:  # reported to the test thread
+            errors.append(exc)
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    try:
+        time.sleep(0.05)
+        native._fail_allocations(1, 1000)
+        for _, s in pairs:
+            w.free(s)
+        native._fail_allocations(0)
+        for peer, _ in pairs:
+            assert recv_until_eof(peer, timeout=5) == b""
+        end = time.monotonic() + 5
+        while len(t.done) < len(pairs):
+            assert time.monotonic() < end, "free() lost: %d of %d ended" % (len(t.done), len(pairs))
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        th.join()
+    assert not errors, errors
+    for res in t.done.values():
+        assert isinstance(res.error, gaio.ConnClosedError), res
+    w.close()
+
+
+def test_injector_arming(native_engine, net):
+    """The hook itself: it counts the failures it caused, and after=0 disarms."""
+    with pytest.raises(ValueError):
+        native._fail_allocations(-1)
+    with pytest.raises(ValueError):
+        native._fail_allocations(1, 0)
+    w = gaio.Watcher(engine=native_engine)
+    a, b = net.pair(unix=True)
+    c, d = net.pair(unix=True)
+    native._fail_allocations(1)
+    with pytest.raises(MemoryError):
+        w.write(b, b"no")           # delegation: the connection's own allocation
+    assert native._fail_allocations(10**9) == 1
+    w.write(d, b"ok")
+    assert native._fail_allocations(0) == 0
+    assert w.wait_io(0.1) == [] or True
+    w.free(d)
+    assert recv_until_eof(c) == b"ok"
+    w.close()
+
+
+def test_cancels_when_work_list_cannot_grow(native_engine, net):
+    """io_uring cancels a read at its deadline with an ASYNC_CANCEL queued on
+    the engine's work list. When 70 deadlines pass at once and the list cannot
+    grow, every read still ends by its deadline (+BOUND)."""
+    w = gaio.Watcher(4096, engine=native_engine)
+    pairs = net.pairs(NCONNS, unix=True)
+    t = Tracker(w)
+    deadline = time.monotonic() + 0.5
+    for group in range(0, NCONNS, 20):   # fewer than 64 starts per wait: the list stays small
+        for i in range(group, min(group + 20, NCONNS)):
+            assert t.request(w.read, pairs[i][1], ctx=i, deadline=deadline)
+        t.wait(0)
+    native._fail_allocations(1)
+    while len(t.done) < NCONNS:
+        assert time.monotonic() < deadline + BOUND, "reads past their deadline: %r" % sorted(
+            set(range(NCONNS)) - set(t.done))
+        t.wait()
+    caused = _failures_caused()
+    if native_engine == "uring":
+        assert caused == 1
+    for res in t.done.values():
+        assert isinstance(res.error, gaio.DeadlineExceededError), res
+    t.finish([p[1] for p in pairs])
+
+
+def _drain_streams(t, conns, sent, end, keep_reading=True):
+    """Internal-buffer reads, one outstanding per connection, until each got
+    what its peer sent; each result a prefix-consistent piece. Returns the
+    connections whose reads failed for good (io_uring only)."""
+    n = len(conns)
+    got = [bytearray() for _ in range(n)]
+    fails = [0] * n
+    dead = set()
+    owed = set()
+    seq = [0]
+
+    def read(i):
+        seq[0] += 1
+        return t.request(t.w.read, conns[i], ctx=(i, seq[0]))
+
+    for i in range(n):
+        if not read(i):
+            owed.add(i)
+    while any(len(got[i]) < len(sent[i]) and i not in dead for i in range(n)):
+        assert time.monotonic() < end, "hang: %r" % [
+            (i, len(got[i]), len(sent[i])) for i in range(n)
+            if len(got[i]) < len(sent[i]) and i not in dead][:10]
+        for i in list(owed):
+            if read(i):
+                owed.discard(i)
+        for res in t.wait():
+            i = res.ctx[0]
+            if res.error is None:
+                got[i] += res.buffer
+                fails[i] = 0
+            else:
+                assert _is_oom(res.error) and res.size == 0, res
+                fails[i] += 1
+                if fails[i] > 8:
+                    assert t.w.engine == "uring", "reads of conn %d keep failing" % i
+                    dead.add(i)
+                    continue
+            assert sent[i].startswith(got[i]), "conn %d: stream broken at %d" % (i, len(got[i]))
+            if len(got[i]) < len(sent[i]) and not read(i):
+                owed.add(i)
+    return dead
+
+
+def test_one_stream_sweep(engine_variant, net):
+    """One connection, a stream of 200 KB read into a 4 KiB internal buffer:
+    io_uring parks the bytes a recv brought beyond the chunk's room; when the
+    copy cannot be made, no byte is skipped."""
+    caused = 0
+    for after in range(1, 21):
+        w = gaio.Watcher(4096, engine=engine_variant)
+        a, b = net.pair(unix=True)
+        t = Tracker(w, hold=after % 2 == 0)
+        assert t.request(w.write, b, b"d", ctx="d")   # delegation, engine lists
+        t.wait(0)
+        sent = pattern(200000, seed=after)
+        a.sendall(sent[:100000])
+        native._fail_allocations(after)
+        threading.Thread(target=a.sendall, args=(sent[100000:],), daemon=True).start()
+        _drain_streams(t, [b], [sent], time.monotonic() + WORKLOAD)
+        caused += _failures_caused()
+        t.finish([b])
+        net.close_all()
+    assert caused
+
+
+@pytest.mark.parametrize("nconns", [40, NCONNS])
+def test_bytes_waiting_before_the_reads_sweep(engine_variant, net, nconns):
+    """Bytes already in every socket when the reads are made, and no more to
+    come: no readiness edge will ever say so again. A read that cannot be
+    listed for retry (the list cannot grow) must not wait for one. With
+    io_uring the 4 KiB internal buffer is spent after a few connections: the
+    rest of each provided buffer is parked, and a park that cannot be made
+    must not leave a hole. (40 connections: no engine list grows but the
+    retry list, so parks and chunks are the allocations that fail.)"""
+    caused = 0
+    for after in range(1, 11):
+        w = gaio.Watcher(4096, engine=engine_variant)
+        pairs = net.pairs(nconns, unix=True)
+        t = Tracker(w, hold=after % 2 == 0)
+        for i in range(nconns):
+            assert t.request(w.write, pairs[i][1], b"d", ctx=("d", i))
+            if i % 20 == 19:
+                t.wait(0)
+        while len(t.done) < nconns:
+            t.wait()
+        sent = [pattern(3000 + i, seed=i) for i in range(nconns)]
+        for i in range(nconns):
+            pairs[i][0].sendall(sent[i])
+        t.wait(0.05)    # the readiness edges are taken now, with no read to serve
+        t.wait(0)
+        native._fail_allocations(after)
+        _drain_streams(t, [p[1] for p in pairs], sent, time.monotonic() + WORKLOAD)
+        caused += _failures_caused()
+        t.finish([p[1] for p in pairs])
+        net.close_all()
+    assert caused
