@@ -1,5 +1,7 @@
 /* Every allocation of gaio's C core and engines goes through these (Python
- * objects do not: the binding uses CPython's allocators). They are malloc,
+ * objects do not: the binding uses CPython's allocators; nor does the io_uring
+ * kernel layer, uring_ring.c, which builds on its own for its C test and
+ * allocates only while an engine is created). They are malloc,
  * calloc and realloc, plus a failure injector for the tests
  * (gaio._native._fail_allocations): while gaio__fail_after is 0, as it always
  * is outside tests, the cost is one relaxed load and a predictable branch,

@@ -6,7 +6,6 @@
 #endif
 
 #include "uring_ring.h"
-#include "alloc.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -133,7 +132,7 @@ static int missing_opcode(int fd, char reason[GAIO__URING_REASON_MAX])
     };
     const unsigned nops = 256;
     size_t size = sizeof(struct gaio__io_uring_probe) + nops * sizeof(struct gaio__io_uring_probe_op);
-    struct gaio__io_uring_probe *probe = gaio_calloc(1, size);
+    struct gaio__io_uring_probe *probe = calloc(1, size);
     if (probe == NULL) {
         snprintf(reason, GAIO__URING_REASON_MAX, "out of memory probing io_uring");
         return 1;
