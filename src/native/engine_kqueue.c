@@ -299,6 +299,8 @@ static int kq_wait(void *state, int64_t timeout_ns)
     gaio_ready_retry(&st->rd);
     if (gaio_core_has_results(st->core))
         timeout_ns = 0;
+    else if (st->rd.rescan && (timeout_ns < 0 || timeout_ns > 10000000))
+        timeout_ns = 10000000; /* a retry is owed (todo_add failed): come back soon */
     struct timespec ts, *tsp = NULL;
     if (timeout_ns >= 0) {
         ts.tv_sec = (time_t)(timeout_ns / 1000000000);
