@@ -5,6 +5,8 @@
  * queue work; the waiter holds it while it runs the engine, except around the
  * engine's blocking syscall. Nobody takes the GIL while holding it.
  */
+#include "core_lock.h"
+#include "deadline_heap.h"
 #include "engine.h"
 
 #include <errno.h>
@@ -15,129 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NO_HEAP UINT32_MAX
-
 int64_t gaio_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-void gaio_core_lock(gaio_core *core) { pthread_mutex_lock(&core->lock); }
-void gaio_core_unlock(gaio_core *core) { pthread_mutex_unlock(&core->lock); }
-
-/* Take core->lock for a binding thread that holds its runtime lock (the
- * GIL): try first; when another thread has it (the waiter runs a whole batch
- * of recv/send under it), release the runtime lock before blocking so the
- * caller's other threads go on. Returns the token binding_leave needs. */
-static void *binding_enter(gaio_core *core)
-{
-    if (pthread_mutex_trylock(&core->lock) == 0)
-        return NULL;
-    if (!core->runtime) {
-        pthread_mutex_lock(&core->lock);
-        return NULL;
-    }
-    void *token = core->runtime->release();
-    pthread_mutex_lock(&core->lock);
-    return token;
-}
-
-/* Wait on core->idle for a binding thread: never with the runtime lock. */
-static void binding_wait_idle(gaio_core *core, void **token)
-{
-    if (core->runtime && !*token)
-        *token = core->runtime->release();
-    pthread_cond_wait(&core->idle, &core->lock);
-}
-
-/* Drop core->lock, then retake the runtime lock if binding_enter let it go. */
-static void binding_leave(gaio_core *core, void *token)
-{
-    pthread_mutex_unlock(&core->lock);
-    if (token)
-        core->runtime->reacquire(token);
-}
-
-/* ---- deadline heap: min-heap on deadline_ns, each request knows its index ---- */
-
-static void heap_set(gaio_core *core, uint32_t i, gaio_req *r)
-{
-    core->heap[i] = r;
-    r->heap_index = i;
-}
-
-static void heap_up(gaio_core *core, uint32_t i)
-{
-    gaio_req *r = core->heap[i];
-    while (i > 0) {
-        uint32_t parent = (i - 1) / 2;
-        if (core->heap[parent]->deadline_ns <= r->deadline_ns)
-            break;
-        heap_set(core, i, core->heap[parent]);
-        i = parent;
-    }
-    heap_set(core, i, r);
-}
-
-static void heap_down(gaio_core *core, uint32_t i)
-{
-    gaio_req *r = core->heap[i];
-    for (;;) {
-        uint32_t child = 2 * i + 1;
-        if (child >= core->nheap)
-            break;
-        if (child + 1 < core->nheap &&
-            core->heap[child + 1]->deadline_ns < core->heap[child]->deadline_ns)
-            child++;
-        if (r->deadline_ns <= core->heap[child]->deadline_ns)
-            break;
-        heap_set(core, i, core->heap[child]);
-        i = child;
-    }
-    heap_set(core, i, r);
-}
-
-/* Make room for `need` entries; 0 or -1 (out of memory, nothing changed). */
-static int heap_reserve(gaio_core *core, uint64_t need)
-{
-    if (need <= core->cap_heap)
-        return 0;
-    uint64_t cap = core->cap_heap ? (uint64_t)core->cap_heap * 2 : 64;
-    if (cap < need)
-        cap = need;
-    if (cap > UINT32_MAX - 1)
-        return -1;
-    gaio_req **h = gaio_realloc(core->heap, cap * sizeof *h);
-    if (!h)
-        return -1;
-    core->heap = h;
-    core->cap_heap = (uint32_t)cap;
-    return 0;
-}
-
-static int heap_push(gaio_core *core, gaio_req *r)
-{
-    if (heap_reserve(core, (uint64_t)core->nheap + 1) != 0)
-        return -1;
-    heap_set(core, core->nheap++, r);
-    heap_up(core, r->heap_index);
-    return 0;
-}
-
-static void heap_remove(gaio_core *core, gaio_req *r)
-{
-    uint32_t i = r->heap_index;
-    if (i == NO_HEAP)
-        return;
-    r->heap_index = NO_HEAP;
-    gaio_req *last = core->heap[--core->nheap];
-    if (last == r)
-        return;
-    heap_set(core, i, last);
-    heap_up(core, i);
-    heap_down(core, last->heap_index);
 }
 
 /* ---- connections ---- */
@@ -180,6 +64,23 @@ gaio_conn *gaio_core_conn(gaio_core *core, uint64_t id)
     return c;
 }
 
+gaio_conn *gaio_core_conn_held(gaio_core *core, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id;
+    gaio_conn *c = slot < core->nslots ? core->slots[slot] : NULL;
+    return c && c->gen == (uint32_t)(id >> 32) ? c : NULL;
+}
+
+gaio_conn *gaio_core_next_conn(gaio_core *core, uint32_t *slot)
+{
+    while (*slot < core->nslots) {
+        gaio_conn *c = core->slots[(*slot)++];
+        if (c)
+            return c;
+    }
+    return NULL;
+}
+
 uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
 {
     gaio_conn *c = gaio_calloc(1, sizeof *c);
@@ -187,9 +88,9 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
         *err = ENOMEM;
         return 0;
     }
-    void *token = binding_enter(core);
+    void *token = gaio__binding_enter(core);
     if (core->closing || core->closed) {
-        binding_leave(core, token);
+        gaio__binding_leave(core, token);
         free(c);
         *err = EBADF;
         return 0;
@@ -214,7 +115,7 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
                           : cap <= core->cap_frees ? core->frees
                                                    : gaio_realloc(core->frees, cap * sizeof *q);
             if (!q) {
-                binding_leave(core, token);
+                gaio__binding_leave(core, token);
                 free(c);
                 *err = ENOMEM;
                 return 0;
@@ -235,14 +136,14 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
     if (rc < 0) {
         core->slots[slot] = NULL;
         core->free_slots[core->nfree++] = slot;
-        binding_leave(core, token);
+        gaio__binding_leave(core, token);
         free(c);
         *err = -rc;
         return 0;
     }
     core->stats.watched++;
     uint64_t id = gaio_conn_id(c);
-    binding_leave(core, token);
+    gaio__binding_leave(core, token);
     return id;
 }
 
@@ -300,7 +201,7 @@ static void req_complete(gaio_core *core, gaio_req *r, int error)
     gaio_conn *c = r->conn;
     int k = r->kind;
     int was_cancelling = r->state == GAIO_REQ_CANCELLING;
-    heap_remove(core, r);
+    gaio__heap_remove(core, r);
     queue_remove(c, r);
     r->error = error;
     if (error == GAIO_ERR_DEADLINE)
@@ -322,7 +223,7 @@ static void req_complete(gaio_core *core, gaio_req *r, int error)
     /* A freed connection's requests end in queue order: those behind a head
      * the engine had to cancel (see conn_close) follow it now. */
     while (c->closing && (r = c->head[k]) && r->state == GAIO_REQ_QUEUED) {
-        heap_remove(core, r);
+        gaio__heap_remove(core, r);
         queue_remove(c, r);
         r->error = GAIO_ERR_CLOSED;
         done_append(core, r);
@@ -343,19 +244,19 @@ static void req_abort(gaio_core *core, gaio_req *r, int error)
     if (r->state == GAIO_REQ_CANCELLING) {
         if (error == GAIO_ERR_CLOSED)
             r->cancel_reason = error;
-        heap_remove(core, r);
+        gaio__heap_remove(core, r);
         return;
     }
     int was_head = c->head[r->kind] == r;
     if (was_head && core->engine->cancel(core->engine_state, r)) {
         r->state = GAIO_REQ_CANCELLING;
         r->cancel_reason = error;
-        heap_remove(core, r);
+        gaio__heap_remove(core, r);
         return;
     }
     if (!was_head && c->head[r->kind]->state == GAIO_REQ_CANCELLING) {
         /* queued behind a head the kernel still has: it may not end first */
-        heap_remove(core, r);
+        gaio__heap_remove(core, r);
         r->state = GAIO_REQ_EXPIRED;
         r->error = error;
         return;
@@ -406,10 +307,10 @@ static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
 int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
 {
     if (res > 0 && !r->buf && r->kind == GAIO_READ) {
-        /* committed where gaio_core_swap_reserve pointed */
-        r->swap_ptr = core->chunk[core->chunk_cur] + core->chunk_off;
+        /* committed where gaio_core_ibuf_reserve pointed */
+        r->ibuf_ptr = core->chunk[core->chunk_cur] + core->chunk_off;
         core->chunk_off += (size_t)res;
-        core->swap_out += (size_t)res;
+        core->ibuf_out += (size_t)res;
     }
     return progress_common(core, r, res);
 }
@@ -430,69 +331,6 @@ void gaio_core_conn_idle(gaio_core *core, gaio_conn *c)
     conn_maybe_release(core, c);
 }
 
-/* ---- the internal buffer ---- */
-
-size_t gaio_core_swap_room(gaio_core *core)
-{
-    size_t budget = GAIO_SWAP_CHUNKS * core->bufsize;
-    return core->swap_out >= budget ? 0 : budget - core->swap_out;
-}
-
-ssize_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr)
-{
-    size_t bs = core->bufsize;
-    if (!core->waiting || !gaio_core_swap_room(core))
-        return 0;
-    /* a nearly full chunk would make short reads: move on while chunks remain */
-    size_t left = bs - core->chunk_off;
-    if (core->chunk[core->chunk_cur] && left < bs / 4 + 1) {
-        if (core->chunk_cur + 1 >= GAIO_SWAP_CHUNKS) {
-            if (left == 0)
-                return 0;
-        } else {
-            core->chunk_cur++;
-            core->chunk_off = 0;
-            left = bs;
-        }
-    }
-    if (!core->chunk[core->chunk_cur]) {
-        core->chunk[core->chunk_cur] = gaio_malloc(bs);
-        if (!core->chunk[core->chunk_cur])
-            return -ENOMEM;
-        core->stats.swap_chunks++;
-    }
-    size_t room = gaio_core_swap_room(core);
-    *ptr = core->chunk[core->chunk_cur] + core->chunk_off;
-    return (ssize_t)(left < room ? left : room);
-}
-
-void gaio_core_swap_reset(gaio_core *core)
-{
-    void *token = binding_enter(core);
-    int shown = 1;
-    for (gaio_req *r = core->done_head; r; r = r->next)
-        if (r->swap_ptr)
-            shown = 0; /* a result not yet shown points into the chunks: keep filling after it */
-    if (shown) {
-        core->chunk_cur = 0;
-        core->chunk_off = 0;
-        core->swap_out = 0;
-    }
-    binding_leave(core, token);
-}
-
-unsigned char *gaio_core_swap_detach(gaio_core *core, unsigned i)
-{
-    void *token = binding_enter(core);
-    unsigned char *p = core->chunk[i];
-    core->chunk[i] = NULL;
-    if (p)
-        core->stats.swap_chunks--;
-    binding_leave(core, token);
-    return p;
-}
-
-
 /* ---- requests in, results out ---- */
 
 static void drain_incoming(gaio_core *core);
@@ -508,23 +346,23 @@ static void wake_waiter(gaio_core *core)
 int gaio_core_submit(gaio_core *core, gaio_req *r)
 {
     r->state = GAIO_REQ_INCOMING;
-    r->heap_index = NO_HEAP;
+    r->heap_index = GAIO__NO_HEAP;
     r->done = 0;
     r->error = 0;
     r->conn = NULL;
-    r->swap_ptr = NULL;
+    r->ibuf_ptr = NULL;
     r->next = NULL;
-    void *token = binding_enter(core);
+    void *token = gaio__binding_enter(core);
     if (core->closing || core->closed) {
         /* closed by another thread while this one waited for the lock */
-        binding_leave(core, token);
+        gaio__binding_leave(core, token);
         return -1;
     }
     if (r->deadline_ns != GAIO_NO_DEADLINE) {
         /* the heap's room for this deadline is taken now, in the caller's
          * thread, where failing is a MemoryError and not a lost deadline */
-        if (heap_reserve(core, (uint64_t)core->nheap + core->heap_promised + 1) != 0) {
-            binding_leave(core, token);
+        if (gaio__heap_reserve(core, (uint64_t)core->nheap + core->heap_promised + 1) != 0) {
+            gaio__binding_leave(core, token);
             return -ENOMEM;
         }
         core->heap_promised++;
@@ -544,7 +382,7 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
         drain_incoming(core);
     else
         wake_waiter(core);
-    binding_leave(core, token);
+    gaio__binding_leave(core, token);
     return 0;
 }
 
@@ -556,7 +394,7 @@ static void conn_close(gaio_core *core, gaio_conn *c)
          * once or after an in-flight head's cancellation (io_uring), so no
          * deadline may jump the queue meanwhile. */
         for (gaio_req *r = c->head[k]; r; r = r->next)
-            heap_remove(core, r);
+            gaio__heap_remove(core, r);
         if (c->head[k])
             req_abort(core, c->head[k], GAIO_ERR_CLOSED);
     }
@@ -589,7 +427,7 @@ static void drain_incoming(gaio_core *core)
             continue;
         }
         r->conn = c;
-        if (r->deadline_ns != GAIO_NO_DEADLINE && heap_push(core, r) != 0) {
+        if (r->deadline_ns != GAIO_NO_DEADLINE && gaio__heap_push(core, r) != 0) {
             /* cannot happen (gaio_core_submit reserved the room); never drop
              * the deadline: a request that could wait forever fails now */
             r->error = ENOMEM;
@@ -627,7 +465,7 @@ static void expire_deadlines(gaio_core *core, int64_t now)
         /* The heap leaves equal deadlines in no set order: end the requests
          * queued ahead of r with the same deadline first (R3). Linked in the
          * queue and still in the heap means still waiting. */
-        while (r->prev && r->prev->heap_index != NO_HEAP && r->prev->deadline_ns <= r->deadline_ns)
+        while (r->prev && r->prev->heap_index != GAIO__NO_HEAP && r->prev->deadline_ns <= r->deadline_ns)
             r = r->prev;
         req_abort(core, r, GAIO_ERR_DEADLINE);
     }
@@ -650,10 +488,10 @@ static int queue_free(gaio_core *core, uint64_t id)
 
 static void free_conn(gaio_core *core, uint64_t id, int wait_done)
 {
-    void *token = binding_enter(core);
+    void *token = gaio__binding_enter(core);
     if (core->closing || core->closed) {
         /* close() closes every descriptor anyway */
-        binding_leave(core, token);
+        gaio__binding_leave(core, token);
         return;
     }
     if (!core->waiting) {
@@ -662,7 +500,7 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
         gaio_conn *c = gaio_core_conn(core, id);
         if (c)
             conn_close(core, c);
-        binding_leave(core, token);
+        gaio__binding_leave(core, token);
         return;
     }
     while (queue_free(core, id) != 0) {
@@ -671,16 +509,16 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
          * or do it here once it has left. */
         core->woken = 1;
         core->engine->wake(core->engine_state);
-        binding_wait_idle(core, &token);
+        gaio__binding_wait_idle(core, &token);
         if (core->closing || core->closed) {
-            binding_leave(core, token);
+            gaio__binding_leave(core, token);
             return;
         }
         if (!core->waiting) {
             gaio_conn *c = gaio_core_conn(core, id);
             if (c)
                 conn_close(core, c);
-            binding_leave(core, token);
+            gaio__binding_leave(core, token);
             return;
         }
     }
@@ -689,8 +527,8 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
     core->woken = 1;
     core->engine->wake(core->engine_state);
     while (wait_done && core->waiting && core->frees_done < ticket && !core->closed)
-        binding_wait_idle(core, &token);
-    binding_leave(core, token);
+        gaio__binding_wait_idle(core, &token);
+    gaio__binding_leave(core, token);
 }
 
 void gaio_core_free(gaio_core *core, uint64_t id) { free_conn(core, id, 1); }
@@ -769,14 +607,14 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
 
 gaio_req *gaio_core_take_done(gaio_core *core)
 {
-    void *token = binding_enter(core);
+    void *token = gaio__binding_enter(core);
     gaio_req *r = core->done_head;
     core->done_head = core->done_tail = NULL;
     for (gaio_req *p = r; p; p = p->next) {
         core->stats.pending--;
         core->stats.completed++;
     }
-    binding_leave(core, token);
+    gaio__binding_leave(core, token);
     return r;
 }
 
@@ -850,17 +688,17 @@ gaio_req *gaio_core_close(gaio_core *core)
 
 void gaio_core_get_stats(gaio_core *core, gaio_stats *out)
 {
-    void *token = binding_enter(core);
+    void *token = gaio__binding_enter(core);
     *out = core->stats;
-    out->swap_bytes_batch = core->swap_out;
-    binding_leave(core, token);
+    out->ibuf_bytes_batch = core->ibuf_out;
+    gaio__binding_leave(core, token);
 }
 
 void gaio_core_delete(gaio_core *core)
 {
     if (!core)
         return;
-    for (unsigned i = 0; i < GAIO_SWAP_CHUNKS; i++)
+    for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++)
         free(core->chunk[i]);
     free(core->slots);
     free(core->slot_gen);

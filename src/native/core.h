@@ -1,7 +1,7 @@
 /* gaio's C core: the types every engine sees.
  *
  * The core owns connections (a slot table with generation numbers), each
- * connection's read and write FIFOs, the deadline heap, the internal (swap)
+ * connection's read and write FIFOs, the deadline heap, the internal
  * buffer and the list of finished requests. It knows nothing of Python: a
  * request is embedded in the binding's own struct (module.c), which alone
  * interprets it.
@@ -71,7 +71,7 @@ struct gaio_req {
     uint8_t state;              /* GAIO_REQ_* */
     int error;                  /* 0, errno > 0, or GAIO_ERR_* */
     int cancel_reason;          /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
-    unsigned char *swap_ptr;    /* read without a buffer: where its bytes are */
+    unsigned char *ibuf_ptr;    /* read without a buffer: where its bytes are */
     /* no engine-private fields: no engine needed one, and an idle
      * connection's pending read is one of these (per-connection memory) */
 };
@@ -88,12 +88,12 @@ struct gaio_conn {
 
 typedef struct gaio_stats {
     uint64_t submitted, completed, bytes_read, bytes_written, timeouts, watched, pending;
-    uint64_t swap_bytes_batch;  /* internal-buffer bytes handed out in the current batch */
-    uint64_t swap_chunks;       /* internal-buffer chunks allocated now */
+    uint64_t ibuf_bytes_batch;  /* internal-buffer bytes handed out in the current batch */
+    uint64_t ibuf_chunks;       /* internal-buffer chunks allocated now */
     uint64_t wakeups;           /* engine waits that returned */
 } gaio_stats;
 
-#define GAIO_SWAP_CHUNKS 4      /* at most 4 x bufsize of internal buffer per batch */
+#define GAIO_IBUF_CHUNKS 4      /* at most 4 x bufsize of internal buffer per batch */
 
 /* How the binding's threads let their runtime go on while they block (for
  * CPython: release and retake the GIL). A binding thread never blocks on
@@ -137,10 +137,10 @@ struct gaio_core {
 
     /* internal buffer: chunks of bufsize bytes, filled consecutively within a batch */
     size_t bufsize;
-    unsigned char *chunk[GAIO_SWAP_CHUNKS];
+    unsigned char *chunk[GAIO_IBUF_CHUNKS];
     uint32_t chunk_cur;         /* chunk being filled */
     size_t chunk_off;           /* bytes used in it */
-    size_t swap_out;            /* bytes handed out in this batch (core and engine memory) */
+    size_t ibuf_out;            /* bytes handed out in this batch (core and engine memory) */
 
     uint8_t waiting;            /* a thread is inside gaio_core_wait */
     uint8_t sleeping;           /* ... and is (about to be) blocked in the kernel */
@@ -182,10 +182,10 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns);
 /* Take the list of finished requests (linked by next), in completion order. */
 gaio_req *gaio_core_take_done(gaio_core *core);
 /* Start a new batch: the previous batch's views are released. */
-void gaio_core_swap_reset(gaio_core *core);
+void gaio_core_ibuf_reset(gaio_core *core);
 /* Hand the chunk's memory over to the caller (to free() later): the core
  * allocates a fresh one when it needs it. */
-unsigned char *gaio_core_swap_detach(gaio_core *core, unsigned i);
+unsigned char *gaio_core_ibuf_detach(gaio_core *core, unsigned i);
 /* Stop: wake and wait out the waiter, close every descriptor, destroy the
  * engine; returns every request not delivered (linked by next) for the binding
  * to release. */
@@ -199,6 +199,14 @@ int64_t gaio_now_ns(void);
 /* The live connection with this id, or NULL (stale: freed, reused or closing). */
 gaio_conn *gaio_core_conn(gaio_core *core, uint64_t conn_id);
 static inline uint64_t gaio_conn_id(const gaio_conn *c) { return c->slot | (uint64_t)c->gen << 32; }
+/* The connection with this id while the core holds it, closing ones
+ * included (a completion engine finishing a cancel), else NULL. */
+gaio_conn *gaio_core_conn_held(gaio_core *core, uint64_t conn_id);
+/* Every connection the core holds, closing ones included, by slot:
+ *     uint32_t s = 0;
+ *     for (gaio_conn *c; (c = gaio_core_next_conn(core, &s));) ...
+ * Safe when the loop's body lets the core release connections. */
+gaio_conn *gaio_core_next_conn(gaio_core *core, uint32_t *slot);
 /* The request at the head of a queue, NULL when empty or when the head is cancelling. */
 gaio_req *gaio_conn_head(gaio_conn *conn, int kind);
 /* Room in the core's internal buffer for one read: *ptr and the byte count;
@@ -207,11 +215,11 @@ gaio_req *gaio_conn_head(gaio_conn *conn, int kind);
  * batch's views are still out): try again in the next wait. -ENOMEM when a
  * chunk could not be allocated: the engine ends the read with that error
  * (retrying would wait for nothing). */
-ssize_t gaio_core_swap_reserve(gaio_core *core, unsigned char **ptr);
-/* Bytes swap reads may still take in this batch (for engines owning the memory). */
-size_t gaio_core_swap_room(gaio_core *core);
+ssize_t gaio_core_ibuf_reserve(gaio_core *core, unsigned char **ptr);
+/* Bytes internal-buffer reads may still take in this batch. */
+size_t gaio_core_ibuf_room(gaio_core *core);
 /* A kernel result for req: bytes moved (> 0), 0 (end of stream on a read), or
- * -errno. For a read without a buffer, the bytes are where gaio_core_swap_reserve
+ * -errno. For a read without a buffer, the bytes are where gaio_core_ibuf_reserve
  * said. Returns 1 when the request finished (it left its queue: forget it and
  * look at gaio_conn_head for the next), 0 when it needs more I/O. */
 int gaio_core_progress(gaio_core *core, gaio_req *req, ssize_t res);

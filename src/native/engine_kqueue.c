@@ -98,10 +98,9 @@ static gaio_conn *kq_conn(kq_state *st, const struct kevent *ev)
 #if KQ_PACKED_UDATA
     uint32_t packed = (uint32_t)(uintptr_t)ev->udata, slot = packed & KQ_SLOT_MASK;
     gaio_core *core = st->core;
-    if (slot >= core->nslots || !core->slots[slot])
-        return NULL;
-    gaio_conn *c = core->slots[slot];
-    if ((uint32_t)(c->gen << KQ_SLOT_BITS) != (packed & ~KQ_SLOT_MASK))
+    uint32_t s = slot;
+    gaio_conn *c = gaio_core_next_conn(core, &s);
+    if (!c || c->slot != slot || (uint32_t)(c->gen << KQ_SLOT_BITS) != (packed & ~KQ_SLOT_MASK))
         return NULL;
     c = gaio_core_conn(core, gaio_conn_id(c));
 #else
@@ -281,10 +280,9 @@ static int kq_cancel(void *state, gaio_req *r)
  * with the requests waiting. A wasted try costs one EAGAIN. */
 static void kq_sweep(kq_state *st)
 {
-    gaio_core *core = st->core;
-    for (uint32_t s = 0; s < core->nslots; s++) {
-        gaio_conn *c = core->slots[s];
-        if (!c || !(c = gaio_core_conn(core, gaio_conn_id(c))) || c->fd < 0)
+    uint32_t s = 0;
+    for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));) {
+        if (c->closing || c->fd < 0)
             continue;
         c->engine_flags |= GAIO_MAY_READ | GAIO_MAY_WRITE | GAIO_HUP;
         kq_reads(st, c);

@@ -42,6 +42,7 @@
  * a buffer instead of provided buffers.
  */
 #include "engine.h"
+#include "readiness.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -60,14 +61,14 @@
 #define SQ_ENTRIES 256
 #define CQ_ENTRIES 4096   /* beyond it completions wait in the kernel (NODROP) */
 #define MAX_OP_BYTES (1u << 30)
-_Static_assert((GAIO_SWAP_CHUNKS & (GAIO_SWAP_CHUNKS - 1)) == 0, "a buffer ring's size is a power of two");
+_Static_assert((GAIO_IBUF_CHUNKS & (GAIO_IBUF_CHUNKS - 1)) == 0, "a buffer ring's size is a power of two");
 
 /* gaio_conn.engine_flags; shifted by the direction where it applies */
 enum {
     IN_FLIGHT = 1,     /* << kind: an operation of the head is in the kernel */
     CANCEL_ASKED = 4,  /* << kind: an ASYNC_CANCEL for it is queued or sent */
     TO_START = 16,     /* << kind: on the work list, to be submitted */
-    READ_IS_SWAP = 64, /* the read in flight is for an internal-buffer read (select or poll) */
+    READ_IS_IBUF = 64, /* the read in flight is for an internal-buffer read (select or poll) */
     STARVED = 128,     /* on the starved list: its internal-buffer read waits for room */
     READ_FAILED = 256, /* bytes taken from the kernel could not be kept: reads end with ENOMEM */
 };
@@ -92,10 +93,10 @@ typedef struct {
 typedef struct {
     gaio_core *core;
     struct gaio__uring ring;
-    /* provided buffers (use_pbuf): GAIO_SWAP_CHUNKS buffers of bufsize */
+    /* provided buffers (use_pbuf): GAIO_IBUF_CHUNKS buffers of bufsize */
     int use_pbuf;
     struct gaio__uring_bufring bufs;
-    uint32_t buf_filled[GAIO_SWAP_CHUNKS]; /* bytes the kernel put in each since provided */
+    uint32_t buf_filled[GAIO_IBUF_CHUNKS]; /* bytes the kernel put in each since provided */
     int evfd;
     int wake_armed;
     uint64_t in_flight;  /* SQEs prepared whose CQE has not been reaped */
@@ -182,7 +183,7 @@ static size_t hand_out(uring_state *st, gaio_conn *c, const unsigned char *src, 
             dst = r->buf + r->done;
             room = r->len - r->done;
         } else {
-            ssize_t got = gaio_core_swap_reserve(st->core, &dst);
+            ssize_t got = gaio_core_ibuf_reserve(st->core, &dst);
             if (got == 0)
                 break;
             if (got < 0) {
@@ -278,19 +279,10 @@ static int start_op(uring_state *st, gaio_conn *c, int kind)
             gaio__uring_prep_recv_select(sqe, c->fd, st->bufs.size, st->bufs.group, ud);
         else
             gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud);
-        c->engine_flags |= READ_IS_SWAP;
+        c->engine_flags |= READ_IS_IBUF;
     }
     c->engine_flags |= BIT(IN_FLIGHT, kind);
     return 0;
-}
-
-/* The connection with this id even while it is closing (gaio_core_conn hides
- * those), or NULL once the core has released it. */
-static gaio_conn *conn_even_closing(gaio_core *core, uint64_t id)
-{
-    uint32_t slot = (uint32_t)id;
-    gaio_conn *c = slot < core->nslots ? core->slots[slot] : NULL;
-    return c && c->gen == (uint32_t)(id >> 32) ? c : NULL;
 }
 
 static int run_item(uring_state *st, const work_item *w)
@@ -298,7 +290,7 @@ static int run_item(uring_state *st, const work_item *w)
     if (w->what == WORK_CANCEL) {
         /* looked up again: if the SQ ring was full last time, the operation
          * may have completed and the connection been released since */
-        gaio_conn *c = conn_even_closing(st->core, w->id);
+        gaio_conn *c = gaio_core_conn_held(st->core, w->id);
         if (!c || !(c->engine_flags & BIT(IN_FLIGHT, w->kind)))
             return 0; /* it completed before the cancel went out */
         struct gaio__io_uring_sqe *sqe = get_sqe(st);
@@ -330,28 +322,17 @@ static void run_work(uring_state *st)
 
 /* The connection is readable: recv() into the internal buffer for as many
  * internal-buffer reads as are queued at its head and have data. */
-static void swap_reads(uring_state *st, gaio_conn *c)
+static void ibuf_reads(uring_state *st, gaio_conn *c)
 {
     gaio_req *r;
     while ((r = gaio_conn_head(c, GAIO_READ)) && !r->buf) {
-        unsigned char *ptr;
-        ssize_t got = gaio_core_swap_reserve(st->core, &ptr);
-        if (got < 0) {
-            gaio_core_progress(st->core, r, got); /* no memory: nothing read, it fails */
-            continue;
-        }
-        if (!got) {
+        int short_read;
+        ssize_t n = gaio_recv_head(st->core, c, r, &short_read);
+        if (n == GAIO_RECV_NO_ROOM) {
             starve(st, c); /* this batch's internal buffer is spent */
             return;
         }
-        size_t want = (size_t)got;
-        ssize_t n = recv(c->fd, ptr, want, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break; /* poll again */
-        gaio_core_progress(st->core, r, n < 0 ? -errno : n);
-        if (n > 0 && (size_t)n < want)
+        if (n == -EAGAIN || short_read)
             break; /* drained: poll before the next read */
     }
     schedule_start(st, c, GAIO_READ);
@@ -366,12 +347,12 @@ static void retry_starved(uring_state *st)
         if (!c)
             continue;
         c->engine_flags &= ~STARVED;
-        if (!gaio_core_swap_room(st->core))
+        if (!gaio_core_ibuf_room(st->core))
             starve(st, c);
         else if (st->use_pbuf)
             schedule_start(st, c, GAIO_READ); /* parked bytes first, then a new recv */
         else
-            swap_reads(st, c);
+            ibuf_reads(st, c);
     }
 }
 
@@ -412,22 +393,22 @@ static void complete_select(uring_state *st, gaio_conn *c, int32_t res, uint32_t
 static void complete_op(uring_state *st, gaio_conn *c, int kind, int32_t res, uint32_t flags)
 {
     gaio_core *core = st->core;
-    int was_swap = kind == GAIO_READ && (c->engine_flags & READ_IS_SWAP);
+    int was_ibuf = kind == GAIO_READ && (c->engine_flags & READ_IS_IBUF);
     c->engine_flags &= ~(BIT(IN_FLIGHT, kind) | BIT(CANCEL_ASKED, kind));
     if (kind == GAIO_READ)
-        c->engine_flags &= ~READ_IS_SWAP;
+        c->engine_flags &= ~READ_IS_IBUF;
     gaio_req *r = c->head[kind];
-    if (was_swap && st->use_pbuf) {
+    if (was_ibuf && st->use_pbuf) {
         complete_select(st, c, res, flags);
     } else if (r && r->state == GAIO_REQ_CANCELLING) {
         /* bytes that raced the cancel are the caller's: report them first */
-        if (was_swap || res <= 0 || gaio_core_progress(core, r, res) == 0)
+        if (was_ibuf || res <= 0 || gaio_core_progress(core, r, res) == 0)
             gaio_core_finish(core, r);
     } else if (r && (res == -ECANCELED || res == -EINTR || res == -EAGAIN)) {
         /* not ours to end (the submitting thread exited, a signal): again */
-    } else if (r && was_swap) { /* POLL_ADD: readable */
+    } else if (r && was_ibuf) { /* POLL_ADD: readable */
         if (!c->closing && c->fd >= 0)
-            swap_reads(st, c);
+            ibuf_reads(st, c);
     } else if (r) {
         gaio_core_progress(core, r, res);
     }
@@ -492,11 +473,10 @@ static void ask_cancel(uring_state *st, gaio_conn *c, int kind);
  * held by the connections' state (only after an allocation failed). */
 static void rescan(uring_state *st)
 {
-    gaio_core *core = st->core;
     st->rescan = 0;
-    for (uint32_t s = 0; s < core->nslots; s++) {
-        gaio_conn *c = core->slots[s];
-        for (int kind = 0; c && kind < 2; kind++) {
+    uint32_t s = 0;
+    for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));) {
+        for (int kind = 0; kind < 2; kind++) {
             uint32_t f = c->engine_flags;
             gaio_req *h = c->head[kind];
             if (f & BIT(IN_FLIGHT, kind)) {
@@ -513,7 +493,7 @@ static void rescan(uring_state *st)
 static int ur_wait(void *state, int64_t timeout_ns)
 {
     uring_state *st = state;
-    if (st->nstarved && gaio_core_swap_room(st->core))
+    if (st->nstarved && gaio_core_ibuf_room(st->core))
         retry_starved(st);
     if (st->rescan)
         rescan(st);
@@ -606,13 +586,11 @@ static int ur_cancel(void *state, gaio_req *r)
  * completion can write into a buffer the core is about to release. */
 static void cancel_everything(uring_state *st)
 {
-    gaio_core *core = st->core;
     st->nwork = 0;
-    for (uint32_t s = 0; s < core->nslots; s++) {
-        gaio_conn *c = core->slots[s];
-        if (c)
-            drop_parked(c);
-        for (int kind = 0; c && kind < 2; kind++) {
+    uint32_t s = 0;
+    for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));) {
+        drop_parked(c);
+        for (int kind = 0; kind < 2; kind++) {
             if (!(c->engine_flags & BIT(IN_FLIGHT, kind)))
                 continue;
             struct gaio__io_uring_sqe *sqe;
@@ -674,7 +652,7 @@ static int ur_create(gaio_core *core, void **out, char *why, size_t whylen)
      * of reads, and POLL_ADD + recv() serve better. */
     const char *no_pbuf = getenv("GAIO_URING_NO_PBUF");
     if (!(no_pbuf && no_pbuf[0] && strcmp(no_pbuf, "0") != 0) &&
-        gaio__uring_bufring_open(&st->ring, &st->bufs, 1, GAIO_SWAP_CHUNKS, (uint32_t)core->bufsize,
+        gaio__uring_bufring_open(&st->ring, &st->bufs, 1, GAIO_IBUF_CHUNKS, (uint32_t)core->bufsize,
                                  GAIO__IOU_PBUF_RING_INC, reason) == 0)
         st->use_pbuf = 1;
     st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

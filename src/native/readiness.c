@@ -48,45 +48,52 @@ static void todo_add(gaio_ready *rd, gaio_conn *c)
     c->engine_flags |= GAIO_IN_TODO;
 }
 
+ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_read)
+{
+    unsigned char *ptr;
+    size_t want;
+    *short_read = 0;
+    if (r->buf) {
+        ptr = r->buf + r->done;
+        want = r->len - r->done;
+    } else {
+        ssize_t room = gaio_core_ibuf_reserve(core, &ptr);
+        if (room < 0) {
+            /* no memory for the bytes: nothing was read, the request fails */
+            gaio_core_progress(core, r, room);
+            return room;
+        }
+        if (room == 0)
+            return GAIO_RECV_NO_ROOM;
+        want = (size_t)room;
+    }
+    ssize_t n;
+    do
+        n = recv(c->fd, ptr, want, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -EAGAIN;
+    if (n < 0)
+        n = -errno;
+    *short_read = n > 0 && (size_t)n < want;
+    gaio_core_progress(core, r, n);
+    return n;
+}
+
 void gaio_ready_reads(gaio_ready *rd, gaio_conn *c)
 {
     gaio_req *r;
     while ((c->engine_flags & GAIO_MAY_READ) && (r = gaio_conn_head(c, GAIO_READ))) {
-        unsigned char *ptr;
-        size_t want;
-        if (r->buf) {
-            ptr = r->buf + r->done;
-            want = r->len - r->done;
-        } else {
-            ssize_t room = gaio_core_swap_reserve(rd->core, &ptr);
-            if (room < 0) {
-                /* no memory for the bytes: nothing was read, the request fails */
-                gaio_core_progress(rd->core, r, room);
-                continue;
-            }
-            if (room == 0) {
-                todo_add(rd, c); /* this batch's internal buffer is spent */
-                return;
-            }
-            want = (size_t)room;
+        int short_read;
+        ssize_t n = gaio_recv_head(rd->core, c, r, &short_read);
+        if (n == GAIO_RECV_NO_ROOM) {
+            todo_add(rd, c); /* this batch's internal buffer is spent */
+            return;
         }
-        ssize_t n = recv(c->fd, ptr, want, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->engine_flags &= ~GAIO_MAY_READ;
-                return;
-            }
-            c->engine_flags |= GAIO_HUP;
-            gaio_core_progress(rd->core, r, -errno);
-            continue;
-        }
-        if (n == 0)
-            c->engine_flags |= GAIO_HUP;
-        else if ((size_t)n < want && !(c->engine_flags & GAIO_HUP))
+        if (n == -EAGAIN || (short_read && !(c->engine_flags & GAIO_HUP)))
             c->engine_flags &= ~GAIO_MAY_READ;
-        gaio_core_progress(rd->core, r, n);
+        else if (n <= 0 && n != -ENOMEM)
+            c->engine_flags |= GAIO_HUP; /* end of stream or a socket error */
     }
 }
 
@@ -128,13 +135,13 @@ static void retry_all(gaio_ready *rd)
 {
     gaio_core *core = rd->core;
     rd->rescan = 0;
-    for (uint32_t s = 0; s < core->nslots; s++) {
-        gaio_conn *c = core->slots[s];
+    uint32_t s = 0;
+    for (gaio_conn *c; (c = gaio_core_next_conn(core, &s));) {
         gaio_req *r;
-        if (c && !c->closing && c->fd >= 0 && !(c->engine_flags & GAIO_IN_TODO) &&
+        if (!c->closing && c->fd >= 0 && !(c->engine_flags & GAIO_IN_TODO) &&
             (r = gaio_conn_head(c, GAIO_READ)) && !r->buf)
             gaio_ready_reads(rd, c);
-        if (rd->rescan || !gaio_core_swap_room(core)) {
+        if (rd->rescan || !gaio_core_ibuf_room(core)) {
             rd->rescan = 1; /* the rest at the next retry */
             return;
         }
@@ -143,9 +150,9 @@ static void retry_all(gaio_ready *rd)
 
 void gaio_ready_retry(gaio_ready *rd)
 {
-    if (rd->rescan && gaio_core_swap_room(rd->core))
+    if (rd->rescan && gaio_core_ibuf_room(rd->core))
         retry_all(rd);
-    if (!rd->ntodo || !gaio_core_swap_room(rd->core))
+    if (!rd->ntodo || !gaio_core_ibuf_room(rd->core))
         return;
     uint32_t n = rd->ntodo;
     uint64_t *ids = rd->todo;

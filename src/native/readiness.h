@@ -15,6 +15,8 @@
 
 #include "engine.h"
 
+#include <errno.h>
+
 /* gaio_conn.engine_flags of a readiness engine */
 enum { GAIO_MAY_READ = 1, GAIO_MAY_WRITE = 2, GAIO_HUP = 4, GAIO_IN_TODO = 8 };
 
@@ -27,6 +29,15 @@ typedef struct gaio_ready {
 
 void gaio_ready_init(gaio_ready *rd, gaio_core *core);
 void gaio_ready_free(gaio_ready *rd);
+/* One recv() for c's head read r, into r's buffer or the internal buffer,
+ * reported to the core (gaio_core_progress). Returns the bytes read (> 0;
+ * *short_read when fewer than asked: the socket is drained), 0 at end of
+ * stream, -EAGAIN when nothing was there, GAIO_RECV_NO_ROOM when this
+ * batch's internal buffer is spent (nothing read), or another -errno (the
+ * request failed). Shared with io_uring's readiness (POLL_ADD) path. */
+#define GAIO_RECV_NO_ROOM (-ENOSPC)
+ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_read);
+
 /* Move the head requests of one direction while the connection may be ready. */
 void gaio_ready_reads(gaio_ready *rd, gaio_conn *c);
 void gaio_ready_writes(gaio_ready *rd, gaio_conn *c);

@@ -1,0 +1,68 @@
+/* The internal buffer: GAIO_IBUF_CHUNKS chunks of bufsize bytes that reads
+ * without a buffer land in, filled one after another within a batch and
+ * reused from the start when the binding says the batch's views are gone. */
+#include "core_lock.h"
+
+#include "alloc.h"
+
+#include <errno.h>
+
+size_t gaio_core_ibuf_room(gaio_core *core)
+{
+    size_t budget = GAIO_IBUF_CHUNKS * core->bufsize;
+    return core->ibuf_out >= budget ? 0 : budget - core->ibuf_out;
+}
+
+ssize_t gaio_core_ibuf_reserve(gaio_core *core, unsigned char **ptr)
+{
+    size_t bs = core->bufsize;
+    if (!core->waiting || !gaio_core_ibuf_room(core))
+        return 0;
+    /* a nearly full chunk would make short reads: move on while chunks remain */
+    size_t left = bs - core->chunk_off;
+    if (core->chunk[core->chunk_cur] && left < bs / 4 + 1) {
+        if (core->chunk_cur + 1 >= GAIO_IBUF_CHUNKS) {
+            if (left == 0)
+                return 0;
+        } else {
+            core->chunk_cur++;
+            core->chunk_off = 0;
+            left = bs;
+        }
+    }
+    if (!core->chunk[core->chunk_cur]) {
+        core->chunk[core->chunk_cur] = gaio_malloc(bs);
+        if (!core->chunk[core->chunk_cur])
+            return -ENOMEM;
+        core->stats.ibuf_chunks++;
+    }
+    size_t room = gaio_core_ibuf_room(core);
+    *ptr = core->chunk[core->chunk_cur] + core->chunk_off;
+    return (ssize_t)(left < room ? left : room);
+}
+
+void gaio_core_ibuf_reset(gaio_core *core)
+{
+    void *token = gaio__binding_enter(core);
+    int shown = 1;
+    for (gaio_req *r = core->done_head; r; r = r->next)
+        if (r->ibuf_ptr)
+            shown = 0; /* a result not yet shown points into the chunks: keep filling after it */
+    if (shown) {
+        core->chunk_cur = 0;
+        core->chunk_off = 0;
+        core->ibuf_out = 0;
+    }
+    gaio__binding_leave(core, token);
+}
+
+unsigned char *gaio_core_ibuf_detach(gaio_core *core, unsigned i)
+{
+    void *token = gaio__binding_enter(core);
+    unsigned char *p = core->chunk[i];
+    core->chunk[i] = NULL;
+    if (p)
+        core->stats.ibuf_chunks--;
+    gaio__binding_leave(core, token);
+    return p;
+}
