@@ -1,5 +1,5 @@
-/* Shared by the Python binding's files (module.c, result.c): the only place
- * that touches Python objects. */
+/* Shared by the Python binding's files (module.c, args.c, conns.c,
+ * request.c, result.c): the only place that touches Python objects. */
 #ifndef GAIO_BINDING_H
 #define GAIO_BINDING_H
 
@@ -11,9 +11,9 @@
 /* OpResult: the native completion type (result.c) */
 extern PyTypeObject gaio__OpResult_Type;
 PyObject *gaio__opresult_new(PyObject *op, PyObject *conn, PyObject *ctx, PyObject *buffer,
-                             Py_ssize_t size, PyObject *error, int is_swap);
+                             Py_ssize_t size, PyObject *error, int is_ibuf);
 
-/* SwapMem: owner of internal-buffer memory shown to Python. A view is made by
+/* IbufMem: owner of internal-buffer memory shown to Python. A view is made by
  * arming one region and calling PyMemoryView_FromObject; the memory is freed
  * (if owned) when the last view of it goes. */
 typedef struct {
@@ -23,9 +23,163 @@ typedef struct {
     Py_ssize_t exports;      /* live Py_buffer exports */
     unsigned char *armed;    /* region the next getbuffer exports */
     Py_ssize_t armed_len;
-} gaio__SwapMem;
-extern PyTypeObject gaio__SwapMem_Type;
-gaio__SwapMem *gaio__swapmem_new(unsigned char *mem);
-PyObject *gaio__swapmem_view(gaio__SwapMem *m, unsigned char *ptr, Py_ssize_t len);
+} gaio__IbufMem;
+extern PyTypeObject gaio__IbufMem_Type;
+gaio__IbufMem *gaio__ibufmem_new(unsigned char *mem);
+PyObject *gaio__ibufmem_view(gaio__IbufMem *m, unsigned char *ptr, Py_ssize_t len);
+
+
+/* ---- module state (one interpreter), set by PyInit__native (module.c) ---- */
+
+typedef struct {
+    PyObject *WatcherClosedError, *DeadlineExceededError, *ConnClosedError,
+        *EngineUnavailableError;
+    PyObject *OpREAD, *OpWRITE, *SocketType;
+    PyObject *memoryview_release; /* the unbound method: no attribute lookup per view */
+    PyObject *socket_fileno, *socket_detach; /* socket.socket's own, not a subclass's */
+    PyObject *s_conn, *s_buf, *s_data, *s_ctx, *s_timeout, *s_deadline;
+} gaio__module_state;
+extern gaio__module_state gaio__state;
+
+/* What every watcher holds now (guarded by the GIL): the test suite's leak
+ * accounting checks both are back where they were after each test. */
+typedef struct {
+    Py_ssize_t requests;         /* request structs given out and not yet disposed */
+    Py_ssize_t ibuf_chunks_kept; /* internal-buffer chunks an export keeps after their batch */
+} gaio__live_counts;
+extern gaio__live_counts gaio__live;
+
+/* ---- requests (request.c) ---- */
+
+typedef struct pyreq {
+    gaio_req req;               /* first: the core hands back &req */
+    PyObject *conn, *ctx;       /* strong */
+    PyObject *bufobj;           /* caller's buffer (or our bytes copy), NULL for internal-buffer reads */
+    struct pyreq *live_prev, *live_next; /* every undelivered request, for GC traversal */
+    int has_view;               /* allocated with room for view (a request with a buffer) */
+    int copied;                 /* bufobj is the watcher's bytes copy of an internal-buffer view
+                                 * large enough to be recycled (see copy_pool) */
+    Py_buffer view;             /* export of bufobj held until completion; last: a read
+                                 * into the internal buffer is allocated without it, so
+                                 * an idle connection's pending read stays small */
+} pyreq;
+#define PYREQ_SMALL offsetof(pyreq, view)
+
+/* ---- socket -> connection map: open addressing on the object's address (conns.c) ---- */
+
+typedef struct {
+    PyWeakReference base;
+    uintptr_t key;
+    uint64_t id;
+} ConnRef;
+
+/* An entry is only the ConnRef pointer (NULL: empty); the key is ref->key.
+ * One pointer per slot and a load of at most 3/4 keep the table near 11-21
+ * bytes per connection: this is per idle connection memory (SPEC's idea). */
+typedef struct {
+    ConnRef *ref;    /* strong; NULL: empty */
+} map_entry;
+
+typedef struct {
+    map_entry *e;
+    size_t cap, n;   /* cap is a power of two */
+} connmap;
+
+/* ---- the Watcher (module.c) ---- */
+
+/* Writing an internal-buffer view back copies it into a new bytes (R6). A
+ * copy of tens of KiB is a malloc() at the top of the heap, and freeing it
+ * lets glibc give the pages back (trim), so the next copy page-faults on
+ * fresh zeroed pages: a fifth of a stream echo's CPU. Copies of at least
+ * COPY_POOL_MIN bytes that only the watcher still holds at the next
+ * wait_io() are kept (at most COPY_POOL of them) and refilled instead. */
+#define COPY_POOL 8
+#define COPY_POOL_MIN 4096
+#define COPY_POOL_MAX (1 << 20)
+#if PY_VERSION_HEX >= 0x030D0000
+#undef COPY_POOL_MIN
+#define COPY_POOL_MIN PY_SSIZE_T_MAX /* ob_shash is deprecated there: no reuse */
+#endif
+
+typedef struct {
+    PyObject_HEAD
+    gaio_core *core;
+    const char *engine_name;
+    Py_ssize_t bufsize;
+    int closed;
+    int waiting;                  /* a thread is in wait_io (guarded by the GIL) */
+    int close_done;               /* watcher_close finished (the core may be deleted) */
+    int inited;                   /* __init__ ran (it may run once) */
+    int pins;                     /* threads using the core with the GIL released */
+    connmap map;
+    PyObject *link;               /* WatcherLink: the weakref callbacks' way back */
+    PyObject *callback;           /* the C function given to every ConnRef */
+    PyObject *views;              /* list: memoryviews handed out in the last batch */
+    PyObject *copies;             /* list: large write copies delivered in the last batch */
+    PyObject *copies_old;         /* ... in the batch before: the caller's previous results
+                                   * list is alive while it calls wait_io() again */
+    PyObject *copy_pool[COPY_POOL]; /* bytes copies nobody else holds, for reuse */
+    int ncopy_pool;
+    gaio__IbufMem *chunk_mem[GAIO_IBUF_CHUNKS]; /* owners of the core's chunks shown */
+    pyreq live;                   /* sentinel of the undelivered-requests list */
+    pyreq *spare[2];              /* freelists of request structs, without / with view */
+    int nspare[2];
+    gaio_stats final_stats;       /* stats() after close */
+    PyObject *weakreflist;
+} Watcher;
+
+typedef struct {
+    PyObject_HEAD
+    Watcher *w;                   /* borrowed; NULL once the watcher is closed */
+} WatcherLink;
+
+/* A call into the core may release the GIL (gaio_runtime): meanwhile another
+ * thread may close the watcher, and the core must outlive the call.
+ * gaio__core_unpin deletes it when the watcher was closed meanwhile and
+ * nobody else uses it. */
+void gaio__core_unpin(Watcher *w);
+#define PINNED(w, call)        \
+    do {                       \
+        (w)->pins++;           \
+        call;                  \
+        gaio__core_unpin(w);   \
+    } while (0)
+PyObject *gaio__closed_error(void);
+
+/* ---- argument parsing (args.c), laid out as _python_args.py ---- */
+
+int gaio__parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames, PyObject *const *names, int nnames, int maxpos,
+                     int required, PyObject **out);
+int gaio__seconds_arg(PyObject *o, const char *what, double *out);
+int64_t gaio__ns_clamp(double ns);
+int gaio__deadline_arg(PyObject *timeout, PyObject *deadline, int64_t *out);
+int gaio__buffer_arg(PyObject *obj, Py_buffer *view, int writable);
+
+/* ---- connections (conns.c): R2 delegation, R9 release of dropped sockets ---- */
+
+extern PyTypeObject gaio__ConnRef_Type, gaio__WatcherLink_Type;
+extern PyMethodDef gaio__conn_gone_def;
+map_entry *gaio__map_find(connmap *m, uintptr_t key);
+int gaio__map_insert(connmap *m, ConnRef *ref);
+ConnRef *gaio__map_remove(connmap *m, map_entry *hole);
+PyObject *gaio__conn_type_error(PyObject *conn, const char *why);
+int gaio__socket_fd(PyObject *conn);
+int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id);
+
+/* ---- requests (request.c) ---- */
+
+void gaio__live_remove(pyreq *p);
+void gaio__req_dispose(Watcher *w, pyreq *p);
+PyObject *gaio__watcher_read(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
+PyObject *gaio__watcher_read_full(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
+PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
+PyObject *gaio__watcher_free(Watcher *w, PyObject *conn);
+
+/* ---- the batch of results (result.c): R4 views, R6 copies ---- */
+
+PyObject *gaio__copy_bytes(Watcher *w, const void *src, Py_ssize_t len);
+void gaio__release_batch(Watcher *w, int closing);
+PyObject *gaio__build_results(Watcher *w, gaio_req *done);
 
 #endif

@@ -1,8 +1,9 @@
 /* gaio._native.OpResult (immutable, slots, no __dict__) and the internal
- * buffer's memory owner behind the read-only views that swap reads return. */
+ * buffer's memory owner behind the read-only views that internal-buffer reads return. */
 #include "binding.h"
 
 #include <stddef.h>
+#include <string.h>
 #include <structmember.h>
 
 typedef struct {
@@ -13,7 +14,7 @@ typedef struct {
 } OpResult;
 
 PyObject *gaio__opresult_new(PyObject *op, PyObject *conn, PyObject *ctx, PyObject *buffer,
-                             Py_ssize_t size, PyObject *error, int is_swap)
+                             Py_ssize_t size, PyObject *error, int is_ibuf)
 {
     /* steals conn, ctx, buffer, error; borrows op */
     OpResult *r = PyObject_GC_New(OpResult, &gaio__OpResult_Type);
@@ -31,7 +32,7 @@ PyObject *gaio__opresult_new(PyObject *op, PyObject *conn, PyObject *ctx, PyObje
     r->buffer = buffer;
     r->error = error;
     r->size = size;
-    r->is_swap_buffer = (char)is_swap;
+    r->is_swap_buffer = (char)is_ibuf;
     PyObject_GC_Track(r);
     return (PyObject *)r;
 }
@@ -103,12 +104,12 @@ PyTypeObject gaio__OpResult_Type = {
     .tp_members = opresult_members,
 };
 
-/* ---- SwapMem ---- */
+/* ---- IbufMem ---- */
 
-gaio__SwapMem *gaio__swapmem_new(unsigned char *mem)
+gaio__IbufMem *gaio__ibufmem_new(unsigned char *mem)
 {
     /* not GC-tracked: creating one never runs a collection (see module.c) */
-    gaio__SwapMem *m = PyObject_New(gaio__SwapMem, &gaio__SwapMem_Type);
+    gaio__IbufMem *m = PyObject_New(gaio__IbufMem, &gaio__IbufMem_Type);
     if (!m)
         return NULL;
     m->mem = mem;
@@ -119,7 +120,7 @@ gaio__SwapMem *gaio__swapmem_new(unsigned char *mem)
     return m;
 }
 
-PyObject *gaio__swapmem_view(gaio__SwapMem *m, unsigned char *ptr, Py_ssize_t len)
+PyObject *gaio__ibufmem_view(gaio__IbufMem *m, unsigned char *ptr, Py_ssize_t len)
 {
     m->armed = ptr;
     m->armed_len = len;
@@ -128,7 +129,7 @@ PyObject *gaio__swapmem_view(gaio__SwapMem *m, unsigned char *ptr, Py_ssize_t le
     return mv;
 }
 
-static int swapmem_getbuffer(gaio__SwapMem *m, Py_buffer *view, int flags)
+static int ibufmem_getbuffer(gaio__IbufMem *m, Py_buffer *view, int flags)
 {
     if (!m->armed) {
         PyErr_SetString(PyExc_BufferError,
@@ -142,28 +143,214 @@ static int swapmem_getbuffer(gaio__SwapMem *m, Py_buffer *view, int flags)
     return 0;
 }
 
-static void swapmem_releasebuffer(gaio__SwapMem *m, Py_buffer *view)
+static void ibufmem_releasebuffer(gaio__IbufMem *m, Py_buffer *view)
 {
     m->exports--;
 }
 
-static void swapmem_dealloc(gaio__SwapMem *m)
+static void ibufmem_dealloc(gaio__IbufMem *m)
 {
+    if (m->owned)
+        gaio__live.ibuf_chunks_kept--;
     free(m->owned);
     PyObject_Free(m);
 }
 
-static PyBufferProcs swapmem_as_buffer = {
-    (getbufferproc)swapmem_getbuffer,
-    (releasebufferproc)swapmem_releasebuffer,
+static PyBufferProcs ibufmem_as_buffer = {
+    (getbufferproc)ibufmem_getbuffer,
+    (releasebufferproc)ibufmem_releasebuffer,
 };
 
-PyTypeObject gaio__SwapMem_Type = {
+PyTypeObject gaio__IbufMem_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "gaio._native.InternalBuffer",
-    .tp_basicsize = sizeof(gaio__SwapMem),
-    .tp_dealloc = (destructor)swapmem_dealloc,
-    .tp_as_buffer = &swapmem_as_buffer,
+    .tp_basicsize = sizeof(gaio__IbufMem),
+    .tp_dealloc = (destructor)ibufmem_dealloc,
+    .tp_as_buffer = &ibufmem_as_buffer,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Memory of gaio's internal buffer behind result views (not for direct use).",
 };
+
+/* ---- the batch: building results, releasing views, the copy pool ---- */
+
+/* The watcher's bytes copy of an internal-buffer view: a pooled one whose
+ * size fits (it is ours alone: refcount 1, no hash users), or a new one. */
+PyObject *gaio__copy_bytes(Watcher *w, const void *src, Py_ssize_t len)
+{
+    for (int i = w->ncopy_pool - 1; len >= COPY_POOL_MIN && i >= 0; i--) {
+        PyObject *b = w->copy_pool[i];
+        Py_ssize_t size = Py_SIZE(b);
+        if (size < len || size > len + len / 4)
+            continue;
+        w->copy_pool[i] = w->copy_pool[--w->ncopy_pool];
+        /* shrinking in place keeps the allocation (PyObject_Free needs no size) */
+        Py_SET_SIZE(b, len);
+        PyBytesObject *pb = (PyBytesObject *)b;
+        memcpy(pb->ob_sval, src, (size_t)len);
+        pb->ob_sval[len] = '\0';
+#if PY_VERSION_HEX < 0x030D0000
+        /* a hash cached by an earlier holder must not outlive the bytes it hashed */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+        pb->ob_shash = -1;
+#pragma GCC diagnostic pop
+#endif
+        return b;
+    }
+    return PyBytes_FromStringAndSize(src, len);
+}
+
+static PyObject *error_object(int error)
+{
+    switch (error) {
+    case 0:
+        Py_RETURN_NONE;
+    case GAIO_ERR_EOF:
+        return PyObject_CallNoArgs(PyExc_EOFError);
+    case GAIO_ERR_DEADLINE:
+        return PyObject_CallFunction(gaio__state.DeadlineExceededError, "s", "deadline exceeded");
+    case GAIO_ERR_CLOSED:
+        return PyObject_CallFunction(gaio__state.ConnClosedError, "s", "connection freed");
+    case ENOMEM: /* the core or the kernel ran out of memory for this request */
+        return PyObject_CallFunction(PyExc_MemoryError, "s", strerror(ENOMEM));
+    default:
+        return PyObject_CallFunction(PyExc_OSError, "is", error, strerror(error));
+    }
+}
+
+/* Views of the last batch are released; memory still exported by the caller
+ * is handed to its owner object, so no one ever sees reused bytes (R4). */
+void gaio__release_batch(Watcher *w, int closing)
+{
+    Py_ssize_t n = w->views ? PyList_GET_SIZE(w->views) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyObject_CallOneArg(gaio__state.memoryview_release, PyList_GET_ITEM(w->views, i));
+        if (r)
+            Py_DECREF(r);
+        else
+            PyErr_Clear(); /* exported by the caller: handled below */
+    }
+    if (n)
+        PyList_SetSlice(w->views, 0, n, NULL);
+    for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++) {
+        gaio__IbufMem *m = w->chunk_mem[i];
+        if (m && (closing || m->exports > 0)) {
+            m->owned = gaio_core_ibuf_detach(w->core, i);
+            if (m->owned)
+                gaio__live.ibuf_chunks_kept++;
+            w->chunk_mem[i] = NULL;
+            Py_DECREF(m);
+        }
+    }
+    n = w->copies_old ? PyList_GET_SIZE(w->copies_old) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyList_GET_ITEM(w->copies_old, i);
+        /* only the list holds it: nobody else can see it refilled */
+        if (!closing && Py_REFCNT(b) == 1 && w->ncopy_pool < COPY_POOL) {
+            Py_INCREF(b);
+            w->copy_pool[w->ncopy_pool++] = b;
+        }
+    }
+    if (n)
+        PyList_SetSlice(w->copies_old, 0, n, NULL);
+    if (w->copies_old) {
+        PyObject *t = w->copies_old; /* now empty */
+        w->copies_old = w->copies;
+        w->copies = t;
+    }
+    if (closing && w->copies_old)
+        PyList_SetSlice(w->copies_old, 0, PyList_GET_SIZE(w->copies_old), NULL);
+    while (closing && w->ncopy_pool) {
+        PyObject *b = w->copy_pool[--w->ncopy_pool]; /* Py_CLEAR evaluates its argument twice */
+        w->copy_pool[w->ncopy_pool] = NULL;
+        Py_DECREF(b);
+    }
+    if (!closing)
+        gaio_core_ibuf_reset(w->core);
+}
+
+/* The owner object of an internal-buffer read's bytes (a new reference). */
+static gaio__IbufMem *ibuf_owner(Watcher *w, gaio_req *r)
+{
+    gaio_core *core = w->core;
+    for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++) {
+        unsigned char *c = core->chunk[i];
+        if (!c || r->ibuf_ptr < c || r->ibuf_ptr >= c + core->bufsize)
+            continue;
+        gaio__IbufMem *m = w->chunk_mem[i];
+        if (!m || m->mem != c) {
+            Py_XDECREF(m);
+            m = w->chunk_mem[i] = gaio__ibufmem_new(c);
+            if (!m)
+                return NULL;
+        }
+        Py_INCREF(m);
+        return m;
+    }
+    PyErr_SetString(PyExc_SystemError, "gaio: an internal-buffer read outside the internal buffer");
+    return NULL;
+}
+
+PyObject *gaio__build_results(Watcher *w, gaio_req *done)
+{
+    /* Phase 1: no Python code can run (no GC-tracked allocation): take the
+     * requests off the live list and pin the memory owners of internal-buffer reads. */
+    Py_ssize_t n = 0;
+    for (gaio_req *r = done; r; r = r->next) {
+        pyreq *p = (pyreq *)r;
+        gaio__live_remove(p);
+        n++;
+        if (!p->bufobj && r->done > 0) {
+            p->bufobj = (PyObject *)ibuf_owner(w, r); /* a IbufMem while building */
+            if (!p->bufobj)
+                PyErr_Clear(); /* reported as buffer None below */
+        }
+    }
+    PyObject *list = PyList_New(n);
+    Py_ssize_t i = 0;
+    for (gaio_req *r = done, *next; r; r = next) {
+        next = r->next;
+        pyreq *p = (pyreq *)r;
+        if (!list) {
+            gaio__req_dispose(w, p);
+            continue;
+        }
+        PyObject *buffer, *error = error_object(r->error);
+        int is_ibuf = 0;
+        if (!p->bufobj) {
+            buffer = Py_None;
+            Py_INCREF(buffer);
+        } else if (Py_IS_TYPE(p->bufobj, &gaio__IbufMem_Type)) {
+            gaio__IbufMem *m = (gaio__IbufMem *)p->bufobj;
+            buffer = gaio__ibufmem_view(m, r->ibuf_ptr, (Py_ssize_t)r->done);
+            if (buffer && PyList_Append(w->views, buffer) == 0)
+                is_ibuf = 1;
+            else
+                Py_CLEAR(buffer);
+            Py_CLEAR(p->bufobj);
+        } else {
+            PyBuffer_Release(&p->view);
+            buffer = p->bufobj;
+            p->bufobj = NULL;
+            if (p->copied && w->copies && PyList_Append(w->copies, buffer) < 0)
+                PyErr_Clear(); /* not recycled, that is all */
+        }
+        if (!buffer || !error) {
+            Py_XDECREF(buffer);
+            Py_XDECREF(error);
+            gaio__req_dispose(w, p);
+            Py_CLEAR(list);
+            continue;
+        }
+        PyObject *res = gaio__opresult_new(r->kind == GAIO_READ ? gaio__state.OpREAD : gaio__state.OpWRITE, p->conn,
+                                           p->ctx, buffer, (Py_ssize_t)r->done, error, is_ibuf);
+        p->conn = p->ctx = NULL; /* stolen */
+        gaio__req_dispose(w, p);
+        if (!res) {
+            Py_CLEAR(list);
+            continue;
+        }
+        PyList_SET_ITEM(list, i++, res);
+    }
+    return list;
+}

@@ -1,0 +1,240 @@
+/* Connections: the socket -> connection map (R9: a weak reference only, so
+ * a dropped socket is released), delegation of a socket's descriptor (R2),
+ * and the weakref callback that releases a dropped socket. */
+#include "binding.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+PyTypeObject gaio__ConnRef_Type; /* filled in by PyInit__native: its base is a C symbol */
+
+static size_t map_hash(uintptr_t key, size_t cap)
+{
+    uint64_t h = (uint64_t)key * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20) & (cap - 1);
+}
+
+map_entry *gaio__map_find(connmap *m, uintptr_t key)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = map_hash(key, m->cap);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->e[i].ref)
+            return NULL;
+        if (m->e[i].ref->key == key)
+            return &m->e[i];
+    }
+}
+
+int gaio__map_insert(connmap *m, ConnRef *ref)
+{
+    if ((m->n + 1) * 4 > m->cap * 3) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        map_entry *e = PyMem_Calloc(cap, sizeof *e);
+        if (!e)
+            return -1;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->e[i].ref)
+                continue;
+            size_t j = map_hash(m->e[i].ref->key, cap);
+            while (e[j].ref)
+                j = (j + 1) & (cap - 1);
+            e[j] = m->e[i];
+        }
+        PyMem_Free(m->e);
+        m->e = e;
+        m->cap = cap;
+    }
+    size_t i = map_hash(ref->key, m->cap);
+    while (m->e[i].ref)
+        i = (i + 1) & (m->cap - 1);
+    m->e[i].ref = ref;
+    m->n++;
+    return 0;
+}
+
+/* Remove an entry (backward-shift deletion keeps probe chains intact); returns its ref. */
+ConnRef *gaio__map_remove(connmap *m, map_entry *hole)
+{
+    ConnRef *ref = hole->ref;
+    size_t i = (size_t)(hole - m->e);
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & (m->cap - 1);
+        if (!m->e[j].ref)
+            break;
+        size_t home = map_hash(m->e[j].ref->key, m->cap);
+        /* can e[j] move to i? only if its home is not in (i, j] cyclically */
+        if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
+            m->e[i] = m->e[j];
+            i = j;
+        }
+    }
+    m->e[i].ref = NULL;
+    m->n--;
+    return ref;
+}
+
+PyTypeObject gaio__WatcherLink_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gaio._native._WatcherLink",
+    .tp_basicsize = sizeof(WatcherLink),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+};
+
+PyObject *gaio__conn_type_error(PyObject *conn, const char *why)
+{
+    PyErr_Format(PyExc_TypeError, "conn must be a stream socket (%s), not %.100s", why,
+                 Py_TYPE(conn)->tp_name);
+    return NULL;
+}
+
+/* The descriptor of a socket not delegated yet, after checking it is a
+ * socket.socket of a stream socket (another object with a fileno(), even of a
+ * stream socket, is refused: it could not be closed for the caller, R2). */
+int gaio__socket_fd(PyObject *conn)
+{
+    int is_sock = PyObject_IsInstance(conn, gaio__state.SocketType);
+    if (is_sock <= 0) {
+        if (is_sock == 0)
+            gaio__conn_type_error(conn, "a socket.socket");
+        return -1;
+    }
+    /* socket.socket's own fileno(), not a subclass's: the descriptor that
+     * detach() will hand over (the python engine does the same) */
+    PyObject *res = PyObject_CallOneArg(gaio__state.socket_fileno, conn);
+    if (!res)
+        return -1;
+    if (!PyLong_Check(res)) {
+        Py_DECREF(res);
+        gaio__conn_type_error(conn, "fileno() is not an int");
+        return -1;
+    }
+    long fd = PyLong_AsLong(res);
+    Py_DECREF(res);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "conn is closed and was never delegated");
+        return -1;
+    }
+    if (fd > INT32_MAX) {
+        gaio__conn_type_error(conn, "bad fileno()");
+        return -1;
+    }
+    int type;
+    socklen_t len = sizeof type;
+    if (getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+        if (errno == ENOTSOCK) {
+            gaio__conn_type_error(conn, "its descriptor is not a socket");
+        } else if (errno == EBADF) {
+            PyErr_SetString(PyExc_ValueError, "conn is closed and was never delegated");
+        } else {
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return -1;
+    }
+    if (type != SOCK_STREAM) {
+        gaio__conn_type_error(conn, "not SOCK_STREAM");
+        return -1;
+    }
+    if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(conn))) {
+        gaio__conn_type_error(conn, "it cannot be weakly referenced");
+        return -1;
+    }
+    return (int)fd;
+}
+
+/* R2: take the descriptor from the caller's object and watch it, non-blocking.
+ * socket.socket.detach() hands it over and leaves the object closed even
+ * while makefile() objects hold it open (close() would only mark it). */
+int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
+{
+    ConnRef *ref = (ConnRef *)PyObject_CallFunctionObjArgs((PyObject *)&gaio__ConnRef_Type, conn,
+                                                           w->callback, NULL);
+    if (!ref)
+        return -1;
+    PyObject *res = PyObject_CallOneArg(gaio__state.socket_detach, conn);
+    if (!res) {
+        Py_DECREF(ref);
+        return -1;
+    }
+    long got = PyLong_Check(res) ? PyLong_AsLong(res) : -1;
+    Py_DECREF(res);
+    if (got != fd) {
+        /* Python code run since fileno() (a GC callback) closed or swapped it */
+        if (got >= 0 && got <= INT32_MAX)
+            close((int)got);
+        Py_DECREF(ref);
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "conn was closed while it was being delegated");
+        return -1;
+    }
+    int own_fd = fd;
+    int flags = fcntl(own_fd, F_GETFL);
+    if (flags < 0 || fcntl(own_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(ref);
+        close(own_fd);
+        return -1;
+    }
+    if (w->closed || gaio__map_find(&w->map, (uintptr_t)conn)) {
+        /* close() ran inside conn.close(), or it delegated conn itself */
+        Py_DECREF(ref);
+        close(own_fd);
+        if (w->closed)
+            gaio__closed_error();
+        else
+            PyErr_SetString(PyExc_RuntimeError, "conn was delegated re-entrantly");
+        return -1;
+    }
+    int err = 0;
+    PINNED(w, *id = gaio_core_watch(w->core, own_fd, &err));
+    if (!*id || w->closed) {
+        /* w->closed: closed by another thread while the core had the GIL out */
+        if (*id)
+            PINNED(w, gaio_core_free(w->core, *id));
+        Py_DECREF(ref);
+        close(own_fd);
+        if (w->closed)
+            return (gaio__closed_error(), -1);
+        errno = err;
+        if (err == ENOMEM)
+            PyErr_NoMemory();
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    ref->key = (uintptr_t)conn;
+    ref->id = *id;
+    if (gaio__map_insert(&w->map, ref) < 0) {
+        Py_DECREF(ref);
+        PINNED(w, gaio_core_free(w->core, *id));
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* The weakref callback: the caller dropped a delegated socket (R9). */
+static PyObject *conn_gone(PyObject *link, PyObject *arg)
+{
+    Watcher *w = ((WatcherLink *)link)->w;
+    if (!w || w->closed || !PyObject_TypeCheck(arg, &gaio__ConnRef_Type))
+        Py_RETURN_NONE;
+    ConnRef *ref = (ConnRef *)arg;
+    map_entry *e = gaio__map_find(&w->map, ref->key);
+    if (!e || e->ref != ref)
+        Py_RETURN_NONE;
+    uint64_t id = ref->id;
+    gaio__map_remove(&w->map, e);
+    Py_INCREF(w); /* the link is borrowed; the GIL may be released below */
+    PINNED(w, gaio_core_release(w->core, id));
+    Py_DECREF(w);
+    Py_DECREF(ref); /* the map's reference; the caller still holds one */
+    Py_RETURN_NONE;
+}
+
+PyMethodDef gaio__conn_gone_def = {"_conn_gone", conn_gone, METH_O, NULL};
