@@ -14,7 +14,6 @@ from .build import HERE
 
 SERVERS_DIR = HERE / "servers"
 REPO = HERE.parent
-GAIO_ENGINE_ORDER = ("uring", "epoll", "kqueue", "python")
 
 
 @dataclass(frozen=True)
@@ -58,28 +57,28 @@ def server_env():
 
 
 def gaio_engines():
-    """{engine: None if it runs here, else the reason}, asked of the servers' interpreter."""
+    """{engine: None if it runs here, else the reason}, asked of the servers'
+    interpreter, in gaio's order of preference (gaio.ENGINES); {"*": reason}
+    when gaio cannot be asked."""
     probe = "import gaio, json; print(json.dumps(gaio.available_engines()))"
     try:
         done = subprocess.run([sys.executable, "-c", probe], env=server_env(),
                               capture_output=True, text=True, timeout=60)
     except subprocess.SubprocessError as exc:
-        return {engine: "probing gaio failed: %s" % exc for engine in GAIO_ENGINE_ORDER}
+        return {"*": "probing gaio failed: %s" % exc}
     try:
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         reason = "gaio does not import: " + (done.stderr.strip().splitlines() or ["?"])[-1]
-        return {engine: reason for engine in GAIO_ENGINE_ORDER}
+        return {"*": reason}
 
 
 def discover(c_epoll_binary):
     """(servers that can run, {skipped name: reason})."""
     servers, skipped = [], {}
     engines = gaio_engines()
-    for engine in GAIO_ENGINE_ORDER:
+    for engine in engines:
         name = "gaio-" + engine
-        if engine not in engines:
-            continue
         if engines[engine] is None:
             servers.append(Server(name, _python("gaio_server.py", "--engine", engine), "gaio"))
         else:

@@ -6,14 +6,15 @@ I/O happens inside wait_io(), in the caller's thread, without the GIL, and in a
 request made while no thread waits, which tries its send/recv at once.
 """
 import socket
-from typing import Final, Literal, Optional, Union, final
+from typing import Literal, Optional, Union, final
 
 from gaio._result import Op
 
 _Buffer = Union[bytes, bytearray, memoryview]  # any contiguous buffer object
 _Seconds = Union[int, float]
 
-ENGINES: Final[tuple[str, ...]]  # compiled-in engines, fastest first
+
+def _live_counts() -> dict[str, int]: ...  # test-only: request structs and kept chunks, every watcher
 
 def _fail_allocations(after: int, count: int = 1, /) -> int:
     """Test-only: the after-th allocation of the native core from now fails, and the
@@ -46,7 +47,7 @@ class Watcher:
     cannot run here, ValueError for a name that is not a native engine.
     """
     def __init__(self, bufsize: int = ..., *,
-                 engine: Literal["auto", "uring", "epoll", "kqueue"] = ...) -> None: ...
+                 engine: Literal["uring", "epoll", "kqueue"]) -> None: ...
     @property
     def engine(self) -> str: ...
     @property

@@ -54,6 +54,8 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # elsewhere Python ignores SIGPIPE
 _monotonic = time.monotonic
+_socket_fileno = socket.socket.fileno
+_socket_detach = socket.socket.detach
 _MAX_SELECT_WAIT = 86400.0  # seconds
 # Enum member lookups cost more than a global on the hot path.
 _OP_READ = Op.READ
@@ -255,13 +257,15 @@ class _Core:
     def _delegate(self, owner):
         """Delegate socket object `owner`, new to this watcher: its connection."""
         key = id(owner)
-        if owner.fileno() == -1:
+        # socket.socket's own fileno() and detach(), not a subclass's: the
+        # watcher takes the socket's real descriptor (as the native engines do)
+        if _socket_fileno(owner) == -1:
             raise ValueError("socket is closed (or delegated to another watcher)")
         family, kind, proto = owner.family, owner.type, owner.proto
         # detach() closes the caller's object (fileno() becomes -1, so direct
         # I/O fails at once) and hands us its descriptor: the same kernel
         # socket, options and all, without a dup().
-        fd = owner.detach()
+        fd = _socket_detach(owner)
         try:
             sock = socket.socket(family, kind, proto, fd)
             sock.setblocking(False)

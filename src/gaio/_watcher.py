@@ -20,7 +20,9 @@ except ImportError as exc:  # built without a compiler, or on an unsupported OS
                        "(no C compiler at install time?)"
                        if isinstance(exc, ModuleNotFoundError) else str(exc))
 
-# The order of preference for engine="auto": fastest first.
+# The order of preference for engine="auto", fastest first (R13): written
+# here only; the native type runs the engine it is named, and everything else
+# (tests, benchmarks) reads this.
 NATIVE_ENGINES = ("uring", "epoll", "kqueue")
 ENGINES = NATIVE_ENGINES + ("python",)
 # On Linux, kqueue is libkqueue's emulation over epoll (a test build, see
