@@ -10,7 +10,7 @@ import types
 import pytest
 
 import gaio
-from conftest import LIBKQUEUE, os_thread_count
+from conftest import LIBKQUEUE, collect, os_thread_count
 
 _native = pytest.importorskip("gaio._native")
 
@@ -33,9 +33,7 @@ def _one_read(w):
     a, b = socket.socketpair()
     w.read(a, ctx="c")
     b.sendall(b"abc")
-    results = []
-    while not results:
-        results = w.wait_io(2)
+    results = collect(w, 1)
     b.close()
     return results[0], a
 

@@ -384,3 +384,26 @@ def test_internal_buffer_memory_does_not_grow_with_connections(make_watcher, net
     growth = peak - base
     print("resident memory grew by %.1f MiB while 48 MB passed" % (growth / 2 ** 20))
     assert growth < 16 << 20
+
+
+def test_busy_connections_cannot_starve_a_quiet_one(make_watcher, net):
+    """With the internal buffer spent by busy connections every batch, a
+    read waiting on a quiet connection still completes within a few batches
+    (deferred reads go first in the next batch, in the order deferred)."""
+    w = make_watcher(16)  # one batch hands out at most 64 internal-buffer bytes
+    busy = [net.pair() for _ in range(8)]
+    quiet_client, quiet = net.pair()
+    for client, server in busy:
+        client.sendall(b"b" * 4000)
+        w.read(server, ctx="busy")
+    quiet_client.sendall(b"q")
+    w.read(quiet, ctx="quiet")
+    for _ in range(20):  # 8 busy connections, 4 reads a batch: a few batches
+        batch = w.wait_io(1)
+        if any(r.ctx == "quiet" for r in batch):
+            break
+        for r in batch:
+            w.read(r.conn, ctx="busy")
+    else:
+        pytest.fail("the quiet connection's read never completed")
+

@@ -162,31 +162,6 @@ def test_wait_io_timeout_rounds_up_and_validates(w):
     assert time.monotonic() - start >= 0.0123
 
 
-def test_busy_connections_cannot_starve_a_quiet_one():
-    # bufsize 16: one batch hands out at most 64 internal-buffer bytes
-    w = PythonWatcher(16)
-    busy = [_pair() for _ in range(8)]
-    quiet = _pair()
-    try:
-        for a, b in busy:
-            a.sendall(b"b" * 4000)
-            w.read(b, ctx="busy")
-        quiet[0].sendall(b"q")
-        w.read(quiet[1], ctx="quiet")
-        for _ in range(20):  # 8 busy connections, 4 reads a batch: a few batches
-            batch = w.wait_io(1)
-            if any(r.ctx == "quiet" for r in batch):
-                break
-            for r in batch:
-                w.read(r.conn, ctx="busy")
-        else:
-            pytest.fail("the quiet connection's read never completed")
-    finally:
-        w.close()
-        for a, b in busy + [quiet]:
-            a.close()
-
-
 def test_view_of_the_last_batch_survives_close():
     w = PythonWatcher()
     a, b = _pair()
