@@ -3,6 +3,7 @@
 The extension is optional: without a compiler (or off Linux/BSD/macOS) the
 package installs anyway and runs on the pure-Python engine.
 
+GAIO_COVERAGE=1 builds it with gcov instrumentation (.ci/coverage).
 GAIO_SANITIZE=1 builds the core with AddressSanitizer and UBSan for the test
 suite (see .ci/run); GAIO_NO_NATIVE=1 skips the extension altogether.
 
@@ -57,6 +58,10 @@ def native_extension():
                "-fno-sanitize-recover=undefined", "-g", "-O1"]
         compile_args = [a for a in compile_args if a != "-O2"] + san
         link_args += san
+    if os.environ.get("GAIO_COVERAGE") == "1":
+        cov = ["--coverage", "-g", "-O0"]
+        compile_args = [a for a in compile_args if a != "-O2"] + cov
+        link_args += ["--coverage"]
     include_dirs, library_dirs, libraries = [], [], []
     macros = [("_GNU_SOURCE", "1")]
     libkqueue = os.environ.get("GAIO_LIBKQUEUE", "").strip()
