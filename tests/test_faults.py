@@ -522,10 +522,24 @@ def soak(engine, net, total, time_limit):
                     del expect[:len(got)]
                     got.clear()
             for res in w.wait_io(0.001):
-                if res.op == gaio.Op.READ and res.error is None and res.conn in conns:
-                    w.write(res.conn, res.buffer)
+                if res.op != gaio.Op.READ or res.conn not in conns:
+                    continue
+                if res.error is None:
+                    # echo: the internal-buffer view itself, or a slice of ours
+                    data = res.buffer if res.is_swap_buffer else (
+                        memoryview(res.buffer)[:res.size])
+                    w.write(res.conn, data, timeout=rng.choice([None, 5.0]))
+                    requests += 1
+                elif not isinstance(res.error, gaio.DeadlineExceededError):
+                    continue
+                # the next read: internal buffer, or a buffer of ours, some
+                # with deadlines that expire (the deadline heap churns too)
+                if rng.random() < 0.6:
                     w.read(res.conn)
-                    requests += 2
+                else:
+                    w.read(res.conn, bytearray(rng.choice([1, 64, 4096])),
+                           timeout=rng.choice([None, 0.001, 0.05]))
+                requests += 1
             if rng.random() < 0.05:
                 victim = rng.choice(list(conns))
                 drop(victim, rng.choice(["reset", "close"]))
