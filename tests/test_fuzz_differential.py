@@ -111,6 +111,7 @@ class Conn:
         self.consumed = 0          # bytes read results reported
         self.received = bytearray()
         self.read_bytes = {}       # seq -> bytes a read returned
+        self.done_order = {"read": [], "write": []}  # seq of those that moved bytes
         self.peer_state = "open"   # open | half-closed | closed
         self.freed = False
         self.delegated = False
@@ -215,6 +216,8 @@ class Lane:
             if res.error is None:
                 assert res.size == len(req.data)
             size = res.size if res.error is None else None
+            if res.size:
+                c.done_order["write"].append(req.seq)
             self.outcomes[req.seq] = (req.state, ("write", error_class(res.error), size))
             return
         assert res.op == gaio.Op.READ
@@ -239,8 +242,15 @@ class Lane:
                 "%s: deadline result before its deadline" % self.engine)
         c.consumed += res.size
         c.read_bytes[req.seq] = data
-        # a plain read's size depends on chunking; read_full's does not
-        size = res.size if req.kind == "read_full" else bool(res.size)
+        if res.size:
+            c.done_order["read"].append(req.seq)
+        # a plain read's size depends on chunking; read_full's does not,
+        # except when free() ends it: by then the python engine may not have
+        # tried it yet (it does I/O in wait_io), a native engine may have
+        if isinstance(res.error, gaio.ConnClosedError):
+            size = None
+        else:
+            size = res.size if req.kind == "read_full" else bool(res.size)
         self.outcomes[req.seq] = (req.state, (req.kind, error_class(res.error), size))
 
     # ------------------------------------------------------------ settling
@@ -356,6 +366,9 @@ class DifferentialMachine(RuleBasedStateMachine):
                 assert got == bytes(c.stream[:len(got)]), (
                     "%s, connection %d: reads returned bytes lost or reordered" % (
                         lane.engine, c.index))
+                for kind, order in c.done_order.items():     # R3
+                    assert order == sorted(order), "%s, connection %d: %ss out of order" % (
+                        lane.engine, c.index, kind)
 
     def request(self, lane, index, kind, size, timing, bufkind=None):
         c = lane.conns[index]
@@ -453,6 +466,10 @@ class DifferentialMachine(RuleBasedStateMachine):
             # unread, whatever their size, so the lanes may diverge here
             c = lane.conns[index]
             if c.peer_state != "open" or c.sent - c.consumed + size > PEER_BACKLOG:
+                return "skipped"
+            if c.freed:
+                # how soon the socket is gone after free() is pinned by
+                # test_free_closes_the_socket_now_after_a_wait_from_another_thread
                 return "skipped"
             data = pattern(size, seed=10_000 + c.sent)
             try:
@@ -761,3 +778,36 @@ def test_free_closes_the_socket_now_after_a_wait_from_another_thread(name):
             a.close()
             b.close()
     assert lingered == 0, "the freed socket was still open in %d of 20 tries" % lingered
+
+
+EOF_AS_DEADLINE = ("uring: read_full with timeout <= 0 that reads some bytes and then meets "
+                   "end of stream ends with DeadlineExceededError, not EOFError")
+
+
+@pytest.mark.parametrize("how", ["close", "shutdown"])
+@pytest.mark.parametrize("timeout", [0, -1])
+@pytest.mark.parametrize("name", engine_params({"uring": EOF_AS_DEADLINE}))
+def test_read_full_tried_once_reports_end_of_stream(name, timeout, how):
+    """The peer sends 10 bytes and closes (or shuts down writing);
+    read_full(a, bytearray(5000), timeout=0): tried once, it gets the 10
+    bytes and the end of stream: EOFError with size 10, as with a timeout."""
+    skip_unavailable(name)
+    w = gaio.Watcher(engine=name)
+    a, b = socket.socketpair()
+    try:
+        b.sendall(b"0123456789")
+        if how == "close":
+            b.close()
+        else:
+            b.shutdown(socket.SHUT_WR)
+        buf = bytearray(5000)
+        w.read_full(a, buf, ctx="rf", timeout=timeout)
+        batches = wait_bounded(w, [1.0], limit=2)
+        assert batches is not None, "wait_io(1.0) hung"
+        [res] = batches[0]
+        assert (type(res.error), res.size) == (EOFError, 10), res
+        assert bytes(buf[:10]) == b"0123456789"
+    finally:
+        w.close()
+        a.close()
+        b.close()
