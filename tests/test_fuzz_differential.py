@@ -147,6 +147,7 @@ class Request:
         ahead = any(r.conn is conn and (r.kind == "write") == (kind == "write")
                     for r in pending)
         self.state = (kind, unread, ahead, conn.peer_state)
+        self.step = None           # set by the lane
 
 
 class Lane:
@@ -161,6 +162,7 @@ class Lane:
         self.old_view = None       # an internal-buffer view from the previous batch
         self.events = []           # what raised, in step order
         self.waits = 0
+        self.step = 0              # the machine's step, to pair outcomes up
         self.hung = False          # a watchdog had to close the watcher
 
     # ------------------------------------------------------------ waiting
@@ -207,6 +209,9 @@ class Lane:
         assert res.ctx in self.pending, "%s: unknown or duplicate result %r" % (self.engine, res)
         req = self.pending.pop(res.ctx)
         c = req.conn
+        # an outcome is deterministic given the state at the request, and,
+        # for one that waited, the bytes taken from the connection meanwhile
+        key = (req.state, req.step, self.step, c.consumed)
         assert res.conn is c.sock
         assert res.size >= 0
         if req.kind == "write":
@@ -218,7 +223,7 @@ class Lane:
             size = res.size if res.error is None else None
             if res.size:
                 c.done_order["write"].append(req.seq)
-            self.outcomes[req.seq] = (req.state, ("write", error_class(res.error), size))
+            self.outcomes[req.seq] = (key, ("write", error_class(res.error), size))
             return
         assert res.op == gaio.Op.READ
         if req.buf is None:
@@ -251,7 +256,7 @@ class Lane:
             size = None
         else:
             size = res.size if req.kind == "read_full" else bool(res.size)
-        self.outcomes[req.seq] = (req.state, (req.kind, error_class(res.error), size))
+        self.outcomes[req.seq] = (key, (req.kind, error_class(res.error), size))
 
     # ------------------------------------------------------------ settling
     def stalled(self):
@@ -338,6 +343,8 @@ class DifferentialMachine(RuleBasedStateMachine):
     def each(self, fn):
         """fn(lane) on every lane, then settle each and compare."""
         for lane in self.lanes:
+            lane.step += 1
+        for lane in self.lanes:
             lane.events.append(fn(lane))
         for lane in self.lanes:
             lane.settle()
@@ -348,15 +355,16 @@ class DifferentialMachine(RuleBasedStateMachine):
         assert other.events == oracle.events, "what raised differs: %s %r, %s %r" % (
             oracle.engine, oracle.events, other.engine, other.events)
         # a read's size depends on how the bytes were chunked, so the lanes
-        # may come to a request with different bytes unread: outcomes are
-        # compared where the lanes' states at the request agree
+        # may come to a request with different bytes unread, or give a
+        # waiting read its bytes at different steps: outcomes are compared
+        # where the lanes' keys (state at the request, steps made and done,
+        # bytes taken before) agree
         done = sorted(set(oracle.outcomes) & set(other.outcomes))
         for seq in done:
-            (state_o, out_o), (state_n, out_n) = oracle.outcomes[seq], other.outcomes[seq]
-            if state_o == state_n:
-                assert out_n == out_o, "request %d from state %r: %s gave %r, %s gave %r" % (
-                    seq, state_o, oracle.engine, out_o, other.engine, out_n)
-        assert set(oracle.outcomes) == set(other.outcomes), "completed requests differ"
+            (key_o, out_o), (key_n, out_n) = oracle.outcomes[seq], other.outcomes[seq]
+            if key_o == key_n:
+                assert out_n == out_o, "request %d from %r: %s gave %r, %s gave %r" % (
+                    seq, key_o, oracle.engine, out_o, other.engine, out_n)
         for co, cn in zip(oracle.conns, other.conns):
             assert bytes(cn.received) == bytes(co.received), (
                 "connection %d: the peers received different bytes (%d vs %d)" % (
@@ -402,8 +410,9 @@ class DifferentialMachine(RuleBasedStateMachine):
         c.delegated = True
         if lane.engine != "python":
             STATS["requests"] += 1
-        lane.pending[self.seq] = Request(self.seq, c, kind, buf, data, due,
-                                          lane.pending.values())
+        req = Request(self.seq, c, kind, buf, data, due, lane.pending.values())
+        req.step = lane.step
+        lane.pending[self.seq] = req
         return "accepted"
 
     # ------------------------------------------------------------ rules
