@@ -194,6 +194,9 @@ class Lane:
         assert not fired.is_set(), "%s: wait_io(%r) did not return within %.1fs" % (
             self.engine, timeout, bound)
         assert took <= bound, "%s: wait_io(%r) took %.2fs" % (self.engine, timeout, took)
+        if not batch and timeout is not None and timeout > 0:
+            assert took >= timeout - 0.001, "%s: wait_io(%r) gave [] after %.4fs" % (
+                self.engine, timeout, took)
         self.waits += 1
         if self.engine != "python":
             STATS["waits"] += 1
