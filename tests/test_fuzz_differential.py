@@ -651,6 +651,11 @@ def run_script(native, steps):
     machine.teardown()
 
 
+# a long campaign outlives pytest-timeout's default 120 s
+FUZZ_TIMEOUT = pytest.mark.timeout(max(120, EXAMPLES))
+
+
+@FUZZ_TIMEOUT
 def test_native_engine_agrees_with_python(native_engine, request):
     """Every kind of deadline, including absolute ones below zero."""
     if native_engine in ("uring", "epoll"):
@@ -661,6 +666,7 @@ def test_native_engine_agrees_with_python(native_engine, request):
     run_machine(native_engine)
 
 
+@FUZZ_TIMEOUT
 def test_native_engine_agrees_with_python_past_deadlines_not_negative(native_engine):
     """The same with deadlines in the past but not below zero: a defect known
     above does not mask the rest."""
