@@ -244,15 +244,7 @@ def test_descriptor_exhaustion_while_delegating(watcher, net, engine):
     assert watcher.stats()["pending"] == 0 and watcher.stats()["watched"] == 0
 
 
-def fileno_only_params():
-    reason = ("native: an object with fileno() but no close() gets AttributeError, "
-              "the python engine's TypeError is the contract (R1)")
-    return [pytest.param(e, marks=[pytest.mark.xfail(strict=True, reason=reason)]
-                         if e in gaio._watcher.NATIVE_ENGINES else [], id=e)
-            for e in gaio.ENGINES]
-
-
-@pytest.mark.parametrize("name", fileno_only_params())
+@pytest.mark.parametrize("name", gaio.ENGINES)
 def test_object_with_only_a_fileno_is_a_type_error(name, pair):
     """Not a stream socket.socket and nothing to close it by: TypeError, no state."""
     reason = available_engines().get(name)

@@ -63,13 +63,6 @@ BAD_TIMINGS = st.sampled_from([
 WAIT_TIMEOUTS = st.sampled_from([0, 0, -1, -math.inf, 0.001, 0.01, 0.03, "block"])
 
 
-# Known defects, one line each; the regressions at the end reproduce them.
-NEGATIVE_DEADLINE_HANG = ("an absolute deadline below zero (or -inf) is never delivered and "
-                          "wait_io(timeout) then blocks forever")
-NEGATIVE_AFTER_EXPIRY_HANG = ("a deadline below zero on a connection whose earlier request "
-                              "ended by deadline is never delivered; wait_io(timeout) blocks")
-
-
 def timing_kwargs(timing):
     """The request's keyword arguments and its absolute deadline (None: never)."""
     if timing is None:
@@ -626,9 +619,9 @@ def run_machine(native, negative_deadlines=True):
                                                             STATS["waits"]))
 
 
-# A scripted run of the machine that meets both known negative-deadline
-# hangs, so that the strict xfail below fails for its reason at any example
-# count (the random part may or may not meet them).
+# A scripted run of the machine through the two negative-deadline hangs
+# found before (uring: any deadline below zero; epoll: one after an expiry on
+# the connection), whatever the random part below meets.
 NEGATIVE_DEADLINE_SCRIPT = [
     ("read", dict(index=0, size=10, bufkind="bytearray", timing=("timeout", 0.0))),
     ("read", dict(index=0, size=10, bufkind="bytearray", timing=("abs", -5.0))),
@@ -656,12 +649,8 @@ FUZZ_TIMEOUT = pytest.mark.timeout(max(120, EXAMPLES))
 
 
 @FUZZ_TIMEOUT
-def test_native_engine_agrees_with_python(native_engine, request):
+def test_native_engine_agrees_with_python(native_engine):
     """Every kind of deadline, including absolute ones below zero."""
-    if native_engine in ("uring", "epoll"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "uring: " + NEGATIVE_DEADLINE_HANG) if native_engine == "uring" else (
-            "epoll: " + NEGATIVE_AFTER_EXPIRY_HANG)))
     run_script(native_engine, NEGATIVE_DEADLINE_SCRIPT)
     run_machine(native_engine)
 
@@ -692,7 +681,6 @@ def wait_bounded(w, timeouts, limit):
     return box["result"]
 
 
-EXPIRY_ORDER = "uring: two expiries on one connection are delivered in the wrong order"
 
 
 def engine_params(xfails):
@@ -711,7 +699,7 @@ def skip_unavailable(name):
 
 
 @pytest.mark.parametrize("deadline", [-5.0, -math.inf, -1e-9])
-@pytest.mark.parametrize("name", engine_params({"uring": "uring: " + NEGATIVE_DEADLINE_HANG}))
+@pytest.mark.parametrize("name", gaio.ENGINES)
 def test_negative_deadline_does_not_hang_wait_io(name, deadline):
     """read(a, buf); read(a, buf, deadline=-5.0); wait_io(0.01) twice returns
     within a second, and the second read ends with DeadlineExceededError."""
@@ -734,7 +722,7 @@ def test_negative_deadline_does_not_hang_wait_io(name, deadline):
         b.close()
 
 
-@pytest.mark.parametrize("name", engine_params({"uring": EXPIRY_ORDER}))
+@pytest.mark.parametrize("name", gaio.ENGINES)
 def test_expiries_on_one_connection_in_deadline_order(name):
     """read(deadline=t0+0.05, ctx="a") then read(timeout=0.05, ctx="b"): "b"'s
     deadline is later, so "a" completes first (five times over)."""
@@ -763,8 +751,7 @@ def test_expiries_on_one_connection_in_deadline_order(name):
             s.close()
 
 
-@pytest.mark.parametrize("name", engine_params({
-    "uring": "uring: " + NEGATIVE_DEADLINE_HANG, "epoll": "epoll: " + NEGATIVE_AFTER_EXPIRY_HANG}))
+@pytest.mark.parametrize("name", gaio.ENGINES)
 def test_negative_deadline_after_an_expiry_does_not_hang_wait_io(name):
     """read(a, buf, timeout=0) ends by deadline; then read(a, buf,
     deadline=-5.0): its DeadlineExceededError comes within a second."""
