@@ -76,15 +76,18 @@ struct gaio_req {
      * connection's pending read is one of these (per-connection memory) */
 };
 
+/* 56 bytes on LP64, so that malloc's chunk is 64: one per idle connection. */
 struct gaio_conn {
     int fd;                     /* -1 once free() closed it */
     uint32_t slot, gen;
-    gaio_req *head[2], *tail[2];/* FIFOs by enum gaio_kind */
+    uint16_t engine_flags;      /* engine-private */
     uint8_t closing;            /* freed: waiting for the engine to let go */
     uint8_t engine_busy;        /* unwatch() returned 1: wait for gaio_core_conn_idle */
-    uint32_t engine_flags;      /* engine-private */
+    gaio_req *head[2], *tail[2];/* FIFOs by enum gaio_kind */
     void *engine_data;          /* engine-private */
 };
+_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 56,
+               "gaio_conn outgrew malloc's 64-byte chunk (per idle connection memory)");
 
 typedef struct gaio_stats {
     uint64_t submitted, completed, bytes_read, bytes_written, timeouts, watched, pending;

@@ -219,7 +219,7 @@ static int kq_watch(void *state, gaio_conn *c)
     }
 #endif
     c->engine_flags = GAIO_MAY_READ | GAIO_MAY_WRITE;
-    c->engine_u64 = 0;
+    c->engine_data = NULL;
     return 0;
 }
 
@@ -245,11 +245,11 @@ static void kq_reads(kq_state *st, gaio_conn *c)
     /* libkqueue fills EV_EOF's fflags with getsockopt(SO_ERROR), which clears
      * the socket's pending error: recv() then says end of stream where a
      * kernel kqueue leaves the error for recv() to report (ECONNRESET after a
-     * reset). kq_wait kept the error in engine_u64; the next read gets it. */
+     * reset). kq_wait kept the error in engine_data; the next read gets it. */
     gaio_req *r;
-    if (c->engine_u64 && (r = gaio_conn_head(c, GAIO_READ))) {
-        int err = (int)c->engine_u64;
-        c->engine_u64 = 0;
+    if (c->engine_data && (r = gaio_conn_head(c, GAIO_READ))) {
+        int err = (int)(intptr_t)c->engine_data;
+        c->engine_data = NULL;
         gaio_core_progress(st->core, r, -err);
     }
 #endif
@@ -333,7 +333,7 @@ static int kq_wait(void *state, int64_t timeout_ns)
                 c->engine_flags |= GAIO_HUP;
 #ifdef GAIO_LIBKQUEUE
                 if (ev->fflags && ev->data == 0) /* kq_reads */
-                    c->engine_u64 = ev->fflags;
+                    c->engine_data = (void *)(intptr_t)ev->fflags;
 #endif
             }
             kq_reads(st, c);
