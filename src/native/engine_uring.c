@@ -26,7 +26,10 @@
  *   - deadlines and free() cancel with ASYNC_CANCEL by user_data (5.5); the
  *     request keeps its buffer and its connection stays allocated until the
  *     cancelled operation's completion arrives; bytes it moved meanwhile are
- *     reported (engine.h: cancel returns 1, then gaio_core_finish);
+ *     reported (engine.h: cancel returns 1, then gaio_core_finish); free()
+ *     or close() of a socket with an operation in flight shuts it down
+ *     before the core closes it (the operation's file reference outlives
+ *     close());
  *   - wake(): an eventfd kept armed in the ring with POLL_ADD;
  *   - a full SQ ring is submitted and refilled, and what does not fit waits
  *     on the work list for the next wait(); completions the kernel held back
@@ -565,6 +568,23 @@ static int ur_unwatch(void *state, gaio_conn *c)
             busy = 1;
         }
     }
+    /* An operation in flight holds its own reference to the socket's file,
+     * so the core's close() is not the last one, and which thread drops the
+     * last one is not ours to choose: the cancelled operation completes as
+     * task work of the thread that submitted it; if that thread has exited
+     * (wait_io() ran on a thread that is gone), a kernel worker of the ring
+     * runs it a jiffy later (io_fallback_tw) and its fput() from a kernel
+     * thread is deferred once more (delayed_fput). The peer could send to a
+     * freed socket for several ms after its ConnClosedError. shutdown() acts
+     * on the socket, not on a reference: the peer sees the end now (EOF, and
+     * EPIPE/ECONNRESET on a send), whoever closes the file last. Only with an
+     * operation in flight: otherwise close() is the last reference and does
+     * exactly what R8 says (with unread data, TCP sends a RST; after the
+     * shutdown the peer sees a FIN first, then the RST at the last close).
+     * A descriptor of the same socket held elsewhere (a dup, a child
+     * process) sees it shut down too. */
+    if (busy && c->fd >= 0)
+        shutdown(c->fd, SHUT_RDWR); /* ENOTCONN (not connected): nothing to end */
     return busy;
 }
 
