@@ -859,13 +859,9 @@ def test_free_ends_a_tcp_connection_now_after_a_wait_from_another_thread(name, n
             w.close()
 
 
-EOF_AS_DEADLINE = ("uring: read_full with timeout <= 0 that reads some bytes and then meets "
-                   "end of stream ends with DeadlineExceededError, not EOFError")
-
-
 @pytest.mark.parametrize("how", ["close", "shutdown"])
 @pytest.mark.parametrize("timeout", [0, -1])
-@pytest.mark.parametrize("name", engine_params({"uring": EOF_AS_DEADLINE}))
+@pytest.mark.parametrize("name", gaio.ENGINES)
 def test_read_full_tried_once_reports_end_of_stream(name, timeout, how):
     """The peer sends 10 bytes and closes (or shuts down writing);
     read_full(a, bytearray(5000), timeout=0): tried once, it gets the 10
