@@ -775,16 +775,11 @@ def test_negative_deadline_after_an_expiry_does_not_hang_wait_io(name):
         b.close()
 
 
-FREE_LINGERS = ("uring: after a wait_io() made from a thread that has exited, free() of a "
-                "connection with a read in flight delivers ConnClosedError but its socket "
-                "stays open a while (the peer can still send)")
-
-
-@pytest.mark.parametrize("name", engine_params({"uring": FREE_LINGERS}))
+@pytest.mark.parametrize("name", gaio.ENGINES)
 def test_free_closes_the_socket_now_after_a_wait_from_another_thread(name):
     """read_full(a, buf); wait_io(0.001) from a thread that then exits;
     free(a); its ConnClosedError arrives: the peer's send now fails. Twenty
-    times over (the uring defect shows in about half of the tries)."""
+    times over (the uring engine once left it open in about half of the tries)."""
     skip_unavailable(name)
     lingered = 0
     for _ in range(20):
@@ -812,13 +807,61 @@ def test_free_closes_the_socket_now_after_a_wait_from_another_thread(name):
     assert lingered == 0, "the freed socket was still open in %d of 20 tries" % lingered
 
 
-EOF_AS_DEADLINE = ("uring: read_full with timeout <= 0 that reads some bytes and then meets "
-                   "end of stream ends with DeadlineExceededError, not EOFError")
+@pytest.mark.parametrize("name", gaio.ENGINES)
+def test_close_closes_the_sockets_now_after_a_wait_from_another_thread(name):
+    """As above with the watcher's close() instead of free(): when close()
+    returns the socket is closed (the peer's send fails). Twenty times over."""
+    skip_unavailable(name)
+    lingered = 0
+    for _ in range(20):
+        w = gaio.Watcher(engine=name)
+        a, b = socket.socketpair()
+        try:
+            w.read_full(a, bytearray(10), ctx="r")
+            thread, box = run_in_thread(w.wait_io, 0.001)
+            thread.join(5)
+            assert "result" in box, box
+            w.close()
+            try:
+                b.send(b"y")
+                lingered += 1
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        finally:
+            w.close()
+            a.close()
+            b.close()
+    assert lingered == 0, "a closed watcher's socket was still open in %d of 20 tries" % lingered
+
+
+@pytest.mark.parametrize("name", gaio.ENGINES)
+def test_free_ends_a_tcp_connection_now_after_a_wait_from_another_thread(name, net):
+    """TCP over loopback: read(server, buf); wait_io(0.001) from a thread that
+    then exits; free(server): once its ConnClosedError is in, the client reads
+    the end of stream without waiting. Ten times over."""
+    skip_unavailable(name)
+    for _ in range(10):
+        w = gaio.Watcher(engine=name)
+        client, server = net.pair()
+        try:
+            w.read(server, bytearray(10), ctx="r")
+            thread, box = run_in_thread(w.wait_io, 0.001)
+            thread.join(5)
+            assert "result" in box, box
+            w.free(server)
+            results = wait_bounded(w, [0.5], limit=2)
+            assert results is not None, "wait_io(0.5) hung"
+            assert [(r.ctx, type(r.error)) for r in results[0]] == [
+                ("r", gaio.ConnClosedError)]
+            client.setblocking(False)
+            assert client.recv(1) == b""
+        finally:
+            w.close()
 
 
 @pytest.mark.parametrize("how", ["close", "shutdown"])
 @pytest.mark.parametrize("timeout", [0, -1])
-@pytest.mark.parametrize("name", engine_params({"uring": EOF_AS_DEADLINE}))
+@pytest.mark.parametrize("name", gaio.ENGINES)
 def test_read_full_tried_once_reports_end_of_stream(name, timeout, how):
     """The peer sends 10 bytes and closes (or shuts down writing);
     read_full(a, bytearray(5000), timeout=0): tried once, it gets the 10

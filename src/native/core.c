@@ -248,10 +248,16 @@ static void req_abort(gaio_core *core, gaio_req *r, int error)
         return;
     }
     int was_head = c->head[r->kind] == r;
-    if (was_head && core->engine->cancel(core->engine_state, r)) {
+    int cancel = was_head ? core->engine->cancel(core->engine_state, r) : 0;
+    if (cancel == 1) {
         r->state = GAIO_REQ_CANCELLING;
         r->cancel_reason = error;
         gaio__heap_remove(core, r);
+        return;
+    }
+    if (cancel == 2) {
+        /* the engine's last try finished r (end of stream, error, all bytes) */
+        start_next(core, c, r->kind);
         return;
     }
     if (!was_head && c->head[r->kind]->state == GAIO_REQ_CANCELLING) {

@@ -72,7 +72,11 @@ typedef struct gaio_engine_ops {
      * and calls gaio_core_finish(core, req) once the kernel is done with its
      * buffer (first gaio_core_progress for bytes the operation moved; if that
      * returned 1 the request is finished and finish is not called). Until
-     * then the core keeps req, its buffer and its queue position. */
+     * then the core keeps req, its buffer and its queue position. Return 2
+     * when the engine, trying req once more at once (non-blocking) because
+     * nothing of it was in the kernel, finished it itself: gaio_core_progress
+     * returned 1 (end of stream, an error, or the last bytes). The core then
+     * only starts the next head. Never for a connection being freed. */
     int (*cancel)(void *state, gaio_req *req);
 
     /* Submit everything prepared, then wait up to timeout_ns (-1: no limit,

@@ -26,7 +26,12 @@
  *   - deadlines and free() cancel with ASYNC_CANCEL by user_data (5.5); the
  *     request keeps its buffer and its connection stays allocated until the
  *     cancelled operation's completion arrives; bytes it moved meanwhile are
- *     reported (engine.h: cancel returns 1, then gaio_core_finish);
+ *     reported (engine.h: cancel returns 1, then gaio_core_finish). A read
+ *     whose deadline finds nothing in the kernel is tried once more with a
+ *     non-blocking recv() (an end of stream already there is not a deadline);
+ *     free() or close() of a socket with an operation in flight shuts it
+ *     down before the core closes it (the operation's file reference
+ *     outlives close());
  *   - wake(): an eventfd kept armed in the ring with POLL_ADD;
  *   - a full SQ ring is submitted and refilled, and what does not fit waits
  *     on the work list for the next wait(); completions the kernel held back
@@ -565,6 +570,23 @@ static int ur_unwatch(void *state, gaio_conn *c)
             busy = 1;
         }
     }
+    /* An operation in flight holds its own reference to the socket's file,
+     * so the core's close() is not the last one, and which thread drops the
+     * last one is not ours to choose: the cancelled operation completes as
+     * task work of the thread that submitted it; if that thread has exited
+     * (wait_io() ran on a thread that is gone), a kernel worker of the ring
+     * runs it a jiffy later (io_fallback_tw) and its fput() from a kernel
+     * thread is deferred once more (delayed_fput). The peer could send to a
+     * freed socket for several ms after its ConnClosedError. shutdown() acts
+     * on the socket, not on a reference: the peer sees the end now (EOF, and
+     * EPIPE/ECONNRESET on a send), whoever closes the file last. Only with an
+     * operation in flight: otherwise close() is the last reference and does
+     * exactly what R8 says (with unread data, TCP sends a RST; after the
+     * shutdown the peer sees a FIN first, then the RST at the last close).
+     * A descriptor of the same socket held elsewhere (a dup, a child
+     * process) sees it shut down too. */
+    if (busy && c->fd >= 0)
+        shutdown(c->fd, SHUT_RDWR); /* ENOTCONN (not connected): nothing to end */
     return busy;
 }
 
@@ -573,11 +595,36 @@ static void ur_start(void *state, gaio_conn *c, int kind)
     schedule_start(state, c, kind);
 }
 
+/* r's deadline passed while nothing of it was in the kernel: its next try was
+ * only scheduled (after a short recv, or not yet submitted), so a read_full
+ * with timeout=0 that took the bytes there would end with a deadline though
+ * the end of stream behind them was there too (a recv that returns bytes
+ * does not report the end). Try at once, non-blocking, as the readiness
+ * engines do: bytes, an end of stream or an error already queued count.
+ * Not for internal-buffer reads (any byte finishes them, so none was ever
+ * short) nor behind parked bytes. 2 when the try finished r, else 0 (r ends
+ * with the deadline and the bytes it has). */
+static int last_try(uring_state *st, gaio_conn *c, gaio_req *r)
+{
+    if (r->kind != GAIO_READ || !r->buf || c->closing || c->fd < 0 || c->engine_data ||
+        (c->engine_flags & READ_FAILED))
+        return 0;
+    for (;;) {
+        int short_read;
+        ssize_t n = gaio_recv_head(st->core, c, r, &short_read);
+        if (c->head[GAIO_READ] != r)
+            return 2; /* gaio_core_progress finished it */
+        if (n <= 0)
+            return 0; /* -EAGAIN: nothing more there */
+        /* bytes, not all: an end of stream may follow them */
+    }
+}
+
 static int ur_cancel(void *state, gaio_req *r)
 {
     gaio_conn *c = r->conn;
     if (!(c->engine_flags & BIT(IN_FLIGHT, r->kind)))
-        return 0;
+        return last_try(state, c, r);
     ask_cancel(state, c, r->kind);
     return 1;
 }
