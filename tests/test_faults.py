@@ -98,8 +98,9 @@ def test_slow_reader_gets_every_byte_in_order_without_busy_waiting(watcher, pair
            "RSS growth %.1f MiB (queued %d MiB)" % (total_mib, total_mib, 100 * cpu_share,
                                                      growth / MIB, total_mib))
     assert cpu_share < 0.30, "the watcher spins while the peer pauses: %.0f%%" % (100 * cpu_share)
-    assert growth < total_mib * MIB + 32 * MIB, "RSS grew %.1f MiB for %d MiB queued" % (
-        growth / MIB, total_mib)
+    if not SANITIZED:  # ASan's quarantine keeps freed memory resident: RSS says nothing there
+        assert growth < total_mib * MIB + 32 * MIB, "RSS grew %.1f MiB for %d MiB queued" % (
+            growth / MIB, total_mib)
 
 
 # ---------------------------------------------------------------- vanishing peers
