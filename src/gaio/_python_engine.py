@@ -122,7 +122,7 @@ class _Conn:
 
 class _Request:
     __slots__ = ("op", "conn", "owner", "ctx", "buffer", "view", "size", "full",
-                 "deadline", "finished")
+                 "deadline", "finished", "special")
 
     def __init__(self, op, conn, owner, ctx, buffer, view, full, deadline):
         self.op = op
@@ -135,9 +135,9 @@ class _Request:
         self.full = full
         self.deadline = deadline
         self.finished = False
+        self.special = False  # a _Special: see its fields
 
     # Neutral values of _Special's fields, read by the shared paths.
-    special = False
     repeat = False
     quiet = False
     answer = None
@@ -149,7 +149,7 @@ class _Request:
 class _Special(_Request):
     """Every 0.2 request, and a plain write back-pressure accounts for
     (see _python_special)."""
-    __slots__ = ("special", "repeat", "quiet", "answer", "held", "timed", "gen",
+    __slots__ = ("repeat", "quiet", "answer", "held", "timed", "gen",
                  "idle", "owed", "total", "items", "index", "offset", "fd", "address",
                  "retry_at", "reported")
 
@@ -174,6 +174,7 @@ class _Special(_Request):
 
     def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
         _Request.__init__(self, op, conn, owner, ctx, buffer, view, full, deadline)
+        self.special = True
 
 
 class _Waker:
@@ -308,15 +309,27 @@ class _Core(SpecialIO):
             conn = self.conns.get(id(owner))
             if conn is None or conn.ref() is not owner:
                 conn = self._delegate(owner)
-            elif op is _OP_CONNECT:
+            elif spec is not None and op is _OP_CONNECT:
                 raise ValueError("connect() on a delegated socket")
             if spec is None:
-                if self.write_high is None or op is not _OP_WRITE or (
-                        sources is None and conn.standing is None):
+                if op is _OP_READ or (conn.standing is None and sources is None) or (
+                        self.write_high is None):
                     req = _Request(op, conn, owner, ctx, buffer, view, full, deadline)
                     queue = conn.reads if op is _OP_READ else conn.writes
                     queue.append(req)
-                    self._submitted(req, conn, queue, deadline)
+                    self.submitted += 1
+                    self.pending += 1
+                    if conn.behind is not None:
+                        conn.behind.append(req)
+                    wake = False
+                    if len(queue) == 1:
+                        self.fresh.append(req)
+                        wake = True
+                    if deadline is not None:
+                        self.deadlines.push(deadline, req)
+                        wake = True  # perhaps earlier than the one select() waits for
+                    if wake and (self.blocked or self.external):
+                        self._wake_waiter()
                     return
                 spec = _Special()
                 spec.total = view.nbytes
@@ -462,25 +475,32 @@ class _Core(SpecialIO):
         self.pending -= 1
         conn = req.conn
         op = req.op
-        if op is _OP_READ or op is _OP_ACCEPT:
+        if op is _OP_READ:
             queue = conn.reads
-        elif op is _OP_CONNECT:
-            queue = ()
-        else:
+        elif op is _OP_WRITE:
             queue = conn.writes
+        elif op is _OP_ACCEPT:
+            queue = conn.reads
+        else:
+            queue = conn.writes if op is _OP_SENDFILE else ()
         if queue and queue[0] is req:
             del queue[0]
         elif req in queue:
             queue.remove(req)
-        if req.deadline is not None or req.timed:
-            self.deadlines.forget(req)
-        if req.special:
-            self._finish_special(req)
-        if req.quiet and error is None:
-            self.quiet_done += 1
-        else:
+        if not req.special:
+            if req.deadline is not None:
+                self.deadlines.forget(req)
             self.results.append(_new_result(op, req.owner, req.ctx, buffer, size, error,
-                                            is_swap, accepted))
+                                            is_swap))
+        else:
+            if req.timed:
+                self.deadlines.forget(req)
+            self._finish_special(req)
+            if req.quiet and error is None:
+                self.quiet_done += 1
+            else:
+                self.results.append(_new_result(op, req.owner, req.ctx, buffer, size, error,
+                                                is_swap, accepted))
         if req.view is not None:
             req.view.release()
         # the result holds these now; a lingering request must not keep them
@@ -503,7 +523,8 @@ class _Core(SpecialIO):
             view = req.view
             try:
                 if view is None:
-                    if req.special:
+                    special = req.special
+                    if special:
                         if req.op is _OP_ACCEPT:
                             if conn.stalled or not self._pump_accept(conn, req):
                                 return
@@ -519,7 +540,7 @@ class _Core(SpecialIO):
                     size, out = self.internal.recv(sock)
                     if size:
                         self.bytes_read += size
-                        if req.repeat:
+                        if special and req.repeat:
                             # one result per arrival; level-triggered readiness
                             # reports what is left in the next pass
                             self._deliver_standing(req, size, out)
@@ -556,7 +577,7 @@ class _Core(SpecialIO):
             req = writes[0]
             view = req.view
             try:
-                if view is None:
+                if req.special:
                     self._pump_special_write(conn, req)
                     continue
                 while True:
@@ -567,8 +588,6 @@ class _Core(SpecialIO):
                         size = sock.send(view, _MSG_NOSIGNAL)
                     req.size += size
                     self.bytes_written += size
-                    if req.answer is not None:
-                        self._answered(req, size)
                     if req.size == view.nbytes:
                         self._finish(req, req.size, None, req.buffer, False)
                         break

@@ -267,12 +267,32 @@ class SpecialIO:
     # ------------------------------------------------------------ writes
 
     def _pump_special_write(self, conn, req):
-        """Perform special write `req` (vectored or sendfile), the head of
-        conn's writes: True when it finished, False when it must wait.
+        """Perform special write `req` (vectored, sendfile, or plain data that
+        is quiet or back-pressure accounts for), the head of conn's writes: True when it finished, False when it must wait.
         Raises what the send raises (BlockingIOError: must wait)."""
         if req.op is _OP_SENDFILE:
             return self._send_file(conn, req)
-        return self._send_vector(conn, req)
+        if req.items is not None:
+            return self._send_vector(conn, req)
+        return self._send_data(conn, req)
+
+    def _send_data(self, conn, req):
+        """A plain write that is quiet or that back-pressure accounts for."""
+        view = req.view
+        sock = conn.sock
+        while True:
+            if req.size:
+                with view[req.size:] as rest:
+                    size = sock.send(rest, _MSG_NOSIGNAL)
+            else:
+                size = sock.send(view, _MSG_NOSIGNAL)
+            req.size += size
+            self.bytes_written += size
+            if req.answer is not None:
+                self._answered(req, size)
+            if req.size == req.total:
+                self._finish(req, req.size, None, req.buffer, False)
+                return True
 
     def _send_vector(self, conn, req):
         items = req.items
