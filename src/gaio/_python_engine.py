@@ -25,6 +25,12 @@ Descriptors: delegation takes the caller's descriptor with socket.detach()
 (the same kernel socket, options and all, no dup), and the caller's object
 reads as closed at once.
 
+Version 0.2 (accept, connect, vectored writes, sendfile, standing requests,
+back-pressure, quiet writes) lives in _python_special: its requests are
+_Special objects, and the paths above test one slot to tell them apart.
+fileno() is the selector's own descriptor; once it was asked for, the waker
+(registered in that selector) is also signalled when nobody waits.
+
 Locking: one re-entrant lock guards all state. wait_io() holds it except
 while blocked in select(), so a request, free() or close() from another
 thread never races the I/O on a descriptor (it may wait for the batch being
@@ -382,7 +388,7 @@ class _Core(SpecialIO):
         write's view, R6): the standing reads they came from, or None."""
         sources = None
         items = spec.items
-        originals = spec.buffer  # the (item, view) pairs, until setup
+        originals = spec.buffer  # the items given, parallel to `items`, until setup
         for index, view in enumerate(items):
             if view.obj is not arena:
                 continue
