@@ -144,7 +144,10 @@ BAD_WRITE_DATA = [
     ("str", "text", TypeError),
     ("object", object(), TypeError),
     ("dict", {1: 2}, TypeError),
-    ("list-of-bytes", [b"ab"], TypeError),  # no vectored writes in 0.1
+    # a list/tuple is a vectored write (0.2): its items must be bytes-like
+    # (more rows in test_v02_bad_arguments.py)
+    ("list-of-int", [1, 2], TypeError),
+    ("tuple-of-str", ("ab",), TypeError),
     ("non-contiguous", _non_contiguous(), TypeError),
 ]
 

@@ -208,7 +208,7 @@ def test_full_descriptor_table_is_an_oserror_not_an_unavailable_engine(name, mon
     tried_python = []
     python_watcher = gaio._watcher._python_watcher
     monkeypatch.setattr(gaio._watcher, "_python_watcher",
-                        lambda bufsize: tried_python.append(1) or python_watcher(bufsize))
+                        lambda bufsize, *rest: tried_python.append(1) or python_watcher(bufsize, *rest))
     fds = sorted(os.listdir("/proc/self/fd"))
     exc = _emfile_from(lambda: gaio.Watcher(engine=name))
     assert type(exc) is OSError and exc.errno == errno.EMFILE, repr(exc)

@@ -46,6 +46,9 @@ __version__: str
 class _Buffer(Protocol):
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
 _EngineName = Literal["uring", "epoll", "kqueue", "python"]
 _WatcherT = TypeVar("_WatcherT", bound=Watcher)
 
@@ -62,6 +65,9 @@ class EngineUnavailableError(RuntimeError): ...
 class Op(enum.IntEnum):
     READ = 0
     WRITE = 1
+    ACCEPT = 2
+    CONNECT = 3
+    SENDFILE = 4
 
 class OpResult(metaclass=abc.ABCMeta):
     def __init__(
@@ -73,6 +79,7 @@ class OpResult(metaclass=abc.ABCMeta):
         size: int,
         error: EOFError | OSError | None,
         is_swap_buffer: bool,
+        accepted: socket.socket | None = None,
     ) -> None: ...
     @property
     def op(self) -> Op: ...
@@ -92,12 +99,18 @@ class OpResult(metaclass=abc.ABCMeta):
     def error(self) -> EOFError | OSError | None: ...
     @property
     def is_swap_buffer(self) -> bool: ...
+    @property
+    def accepted(self) -> socket.socket | None:
+        """The new connection of an ACCEPT result (the caller's, not delegated);
+        None otherwise."""
 
 class Watcher(metaclass=abc.ABCMeta):
     # Watcher(...) returns the chosen engine's own watcher object (registered
     # as a Watcher), hence __new__. The methods are abstract at run time but
     # not here: a type checker would otherwise refuse `Watcher()`.
-    def __new__(cls, bufsize: int = 65536, *, engine: str = "auto") -> Watcher: ...
+    def __new__(
+        cls, bufsize: int = 65536, *, engine: str = "auto", write_high: int | None = 262144
+    ) -> Watcher: ...
     # Read-only attributes of every engine's watcher object.
     engine: Final[_EngineName]
     bufsize: Final[int]
@@ -109,6 +122,7 @@ class Watcher(metaclass=abc.ABCMeta):
         ctx: object = None,
         timeout: float | None = None,
         deadline: float | None = None,
+        repeat: bool = False,
     ) -> None: ...
     def read_full(
         self,
@@ -122,12 +136,45 @@ class Watcher(metaclass=abc.ABCMeta):
     def write(
         self,
         conn: socket.socket,
-        data: _Buffer,
+        data: _Buffer | list[_Buffer] | tuple[_Buffer, ...],
+        *,
+        ctx: object = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        quiet: bool = False,
+    ) -> None: ...
+    def accept(
+        self,
+        listener: socket.socket,
+        *,
+        ctx: object = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        repeat: bool = False,
+    ) -> None: ...
+    def connect(
+        self,
+        sock: socket.socket,
+        address: tuple[Any, ...] | str | bytes,
         *,
         ctx: object = None,
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> None: ...
+    def sendfile(
+        self,
+        conn: socket.socket,
+        file: _HasFileno | int,
+        offset: int = 0,
+        count: int | None = None,
+        *,
+        ctx: object = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        quiet: bool = False,
+    ) -> None: ...
+    def fileno(self) -> int: ...
+    def next_timeout(self) -> float | None: ...
     def free(self, conn: socket.socket, /) -> None: ...
     def wait_io(self, timeout: float | None = None) -> list[OpResult]: ...
     def close(self) -> None: ...

@@ -6,7 +6,9 @@ it (a bytearray can then not be resized), so every error path releases the
 view it took.
 """
 import math
+import os
 import socket
+import stat
 import time
 
 
@@ -93,3 +95,178 @@ def wait_seconds(timeout):
     if seconds == math.inf:
         return None
     return max(seconds, 0.0)
+
+
+# ---------------------------------------------------------------- 0.2
+
+_ACCEPTCONN = getattr(socket, "SO_ACCEPTCONN", None)
+
+
+def is_listening(sock):
+    """True if `sock` (an open socket object) is a listening socket."""
+    if _ACCEPTCONN is None:  # no way to ask: let accept() tell
+        return True
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, _ACCEPTCONN))
+    except OSError:
+        return False
+
+
+def check_listener(listener):
+    """accept()'s listener, not yet delegated: a listening stream socket."""
+    check_conn(listener)
+    if listener.fileno() == -1:
+        raise ValueError("listener is closed (or delegated to another watcher)")
+    if not is_listening(listener):
+        raise ValueError("accept() needs a listening socket (call listen() first)")
+
+
+def check_connect_socket(sock):
+    """connect()'s socket, not delegated: an open, unconnected, non-listening
+    stream socket."""
+    check_conn(sock)
+    if sock.fileno() == -1:
+        raise ValueError("socket is closed (or delegated to another watcher)")
+    if is_listening(sock):
+        raise ValueError("connect() on a listening socket")
+    try:
+        sock.getpeername()
+    except OSError:
+        return
+    raise ValueError("connect() on a socket that is connected already")
+
+
+def check_address(family, address):
+    """A numeric address for a socket of `family`: nothing needs DNS."""
+    if family == getattr(socket, "AF_UNIX", None):
+        if isinstance(address, (str, bytes, bytearray)) or hasattr(address, "__fspath__"):
+            return
+        raise TypeError("an AF_UNIX address is a path, not %s" % type(address).__name__)
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        raise TypeError("connect() supports AF_INET, AF_INET6 and AF_UNIX sockets")
+    if not isinstance(address, tuple):
+        raise TypeError("address must be a tuple (host, port), not %s"
+                        % type(address).__name__)
+    most = 2 if family == socket.AF_INET else 4
+    if not 2 <= len(address) <= most:
+        raise TypeError("address must be a tuple of 2%s items" % (
+            "" if most == 2 else " to 4"))
+    host, port = address[0], address[1]
+    if not isinstance(host, str):
+        raise TypeError("host must be a str, not %s" % type(host).__name__)
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError("port must be an int, not %s" % type(port).__name__)
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be 0-65535")
+    try:
+        # AI_NUMERICHOST: never a DNS lookup, a name is an error at once
+        socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0,
+                           socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError):
+        raise ValueError("connect() takes a numeric address, not %r "
+                         "(resolve names before, e.g. with getaddrinfo)" % (host,)) from None
+
+
+def vector_views(data):
+    """[(item, flat view)] of a vectored write's non-empty items."""
+    pairs = []
+    total = 0
+    try:
+        for item in data:
+            if item is None or isinstance(item, (list, tuple)):
+                raise TypeError("vectored write items must be bytes-like objects, not %s"
+                                % type(item).__name__)
+            view = _bytes_view_or_empty(item)
+            if view is None:
+                continue
+            pairs.append((item, view))
+            total += view.nbytes
+    except BaseException:
+        for _, view in pairs:
+            view.release()
+        raise
+    if not total:
+        raise ValueError("vectored write of no bytes (empty sequence or all items empty)")
+    return pairs
+
+
+def _bytes_view_or_empty(obj):
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        raise TypeError("data items must be bytes-like objects, not %s"
+                        % type(obj).__name__) from None
+    if not view.c_contiguous:
+        view.release()
+        raise TypeError("data items must be contiguous buffers")
+    if view.nbytes == 0:
+        view.release()
+        return None
+    if view.ndim != 1 or view.format != "B":
+        flat = view.cast("B")
+        view.release()
+        view = flat
+    return view
+
+
+def _int_arg(value, name):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
+    return value
+
+
+def sendfile_source(file, offset, count):
+    """(descriptor, bytes to send) of sendfile()'s arguments, after checking
+    them; the descriptor is the caller's (not a copy)."""
+    if isinstance(file, bool):
+        raise TypeError("file must be a file object or a descriptor, not bool")
+    if isinstance(file, int):
+        fd = file
+    else:
+        fileno = getattr(file, "fileno", None)
+        if fileno is None:
+            raise TypeError("file must be a file object or a descriptor, not %s"
+                            % type(file).__name__)
+        try:
+            fd = fileno()
+        except (OSError, ValueError) as exc:  # io.UnsupportedOperation, closed file
+            if getattr(file, "closed", False):
+                raise ValueError("file is closed") from None
+            raise TypeError("file has no descriptor: %s" % exc) from None
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError("file.fileno() must return an int")
+    _int_arg(offset, "offset")
+    if count is not None:
+        _int_arg(count, "count")
+    if fd < 0:
+        raise ValueError("file descriptor %d is not open" % fd)
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        raise ValueError("file descriptor %d is not open" % fd) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise TypeError("sendfile() sends a regular file")
+    if offset < 0:
+        raise ValueError("offset must be >= 0")
+    if count is None:
+        count = max(st.st_size - offset, 0)
+    elif count <= 0:
+        raise ValueError("count must be > 0 (or None for the rest of the file)")
+    return fd, count
+
+
+def idle_limit(timeout):
+    """A standing request's idle limit in seconds (None: no limit)."""
+    seconds = _seconds(timeout, "timeout")
+    if seconds <= 0:
+        raise ValueError("a standing request's timeout (an idle limit) must be > 0")
+    return None if seconds == math.inf else seconds
+
+
+def check_write_high(write_high):
+    if write_high is None:
+        return None
+    _int_arg(write_high, "write_high")
+    if write_high <= 0:
+        raise ValueError("write_high must be > 0 (or None for no limit)")
+    return write_high

@@ -25,6 +25,12 @@ Descriptors: delegation takes the caller's descriptor with socket.detach()
 (the same kernel socket, options and all, no dup), and the caller's object
 reads as closed at once.
 
+Version 0.2 (accept, connect, vectored writes, sendfile, standing requests,
+back-pressure, quiet writes) lives in _python_special: its requests are
+_Special objects, and the paths above test one slot to tell them apart.
+fileno() is the selector's own descriptor; once it was asked for, the waker
+(registered in that selector) is also signalled when nobody waits.
+
 Locking: one re-entrant lock guards all state. wait_io() holds it except
 while blocked in select(), so a request, free() or close() from another
 thread never races the I/O on a descriptor (it may wait for the batch being
@@ -47,6 +53,7 @@ from ._errors import (
 )
 from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
+from ._python_special import SpecialIO
 from ._result import Op, OpResult
 from ._watcher import Watcher
 
@@ -60,6 +67,10 @@ _MAX_SELECT_WAIT = 86400.0  # seconds
 # Enum member lookups cost more than a global on the hot path.
 _OP_READ = Op.READ
 _OP_WRITE = Op.WRITE
+_OP_ACCEPT = Op.ACCEPT
+_OP_CONNECT = Op.CONNECT
+_OP_SENDFILE = Op.SENDFILE
+DEFAULT_WRITE_HIGH = 262144
 
 
 def _result_builder():
@@ -70,11 +81,11 @@ def _result_builder():
     results per echoed message make this the engine's hottest allocation.
     """
     new = object.__new__
-    set_op, set_conn, set_ctx, set_buffer, set_size, set_error, set_swap = (
+    set_op, set_conn, set_ctx, set_buffer, set_size, set_error, set_swap, set_accepted = (
         getattr(OpResult, name).__set__ for name in (
-            "op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer"))
+            "op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer", "accepted"))
 
-    def build(op, conn, ctx, buffer, size, error, is_swap):
+    def build(op, conn, ctx, buffer, size, error, is_swap, accepted=None):
         res = new(OpResult)
         set_op(res, op)
         set_conn(res, conn)
@@ -83,6 +94,7 @@ def _result_builder():
         set_size(res, size)
         set_error(res, error)
         set_swap(res, is_swap)
+        set_accepted(res, accepted)
         return res
 
     return build
@@ -97,7 +109,8 @@ class _Conn:
     `ref` is a weak reference to the caller's socket object (its identity):
     pending requests hold that object, the connection does not.
     """
-    __slots__ = ("ref", "sock", "fd", "reads", "writes", "interest", "deferred")
+    __slots__ = ("ref", "sock", "fd", "reads", "writes", "interest", "deferred",
+                 "stalled", "connecting", "behind", "standing")
 
     def __init__(self, ref, sock):
         self.ref = ref
@@ -107,11 +120,15 @@ class _Conn:
         self.writes = []
         self.interest = 0  # selector events registered
         self.deferred = False  # in the watcher's deferred list
+        self.stalled = False  # the head read waits: back-pressure, accept backoff
+        self.connecting = None  # the connect request under way
+        self.behind = None  # ... and the requests made on conn meanwhile, in order
+        self.standing = None  # the standing read on conn (back-pressure)
 
 
 class _Request:
     __slots__ = ("op", "conn", "owner", "ctx", "buffer", "view", "size", "full",
-                 "deadline", "finished")
+                 "deadline", "finished", "special")
 
     def __init__(self, op, conn, owner, ctx, buffer, view, full, deadline):
         self.op = op
@@ -124,6 +141,46 @@ class _Request:
         self.full = full
         self.deadline = deadline
         self.finished = False
+        self.special = False  # a _Special: see its fields
+
+    # Neutral values of _Special's fields, read by the shared paths.
+    repeat = False
+    quiet = False
+    answer = None
+    held = False
+    timed = False
+    gen = 0
+
+
+class _Special(_Request):
+    """Every 0.2 request, and a plain write back-pressure accounts for
+    (see _python_special)."""
+    __slots__ = ("repeat", "quiet", "answer", "held", "timed", "gen",
+                 "idle", "owed", "total", "items", "index", "offset", "fd", "address",
+                 "retry_at", "reported")
+
+    def __init__(self):
+        self.special = True
+        self.repeat = False
+        self.quiet = False
+        self.answer = None
+        self.held = False
+        self.timed = False
+        self.gen = 0
+        self.idle = None  # a standing request's idle limit (seconds)
+        self.owed = 0  # a standing read's unwritten answerable bytes
+        self.total = 0  # a write's bytes in all
+        self.items = None  # a vectored write's flat views (non-empty items)
+        self.index = 0  # ... where it resumes
+        self.offset = 0
+        self.fd = -1  # sendfile: our duplicate of the file's descriptor
+        self.address = None  # connect
+        self.retry_at = None  # a standing accept in backoff
+        self.reported = None  # ... when it last reported a resource error
+
+    def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
+        _Request.__init__(self, op, conn, owner, ctx, buffer, view, full, deadline)
+        self.special = True
 
 
 class _Waker:
@@ -172,7 +229,7 @@ class _Waker:
         self._fd = -1
 
 
-class _Core:
+class _Core(SpecialIO):
     """All of a watcher's state; the PythonWatcher object is its front.
 
     Kept apart so that the weakref callbacks and the connections, which
@@ -180,8 +237,14 @@ class _Core:
     from __del__ once the caller drops it.
     """
 
-    def __init__(self, bufsize):
+    def __init__(self, bufsize, write_high=DEFAULT_WRITE_HIGH):
         self.bufsize = bufsize
+        self.write_high = write_high  # back-pressure (R21); None: off
+        self.write_low = None if write_high is None else write_high // 4
+        # id(view) -> the standing read that produced it, for this batch's
+        # internal-buffer views (None when back-pressure is off)
+        self.view_owner = None if write_high is None else {}
+        self.new_result = _new_result
         self.lock = threading.RLock()
         self.closed = False
         # connections: id(caller's socket) -> _Conn
@@ -211,6 +274,10 @@ class _Core:
         self.deadlines = DeadlineHeap()
         self.internal = InternalBuffer(bufsize)
         self.results = []
+        self.backoff = []  # standing accepts waiting after a resource error
+        self.fd_closed = False  # the watcher closed a descriptor (ends a backoff)
+        self.files = set()  # sendfile requests holding a descriptor
+        self.external = False  # fileno() was asked for: keep the waker honest
         # counters
         self.submitted = 0
         self.completed = 0
@@ -218,15 +285,24 @@ class _Core:
         self.bytes_read = 0
         self.bytes_written = 0
         self.timeouts = 0
+        self.accepted = 0
+        self.quiet_done = 0
 
     # ------------------------------------------------------------ requests
 
-    def submit(self, op, owner, ctx, buffer, view, full, deadline):
+    def submit(self, op, owner, ctx, buffer, view, full, deadline, spec=None):
         with self.lock:
             if self.closed:
                 raise WatcherClosedError("watcher is closed")
             arena = self.internal.arena
+            sources = None
+            if spec is not None and spec.items is not None and arena is not None:
+                sources = self._copy_items(spec, arena)
             if arena is not None and view is not None and view.obj is arena:
+                if self.view_owner:
+                    source = self.view_owner.get(id(buffer))
+                    if source is not None:
+                        sources = (source,)
                 # A result's internal-buffer view written back: copy it now, the
                 # arena is reused after the next wait_io(). Under the lock, so
                 # not while wait_io() revokes the views; copied from the
@@ -239,20 +315,93 @@ class _Core:
             conn = self.conns.get(id(owner))
             if conn is None or conn.ref() is not owner:
                 conn = self._delegate(owner)
-            req = _Request(op, conn, owner, ctx, buffer, view, full, deadline)
-            queue = conn.reads if op is _OP_READ else conn.writes
-            queue.append(req)
-            self.submitted += 1
-            self.pending += 1
-            wake = False
-            if len(queue) == 1:
+            elif spec is not None and op is _OP_CONNECT:
+                raise ValueError("connect() on a delegated socket")
+            if spec is None:
+                if op is _OP_READ or (conn.standing is None and sources is None) or (
+                        self.write_high is None):
+                    req = _Request(op, conn, owner, ctx, buffer, view, full, deadline)
+                    queue = conn.reads if op is _OP_READ else conn.writes
+                    queue.append(req)
+                    self.submitted += 1
+                    self.pending += 1
+                    if conn.behind is not None:
+                        conn.behind.append(req)
+                    wake = False
+                    if len(queue) == 1:
+                        self.fresh.append(req)
+                        wake = True
+                    if deadline is not None:
+                        self.deadlines.push(deadline, req)
+                        wake = True  # perhaps earlier than the one select() waits for
+                    if wake and (self.blocked or self.external):
+                        self._wake_waiter()
+                    return
+                spec = _Special()
+                spec.total = view.nbytes
+            req = spec
+            req.setup(op, conn, owner, ctx, buffer, view, full, deadline)
+            if op is _OP_CONNECT:
+                conn.connecting = req
+                conn.behind = []
+                self.submitted += 1
+                self.pending += 1
                 self.fresh.append(req)
-                wake = True
-            if deadline is not None:
-                self.deadlines.push(deadline, req)
-                wake = True  # perhaps earlier than the one select() waits for
-            if wake and self.blocked:
+                if deadline is not None:
+                    req.timed = True
+                    self.deadlines.push(deadline, req)
                 self._wake_waiter()
+                return
+            if op is _OP_READ or op is _OP_ACCEPT:
+                queue = conn.reads
+                if req.repeat and op is _OP_READ:
+                    conn.standing = req
+            else:
+                queue = conn.writes
+                if self.write_high is not None:
+                    self._answer_for(req, conn, sources or ())
+                if req.fd >= 0:
+                    self.files.add(req)
+            queue.append(req)
+            if deadline is not None:
+                req.timed = True
+            self._submitted(req, conn, queue, deadline)
+
+    def _submitted(self, req, conn, queue, deadline):
+        """Count request `req`, just queued, and get it started."""
+        self.submitted += 1
+        self.pending += 1
+        if conn.behind is not None:
+            conn.behind.append(req)
+        wake = False
+        if len(queue) == 1:
+            self.fresh.append(req)
+            wake = True
+        if deadline is not None:
+            self.deadlines.push(deadline, req)
+            wake = True  # perhaps earlier than the one select() waits for
+        if wake and (self.blocked or self.external):
+            self._wake_waiter()
+
+    def _copy_items(self, spec, arena):
+        """Copy a vectored write's internal-buffer items (as for a plain
+        write's view, R6): the standing reads they came from, or None."""
+        sources = None
+        items = spec.items
+        originals = spec.buffer  # the items given, parallel to `items`, until setup
+        for index, view in enumerate(items):
+            if view.obj is not arena:
+                continue
+            item = originals[index]
+            source = item if isinstance(item, memoryview) else view
+            copy = source.tobytes()
+            view.release()
+            items[index] = memoryview(copy)
+            if self.view_owner:
+                owner_read = self.view_owner.get(id(item))
+                if owner_read is not None:
+                    sources = (sources or ()) + (owner_read,)
+        return sources
 
     def _delegate(self, owner):
         """Delegate socket object `owner`, new to this watcher: its connection."""
@@ -296,6 +445,10 @@ class _Core:
             del self.conns[key]
             self._close_conn(conn)
             ended = conn.reads + conn.writes
+            if conn.connecting is not None:
+                ended.insert(0, conn.connecting)
+                conn.connecting = None
+                conn.behind = None
             conn.reads = []
             conn.writes = []
             for req in ended:
@@ -312,29 +465,48 @@ class _Core:
             conn.interest = 0
         conn.sock.close()
         conn.sock = None
+        self.fd_closed = True
 
     def _wake_waiter(self):
-        if self.blocked and not self.woken:
+        if not self.woken and (self.blocked or (self.external and not self.waiting)):
             self.woken = True
             self.waker.wake()
 
     # ------------------------------------------------------------ completing
 
-    def _finish(self, req, size, error, buffer, is_swap):
-        """Turn `req` into a result; it leaves its queue."""
+    def _finish(self, req, size, error, buffer, is_swap, accepted=None):
+        """Turn `req` into a result (none for a quiet write that succeeded);
+        it leaves its queue."""
         req.finished = True
+        self.pending -= 1
         conn = req.conn
-        if req.op is _OP_READ:
+        op = req.op
+        if op is _OP_READ:
+            queue = conn.reads
+        elif op is _OP_WRITE:
+            queue = conn.writes
+        elif op is _OP_ACCEPT:
             queue = conn.reads
         else:
-            queue = conn.writes
+            queue = conn.writes if op is _OP_SENDFILE else ()
         if queue and queue[0] is req:
             del queue[0]
         elif req in queue:
             queue.remove(req)
-        if req.deadline is not None:
-            self.deadlines.forget(req)
-        self.results.append(_new_result(req.op, req.owner, req.ctx, buffer, size, error, is_swap))
+        if not req.special:
+            if req.deadline is not None:
+                self.deadlines.forget(req)
+            self.results.append(_new_result(op, req.owner, req.ctx, buffer, size, error,
+                                            is_swap))
+        else:
+            if req.timed:
+                self.deadlines.forget(req)
+            self._finish_special(req)
+            if req.quiet and error is None:
+                self.quiet_done += 1
+            else:
+                self.results.append(_new_result(op, req.owner, req.ctx, buffer, size, error,
+                                                is_swap, accepted))
         if req.view is not None:
             req.view.release()
         # the result holds these now; a lingering request must not keep them
@@ -357,6 +529,15 @@ class _Core:
             view = req.view
             try:
                 if view is None:
+                    special = req.special
+                    if special:
+                        if req.op is _OP_ACCEPT:
+                            if conn.stalled or not self._pump_accept(conn, req):
+                                return
+                            continue
+                        if req.held:
+                            conn.stalled = True
+                            return
                     if self.internal.is_full():
                         if not conn.deferred:
                             conn.deferred = True
@@ -365,6 +546,11 @@ class _Core:
                     size, out = self.internal.recv(sock)
                     if size:
                         self.bytes_read += size
+                        if special and req.repeat:
+                            # one result per arrival; level-triggered readiness
+                            # reports what is left in the next pass
+                            self._deliver_standing(req, size, out)
+                            return
                         self._finish(req, size, None, out, True)
                     else:
                         self._finish(req, 0, EOFError("end of stream"), None, False)
@@ -397,6 +583,9 @@ class _Core:
             req = writes[0]
             view = req.view
             try:
+                if req.special:
+                    self._pump_special_write(conn, req)
+                    continue
                 while True:
                     if req.size:
                         with view[req.size:] as rest:
@@ -419,8 +608,10 @@ class _Core:
         if conn.sock is None:
             return
         want = 0
-        if conn.deferred:
-            pass  # tried directly next batch; readiness would only be noise
+        if conn.deferred or conn.stalled:
+            pass  # tried directly next batch, or held: readiness would only be noise
+        elif conn.connecting is not None:
+            want = _WRITE  # reads and writes start once it is connected
         elif conn.reads or (keep_read and conn.interest & _READ):
             want = _READ
         if conn.writes:
@@ -463,12 +654,19 @@ class _Core:
                 conn = req.conn
                 if req.finished or conn.sock is None:
                     continue
-                if req.op is _OP_READ:
+                if conn.connecting is not None:
+                    if conn.connecting is req:
+                        self._start_connect(conn, req)
+                    self._sync_interest(conn)
+                    continue
+                if req.op is _OP_READ or req.op is _OP_ACCEPT:
                     if conn.reads and conn.reads[0] is req:
                         self._pump_reads(conn)
                 elif conn.writes and conn.writes[0] is req:
                     self._pump_writes(conn)
                 self._sync_interest(conn)
+        if self.backoff:
+            self._serve_backoff()
         if len(self.deadlines):
             now = _monotonic()
             while True:
@@ -476,13 +674,17 @@ class _Core:
                 if req is None:
                     break
                 conn = req.conn
-                queue = conn.reads if req.op is _OP_READ else conn.writes
-                was_head = bool(queue) and queue[0] is req
                 self.timeouts += 1
+                if req.op is _OP_CONNECT:
+                    self._expire_connect(req)
+                    continue
+                reading = req.op is _OP_READ or req.op is _OP_ACCEPT
+                queue = conn.reads if reading else conn.writes
+                was_head = bool(queue) and queue[0] is req
                 self._fail(req, DeadlineExceededError("deadline exceeded"))
-                if was_head and conn.sock is not None:
+                if was_head and conn.sock is not None and conn.connecting is None:
                     # the next request goes on now (a timeout <= 0 is tried once)
-                    if req.op is _OP_READ:
+                    if reading:
                         self._pump_reads(conn)
                     else:
                         self._pump_writes(conn)
@@ -495,6 +697,9 @@ class _Core:
                 continue
             if conn.sock is None or conn.interest == 0:
                 continue  # freed or dropped earlier in this batch
+            if conn.connecting is not None:
+                self._check_connect(conn)
+                continue
             reads_waited = bool(conn.reads)
             if mask & _READ and reads_waited:
                 self._pump_reads(conn)
@@ -530,16 +735,21 @@ class _Core:
     def _loop(self, seconds):
         lock = self.lock
         self.internal.release_batch()
+        if self.view_owner:
+            self.view_owner.clear()
         end = None if seconds is None else _monotonic() + seconds
         while True:
             self._run_queued_work()
-            if self.results:
+            if self.results or self.fresh or self.freed:
                 wait = 0
             else:
                 wait = None
                 if end is not None:
                     wait = end - _monotonic()
                 earliest = self.deadlines.earliest()
+                if self.backoff:
+                    retry = self.backoff_until()
+                    earliest = retry if earliest is None else min(earliest, retry)
                 if earliest is not None:
                     until = earliest - _monotonic()
                     wait = until if wait is None else min(wait, until)
@@ -564,10 +774,21 @@ class _Core:
             if self.results:
                 results, self.results = self.results, []
                 self.completed += len(results)
-                self.pending -= len(results)
+                if self.external:
+                    self._keep_fileno_honest()
                 return results
             if end is not None and _monotonic() >= end:
+                if self.external:
+                    self._keep_fileno_honest()
                 return []
+
+    def _keep_fileno_honest(self):
+        """Leaving wait_io() with work that no readiness will report (R23):
+        make fileno() readable for it."""
+        if self.fresh or self.freed or self.deferred or (
+                self.backoff and self.backoff_until() <= _monotonic()):
+            self.woken = True
+            self.waker.wake()
 
     # ------------------------------------------------------------ closing
 
@@ -588,6 +809,8 @@ class _Core:
             self.deferred = []
             self.freed = []
             self.results = []
+            self.backoff = []
+            self._close_files()
             self.deadlines.clear()
             self.internal.drop()
             self.pending = 0
@@ -612,6 +835,35 @@ class _Core:
             self.selector = None
             self.waker.close()
 
+    def fileno(self):
+        with self.lock:
+            if self.closed:
+                raise WatcherClosedError("watcher is closed")
+            fileno = getattr(self.selector, "fileno", None)
+            if fileno is None:
+                import io
+                raise io.UnsupportedOperation(
+                    "fileno() needs an epoll, kqueue or devpoll selector; this "
+                    "platform's selectors.DefaultSelector has no descriptor")
+            if not self.external:
+                self.external = True
+                if self.fresh or self.freed or self.deferred or self.results:
+                    self.woken = True
+                    self.waker.wake()
+            return fileno()
+
+    def next_timeout(self):
+        with self.lock:
+            if self.closed:
+                raise WatcherClosedError("watcher is closed")
+            earliest = self.deadlines.earliest()
+            if self.backoff:
+                retry = self.backoff_until()
+                earliest = retry if earliest is None else min(earliest, retry)
+            if earliest is None:
+                return None
+            return max(earliest - _monotonic(), 0.0)
+
     def stats(self):
         with self.lock:
             return {
@@ -622,6 +874,8 @@ class _Core:
                 "watched": len(self.conns),
                 "pending": self.pending,
                 "timeouts": self.timeouts,
+                "accepted": self.accepted,
+                "quiet_done": self.quiet_done,
                 "threads": 0,
                 "internal_buffer_views": self.internal.views_out(),
                 "internal_buffers_abandoned": self.internal.abandoned,
@@ -631,7 +885,7 @@ class _Core:
 class PythonWatcher(Watcher):
     __doc__ = Watcher.__doc__
 
-    def __init__(self, bufsize=65536, *, engine="python"):
+    def __init__(self, bufsize=65536, *, engine="python", write_high=DEFAULT_WRITE_HIGH):
         if "_core" in self.__dict__:
             # Watcher(...) built us through _python_watcher(); type.__call__
             # then runs __init__ again on the instance __new__ returned.
@@ -640,7 +894,7 @@ class PythonWatcher(Watcher):
         _check_bufsize(bufsize)
         if engine not in ("python", "auto"):
             raise ValueError("PythonWatcher runs engine 'python', not %r" % (engine,))
-        self._core = _Core(bufsize)
+        self._core = _Core(bufsize, args.check_write_high(write_high))
 
     @property
     def engine(self):
@@ -672,20 +926,106 @@ class PythonWatcher(Watcher):
             view.release()  # nothing raised leaves an export behind
             raise
 
-    def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None):
+    def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None, repeat=False):
         core, when = self._checked(conn, timeout, deadline)
-        if buf is None:
+        if repeat:
+            if buf is not None:
+                raise ValueError("a standing read (repeat=True) takes no buffer")
+            spec = self._standing(timeout, when)
+            core.submit(_OP_READ, conn, ctx, None, None, False, spec.deadline, spec)
+        elif buf is None:
             core.submit(_OP_READ, conn, ctx, None, None, False, when)
         else:
             self._submit(core, _OP_READ, conn, ctx, buf, args.writable_view(buf), False, when)
+
+    @staticmethod
+    def _standing(timeout, when):
+        """A standing request's _Special: `timeout` is an idle limit."""
+        spec = _Special()
+        spec.repeat = True
+        if timeout is not None:
+            spec.idle = args.idle_limit(timeout)
+        spec.deadline = when
+        return spec
 
     def read_full(self, conn, buf, *, ctx=None, timeout=None, deadline=None):
         core, when = self._checked(conn, timeout, deadline)
         self._submit(core, _OP_READ, conn, ctx, buf, args.writable_view(buf), True, when)
 
-    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None):
+    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False):
         core, when = self._checked(conn, timeout, deadline)
-        self._submit(core, _OP_WRITE, conn, ctx, data, args.data_view(data), False, when)
+        if isinstance(data, (list, tuple)):
+            pairs = args.vector_views(data)
+            spec = _Special()
+            spec.quiet = bool(quiet)
+            spec.items = [view for _, view in pairs]
+            spec.buffer = [item for item, _ in pairs]  # until submit: the originals
+            spec.total = sum(view.nbytes for view in spec.items)
+            try:
+                core.submit(_OP_WRITE, conn, ctx, data, None, False, when, spec)
+            except BaseException:
+                for view in spec.items:
+                    view.release()
+                raise
+        elif quiet:
+            view = args.data_view(data)
+            spec = _Special()
+            spec.quiet = True
+            spec.total = view.nbytes
+            try:
+                core.submit(_OP_WRITE, conn, ctx, data, view, False, when, spec)
+            except BaseException:
+                view.release()
+                raise
+        else:
+            self._submit(core, _OP_WRITE, conn, ctx, data, args.data_view(data), False, when)
+
+    def accept(self, listener, *, ctx=None, timeout=None, deadline=None, repeat=False):
+        core, when = self._checked(listener, timeout, deadline)
+        known = core.conns.get(id(listener))
+        if known is not None and known.ref() is listener:
+            if known.sock is None or not args.is_listening(known.sock):
+                raise ValueError("accept() needs a listening socket")
+        else:
+            args.check_listener(listener)
+        spec = self._standing(timeout, when) if repeat else _Special()
+        spec.deadline = when
+        core.submit(_OP_ACCEPT, listener, ctx, None, None, False, when, spec)
+
+    def connect(self, sock, address, *, ctx=None, timeout=None, deadline=None):
+        core, when = self._checked(sock, timeout, deadline)
+        known = core.conns.get(id(sock))
+        if known is not None and known.ref() is sock:
+            raise ValueError("connect() on a delegated socket")
+        args.check_connect_socket(sock)
+        args.check_address(sock.family, address)
+        spec = _Special()
+        spec.address = address
+        core.submit(_OP_CONNECT, sock, ctx, None, None, False, when, spec)
+
+    def sendfile(self, conn, file, offset=0, count=None, *, ctx=None, timeout=None,
+                 deadline=None, quiet=False):
+        core, when = self._checked(conn, timeout, deadline)
+        fd, count = args.sendfile_source(file, offset, count)
+        spec = _Special()
+        spec.quiet = bool(quiet)
+        spec.offset = offset
+        spec.total = count
+        if count:
+            # our own descriptor of the file: the caller may close theirs
+            spec.fd = os.dup(fd)
+        try:
+            core.submit(_OP_SENDFILE, conn, ctx, None, None, False, when, spec)
+        except BaseException:
+            if spec.fd >= 0:
+                os.close(spec.fd)
+            raise
+
+    def fileno(self):
+        return self._core.fileno()
+
+    def next_timeout(self):
+        return self._core.next_timeout()
 
     def free(self, conn, /):
         core = self._core

@@ -10,12 +10,15 @@ import enum
 class Op(enum.IntEnum):
     READ = 0
     WRITE = 1
+    ACCEPT = 2
+    CONNECT = 3
+    SENDFILE = 4
 
 
 class OpResult(metaclass=abc.ABCMeta):
-    """The completion of one read or write request. Immutable.
+    """The completion of one request. Immutable.
 
-    op              Op.READ or Op.WRITE
+    op              Op.READ, Op.WRITE, Op.ACCEPT, Op.CONNECT or Op.SENDFILE
     conn            the socket object the request was made with
     ctx             the request's ctx, passed through unchanged
     buffer          the caller's buffer object; for a read without a buffer,
@@ -25,11 +28,17 @@ class OpResult(metaclass=abc.ABCMeta):
     error           None, EOFError, DeadlineExceededError, ConnClosedError or
                     the OSError subclass matching errno
     is_swap_buffer  True when buffer views the internal buffer
+    accepted        the new connection (a socket.socket that belongs to the
+                    caller, not delegated) of an ACCEPT result; None otherwise
+
+    The buffer of an ACCEPT, CONNECT or SENDFILE result is None; that of a
+    vectored write is the list or tuple given.
     """
 
-    __slots__ = ("op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer")
+    __slots__ = ("op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer",
+                 "accepted")
 
-    def __init__(self, op, conn, ctx, buffer, size, error, is_swap_buffer):
+    def __init__(self, op, conn, ctx, buffer, size, error, is_swap_buffer, accepted=None):
         setattr_ = object.__setattr__
         setattr_(self, "op", op)
         setattr_(self, "conn", conn)
@@ -38,6 +47,7 @@ class OpResult(metaclass=abc.ABCMeta):
         setattr_(self, "size", size)
         setattr_(self, "error", error)
         setattr_(self, "is_swap_buffer", is_swap_buffer)
+        setattr_(self, "accepted", accepted)
 
     def __setattr__(self, name, value):
         raise AttributeError("OpResult is immutable")

@@ -31,6 +31,7 @@ _AUTO_ENGINES = tuple(e for e in NATIVE_ENGINES
                       if not (e == "kqueue" and sys.platform.startswith("linux")))
 DEFAULT_BUFSIZE = 65536
 MAX_BUFSIZE = 1 << 30
+DEFAULT_WRITE_HIGH = 262144
 
 
 def _check_bufsize(bufsize):
@@ -38,6 +39,15 @@ def _check_bufsize(bufsize):
         raise TypeError("bufsize must be an int, not %s" % type(bufsize).__name__)
     if not 1 <= bufsize <= MAX_BUFSIZE:
         raise ValueError("bufsize must be from 1 to 2**30, got %d" % bufsize)
+
+
+def _check_write_high(write_high):
+    if write_high is None:
+        return
+    if isinstance(write_high, bool) or not isinstance(write_high, int):
+        raise TypeError("write_high must be an int or None, not %s" % type(write_high).__name__)
+    if write_high <= 0:
+        raise ValueError("write_high must be > 0 (or None for no limit), got %d" % write_high)
 
 
 def _requested_engine(engine):
@@ -84,7 +94,7 @@ def available_engines():
 class Watcher(metaclass=abc.ABCMeta):
     """Owns delegated sockets, performs read/write requests, returns completions.
 
-    Watcher(bufsize=65536, *, engine="auto")
+    Watcher(bufsize=65536, *, engine="auto", write_high=262144)
 
     bufsize  size of the internal buffer that reads without a buffer land in
              (an int from 1 to 2**30); one batch of results never hands out
@@ -94,19 +104,30 @@ class Watcher(metaclass=abc.ABCMeta):
              A named engine that cannot run raises EngineUnavailableError;
              a process out of descriptors or memory gets the OSError (EMFILE,
              ...) from every engine, and auto does not move on for it.
+    write_high  back-pressure (R21): a standing read (read(conn, repeat=True))
+             stops taking bytes from the kernel while the bytes it is
+             answerable for that are accepted but not yet written exceed
+             write_high, and resumes at write_high // 4 or less. A positive
+             int, or None for no limit. It is answerable for every write made
+             from one of its results' views (wherever it goes) and for every
+             other write queued on its own connection. The native engines do
+             not take it yet: they have no standing reads (0.2 is not in the
+             native core yet), so no back-pressure can arise there.
 
     A watcher starts no thread of its own: every engine runs on the
     caller's threads, inside wait_io() and (native engines) inside a request
     made while no thread waits, which tries its send/recv at once.
     """
 
-    def __new__(cls, bufsize=DEFAULT_BUFSIZE, *, engine="auto"):
+    def __new__(cls, bufsize=DEFAULT_BUFSIZE, *, engine="auto",
+                write_high=DEFAULT_WRITE_HIGH):
         if cls is not Watcher:  # a concrete engine class built directly
             return super().__new__(cls)
         _check_bufsize(bufsize)
+        _check_write_high(write_high)
         name = _requested_engine(engine)
         if name == "python":
-            return _python_watcher(bufsize)
+            return _python_watcher(bufsize, write_high)
         if name != "auto":
             return _native_watcher(bufsize, name)
         if _native is not None:
@@ -115,7 +136,7 @@ class Watcher(metaclass=abc.ABCMeta):
                     return _native.Watcher(bufsize, engine=candidate)
                 except EngineUnavailableError:
                     continue
-        return _python_watcher(bufsize)
+        return _python_watcher(bufsize, write_high)
 
     # The interface every engine implements; the docstrings are the API reference.
 
@@ -123,7 +144,7 @@ class Watcher(metaclass=abc.ABCMeta):
     bufsize: int
 
     @abc.abstractmethod
-    def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None):
+    def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None, repeat=False):
         """Request a read on `conn`; returns at once.
 
         Completes when at least one byte was read into `buf` (any writable
@@ -134,6 +155,14 @@ class Watcher(metaclass=abc.ABCMeta):
         `timeout` is seconds from now, `deadline` a time.monotonic() value.
         The first request on a socket delegates it: the watcher takes its
         descriptor over (socket.detach()), leaving the caller's object closed.
+
+        repeat=True (no buffer) makes a standing read: it stays pending and
+        delivers one internal-buffer result per arrival of bytes, until EOF
+        (EOFError, size 0), another error, free() (ConnClosedError), its
+        deadline or close() (no result) ends it. `timeout` is then an idle
+        limit (> 0), counted again from each result. Back-pressure (see
+        write_high) may hold it: still pending, reading nothing, its idle
+        limit paused. Later reads on the connection queue behind it.
         """
 
     @abc.abstractmethod
@@ -142,13 +171,72 @@ class Watcher(metaclass=abc.ABCMeta):
         error set and size = bytes read so far."""
 
     @abc.abstractmethod
-    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None):
-        """Request a write of every byte of `data` (a bytes-like object).
+    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False):
+        """Request a write of every byte of `data` (a bytes-like object, or a
+        list or tuple of them: a vectored write, sent with sendmsg; its
+        result's buffer is the list or tuple given).
 
         The watcher keeps `data` alive until completion; do not change a
         mutable buffer before then. A result's internal-buffer view may be
         written back directly: the watcher copies it at the request.
+        quiet=True: a write that succeeds delivers no result (it counts in
+        stats()["quiet_done"]); one that fails delivers its result.
         """
+
+    @abc.abstractmethod
+    def accept(self, listener, *, ctx=None, timeout=None, deadline=None, repeat=False):
+        """Request the next connection on a listening stream socket.
+
+        Completes with op Op.ACCEPT, conn the listener, size 0 and
+        `accepted` the new socket.socket: it belongs to the caller and is
+        not delegated. Pending accepts complete in request order;
+        ECONNABORTED is skipped; a resource error (EMFILE, ENFILE, ENOBUFS,
+        ENOMEM) completes it with that OSError and accepted=None.
+        repeat=True makes a standing accept: one result per connection until
+        an error, free(), its deadline or close() ends it (`timeout` is an
+        idle limit); its resource errors are reported (at most one per 10 ms)
+        without ending it, and it tries again 10 ms later or as soon as the
+        watcher closes a descriptor.
+        """
+
+    @abc.abstractmethod
+    def connect(self, sock, address, *, ctx=None, timeout=None, deadline=None):
+        """Connect an unconnected stream socket to a numeric `address` (an IP
+        address tuple, or an AF_UNIX path; a host name is a ValueError: no
+        DNS lookup blocks). Completes with op Op.CONNECT, size 0 and error
+        None, the OSError of the failure or DeadlineExceededError.
+
+        Reads and writes requested before it completes start when it
+        succeeds; if it fails, each completes after it, in request order,
+        with an error of the same class. The socket stays delegated.
+        """
+
+    @abc.abstractmethod
+    def sendfile(self, conn, file, offset=0, count=None, *, ctx=None, timeout=None,
+                 deadline=None, quiet=False):
+        """Send `count` bytes (None: up to the end of the file as it is now)
+        of a regular file (a file object with fileno(), or a descriptor)
+        from `offset`, without copying through Python.
+
+        Queues with conn's writes. Completes with op Op.SENDFILE and size the
+        bytes sent; never closes the file nor moves its position. A count
+        past the end of the file completes with EOFError and the bytes sent;
+        nothing left with count=None completes at once with size 0.
+        quiet=True as for write().
+        """
+
+    @abc.abstractmethod
+    def fileno(self):
+        """A descriptor readable whenever wait_io(0) has work to do, and not
+        while there is nothing to do: drive the watcher from another event
+        loop (asyncio's add_reader) by calling wait_io(0) when it is
+        readable, and by the time next_timeout() says."""
+
+    @abc.abstractmethod
+    def next_timeout(self):
+        """Seconds until the earliest deadline of a pending request (0 once it
+        has passed), or None when none has one; wait_io() must be called by
+        then for the deadline to be delivered."""
 
     @abc.abstractmethod
     def free(self, conn, /):
@@ -170,7 +258,7 @@ class Watcher(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def stats(self):
         """Counters: submitted, completed, bytes_read, bytes_written, watched,
-        pending, timeouts (and engine-specific extras)."""
+        pending, timeouts, accepted, quiet_done (and engine-specific extras)."""
 
     def __enter__(self):
         return self
@@ -179,9 +267,9 @@ class Watcher(metaclass=abc.ABCMeta):
         self.close()
 
 
-def _python_watcher(bufsize):
+def _python_watcher(bufsize, write_high=DEFAULT_WRITE_HIGH):
     from ._python_engine import PythonWatcher
-    return PythonWatcher(bufsize)
+    return PythonWatcher(bufsize, write_high=write_high)
 
 
 def _register_native_types():

@@ -25,3 +25,12 @@ def misuse(w: gaio.Watcher, conn: socket.socket, res: gaio.OpResult) -> None:
     results: list[bytes] = w.wait_io()  # E: assignment
     stats: dict[str, str] = w.stats()  # E: assignment
     print(size_text, results, stats)
+
+
+def misuse_v02(w: gaio.Watcher, conn: socket.socket, res: gaio.OpResult) -> None:
+    w.accept(conn, quiet=True)  # E: call-arg
+    w.write(conn, [b"a", "b"])  # E: list-item|arg-type
+    w.sendfile(conn, "/etc/hosts")  # E: arg-type
+    w.read_full(conn, bytearray(1), repeat=True)  # E: call-arg
+    gaio.Watcher(write_high="256k")  # E: arg-type
+    res.accepted = conn  # E: misc|attr-defined|property

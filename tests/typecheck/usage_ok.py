@@ -79,6 +79,27 @@ def echo_once(engine: str) -> bytes:
     return bytes(echoed)
 
 
+def serve_v02(w: gaio.Watcher, listener: socket.socket, path: str) -> int:
+    """0.2 in types only (not run): standing requests, quiet writes, sendfile."""
+    w.accept(listener, repeat=True, timeout=60.0)
+    fd: int = w.fileno()
+    left: float | None = w.next_timeout()
+    served = 0
+    for res in w.wait_io(left):
+        if res.op is gaio.Op.ACCEPT and res.accepted is not None:
+            w.read(res.accepted, repeat=True, timeout=30)
+            with open(path, "rb") as f:
+                w.sendfile(res.accepted, f, 0, None, quiet=True)
+            w.write(res.accepted, [b"a", bytearray(b"b"), memoryview(b"c")], quiet=True)
+            served += 1
+        elif res.op is gaio.Op.READ and res.error is None:
+            w.write(res.conn, res.buffer, quiet=True)
+    client = socket.socket()
+    w.connect(client, ("127.0.0.1", 80), ctx="c", timeout=1)
+    gaio.Watcher(write_high=None).close()
+    return served + fd
+
+
 def main() -> int:
     assert "python" in engines_here()
     assert echo_once("python") == b"ping"

@@ -1,0 +1,348 @@
+"""The pure-Python engine's 0.2 requests: accept, connect, vectored writes,
+sendfile, standing reads and accepts (repeat=True), back-pressure (R21) and
+quiet writes.
+
+`_Special` (in _python_engine) is the request object of every request that is not a plain
+0.1 read or write, and of a plain write when back-pressure must account for
+it; plain requests keep the smaller `_Request`, whose class attributes give
+the 0.2 fields their neutral values, so the 0.1 paths test one attribute.
+
+`SpecialIO` is a mixin of the engine's `_Core`: the I/O of these requests,
+under the core's lock, in the thread that runs wait_io().
+
+Back-pressure: a standing read `S` has `owed`, the bytes of the writes it is
+answerable for that are not written yet (writes made from its own results'
+views, wherever they go, and every other write queued on its connection).
+Each write made while back-pressure is on (`write_high` not None) that has
+someone to answer to carries `answer`, the standing reads it counts for; its
+progress and its end (success or failure) pay them back. A standing read whose
+`owed` exceeds write_high is `held`: it reads nothing (its connection stops
+watching readability, so TCP slows the peer) and its idle limit is paused,
+until `owed` falls to write_high // 4.
+
+A standing accept that meets a resource error (EMFILE, ENFILE, ENOBUFS,
+ENOMEM) reports it (at most once per 10 ms), stops watching its listener and
+waits in `backoff` until 10 ms passed or the watcher closed a descriptor.
+"""
+import errno
+import os
+import socket
+import time
+
+from ._errors import DeadlineExceededError
+from ._result import Op
+
+_monotonic = time.monotonic
+_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_OP_READ = Op.READ
+_OP_WRITE = Op.WRITE
+_OP_ACCEPT = Op.ACCEPT
+_OP_CONNECT = Op.CONNECT
+_OP_SENDFILE = Op.SENDFILE
+_IOV_MAX = min(getattr(os, "sysconf", lambda name: 1024)("SC_IOV_MAX") or 1024, 1024)
+_SENDFILE_CHUNK = 1 << 30
+_RESOURCE_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
+    if hasattr(errno, name))
+ACCEPT_RETRY = 0.010  # seconds between a standing accept's resource errors
+_CONNECT_WAITS = frozenset(
+    getattr(errno, name) for name in ("EINPROGRESS", "EALREADY", "EWOULDBLOCK")
+    if hasattr(errno, name))
+
+
+def _clone_error(error):
+    """A new exception of the same class as `error` (for the requests queued
+    behind a connect that failed)."""
+    try:
+        clone = type(error)(*error.args)
+    except Exception:  # an exception class with an unusual constructor
+        clone = OSError(*getattr(error, "args", ()))
+    return clone
+
+
+class SpecialIO:
+    """Mixin of _Core: see the module docstring. Expects the core's fields."""
+
+    # ------------------------------------------------------------ standing reads
+
+    def _deliver_standing(self, req, size, out):
+        """A result of standing read `req`; the request stays at its head."""
+        self.results.append(self.new_result(_OP_READ, req.owner, req.ctx, out, size,
+                                            None, True))
+        if self.view_owner is not None:
+            self.view_owner[id(out)] = req
+        if req.idle is not None:
+            req.deadline = _monotonic() + req.idle  # the heap catches up lazily
+
+    def _hold(self, req):
+        """Back-pressure holds standing read `req` (under the lock, any thread)."""
+        req.held = True
+        if req.idle is not None and req.deadline is not None:
+            req.deadline = None  # the idle limit does not run while held
+            req.gen += 1
+
+    def _release(self, req):
+        """Back-pressure lets standing read `req` read again."""
+        req.held = False
+        if req.finished:
+            return
+        conn = req.conn
+        if conn.reads and conn.reads[0] is req:
+            conn.stalled = False
+        if req.idle is not None and req.deadline is None:
+            req.gen += 1
+            req.deadline = _monotonic() + req.idle
+            self.deadlines.repush(req)
+        self.fresh.append(req)
+
+    def _answered(self, req, size):
+        """`size` more bytes of write `req` are written, or will never be."""
+        low = self.write_low
+        for standing in req.answer:
+            standing.owed -= size
+            if standing.held and standing.owed <= low:
+                self._release(standing)
+
+    def _answer_for(self, req, conn, sources):
+        """Make write `req` (of req.total bytes) count for the standing reads
+        it answers to: `sources` (those whose views it was made from) and the
+        one standing on its own connection."""
+        answer = list(sources)
+        standing = conn.standing
+        if standing is not None and standing not in answer:
+            answer.append(standing)
+        if not answer:
+            return
+        req.answer = answer
+        total = req.total
+        high = self.write_high
+        for s in answer:
+            s.owed += total
+            if s.owed > high and not s.held and not s.finished:
+                self._hold(s)
+
+    # ------------------------------------------------------------ finishing
+
+    def _finish_special(self, req):
+        """The 0.2 part of _finish: what a finished special request lets go."""
+        if req.answer is not None:
+            left = req.total - req.size
+            if left > 0:
+                self._answered(req, left)
+            req.answer = None
+        if req.items is not None:
+            for view in req.items:
+                view.release()
+            req.items = None
+        if req.fd >= 0:
+            os.close(req.fd)
+            req.fd = -1
+            self.files.discard(req)
+            self.fd_closed = True
+        conn = req.conn
+        if req.repeat and conn.standing is req:
+            conn.standing = None
+        if conn.stalled and (req.op is _OP_READ or req.op is _OP_ACCEPT):
+            conn.stalled = False
+
+    # ------------------------------------------------------------ accept
+
+    def _pump_accept(self, conn, req):
+        """Accept for `req`, the head of conn's reads: True when it finished
+        (the next read goes on), False when it must wait."""
+        sock = conn.sock
+        while True:
+            try:
+                new, _ = sock.accept()
+            except BlockingIOError:
+                return False
+            except ConnectionAbortedError:
+                continue  # concerns only the connection being accepted
+            except OSError as exc:
+                exc.__traceback__ = None
+                if exc.errno not in _RESOURCE_ERRNOS or not req.repeat:
+                    self._fail(req, exc)
+                    return True
+                now = _monotonic()
+                if req.reported is None or now - req.reported >= ACCEPT_RETRY:
+                    req.reported = now
+                    self.results.append(self.new_result(
+                        _OP_ACCEPT, req.owner, req.ctx, None, 0, exc, False, None))
+                    if req.idle is not None:
+                        req.deadline = now + req.idle
+                req.retry_at = now + ACCEPT_RETRY
+                conn.stalled = True
+                self.backoff.append(req)
+                self.fd_closed = False  # only a descriptor closed from now on counts
+                return False
+            self.accepted += 1
+            if not req.repeat:
+                self._finish(req, 0, None, None, False, new)
+                return True
+            self.results.append(self.new_result(
+                _OP_ACCEPT, req.owner, req.ctx, None, 0, None, False, new))
+            if req.idle is not None:
+                req.deadline = _monotonic() + req.idle
+
+    def _serve_backoff(self):
+        """Standing accepts in backoff whose time came, or all of them after
+        the watcher closed a descriptor."""
+        now = _monotonic()
+        closed = self.fd_closed
+        self.fd_closed = False
+        waiting, self.backoff = self.backoff, []
+        for req in waiting:
+            if req.finished:
+                continue
+            if not closed and now < req.retry_at:
+                self.backoff.append(req)
+                continue
+            req.retry_at = None
+            conn = req.conn
+            if conn.sock is None or not conn.reads or conn.reads[0] is not req:
+                continue
+            conn.stalled = False
+            self._pump_reads(conn)
+            self._sync_interest(conn)
+
+    def backoff_until(self):
+        """The earliest time a standing accept in backoff tries again."""
+        if self.fd_closed:
+            return 0.0
+        return min(req.retry_at for req in self.backoff)
+
+    # ------------------------------------------------------------ connect
+
+    def _start_connect(self, conn, req):
+        try:
+            err = conn.sock.connect_ex(req.address)
+        except OSError as exc:
+            exc.__traceback__ = None
+            self._connected(conn, req, exc)
+            return
+        if err == 0:
+            self._connected(conn, req, None)
+        elif err not in _CONNECT_WAITS:
+            self._connected(conn, req, OSError(err, os.strerror(err)))
+        # else: writable when it is done (_sync_interest watches for it)
+
+    def _check_connect(self, conn):
+        """A readiness report on a connecting socket."""
+        req = conn.connecting
+        try:
+            err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as exc:
+            err = exc.errno
+        if err in _CONNECT_WAITS:
+            return
+        self._connected(conn, req, None if err == 0 else OSError(err, os.strerror(err)))
+
+    def _connected(self, conn, req, error):
+        """Connect `req` is done: deliver it, then start (or fail, with an
+        error of the same class, in request order) what queued behind it."""
+        conn.connecting = None
+        behind = conn.behind
+        conn.behind = None
+        self._finish(req, 0, error, None, False)
+        if conn.sock is None:
+            return
+        if error is not None:
+            for queued in behind:
+                if not queued.finished:
+                    self._fail(queued, _clone_error(error))
+        else:
+            if conn.reads:
+                self._pump_reads(conn)
+            if conn.writes:
+                self._pump_writes(conn)
+        self._sync_interest(conn)
+
+    def _expire_connect(self, req):
+        conn = req.conn
+        if conn.connecting is req:
+            self._connected(conn, req, DeadlineExceededError("deadline exceeded"))
+        else:
+            self._fail(req, DeadlineExceededError("deadline exceeded"))
+
+    # ------------------------------------------------------------ writes
+
+    def _pump_special_write(self, conn, req):
+        """Perform special write `req` (vectored, sendfile, or plain data that
+        is quiet or back-pressure accounts for), the head of conn's writes: True when it finished, False when it must wait.
+        Raises what the send raises (BlockingIOError: must wait)."""
+        if req.op is _OP_SENDFILE:
+            return self._send_file(conn, req)
+        if req.items is not None:
+            return self._send_vector(conn, req)
+        return self._send_data(conn, req)
+
+    def _send_data(self, conn, req):
+        """A plain write that is quiet or that back-pressure accounts for."""
+        view = req.view
+        sock = conn.sock
+        while True:
+            if req.size:
+                with view[req.size:] as rest:
+                    size = sock.send(rest, _MSG_NOSIGNAL)
+            else:
+                size = sock.send(view, _MSG_NOSIGNAL)
+            req.size += size
+            self.bytes_written += size
+            if req.answer is not None:
+                self._answered(req, size)
+            if req.size == req.total:
+                self._finish(req, req.size, None, req.buffer, False)
+                return True
+
+    def _send_vector(self, conn, req):
+        items = req.items
+        sock = conn.sock
+        while True:
+            index = req.index
+            first = items[index]
+            if req.offset:
+                first = first[req.offset:]
+            batch = [first]
+            batch.extend(items[index + 1:index + _IOV_MAX])
+            try:
+                size = sock.sendmsg(batch, (), _MSG_NOSIGNAL)
+            finally:
+                if req.offset:
+                    first.release()
+            req.size += size
+            self.bytes_written += size
+            if req.answer is not None:
+                self._answered(req, size)
+            if req.size == req.total:
+                self._finish(req, req.size, None, req.buffer, False)
+                return True
+            offset = req.offset + size
+            while offset >= items[index].nbytes:
+                offset -= items[index].nbytes
+                index += 1
+            req.index = index
+            req.offset = offset
+
+    def _send_file(self, conn, req):
+        while req.size < req.total:
+            size = os.sendfile(conn.fd, req.fd, req.offset + req.size,
+                               min(req.total - req.size, _SENDFILE_CHUNK))
+            if size == 0:
+                self._fail(req, EOFError("end of file after %d bytes" % req.size))
+                return True
+            req.size += size
+            self.bytes_written += size
+            if req.answer is not None:
+                self._answered(req, size)
+        self._finish(req, req.size, None, None, False)
+        return True
+
+    # ------------------------------------------------------------ closing
+
+    def _close_files(self):
+        for req in self.files:
+            if req.fd >= 0:
+                os.close(req.fd)
+                req.fd = -1
+        self.files = set()
+
