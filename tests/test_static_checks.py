@@ -155,3 +155,28 @@ def test_native_stub_matches_runtime():
         pytest.skip("gaio._native is not built: %s" % exc)
     code, out = _stubtest("gaio._native")
     assert code == 0, "src/gaio/_native.pyi differs from gaio._native at run time:\n" + out
+
+
+def _package_imports(module):
+    """The gaio modules `module` (a name under src/gaio) imports, from its source."""
+    import ast
+    tree = ast.parse((ROOT / "src" / "gaio" / (module + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module)
+            else:
+                found.update(alias.name for alias in node.names)
+    return {name for name in found if (ROOT / "src" / "gaio" / (name + ".py")).exists()}
+
+
+def test_python_engine_imports_no_module_that_imports_it_back():
+    seen, todo = set(), ["_python_engine"]
+    while todo:
+        for name in _package_imports(todo.pop()):
+            assert name != "_python_engine", "an import cycle leads back to _python_engine"
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    assert "_watcher" not in seen

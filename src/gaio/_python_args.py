@@ -1,4 +1,5 @@
-"""Argument checks of the pure-Python engine's requests.
+"""Argument checks written in Python: the pure-Python engine's requests, and
+the Watcher() arguments every engine shares (checked by the front).
 
 They run in the requesting thread before any state changes, so a request that
 raises leaves nothing behind. A memoryview taken of a caller's buffer exports
@@ -261,6 +262,18 @@ def idle_limit(timeout):
     if seconds <= 0:
         raise ValueError("a standing request's timeout (an idle limit) must be > 0")
     return None if seconds == math.inf else seconds
+
+
+DEFAULT_BUFSIZE = 65536
+MAX_BUFSIZE = 1 << 30
+DEFAULT_WRITE_HIGH = 262144
+
+
+def check_bufsize(bufsize):
+    if isinstance(bufsize, bool) or not isinstance(bufsize, int):
+        raise TypeError("bufsize must be an int, not %s" % type(bufsize).__name__)
+    if not 1 <= bufsize <= MAX_BUFSIZE:
+        raise ValueError("bufsize must be from 1 to 2**30, got %d" % bufsize)
 
 
 def check_write_high(write_high):

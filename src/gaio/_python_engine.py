@@ -55,7 +55,6 @@ from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
 from ._python_special import SpecialIO
 from ._result import Op, OpResult
-from ._watcher import Watcher
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -70,7 +69,6 @@ _OP_WRITE = Op.WRITE
 _OP_ACCEPT = Op.ACCEPT
 _OP_CONNECT = Op.CONNECT
 _OP_SENDFILE = Op.SENDFILE
-DEFAULT_WRITE_HIGH = 262144
 
 
 def _result_builder():
@@ -237,7 +235,7 @@ class _Core(SpecialIO):
     from __del__ once the caller drops it.
     """
 
-    def __init__(self, bufsize, write_high=DEFAULT_WRITE_HIGH):
+    def __init__(self, bufsize, write_high=args.DEFAULT_WRITE_HIGH):
         self.bufsize = bufsize
         self.write_high = write_high  # back-pressure (R21); None: off
         self.write_low = None if write_high is None else write_high // 4
@@ -882,16 +880,13 @@ class _Core(SpecialIO):
             }
 
 
-class PythonWatcher(Watcher):
-    __doc__ = Watcher.__doc__
+class PythonWatcher:
+    # A gaio.Watcher by registration (_watcher.py), which also gives it the
+    # interface's docstring: this module imports nothing that imports it.
 
-    def __init__(self, bufsize=65536, *, engine="python", write_high=DEFAULT_WRITE_HIGH):
-        if "_core" in self.__dict__:
-            # Watcher(...) built us through _python_watcher(); type.__call__
-            # then runs __init__ again on the instance __new__ returned.
-            return
-        from ._watcher import _check_bufsize
-        _check_bufsize(bufsize)
+    def __init__(self, bufsize=args.DEFAULT_BUFSIZE, *, engine="python",
+                 write_high=args.DEFAULT_WRITE_HIGH):
+        args.check_bufsize(bufsize)
         if engine not in ("python", "auto"):
             raise ValueError("PythonWatcher runs engine 'python', not %r" % (engine,))
         self._core = _Core(bufsize, args.check_write_high(write_high))
@@ -1042,6 +1037,12 @@ class PythonWatcher(Watcher):
 
     def stats(self):
         return self._core.stats()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
     # A copy would share the core and close it when collected.
     def __copy__(self):

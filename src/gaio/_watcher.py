@@ -10,6 +10,8 @@ import os
 import sys
 
 from ._errors import EngineUnavailableError
+from ._python_args import DEFAULT_BUFSIZE, DEFAULT_WRITE_HIGH, check_bufsize, check_write_high
+from ._python_engine import PythonWatcher
 
 try:
     from . import _native
@@ -29,27 +31,6 @@ ENGINES = NATIVE_ENGINES + ("python",)
 # setup.py's GAIO_LIBKQUEUE): it runs only when asked for by name.
 _AUTO_ENGINES = tuple(e for e in NATIVE_ENGINES
                       if not (e == "kqueue" and sys.platform.startswith("linux")))
-DEFAULT_BUFSIZE = 65536
-MAX_BUFSIZE = 1 << 30
-DEFAULT_WRITE_HIGH = 262144
-
-
-def _check_bufsize(bufsize):
-    if isinstance(bufsize, bool) or not isinstance(bufsize, int):
-        raise TypeError("bufsize must be an int, not %s" % type(bufsize).__name__)
-    if not 1 <= bufsize <= MAX_BUFSIZE:
-        raise ValueError("bufsize must be from 1 to 2**30, got %d" % bufsize)
-
-
-def _check_write_high(write_high):
-    if write_high is None:
-        return
-    if isinstance(write_high, bool) or not isinstance(write_high, int):
-        raise TypeError("write_high must be an int or None, not %s" % type(write_high).__name__)
-    if write_high <= 0:
-        raise ValueError("write_high must be > 0 (or None for no limit), got %d" % write_high)
-
-
 def _requested_engine(engine):
     """The engine name asked for: the argument, else $GAIO_ENGINE, else "auto"."""
     if not isinstance(engine, str):
@@ -123,8 +104,8 @@ class Watcher(metaclass=abc.ABCMeta):
                 write_high=DEFAULT_WRITE_HIGH):
         if cls is not Watcher:  # a concrete engine class built directly
             return super().__new__(cls)
-        _check_bufsize(bufsize)
-        _check_write_high(write_high)
+        check_bufsize(bufsize)
+        check_write_high(write_high)
         name = _requested_engine(engine)
         if name == "python":
             return _python_watcher(bufsize, write_high)
@@ -268,15 +249,18 @@ class Watcher(metaclass=abc.ABCMeta):
 
 
 def _python_watcher(bufsize, write_high=DEFAULT_WRITE_HIGH):
-    from ._python_engine import PythonWatcher
     return PythonWatcher(bufsize, write_high=write_high)
 
 
-def _register_native_types():
+def _register_engine_types():
+    """Every engine's own type is a Watcher (and its result an OpResult) by
+    registration, not inheritance: Watcher(...) returns that object as is."""
+    PythonWatcher.__doc__ = Watcher.__doc__
+    Watcher.register(PythonWatcher)
     if _native is not None:
         from ._result import OpResult
         Watcher.register(_native.Watcher)
         OpResult.register(_native.OpResult)
 
 
-_register_native_types()
+_register_engine_types()
