@@ -250,15 +250,18 @@ def leak_accounting():
     # every watcher, back where they were (a request never disposed, a
     # chunk kept for a view nobody holds).
     def live_problem():
-        gc.collect()
         now = _live_counts()
         if now != live_before:
             return "native core holds %r, held %r before" % (now, live_before)
         return None
 
-    problems = [p for p in (_settle(fd_problem), _settle(thread_problem),
-                            _settle(live_problem)) if p]
-    assert not problems, "; ".join(problems)
+    def problem():
+        found = [p for p in (fd_problem(), thread_problem(), live_problem()) if p]
+        return "; ".join(found) or None
+
+    # one collection per test when all is well (the checks share it)
+    found = _settle(problem)
+    assert not found, found
 
 
 def _live_counts():
