@@ -492,6 +492,15 @@ static int queue_free(gaio_core *core, uint64_t id)
     return 0;
 }
 
+/* No thread runs the engine: free the connection in this one. Requests still
+ * incoming for it will find it gone and end with GAIO_ERR_CLOSED. */
+static void close_here(gaio_core *core, uint64_t id)
+{
+    gaio_conn *c = gaio_core_conn(core, id);
+    if (c)
+        conn_close(core, c);
+}
+
 static void free_conn(gaio_core *core, uint64_t id, int wait_done)
 {
     void *token = gaio__binding_enter(core);
@@ -501,11 +510,7 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
         return;
     }
     if (!core->waiting) {
-        /* nobody runs the engine: do it here; requests still incoming for
-         * it will find it gone and end with GAIO_ERR_CLOSED */
-        gaio_conn *c = gaio_core_conn(core, id);
-        if (c)
-            conn_close(core, c);
+        close_here(core, id);
         gaio__binding_leave(core, token);
         return;
     }
@@ -521,9 +526,7 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
             return;
         }
         if (!core->waiting) {
-            gaio_conn *c = gaio_core_conn(core, id);
-            if (c)
-                conn_close(core, c);
+            close_here(core, id);
             gaio__binding_leave(core, token);
             return;
         }
