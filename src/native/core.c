@@ -504,24 +504,9 @@ static void close_here(gaio_core *core, uint64_t id)
 static void free_conn(gaio_core *core, uint64_t id, int wait_done)
 {
     void *token = gaio__binding_enter(core);
-    if (core->closing || core->closed) {
-        /* close() closes every descriptor anyway */
-        gaio__binding_leave(core, token);
-        return;
-    }
-    if (!core->waiting) {
-        close_here(core, id);
-        gaio__binding_leave(core, token);
-        return;
-    }
-    while (queue_free(core, id) != 0) {
-        /* not expected: gaio_core_watch keeps room for a free() of every
-         * connection. Never drop the free: let the waiter run those queued,
-         * or do it here once it has left. */
-        core->woken = 1;
-        core->engine->wake(core->engine_state);
-        gaio__binding_wait_idle(core, &token);
+    for (;;) {
         if (core->closing || core->closed) {
+            /* close() closes every descriptor anyway */
             gaio__binding_leave(core, token);
             return;
         }
@@ -530,6 +515,14 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
             gaio__binding_leave(core, token);
             return;
         }
+        if (queue_free(core, id) == 0)
+            break;
+        /* not expected: gaio_core_watch keeps room for a free() of every
+         * connection. Never drop the free: let the waiter run those queued,
+         * or do it here once it has left. */
+        core->woken = 1;
+        core->engine->wake(core->engine_state);
+        gaio__binding_wait_idle(core, &token);
     }
     uint64_t ticket = core->frees_asked;
     /* the waiter is in engine.wait with the lock dropped: always kick it */
