@@ -318,6 +318,8 @@ class _Core(SpecialIO):
             if spec is None:
                 if op is _OP_READ or (conn.standing is None and sources is None) or (
                         self.write_high is None):
+                    # _submitted(), inlined on purpose: every plain 0.1
+                    # request comes this way, so it pays no extra call
                     req = _Request(op, conn, owner, ctx, buffer, view, full, deadline)
                     queue = conn.reads if op is _OP_READ else conn.writes
                     queue.append(req)
