@@ -45,12 +45,12 @@ def _requested_engine(engine):
     return engine
 
 
-def _native_watcher(bufsize, name):
+def _native_watcher(bufsize, name, write_high=DEFAULT_WRITE_HIGH):
     if _native is None:
         raise EngineUnavailableError(
             "engine %r needs gaio's native core, which is not built here: %s"
             % (name, _NATIVE_MISSING))
-    return _native.Watcher(bufsize, engine=name)
+    return _native.Watcher(bufsize, engine=name, write_high=write_high)
 
 
 def available_engines():
@@ -110,11 +110,11 @@ class Watcher(metaclass=abc.ABCMeta):
         if name == "python":
             return _python_watcher(bufsize, write_high)
         if name != "auto":
-            return _native_watcher(bufsize, name)
+            return _native_watcher(bufsize, name, write_high)
         if _native is not None:
             for candidate in _AUTO_ENGINES:
                 try:
-                    return _native.Watcher(bufsize, engine=candidate)
+                    return _native.Watcher(bufsize, engine=candidate, write_high=write_high)
                 except EngineUnavailableError:
                     continue
         return _python_watcher(bufsize, write_high)

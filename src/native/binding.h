@@ -11,7 +11,7 @@
 /* OpResult: the native completion type (result.c) */
 extern PyTypeObject gaio__OpResult_Type;
 PyObject *gaio__opresult_new(PyObject *op, PyObject *conn, PyObject *ctx, PyObject *buffer,
-                             Py_ssize_t size, PyObject *error, int is_ibuf);
+                             Py_ssize_t size, PyObject *error, int is_ibuf, PyObject *accepted);
 
 /* IbufMem: owner of internal-buffer memory shown to Python. A view is made by
  * arming one region and calling PyMemoryView_FromObject; the memory is freed
@@ -34,10 +34,18 @@ PyObject *gaio__ibufmem_view(gaio__IbufMem *m, unsigned char *ptr, Py_ssize_t le
 typedef struct {
     PyObject *WatcherClosedError, *DeadlineExceededError, *ConnClosedError,
         *EngineUnavailableError;
-    PyObject *OpREAD, *OpWRITE, *SocketType;
+    PyObject *Op[5];            /* gaio.Op by enum gaio_op */
+    PyObject *SocketType, *UnsupportedOperation;
+    /* the checks of gaio._python_args the rarer requests share with the python engine */
+    PyObject *check_listener, *check_connect_socket, *check_address, *sendfile_source;
+    /* _socket.socket's own family/type/proto getters (no enum conversion) */
+    PyObject *sock_family, *sock_type, *sock_proto;
+    PyObject *zero;
     PyObject *memoryview_release; /* the unbound method: no attribute lookup per view */
     PyObject *socket_fileno, *socket_detach; /* socket.socket's own, not a subclass's */
-    PyObject *s_conn, *s_buf, *s_data, *s_ctx, *s_timeout, *s_deadline;
+    PyObject *s_conn, *s_buf, *s_data, *s_ctx, *s_timeout, *s_deadline, *s_repeat, *s_quiet,
+        *s_listener, *s_sock, *s_address, *s_file, *s_offset, *s_count, *s_family,
+        *s_setblocking, *s_connect_ex, *s_fileno;
 } gaio__module_state;
 extern gaio__module_state gaio__state;
 
@@ -56,12 +64,18 @@ typedef struct pyreq {
     PyObject *conn, *ctx;       /* strong */
     PyObject *bufobj;           /* caller's buffer (or our bytes copy), NULL for internal-buffer reads */
     struct pyreq *live_prev, *live_next; /* every undelivered request, for GC traversal */
-    int has_view;               /* allocated with room for view (a request with a buffer) */
-    int copied;                 /* bufobj is the watcher's bytes copy of an internal-buffer view
+    uint8_t has_view;           /* allocated with room for view (a request with a buffer) */
+    uint8_t is_vector;          /* ... used as vec: a vectored write */
+    uint8_t copied;             /* bufobj is the watcher's bytes copy of an internal-buffer view
                                  * large enough to be recycled (see copy_pool) */
-    Py_buffer view;             /* export of bufobj held until completion; last: a read
-                                 * into the internal buffer is allocated without it, so
-                                 * an idle connection's pending read stays small */
+    union {                     /* last: a read into the internal buffer is allocated
+                                 * without it, so an idle connection's pending read stays small */
+        Py_buffer view;         /* export of bufobj held until completion */
+        struct {
+            Py_buffer *items;   /* exports of a vectored write's items (or their R6 copies) */
+            Py_ssize_t n;
+        } vec;
+    };
 } pyreq;
 #define PYREQ_SMALL offsetof(pyreq, view)
 
@@ -101,6 +115,14 @@ typedef struct {
 #define COPY_POOL_MIN PY_SSIZE_T_MAX /* ob_shash is deprecated there: no reuse */
 #endif
 
+/* R21: which standing read a view of this batch came from */
+typedef struct {
+    unsigned char *ptr;
+    size_t len;
+    uint64_t conn_id;
+    uint32_t seq;
+} gaio__origin;
+
 typedef struct {
     PyObject_HEAD
     gaio_core *core;
@@ -125,6 +147,11 @@ typedef struct {
     pyreq *spare[2];              /* freelists of request structs, without / with view */
     int nspare[2];
     gaio_stats final_stats;       /* stats() after close */
+    Py_ssize_t write_high;        /* 0: no back-pressure */
+    gaio_result *results;         /* the batch taken from the core */
+    uint32_t cap_results;
+    gaio__origin *origins;        /* standing reads' views of the last batch (write_high set) */
+    Py_ssize_t norigins, cap_origins, origin_hint;
     PyObject *weakreflist;
 } Watcher;
 
@@ -175,11 +202,15 @@ PyObject *gaio__watcher_read(Watcher *w, PyObject *const *args, Py_ssize_t nargs
 PyObject *gaio__watcher_read_full(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_free(Watcher *w, PyObject *conn);
+PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
+PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
+PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 
 /* ---- the batch of results (result.c): R4 views, R6 copies ---- */
 
 PyObject *gaio__copy_bytes(Watcher *w, const void *src, Py_ssize_t len);
+PyObject *gaio__error_object(int error);
 void gaio__release_batch(Watcher *w, int closing);
-PyObject *gaio__build_results(Watcher *w, gaio_req *done);
+PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n);
 
 #endif

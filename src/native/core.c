@@ -26,7 +26,7 @@ int64_t gaio_now_ns(void)
 
 /* ---- connections ---- */
 
-gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize,
+gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize, size_t write_high,
                          const gaio_runtime *runtime, char *why, size_t whylen)
 {
     gaio_core *core = gaio_calloc(1, sizeof *core);
@@ -40,6 +40,9 @@ gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize,
     core->engine = engine;
     core->runtime = runtime;
     core->bufsize = bufsize;
+    core->write_high = write_high;
+    core->write_low = write_high / 4;
+    core->backoff_ns = GAIO_NO_DEADLINE;
     int rc = engine->create(core, &core->engine_state, why, whylen);
     if (rc != 0) {
         pthread_cond_destroy(&core->idle);
@@ -114,13 +117,17 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
             uint64_t *q = !f                       ? NULL
                           : cap <= core->cap_frees ? core->frees
                                                    : gaio_realloc(core->frees, cap * sizeof *q);
-            if (!q) {
+            if (q)
+                core->frees = q;
+            /* and to restart the standing read of every connection (R21) */
+            uint64_t *rl = q ? gaio_realloc(core->released, cap * sizeof *rl) : NULL;
+            if (!rl) {
                 gaio__binding_leave(core, token);
                 free(c);
                 *err = ENOMEM;
                 return 0;
             }
-            core->frees = q;
+            core->released = rl;
             if (cap > core->cap_frees)
                 core->cap_frees = cap;
             core->cap_slots = cap;
@@ -166,7 +173,12 @@ static void conn_maybe_release(gaio_core *core, gaio_conn *c)
 gaio_req *gaio_conn_head(gaio_conn *c, int kind)
 {
     gaio_req *r = c->head[kind];
-    return r && r->state == GAIO_REQ_QUEUED ? r : NULL;
+    if (!r || r->state != GAIO_REQ_QUEUED || (r->flags & (GAIO_F_HELD | GAIO_F_BACKOFF)))
+        return NULL;
+    /* R17: reads start when the connect succeeded */
+    if (kind == GAIO_READ && c->head[GAIO_WRITE] && c->head[GAIO_WRITE]->op == GAIO_OP_CONNECT)
+        return NULL;
+    return r;
 }
 
 static void queue_remove(gaio_conn *c, gaio_req *r)
@@ -183,17 +195,161 @@ static void queue_remove(gaio_conn *c, gaio_req *r)
     r->next = r->prev = NULL;
 }
 
+/* ---- results ---- */
+
+static int res_grow(gaio_core *core, uint64_t need)
+{
+    if (need <= core->cap_res)
+        return 0;
+    uint64_t cap = core->cap_res ? (uint64_t)core->cap_res * 2 : 64;
+    if (cap < need)
+        cap = need;
+    if (cap > UINT32_MAX / 2)
+        return -1;
+    gaio_result *a = gaio_realloc(core->res, cap * sizeof *a);
+    if (!a)
+        return -1;
+    core->res = a;
+    core->cap_res = (uint32_t)cap;
+    return 0;
+}
+
+int gaio_core_arrival_room(gaio_core *core)
+{
+    /* the reserve is the last result of every live request */
+    return res_grow(core, (uint64_t)core->nres + core->res_reserved + 1) == 0;
+}
+
+/* r's last result (r->error set); its room was reserved at submit. */
 static void done_append(gaio_core *core, gaio_req *r)
 {
     r->state = GAIO_REQ_DONE;
-    r->next = NULL;
-    r->prev = core->done_tail;
-    if (core->done_tail)
-        core->done_tail->next = r;
-    else
-        core->done_head = r;
-    core->done_tail = r;
+    r->next = r->prev = NULL;
+    int fd = r->op == GAIO_OP_ACCEPT && !(r->flags & GAIO_F_REPEAT) && r->error == 0
+                 ? r->u.accepted_fd : -1;
+    core->res_reserved--;
+    core->res[core->nres++] = (gaio_result){
+        .req = r, .ptr = r->ibuf_ptr, .size = r->done, .error = r->error, .fd = fd, .final = 1,
+        .silent = (r->flags & GAIO_F_QUIET) && r->error == 0,
+    };
 }
+
+static void standing_touch(gaio_req *r)
+{
+    if (r->u.st.idle_ns)
+        r->u.st.active_ns = gaio_now_ns(); /* the idle limit counts from here (lazily, R20) */
+}
+
+static void req_complete(gaio_core *core, gaio_req *r, int error);
+
+/* A result of standing request r that leaves it queued. The engine asked
+ * gaio_core_arrival_room before the I/O; should there be no room after all,
+ * r ends with ENOMEM rather than lose what arrived silently. */
+static void arrival(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t size, int error, int fd)
+{
+    gaio_result *last = core->nres ? &core->res[core->nres - 1] : NULL;
+    standing_touch(r);
+    if (last && last->req == r && !last->final && ptr && last->ptr && !last->error &&
+        last->ptr + last->size == ptr) {
+        last->size += size; /* one pass over a socket, contiguous: one result */
+        return;
+    }
+    if (!gaio_core_arrival_room(core)) {
+        if (fd >= 0)
+            close(fd);
+        req_complete(core, r, ENOMEM);
+        return;
+    }
+    core->res[core->nres++] = (gaio_result){
+        .req = r, .ptr = ptr, .size = size, .error = error, .fd = fd, .final = 0, .silent = 0};
+}
+
+/* ---- back-pressure (R21) ---- */
+
+/* The standing read an answer names, if it still stands. */
+static gaio_req *standing_of(gaio_core *core, const gaio_answer *a)
+{
+    gaio_conn *c = a->conn_id ? gaio_core_conn(core, a->conn_id) : NULL;
+    gaio_req *s = c ? c->head[GAIO_READ] : NULL;
+    return s && s->seq == a->seq && (s->flags & GAIO_F_REPEAT) && s->op == GAIO_OP_READ ? s : NULL;
+}
+
+static void owe(gaio_core *core, gaio_req *s, size_t n)
+{
+    s->u.st.owed += n;
+    if (!(s->flags & GAIO_F_HELD) && s->u.st.owed > core->write_high) {
+        s->flags |= GAIO_F_HELD;
+        if (core->engine->pause && s->conn && s->state == GAIO_REQ_QUEUED)
+            core->engine->pause(core->engine_state, s->conn);
+    }
+}
+
+/* A write that got to its connection: the standing reads it answers to owe its bytes. */
+static void answer_setup(gaio_core *core, gaio_req *w, gaio_conn *c)
+{
+    gaio_answer *a = w->u.w.answer;
+    size_t n = w->len;
+    gaio_req *src = standing_of(core, &a[0]);
+    if (src)
+        owe(core, src, n);
+    else
+        a[0].conn_id = 0;
+    gaio_req *own = c->head[GAIO_READ];
+    if (own && own != src && (own->flags & GAIO_F_REPEAT) && own->op == GAIO_OP_READ) {
+        a[1] = (gaio_answer){gaio_conn_id(c), own->seq};
+        owe(core, own, n);
+    }
+}
+
+/* n bytes of write w are written, or never will be. */
+static void pay(gaio_core *core, gaio_req *w, size_t n)
+{
+    for (int i = 0; n && i < 2; i++) {
+        gaio_answer *a = &w->u.w.answer[i];
+        if (!a->conn_id)
+            continue;
+        gaio_req *s = standing_of(core, a);
+        if (!s) {
+            a->conn_id = 0;
+            continue;
+        }
+        s->u.st.owed -= n < s->u.st.owed ? n : s->u.st.owed;
+        if ((s->flags & GAIO_F_HELD) && s->u.st.owed <= core->write_low) {
+            s->flags &= ~GAIO_F_HELD;
+            standing_touch(s); /* its idle limit did not run while it was held */
+            /* started once the I/O under way is reported: what it reads
+             * comes after the results of the writes that released it */
+            if (!(s->flags & GAIO_F_RESTART)) {
+                s->flags |= GAIO_F_RESTART;
+                core->released[core->nreleased++] = gaio_conn_id(s->conn);
+            }
+        }
+    }
+}
+
+static int answers(const gaio_req *r)
+{
+    return r->kind == GAIO_WRITE && r->op != GAIO_OP_CONNECT &&
+           (r->u.w.answer[0].conn_id || r->u.w.answer[1].conn_id);
+}
+
+/* Standing reads back-pressure released: they read again. */
+static void restart_released(gaio_core *core)
+{
+    for (uint32_t i = 0; i < core->nreleased; i++) {
+        gaio_conn *c = gaio_core_conn(core, core->released[i]);
+        gaio_req *s = c ? c->head[GAIO_READ] : NULL;
+        if (!s || !(s->flags & GAIO_F_RESTART))
+            continue;
+        s->flags &= ~GAIO_F_RESTART;
+        if (s->state == GAIO_REQ_QUEUED)
+            core->engine->start(core->engine_state, c, GAIO_READ);
+    }
+    core->nreleased = 0;
+}
+
+/* seq a came before seq b (they wrap) */
+static int before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
 
 /* Take r off its connection (and the heap) and append it to the results. */
 static void req_complete(gaio_core *core, gaio_req *r, int error)
@@ -203,6 +359,11 @@ static void req_complete(gaio_core *core, gaio_req *r, int error)
     int was_cancelling = r->state == GAIO_REQ_CANCELLING;
     gaio__heap_remove(core, r);
     queue_remove(c, r);
+    if (r->flags & GAIO_F_BACKOFF)
+        core->nbackoff--;
+    r->flags &= ~(GAIO_F_HELD | GAIO_F_BACKOFF);
+    if (answers(r) && r->len > r->done)
+        pay(core, r, r->len - r->done);
     r->error = error;
     if (error == GAIO_ERR_DEADLINE)
         core->stats.timeouts++;
@@ -230,6 +391,33 @@ static void req_complete(gaio_core *core, gaio_req *r, int error)
     }
 }
 
+static void start_next(gaio_core *core, gaio_conn *c, int kind);
+static void connect_finished(gaio_core *core, gaio_req *r, int error);
+
+/* Connect r ended (R17): on success the reads queued behind it start (the
+ * writes go on as after any write); on failure everything queued behind it
+ * ends with its error, in request order. */
+static void connect_done(gaio_core *core, gaio_conn *c, int error)
+{
+    if (c->closing)
+        return;
+    if (!error) {
+        start_next(core, c, GAIO_READ);
+        return;
+    }
+    for (;;) {
+        gaio_req *rd = c->head[GAIO_READ], *wr = c->head[GAIO_WRITE];
+        if (rd && rd->state != GAIO_REQ_QUEUED)
+            rd = NULL;
+        if (wr && wr->state != GAIO_REQ_QUEUED)
+            wr = NULL;
+        gaio_req *r = rd && (!wr || before(rd->seq, wr->seq)) ? rd : wr;
+        if (!r)
+            return;
+        req_complete(core, r, error);
+    }
+}
+
 /* The core removed the head of c's kind queue: tell the engine about the next. */
 static void start_next(gaio_core *core, gaio_conn *c, int kind)
 {
@@ -250,6 +438,7 @@ static void req_abort(gaio_core *core, gaio_req *r, int error)
     int was_head = c->head[r->kind] == r;
     int cancel = was_head ? core->engine->cancel(core->engine_state, r) : 0;
     if (cancel == 1) {
+        core->cancels++;
         r->state = GAIO_REQ_CANCELLING;
         r->cancel_reason = error;
         gaio__heap_remove(core, r);
@@ -267,7 +456,10 @@ static void req_abort(gaio_core *core, gaio_req *r, int error)
         r->error = error;
         return;
     }
-    req_complete(core, r, error);
+    if (r->op == GAIO_OP_CONNECT)
+        connect_finished(core, r, error);
+    else
+        req_complete(core, r, error);
     if (was_head)
         start_next(core, c, r->kind);
 }
@@ -281,14 +473,46 @@ static int req_finished(const gaio_req *r)
     return r->done > 0;
 }
 
+/* A vectored write sent n more bytes: move its cursor. */
+static void vec_advance(gaio_vec *v, size_t n)
+{
+    while (n && v->cur < v->n) {
+        struct iovec *io = &v->iov[v->cur];
+        if (n < io->iov_len) {
+            io->iov_base = (char *)io->iov_base + n;
+            io->iov_len -= n;
+            return;
+        }
+        n -= io->iov_len;
+        io->iov_len = 0;
+        v->cur++;
+    }
+}
+
+static void connect_finished(gaio_core *core, gaio_req *r, int error)
+{
+    gaio_conn *c = r->conn;
+    req_complete(core, r, error);
+    connect_done(core, c, error);
+}
+
 static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
 {
     if (res > 0) {
-        r->done += (size_t)res;
-        if (r->kind == GAIO_READ)
+        if (r->kind == GAIO_READ) {
             core->stats.bytes_read += (uint64_t)res;
-        else
+            if (r->flags & GAIO_F_REPEAT) {
+                arrival(core, r, r->ibuf_ptr, (size_t)res, 0, -1);
+                return r->state == GAIO_REQ_DONE; /* 1 only when it could not be kept */
+            }
+        } else {
             core->stats.bytes_written += (uint64_t)res;
+            if (r->op == GAIO_OP_WRITE && r->u.w.vec)
+                vec_advance(r->u.w.vec, (size_t)res);
+        }
+        r->done += (size_t)res;
+        if (answers(r))
+            pay(core, r, (size_t)res);
         if (!req_finished(r))
             return 0;
         req_complete(core, r, 0);
@@ -296,10 +520,18 @@ static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
     }
     if (r->state == GAIO_REQ_CANCELLING)
         return 0; /* the engine calls gaio_core_finish next */
+    if (r->op == GAIO_OP_CONNECT) {
+        connect_finished(core, r, (int)-res);
+        return 1;
+    }
     if (res == 0) {
         if (r->kind == GAIO_WRITE) {
-            if (!req_finished(r))
-                return 0;
+            if (!req_finished(r)) {
+                if (r->op != GAIO_OP_SENDFILE)
+                    return 0;
+                req_complete(core, r, GAIO_ERR_EOF); /* the file ended before count bytes */
+                return 1;
+            }
             req_complete(core, r, 0);
             return 1;
         }
@@ -308,6 +540,40 @@ static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
     }
     req_complete(core, r, (int)-res);
     return 1;
+}
+
+int gaio_core_accepted(gaio_core *core, gaio_req *r, int res)
+{
+    if (res >= 0) {
+        core->stats.accepted++;
+        if (r->flags & GAIO_F_REPEAT) {
+            arrival(core, r, NULL, 0, 0, res);
+            return r->state == GAIO_REQ_DONE;
+        }
+        r->u.accepted_fd = res;
+        req_complete(core, r, 0);
+        return 1;
+    }
+    if (res == -ECONNABORTED || res == -EINTR || res == -EAGAIN || res == -EWOULDBLOCK)
+        return 0; /* only the connection being accepted is concerned: accept again */
+    if (!(r->flags & GAIO_F_REPEAT) || !gaio_resource_error(-res) || r->state != GAIO_REQ_QUEUED) {
+        req_complete(core, r, -res);
+        return 1;
+    }
+    /* R16: a standing accept survives descriptor exhaustion without spinning */
+    int64_t now = gaio_now_ns();
+    if (now - r->u.st.reported_ns >= GAIO_ACCEPT_RETRY_NS) {
+        r->u.st.reported_ns = now;
+        arrival(core, r, NULL, 0, -res, -1);
+        if (r->state == GAIO_REQ_DONE)
+            return 1;
+    }
+    r->flags |= GAIO_F_BACKOFF;
+    r->u.st.retry_ns = now + GAIO_ACCEPT_RETRY_NS;
+    if (!core->nbackoff++ || r->u.st.retry_ns < core->backoff_ns)
+        core->backoff_ns = r->u.st.retry_ns;
+    core->fd_closed = 0; /* only a descriptor closed from now on counts */
+    return 0;
 }
 
 int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
@@ -325,7 +591,10 @@ void gaio_core_finish(gaio_core *core, gaio_req *r)
 {
     gaio_conn *c = r->conn;
     int was_head = c->head[r->kind] == r;
-    req_complete(core, r, r->cancel_reason);
+    if (r->op == GAIO_OP_CONNECT)
+        connect_finished(core, r, r->cancel_reason);
+    else
+        req_complete(core, r, r->cancel_reason);
     if (was_head)
         start_next(core, c, r->kind);
     conn_maybe_release(core, c);
@@ -341,6 +610,17 @@ void gaio_core_conn_idle(gaio_core *core, gaio_conn *c)
 
 static void drain_incoming(gaio_core *core);
 
+/* R23: no thread waits and fileno() was asked: its descriptor must become
+ * readable for what a request or a free() made this thread do (results, a
+ * read owed to the next wait, a submission to make). Once per wait. */
+static void notify(gaio_core *core)
+{
+    if (core->notify && !core->waiting && !core->notified) {
+        core->notified = 1;
+        core->engine->wake(core->engine_state);
+    }
+}
+
 static void wake_waiter(gaio_core *core)
 {
     if (core->sleeping && !core->woken) {
@@ -354,7 +634,8 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
     r->state = GAIO_REQ_INCOMING;
     r->heap_index = GAIO__NO_HEAP;
     r->done = 0;
-    r->error = 0;
+    if (r->op != GAIO_OP_CONNECT)
+        r->error = 0; /* a connect's says how connect() went */
     r->conn = NULL;
     r->ibuf_ptr = NULL;
     r->next = NULL;
@@ -364,15 +645,23 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
         gaio__binding_leave(core, token);
         return -1;
     }
+    /* room for its last result and its deadline is taken now, in the
+     * caller's thread, where failing is a MemoryError and not a lost result */
+    if (res_grow(core, (uint64_t)core->nres + core->res_reserved + 1) != 0) {
+        gaio__binding_leave(core, token);
+        return -ENOMEM;
+    }
     if (r->deadline_ns != GAIO_NO_DEADLINE) {
-        /* the heap's room for this deadline is taken now, in the caller's
-         * thread, where failing is a MemoryError and not a lost deadline */
         if (gaio__heap_reserve(core, (uint64_t)core->nheap + core->heap_promised + 1) != 0) {
             gaio__binding_leave(core, token);
             return -ENOMEM;
         }
         core->heap_promised++;
     }
+    core->res_reserved++;
+    r->seq = core->next_seq++;
+    if (r->flags & GAIO_F_REPEAT)
+        r->u.st.active_ns = gaio_now_ns();
     r->prev = core->incoming_tail;
     if (core->incoming_tail)
         core->incoming_tail->next = r;
@@ -388,6 +677,7 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
         drain_incoming(core);
     else
         wake_waiter(core);
+    notify(core);
     gaio__binding_leave(core, token);
     return 0;
 }
@@ -408,6 +698,7 @@ static void conn_close(gaio_core *core, gaio_conn *c)
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
+        core->fd_closed = core->nbackoff != 0; /* R16: standing accepts may try again */
     }
     core->stats.watched--;
     conn_maybe_release(core, c);
@@ -416,9 +707,19 @@ static void conn_close(gaio_core *core, gaio_conn *c)
 /* Move requests from other threads onto their connections; run queued frees. */
 static void drain_incoming(gaio_core *core)
 {
-    gaio_req *r = core->incoming_head;
+    gaio_req *r = core->incoming_head, *tail = core->incoming_tail, *connects = NULL;
     core->incoming_head = core->incoming_tail = NULL;
     while (r) {
+        if (r->op == GAIO_OP_CONNECT && !core->waiting) {
+            /* A connect starts in the waiter's drain, after what was queued
+             * behind it: its outcome may be known at once (AF_UNIX, a
+             * refusal on loopback), and the requests the caller queues
+             * behind it meanwhile must see it, in order (R17). Nothing
+             * after it moves before it. */
+            core->incoming_head = r;
+            core->incoming_tail = tail;
+            break;
+        }
         gaio_req *next = r->next;
         gaio_conn *c = gaio_core_conn(core, r->conn_id);
         r->next = r->prev = NULL;
@@ -448,10 +749,32 @@ static void drain_incoming(gaio_core *core)
         else
             c->head[k] = r;
         c->tail[k] = r;
-        if (c->head[k] == r)
+        if (core->write_high && k == GAIO_WRITE && r->op != GAIO_OP_CONNECT)
+            answer_setup(core, r, c);
+        if (r->op == GAIO_OP_CONNECT) {
+            r->u.c.later = connects;
+            connects = r;
+        } else if (c->head[k] == r) {
             core->engine->start(core->engine_state, c, k);
+        }
         r = next;
     }
+    /* connects last: what was queued behind them is on their connection now */
+    for (gaio_req *next; connects; connects = next) {
+        next = connects->u.c.later;
+        r = connects;
+        gaio_conn *c = r->conn;
+        if (c->head[GAIO_WRITE] != r)
+            continue; /* ended meanwhile (a free(), or its deadline) */
+        if (r->error != EINPROGRESS) {
+            connect_finished(core, r, r->error); /* connect() told at once */
+            start_next(core, c, GAIO_WRITE);
+        } else {
+            r->error = 0;
+            core->engine->start(core->engine_state, c, GAIO_WRITE);
+        }
+    }
+    restart_released(core);
     for (uint32_t i = 0; i < core->nfrees; i++) {
         gaio_conn *c = gaio_core_conn(core, core->frees[i]);
         if (c)
@@ -468,6 +791,17 @@ static void expire_deadlines(gaio_core *core, int64_t now)
 {
     while (core->nheap && core->heap[0]->deadline_ns <= now) {
         gaio_req *r = core->heap[0];
+        if ((r->flags & GAIO_F_REPEAT) && r->u.st.idle_ns) {
+            /* the idle limit counts from the last result; not while held (R21) */
+            int64_t when = (r->flags & GAIO_F_HELD) ? now : r->u.st.active_ns;
+            when = when > GAIO_NO_DEADLINE - r->u.st.idle_ns ? GAIO_NO_DEADLINE : when + r->u.st.idle_ns;
+            if (when > r->u.st.until_ns)
+                when = r->u.st.until_ns;
+            if (when > now) {
+                gaio__heap_rekey(core, r, when);
+                continue;
+            }
+        }
         /* The heap leaves equal deadlines in no set order: end the requests
          * queued ahead of r with the same deadline first (R3). Linked in the
          * queue and still in the heap means still waiting. */
@@ -499,6 +833,7 @@ static void close_here(gaio_core *core, uint64_t id)
     gaio_conn *c = gaio_core_conn(core, id);
     if (c)
         conn_close(core, c);
+    notify(core);
 }
 
 static void free_conn(gaio_core *core, uint64_t id, int wait_done)
@@ -538,13 +873,47 @@ void gaio_core_release(gaio_core *core, uint64_t id) { free_conn(core, id, 0); }
 
 /* The engine's wait in ns: -1 for no limit, else until the earlier of
  * until_ns and the first deadline (any time, negative ones included). */
+/* R16: standing accepts whose backoff is over, or all after a descriptor was closed. */
+static void serve_backoff(gaio_core *core, int64_t now)
+{
+    if (!core->nbackoff || (!core->fd_closed && now < core->backoff_ns))
+        return;
+    int all = core->fd_closed;
+    core->fd_closed = 0;
+    int64_t next = GAIO_NO_DEADLINE;
+    core->backoff_ns = GAIO_NO_DEADLINE; /* an accept that backs off again sets it */
+    uint32_t s = 0;
+    for (gaio_conn *c; core->nbackoff && (c = gaio_core_next_conn(core, &s));) {
+        gaio_req *r = c->head[GAIO_READ];
+        if (!r || !(r->flags & GAIO_F_BACKOFF))
+            continue;
+        if (all || now >= r->u.st.retry_ns) {
+            r->flags &= ~GAIO_F_BACKOFF;
+            core->nbackoff--;
+            start_next(core, c, GAIO_READ);
+        } else if (r->u.st.retry_ns < next) {
+            next = r->u.st.retry_ns;
+        }
+    }
+    if (next < core->backoff_ns)
+        core->backoff_ns = next;
+}
+
+static int64_t first_deadline(gaio_core *core)
+{
+    int64_t until = core->nheap ? core->heap[0]->deadline_ns : GAIO_NO_DEADLINE;
+    if (core->nbackoff && core->backoff_ns < until)
+        until = core->backoff_ns;
+    return until;
+}
+
 static int64_t engine_timeout(gaio_core *core, int64_t until_ns)
 {
-    if (core->done_head || core->incoming_head || core->nfrees)
+    if (core->nres || core->incoming_head || core->nfrees || (core->nbackoff && core->fd_closed))
         return 0;
     int64_t until = until_ns;
-    if (core->nheap && core->heap[0]->deadline_ns < until)
-        until = core->heap[0]->deadline_ns;
+    if (first_deadline(core) < until)
+        until = first_deadline(core);
     if (until == GAIO_NO_DEADLINE)
         return -1;
     int64_t now = gaio_now_ns();
@@ -556,13 +925,17 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
     int rc;
     pthread_mutex_lock(&core->lock);
     core->waiting = 1;
+    core->notified = 0;
+    int cancel_round = 0;
     for (;;) {
         if (core->closing || core->closed) {
             rc = GAIO_WAIT_CLOSED;
             break;
         }
         drain_incoming(core);
-        if (core->done_head && !core->skipped_poll) {
+        if (core->nbackoff)
+            serve_backoff(core, gaio_now_ns());
+        if (core->nres && !core->skipped_poll) {
             /* Results are ready without the kernel (requests finished when
              * they were made): hand them out now. The next call polls, so
              * the kernel is asked at least every other call. */
@@ -579,9 +952,13 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
         int erc = core->engine->wait(core->engine_state, timeout);
         core->sleeping = 0;
         core->stats.wakeups++;
+        restart_released(core);
         int64_t now = gaio_now_ns();
+        uint64_t cancels = core->cancels;
         expire_deadlines(core, now);
-        if (core->done_head) {
+        if (core->nbackoff)
+            serve_backoff(core, now);
+        if (core->nres) {
             rc = GAIO_WAIT_RESULTS;
             break;
         }
@@ -592,6 +969,12 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
         if (erc == -EINTR) {
             rc = GAIO_WAIT_EINTR;
             break;
+        }
+        if (core->cancels != cancels && !cancel_round) {
+            /* deadlines made the engine cancel operations in the kernel:
+             * one more round (not blocking once time is up) collects them */
+            cancel_round = 1;
+            continue;
         }
         if (until_ns != GAIO_NO_DEADLINE && now >= until_ns) {
             rc = GAIO_WAIT_TIMEOUT;
@@ -607,17 +990,65 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
     return rc;
 }
 
-gaio_req *gaio_core_take_done(gaio_core *core)
+long gaio_core_take_results(gaio_core *core, gaio_result **buf, uint32_t *cap)
 {
     void *token = gaio__binding_enter(core);
-    gaio_req *r = core->done_head;
-    core->done_head = core->done_tail = NULL;
-    for (gaio_req *p = r; p; p = p->next) {
-        core->stats.pending--;
-        core->stats.completed++;
+    uint32_t n = core->nres;
+    if (n > *cap) {
+        gaio_result *a = gaio_realloc(*buf, (size_t)n * sizeof *a);
+        if (a) {
+            *buf = a;
+            *cap = n;
+        } else {
+            n = *cap; /* as many as fit: the rest stay for the next call */
+        }
+    }
+    if (!n && core->nres) {
+        gaio__binding_leave(core, token);
+        return -1;
+    }
+    memcpy(*buf, core->res, (size_t)n * sizeof **buf);
+    memmove(core->res, core->res + n, (size_t)(core->nres - n) * sizeof *core->res);
+    core->nres -= n;
+    for (uint32_t i = 0; i < n; i++) {
+        const gaio_result *e = &(*buf)[i];
+        if (e->final)
+            core->stats.pending--;
+        if (e->silent)
+            core->stats.quiet_done++;
+        else
+            core->stats.completed++;
     }
     gaio__binding_leave(core, token);
-    return r;
+    return (long)n;
+}
+
+int64_t gaio_core_next_deadline(gaio_core *core)
+{
+    void *token = gaio__binding_enter(core);
+    int64_t until = first_deadline(core);
+    if (core->nbackoff && core->fd_closed)
+        until = gaio_now_ns();
+    gaio__binding_leave(core, token);
+    return until;
+}
+
+int gaio_core_fileno(gaio_core *core)
+{
+    void *token = gaio__binding_enter(core);
+    int fd = -1;
+    if (core->closing || core->closed) {
+        errno = EBADF;
+    } else if (!core->engine->fileno) {
+        errno = ENOTSUP;
+    } else {
+        fd = core->engine->fileno(core->engine_state);
+        core->notify = 1;
+        if (core->nres || core->incoming_head)
+            core->engine->wake(core->engine_state);
+    }
+    gaio__binding_leave(core, token);
+    return fd;
 }
 
 static void chain(gaio_req **head, gaio_req *r)
@@ -646,11 +1077,14 @@ gaio_req *gaio_core_close(gaio_core *core)
         chain(&all, r);
     }
     core->incoming_head = core->incoming_tail = NULL;
-    for (gaio_req *r = core->done_head, *n; r; r = n) {
-        n = r->next;
-        chain(&all, r);
+    for (uint32_t i = 0; i < core->nres; i++) {
+        gaio_result *e = &core->res[i];
+        if (e->fd >= 0)
+            close(e->fd); /* accepted, never delivered */
+        if (e->final)
+            chain(&all, e->req); /* an arrival's request is still queued: found below */
     }
-    core->done_head = core->done_tail = NULL;
+    core->nres = 0;
     for (uint32_t s = 0; s < core->nslots; s++) {
         gaio_conn *c = core->slots[s];
         if (!c)
@@ -680,6 +1114,8 @@ gaio_req *gaio_core_close(gaio_core *core)
     }
     core->nheap = 0;
     core->heap_promised = 0;
+    core->res_reserved = 0;
+    core->nbackoff = 0;
     core->nfrees = 0;
     core->stats.pending = 0;
     core->closed = 1;
@@ -706,7 +1142,9 @@ void gaio_core_delete(gaio_core *core)
     free(core->slot_gen);
     free(core->free_slots);
     free(core->frees);
+    free(core->released);
     free(core->heap);
+    free(core->res);
     pthread_cond_destroy(&core->idle);
     pthread_mutex_destroy(&core->lock);
     free(core);

@@ -17,7 +17,9 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "alloc.h"
 
@@ -26,16 +28,39 @@ typedef struct gaio_conn gaio_conn;
 typedef struct gaio_req gaio_req;
 struct gaio_engine_ops;
 
+/* The queue a request waits in: reads and accepts in READ, writes,
+ * connects and sendfiles in WRITE (R3: one order per direction). */
 enum gaio_kind { GAIO_READ = 0, GAIO_WRITE = 1 };
+
+/* gaio_req.op: what the request does (the numbers are gaio.Op's). */
+enum gaio_op {
+    GAIO_OP_READ = 0,
+    GAIO_OP_WRITE = 1,    /* u.w.vec set: a vectored write */
+    GAIO_OP_ACCEPT = 2,
+    GAIO_OP_CONNECT = 3,  /* connect() was called by the binding; error says how it went */
+    GAIO_OP_SENDFILE = 4, /* u.w.file: len bytes of a regular file from an offset */
+};
+
+/* gaio_req.flags */
+enum {
+    GAIO_F_REPEAT = 1,  /* standing read or accept: a result per arrival (R20) */
+    GAIO_F_QUIET = 2,   /* success delivers nothing (R22) */
+    GAIO_F_HELD = 4,    /* standing read stopped by back-pressure (R21) */
+    GAIO_F_BACKOFF = 8, /* standing accept waiting after a resource error (R16) */
+    GAIO_F_RESTART = 16,/* released by back-pressure, in core->released */
+};
 
 /* "No deadline" for gaio_req.deadline_ns and gaio_core_wait's until_ns: the
  * one value no clock reading or clamped deadline takes as a time. */
 #define GAIO_NO_DEADLINE INT64_MAX
 
+/* A standing accept that met a resource error tries again no sooner than this. */
+#define GAIO_ACCEPT_RETRY_NS 10000000
+
 /* gaio_req.error: 0, a positive errno, or one of these. */
 enum {
-    GAIO_ERR_EOF = -1,      /* end of stream */
-    GAIO_ERR_DEADLINE = -2, /* deadline passed */
+    GAIO_ERR_EOF = -1,      /* end of stream (or of the file, for sendfile) */
+    GAIO_ERR_DEADLINE = -2, /* deadline passed (or a standing request's idle limit) */
     GAIO_ERR_CLOSED = -3,   /* free() of the connection (or close of the watcher) */
 };
 
@@ -46,35 +71,83 @@ enum {
     GAIO_REQ_CANCELLING,   /* head whose engine.cancel() returned 1: waits for gaio_core_finish */
     GAIO_REQ_EXPIRED,      /* behind a CANCELLING head, deadline passed: ends (error set) right
                             * after the head, never before it (it was queued later) */
-    GAIO_REQ_DONE,         /* in core->done, waiting to be delivered */
+    GAIO_REQ_DONE,         /* its last result is in core->res, waiting to be delivered */
 };
 
 /* gaio_core_wait() results */
 enum {
-    GAIO_WAIT_RESULTS = 1,  /* core->done is not empty */
+    GAIO_WAIT_RESULTS = 1,  /* core->res is not empty */
     GAIO_WAIT_TIMEOUT = 0,  /* time is up, nothing finished */
     GAIO_WAIT_CLOSED = -1,  /* gaio_core_close() was called from another thread */
     GAIO_WAIT_EINTR = -2,   /* a signal arrived: let Python run its handlers, then call again */
 };
 
+/* A vectored write's items (allocated by the binding with the request). The
+ * engines send from iov + cur; a partial send advances iov[cur] in place. */
+typedef struct gaio_vec {
+    struct msghdr msg;       /* for an engine that hands the kernel a msghdr (io_uring SENDMSG) */
+    uint32_t n, cur;         /* items; the first not wholly sent */
+    struct iovec iov[];
+} gaio_vec;
+
+/* A standing read a write is answerable to (R21): found again by its
+ * connection and its seq, so a standing read that ended meanwhile is never touched. */
+typedef struct {
+    uint64_t conn_id;        /* 0: none */
+    uint32_t seq;
+} gaio_answer;
+
 struct gaio_req {
-    gaio_req *next, *prev;      /* FIFO links (incoming, connection queue, done list) */
+    gaio_req *next, *prev;      /* FIFO links (incoming, connection queue) */
     gaio_conn *conn;            /* set when the request reaches its connection */
     uint64_t conn_id;           /* slot | gen << 32 of its connection */
     unsigned char *buf;         /* caller's memory; NULL for a read into the internal buffer */
-    size_t len;                 /* bytes asked (writes, read_full) or room in buf (read) */
+    size_t len;                 /* bytes asked (writes, read_full, sendfile) or room in buf (read) */
     size_t done;                /* bytes transferred so far */
-    int64_t deadline_ns;        /* CLOCK_MONOTONIC; GAIO_NO_DEADLINE: none */
+    int64_t deadline_ns;        /* CLOCK_MONOTONIC, the heap's key; GAIO_NO_DEADLINE: none */
     uint32_t heap_index;        /* position in the deadline heap, UINT32_MAX when absent */
+    uint32_t seq;               /* submission number (order across queues; answers) */
     uint8_t kind;               /* enum gaio_kind */
+    uint8_t op;                 /* enum gaio_op */
     uint8_t full;               /* read_full: complete only when done == len */
     uint8_t state;              /* GAIO_REQ_* */
+    uint8_t flags;              /* GAIO_F_* */
     int error;                  /* 0, errno > 0, or GAIO_ERR_* */
     int cancel_reason;          /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
     unsigned char *ibuf_ptr;    /* read without a buffer: where its bytes are */
-    /* no engine-private fields: no engine needed one, and an idle
-     * connection's pending read is one of these (per-connection memory) */
+    union {
+        struct {                /* GAIO_F_REPEAT */
+            int64_t until_ns;   /* its deadline (deadline_ns also follows the idle limit) */
+            int64_t idle_ns;    /* idle limit, 0: none */
+            int64_t active_ns;  /* its last result (or its release from back-pressure) */
+            int64_t retry_ns;   /* accept in GAIO_F_BACKOFF: when to try again */
+            int64_t reported_ns;/* accept: its last resource-error result */
+            size_t owed;        /* read: bytes of writes it answers for, not yet written */
+        } st;
+        int accepted_fd;        /* a one-shot accept's new descriptor, for its result */
+        struct {                /* GAIO_OP_CONNECT, while it is drained */
+            gaio_req *later;
+        } c;
+        struct {                /* GAIO_WRITE kind */
+            gaio_answer answer[2];
+            gaio_vec *vec;      /* GAIO_OP_WRITE: NULL for one buffer */
+            int file_fd;        /* GAIO_OP_SENDFILE: the binding's copy of the descriptor */
+            int64_t file_off;   /* ... and the offset of the first byte */
+        } w;
+    } u;
 };
+
+/* One result for the binding: the last of its request (final), or one
+ * arrival of a standing request, which stays queued. */
+typedef struct gaio_result {
+    gaio_req *req;
+    unsigned char *ptr;         /* internal-buffer bytes of a read */
+    size_t size;
+    int error;                  /* as gaio_req.error */
+    int fd;                     /* an accepted descriptor, or -1 */
+    uint8_t final;              /* the request is over: the binding disposes of it */
+    uint8_t silent;             /* a quiet request that succeeded: nothing is delivered */
+} gaio_result;
 
 /* 56 bytes on LP64, so that malloc's chunk is 64: one per idle connection. */
 struct gaio_conn {
@@ -94,6 +167,8 @@ typedef struct gaio_stats {
     uint64_t ibuf_bytes_batch;  /* internal-buffer bytes handed out in the current batch */
     uint64_t ibuf_chunks;       /* internal-buffer chunks allocated now */
     uint64_t wakeups;           /* engine waits that returned */
+    uint64_t accepted;          /* connections accepted */
+    uint64_t quiet_done;        /* quiet requests that succeeded (delivered nothing) */
 } gaio_stats;
 
 #define GAIO_IBUF_CHUNKS 4      /* at most 4 x bufsize of internal buffer per batch */
@@ -128,6 +203,10 @@ struct gaio_core {
     uint64_t *frees;            /* conn ids to free (free() and garbage-collected sockets) */
     uint32_t nfrees, cap_frees;
     uint64_t frees_done;        /* commands processed: lets free() wait for its own */
+    uint64_t *released;         /* conn ids whose standing read back-pressure let go (R21);
+                                 * room for every connection, like frees */
+    uint32_t nreleased;
+    uint64_t cancels;           /* engine.cancel() calls that returned 1 */
     uint64_t frees_asked;
 
     /* deadlines: binary min-heap on deadline_ns */
@@ -135,8 +214,21 @@ struct gaio_core {
     uint32_t nheap, cap_heap;
     uint32_t heap_promised;     /* incoming requests with a deadline: cap_heap >= nheap + this */
 
-    /* finished requests in completion order */
-    gaio_req *done_head, *done_tail;
+    /* results in completion order; room for the last result of every live
+     * request is kept (res_reserved), so finishing one never allocates */
+    gaio_result *res;
+    uint32_t nres, cap_res, res_reserved;
+    uint32_t next_seq;
+
+    /* R21: a standing read holds above write_high, goes on at write_low (0: no limit) */
+    size_t write_high, write_low;
+    /* R16: standing accepts in backoff, the earliest retry, a descriptor closed since */
+    uint32_t nbackoff;
+    int64_t backoff_ns;
+    uint8_t fd_closed;
+    /* R23: fileno() was asked: the engine's descriptor must show pending work */
+    uint8_t notify;
+    uint8_t notified;           /* ... and was woken since the last wait began */
 
     /* internal buffer: chunks of bufsize bytes, filled consecutively within a batch */
     size_t bufsize;
@@ -162,16 +254,21 @@ struct gaio_core {
  * across the call even if another thread closes the watcher. */
 
 /* NULL and a reason in why on failure; runtime may be NULL */
-gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize,
+gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize, size_t write_high,
                          const gaio_runtime *runtime, char *why, size_t whylen);
 /* Adopt a non-blocking stream descriptor; returns its id (slot | gen << 32) or
  * 0 and sets *err to an errno (EBADF once the core is closed). */
 uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);
-/* Queue a filled request (conn_id, buf, len, kind, full, deadline_ns).
+/* Queue a filled request (conn_id, buf, len, kind, op, flags, full,
+ * deadline_ns, and u for standing requests, vectored writes, sendfile; a
+ * connect's error: 0 when connect() succeeded at once, EINPROGRESS, or the
+ * errno it failed with, the request then ending at once with it).
  * Returns 0; -1 when the core is closing (the request was not taken); or
- * -ENOMEM when the deadline heap could not grow for it: it was not queued
- * either, and the caller raises MemoryError. Room in the heap is reserved
- * here so that a deadline is never lost later. */
+ * -ENOMEM when the deadline heap or the results could not grow for it: it
+ * was not queued either, and the caller raises MemoryError. Room in the heap
+ * and for its last result is reserved here so that neither is lost later.
+ * A write's u.w.answer[0] may name the standing read whose result view it
+ * was made from (R21); the core adds the standing read on its own connection. */
 int gaio_core_submit(gaio_core *core, gaio_req *req);
 /* Close the connection's descriptor now; its requests finish with ConnClosedError.
  * Waits for a running waiter to do it when there is one (it is woken). */
@@ -182,8 +279,17 @@ void gaio_core_release(gaio_core *core, uint64_t conn_id);
  * absolute CLOCK_MONOTONIC deadline until_ns passed (GAIO_NO_DEADLINE: none;
  * any other value, negative included, is a time), or close. */
 int gaio_core_wait(gaio_core *core, int64_t until_ns);
-/* Take the list of finished requests (linked by next), in completion order. */
-gaio_req *gaio_core_take_done(gaio_core *core);
+/* Move the results, in completion order, to *buf (an array of *cap the
+ * binding owns; grown here, with realloc). Returns how many; when *buf
+ * could not grow, as many as fit (the rest stay for the next call), or -1
+ * when none fit (out of memory). */
+long gaio_core_take_results(gaio_core *core, gaio_result **buf, uint32_t *cap);
+/* The earliest deadline (a request's, or a standing accept's retry), as a
+ * CLOCK_MONOTONIC time; GAIO_NO_DEADLINE when there is none. */
+int64_t gaio_core_next_deadline(gaio_core *core);
+/* R23: the engine's descriptor, readable whenever gaio_core_wait has work
+ * (from now on the core keeps it so); -1 with errno when there is none. */
+int gaio_core_fileno(gaio_core *core);
 /* Start a new batch: the previous batch's views are released. */
 void gaio_core_ibuf_reset(gaio_core *core);
 /* Hand the chunk's memory over to the caller (to free() later): the core
@@ -210,7 +316,9 @@ gaio_conn *gaio_core_conn_held(gaio_core *core, uint64_t conn_id);
  *     for (gaio_conn *c; (c = gaio_core_next_conn(core, &s));) ...
  * Safe when the loop's body lets the core release connections. */
 gaio_conn *gaio_core_next_conn(gaio_core *core, uint32_t *slot);
-/* The request at the head of a queue, NULL when empty or when the head is cancelling. */
+/* The request at the head of a queue for the engine to work on; NULL when
+ * empty, when the head is cancelling, held by back-pressure or in an
+ * accept's backoff, and for reads while a connect is the write head. */
 gaio_req *gaio_conn_head(gaio_conn *conn, int kind);
 /* Room in the core's internal buffer for one read: *ptr and the byte count;
  * 0 when this batch's budget (4 x bufsize) is spent, or when no thread is in
@@ -221,17 +329,32 @@ gaio_req *gaio_conn_head(gaio_conn *conn, int kind);
 ssize_t gaio_core_ibuf_reserve(gaio_core *core, unsigned char **ptr);
 /* Bytes internal-buffer reads may still take in this batch. */
 size_t gaio_core_ibuf_room(gaio_core *core);
-/* A kernel result for req: bytes moved (> 0), 0 (end of stream on a read), or
- * -errno. For a read without a buffer, the bytes are where gaio_core_ibuf_reserve
- * said. Returns 1 when the request finished (it left its queue: forget it and
- * look at gaio_conn_head for the next), 0 when it needs more I/O. */
+/* A kernel result for req: bytes moved (> 0), 0 (end of stream on a read,
+ * end of file on a sendfile, success of a connect), or -errno. For a read
+ * without a buffer, the bytes are where gaio_core_ibuf_reserve said. Returns
+ * 1 when the request finished (it left its queue: forget it and look at
+ * gaio_conn_head for the next), 0 when it needs more I/O. A standing read
+ * stays: each call with bytes is one result (appended to the previous one
+ * when it continues it in the internal buffer); before reading for it an
+ * engine asks gaio_core_arrival_room. A write's progress may release a
+ * standing read elsewhere (engine.start of that connection, READ). */
 int gaio_core_progress(gaio_core *core, gaio_req *req, ssize_t res);
+/* An accept() for head req returned res: a descriptor (>= 0, now the
+ * caller's), or -errno. -ECONNABORTED is skipped (returns 0: accept again);
+ * a resource error ends a one-shot accept and puts a standing one in
+ * backoff (gaio_conn_head NULL until the core restarts it). Returns 1 when
+ * req finished, 0 when it stays. Before accepting for a standing accept an
+ * engine asks gaio_core_arrival_room. */
+int gaio_core_accepted(gaio_core *core, gaio_req *req, int res);
+/* Room for one more result of a standing request: 1, or 0 (out of memory
+ * for it now: try again in the next wait, as for a spent internal buffer). */
+int gaio_core_arrival_room(gaio_core *core);
 /* A request for which engine.cancel() returned 1 is over in the kernel: finish it. */
 void gaio_core_finish(gaio_core *core, gaio_req *req);
 /* A connection for which engine.unwatch() returned 1 has no kernel operation left. */
 void gaio_core_conn_idle(gaio_core *core, gaio_conn *conn);
 /* Finished requests are waiting: the engine should not block. */
-static inline int gaio_core_has_results(const gaio_core *core) { return core->done_head != NULL; }
+static inline int gaio_core_has_results(const gaio_core *core) { return core->nres != 0; }
 /* Drop / retake core->lock around the blocking syscall in engine.wait. */
 void gaio_core_unlock(gaio_core *core);
 void gaio_core_lock(gaio_core *core);

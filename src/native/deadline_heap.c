@@ -81,3 +81,13 @@ void gaio__heap_remove(gaio_core *core, gaio_req *r)
     heap_up(core, i);
     heap_down(core, last->heap_index);
 }
+
+void gaio__heap_rekey(gaio_core *core, gaio_req *r, int64_t deadline_ns)
+{
+    r->deadline_ns = deadline_ns;
+    uint32_t i = r->heap_index;
+    if (i == GAIO__NO_HEAP)
+        return;
+    heap_up(core, i);
+    heap_down(core, r->heap_index);
+}

@@ -13,4 +13,8 @@ int gaio__heap_push(gaio_core *core, gaio_req *r);
 /* Take r out of the heap; nothing when it is not in it. */
 void gaio__heap_remove(gaio_core *core, gaio_req *r);
 
+/* Move r (in the heap) to a new deadline: a standing request's idle limit,
+ * counted again from its last result, is moved lazily when it comes up. */
+void gaio__heap_rekey(gaio_core *core, gaio_req *r, int64_t deadline_ns);
+
 #endif

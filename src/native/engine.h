@@ -23,6 +23,10 @@
  *     engine finishes the head (gaio_core_progress returned 1,
  *     gaio_core_finish), the engine itself goes on with gaio_conn_head().
  *   - a connection with conn->closing set or conn->fd == -1 gets no new I/O.
+ *   - what a head asks for is in req->op (core.h): READ (standing or not),
+ *     ACCEPT, WRITE (one buffer or a gaio_vec), SENDFILE, CONNECT (wait for
+ *     writability, then report SO_ERROR). readiness.h has the non-blocking
+ *     syscall of each for an engine that learns readiness first.
  * Never touch Python: no GIL is held.
  */
 #ifndef GAIO_ENGINE_H
@@ -87,8 +91,21 @@ typedef struct gaio_engine_ops {
     int (*wait)(void *state, int64_t timeout_ns);
 
     /* Interrupt a wait() in progress, from any thread, without the lock
-     * (eventfd / EVFILT_USER / pipe write). Async-signal-safe is not needed. */
+     * (eventfd / EVFILT_USER / pipe write). Async-signal-safe is not needed.
+     * Also makes fileno()'s descriptor readable until the next wait(). */
     void (*wake)(void *state);
+
+    /* R23: a descriptor that is readable while the kernel has something for
+     * wait() (and after wake()). Once the core set core->notify, a wait()
+     * that leaves work for the next one (reads waiting for internal-buffer
+     * room, a retry owed) calls wake() itself before returning. */
+    int (*fileno)(void *state);
+
+    /* Optional (NULL: nothing to do). conn's standing read (the READ head)
+     * was just held by back-pressure: gaio_conn_head no longer returns it; an
+     * engine with an operation in the kernel that keeps taking bytes
+     * (multishot) stops it. start(conn, READ) follows when it is released. */
+    void (*pause)(void *state, gaio_conn *conn);
 } gaio_engine_ops;
 
 /* EMFILE, ENFILE, ENOMEM, ENOBUFS: the process or the system was short of

@@ -104,6 +104,13 @@ static int ep_cancel(void *state, gaio_req *r)
     return 0; /* nothing is ever in flight in the kernel */
 }
 
+static void ep_wake(void *state)
+{
+    epoll_state *st = state;
+    uint64_t one = 1;
+    if (write(st->evfd, &one, sizeof one) < 0) { /* counter full: a wake is pending anyway */ }
+}
+
 static int ep_wait(void *state, int64_t timeout_ns)
 {
     epoll_state *st = state;
@@ -135,14 +142,15 @@ static int ep_wait(void *state, int64_t timeout_ns)
         gaio_ready_reads(&st->rd, c);
         gaio_ready_writes(&st->rd, c);
     }
+    if (st->core->notify && gaio_ready_owed(&st->rd))
+        ep_wake(st); /* fileno() stays readable: work is left for the next wait */
     return n;
 }
 
-static void ep_wake(void *state)
+static int ep_fileno(void *state)
 {
     epoll_state *st = state;
-    uint64_t one = 1;
-    if (write(st->evfd, &one, sizeof one) < 0) { /* counter full: a wake is pending anyway */ }
+    return st->epfd; /* readable while an event is ready, the wake eventfd's included */
 }
 
 const gaio_engine_ops gaio_engine_epoll = {
@@ -155,6 +163,7 @@ const gaio_engine_ops gaio_engine_epoll = {
     .cancel = ep_cancel,
     .wait = ep_wait,
     .wake = ep_wake,
+    .fileno = ep_fileno,
 };
 
 #else /* not Linux */

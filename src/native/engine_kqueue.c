@@ -291,6 +291,8 @@ static void kq_sweep(kq_state *st)
 }
 #endif
 
+static void kq_wake(void *state);
+
 static int kq_wait(void *state, int64_t timeout_ns)
 {
     kq_state *st = state;
@@ -346,7 +348,15 @@ static int kq_wait(void *state, int64_t timeout_ns)
     if (n == MAX_EVENTS)
         kq_sweep(st);
 #endif
+    if (st->core->notify && gaio_ready_owed(&st->rd))
+        kq_wake(st); /* fileno() stays readable: work is left for the next wait */
     return n;
+}
+
+static int kq_fileno(void *state)
+{
+    kq_state *st = state;
+    return st->kq; /* readable while an event is pending, the wake-up's included */
 }
 
 static void kq_wake(void *state)
@@ -376,6 +386,7 @@ const gaio_engine_ops gaio_engine_kqueue = {
     .cancel = kq_cancel,
     .wait = kq_wait,
     .wake = kq_wake,
+    .fileno = kq_fileno,
 };
 
 #else /* no kqueue here */

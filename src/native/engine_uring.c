@@ -76,6 +76,8 @@ enum {
     READ_IS_IBUF = 64, /* the read in flight is for an internal-buffer read (select or poll) */
     STARVED = 128,     /* on the starved list: its internal-buffer read waits for room */
     READ_FAILED = 256, /* bytes taken from the kernel could not be kept: reads end with ENOMEM */
+    POLL_IN_FLIGHT = 512, /* << kind: the operation in flight is a POLL_ADD for readiness.c's
+                           * syscall (accept, connect, sendfile, vectored writes) */
 };
 #define BIT(flag, kind) ((uint32_t)(flag) << (kind))
 
@@ -135,6 +137,8 @@ static int work_push(uring_state *st, gaio_conn *c, int what, int kind)
     return 0;
 }
 
+static void ur_wake(void *state);
+
 static void schedule_start(uring_state *st, gaio_conn *c, int kind)
 {
     if (c->closing || c->fd < 0 || (c->engine_flags & (BIT(IN_FLIGHT, kind) | BIT(TO_START, kind))))
@@ -144,6 +148,8 @@ static void schedule_start(uring_state *st, gaio_conn *c, int kind)
         return;
     if (work_push(st, c, WORK_START, kind) == 0)
         c->engine_flags |= BIT(TO_START, kind);
+    if (st->core->notify && !st->core->waiting)
+        ur_wake(st); /* R23: fileno() must show that a submission waits */
 }
 
 static void starve(uring_state *st, gaio_conn *c)
@@ -275,7 +281,11 @@ static int start_op(uring_state *st, gaio_conn *c, int kind)
     if (!sqe)
         return -1;
     uint64_t ud = (uint64_t)(uintptr_t)c | (uint64_t)kind;
-    if (kind == GAIO_WRITE)
+    if (r->op != GAIO_OP_READ && !(r->op == GAIO_OP_WRITE && !r->u.w.vec)) {
+        /* readiness first, then readiness.c's non-blocking syscall */
+        gaio__uring_prep_poll_add(sqe, c->fd, kind == GAIO_READ ? POLLIN : POLLOUT, ud);
+        c->engine_flags |= BIT(POLL_IN_FLIGHT, kind);
+    } else if (kind == GAIO_WRITE)
         gaio__uring_prep_send(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
     else if (r->buf)
         gaio__uring_prep_recv(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
@@ -343,6 +353,30 @@ static void ibuf_reads(uring_state *st, gaio_conn *c)
     schedule_start(st, c, GAIO_READ);
 }
 
+/* A POLL_ADD for c's kind head said ready: do what the heads ask while the
+ * socket takes it (accepts; connect, sendfile, vectored writes). */
+static void poll_ready(uring_state *st, gaio_conn *c, int kind)
+{
+    gaio_req *r;
+    while ((r = gaio_conn_head(c, kind)) && r->op != GAIO_OP_READ &&
+           !(r->op == GAIO_OP_WRITE && !r->u.w.vec)) {
+        if (kind == GAIO_READ) {
+            ssize_t n = gaio_accept_head(st->core, c, r);
+            if (n == GAIO_RECV_NO_ROOM) {
+                starve(st, c);
+                return;
+            }
+            if (n == -EAGAIN)
+                break;
+        } else {
+            int short_write;
+            ssize_t n = gaio_send_head(st->core, c, r, &short_write);
+            if (n == -EAGAIN || short_write)
+                break;
+        }
+    }
+}
+
 static void retry_starved(uring_state *st)
 {
     uint32_t n = st->nstarved;
@@ -399,7 +433,8 @@ static void complete_op(uring_state *st, gaio_conn *c, int kind, int32_t res, ui
 {
     gaio_core *core = st->core;
     int was_ibuf = kind == GAIO_READ && (c->engine_flags & READ_IS_IBUF);
-    c->engine_flags &= ~(BIT(IN_FLIGHT, kind) | BIT(CANCEL_ASKED, kind));
+    int was_poll = (c->engine_flags & BIT(POLL_IN_FLIGHT, kind)) != 0;
+    c->engine_flags &= ~(BIT(IN_FLIGHT, kind) | BIT(CANCEL_ASKED, kind) | BIT(POLL_IN_FLIGHT, kind));
     if (kind == GAIO_READ)
         c->engine_flags &= ~READ_IS_IBUF;
     gaio_req *r = c->head[kind];
@@ -407,13 +442,16 @@ static void complete_op(uring_state *st, gaio_conn *c, int kind, int32_t res, ui
         complete_select(st, c, res, flags);
     } else if (r && r->state == GAIO_REQ_CANCELLING) {
         /* bytes that raced the cancel are the caller's: report them first */
-        if (was_ibuf || res <= 0 || gaio_core_progress(core, r, res) == 0)
+        if (was_ibuf || was_poll || res <= 0 || gaio_core_progress(core, r, res) == 0)
             gaio_core_finish(core, r);
     } else if (r && (res == -ECANCELED || res == -EINTR || res == -EAGAIN)) {
         /* not ours to end (the submitting thread exited, a signal): again */
     } else if (r && was_ibuf) { /* POLL_ADD: readable */
         if (!c->closing && c->fd >= 0)
             ibuf_reads(st, c);
+    } else if (r && was_poll) {
+        if (!c->closing && c->fd >= 0)
+            poll_ready(st, c, kind); /* a poll error (POLLERR) shows in the syscall */
     } else if (r) {
         gaio_core_progress(core, r, res);
     }
@@ -520,6 +558,8 @@ static int ur_wait(void *state, int64_t timeout_ns)
         if (!more && flushed < 0 && flushed != -ETIME && flushed != -EINTR)
             break;
     }
+    if (st->core->notify && (st->nwork || st->nstarved || st->rescan))
+        ur_wake(st); /* fileno() stays readable: work is left for the next wait */
     if (ret == -EINTR)
         return -EINTR;
     if (ret < 0 && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)
@@ -532,6 +572,16 @@ static void ur_wake(void *state)
     uring_state *st = state;
     uint64_t one = 1;
     if (write(st->evfd, &one, sizeof one) < 0) { /* counter full: a wake is pending anyway */ }
+}
+
+static int ur_fileno(void *state)
+{
+    uring_state *st = state;
+    /* The ring's descriptor is readable while completions wait; the wake
+     * eventfd's POLL_ADD is armed in the kernel now so that wake() shows. */
+    arm_wake(st);
+    gaio__uring_submit(&st->ring);
+    return st->ring.fd;
 }
 
 static int ur_watch(void *state, gaio_conn *c)
@@ -726,6 +776,7 @@ const gaio_engine_ops gaio_engine_uring = {
     .cancel = ur_cancel,
     .wait = ur_wait,
     .wake = ur_wake,
+    .fileno = ur_fileno,
 };
 
 #else /* not Linux */

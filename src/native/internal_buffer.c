@@ -45,8 +45,8 @@ void gaio_core_ibuf_reset(gaio_core *core)
 {
     void *token = gaio__binding_enter(core);
     int shown = 1;
-    for (gaio_req *r = core->done_head; r; r = r->next)
-        if (r->ibuf_ptr)
+    for (uint32_t i = 0; i < core->nres; i++)
+        if (core->res[i].ptr)
             shown = 0; /* a result not yet shown points into the chunks: keep filling after it */
     if (shown) {
         core->chunk_cur = 0;

@@ -105,8 +105,10 @@ static PyObject *Watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t n
         result = gaio__closed_error();
     else if (rc == GAIO_WAIT_TIMEOUT)
         result = PyList_New(0);
-    else
-        result = gaio__build_results(w, gaio_core_take_done(w->core));
+    else {
+        long n = gaio_core_take_results(w->core, &w->results, &w->cap_results);
+        result = n < 0 ? PyErr_NoMemory() : gaio__build_results(w, w->results, n);
+    }
     w->waiting = 0;
     core_drop_if_unused(w); /* closed by another thread while we were in the core */
     Py_DECREF(w);
@@ -199,7 +201,8 @@ static PyObject *Watcher_stats(Watcher *w, PyObject *unused)
         put(d, "timeouts", s.timeouts) < 0 ||
         put(d, "internal_buffer_bytes", s.ibuf_bytes_batch) < 0 ||
         put(d, "internal_buffer_chunks", s.ibuf_chunks) < 0 ||
-        put(d, "engine_wakeups", s.wakeups) < 0 || put(d, "threads", 0) < 0) {
+        put(d, "engine_wakeups", s.wakeups) < 0 || put(d, "threads", 0) < 0 ||
+        put(d, "accepted", s.accepted) < 0 || put(d, "quiet_done", s.quiet_done) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -292,16 +295,46 @@ static PyObject *Watcher_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     return (PyObject *)w;
 }
 
+/* R21's write_high: a positive int, or None for no limit (0 here) */
+static int write_high_arg(PyObject *o, Py_ssize_t *out)
+{
+    *out = 262144;
+    if (!o)
+        return 0;
+    if (o == Py_None) {
+        *out = 0;
+        return 0;
+    }
+    if (PyBool_Check(o) || !PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "write_high must be an int, not %.100s", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow < 0 || (!overflow && v <= 0)) {
+        PyErr_SetString(PyExc_ValueError, "write_high must be > 0 (or None for no limit)");
+        return -1;
+    }
+    *out = overflow || v > PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX : (Py_ssize_t)v;
+    return 0;
+}
+
 static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"bufsize", "engine", NULL};
-    PyObject *bufsize_obj = NULL;
+    static char *kwlist[] = {"bufsize", "engine", "write_high", NULL};
+    PyObject *bufsize_obj = NULL, *write_high_obj = NULL;
     const char *engine = NULL;
+    Py_ssize_t write_high;
     if (w->inited) {
         PyErr_SetString(PyExc_RuntimeError, "Watcher.__init__() may run only once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$s:Watcher", kwlist, &bufsize_obj, &engine))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$sO:Watcher", kwlist, &bufsize_obj, &engine,
+                                     &write_high_obj))
+        return -1;
+    if (write_high_arg(write_high_obj, &write_high) < 0)
         return -1;
     long long bufsize = 65536;
     if (bufsize_obj) {
@@ -348,7 +381,8 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         return -1;
     }
     char why[256] = "";
-    gaio_core *core = gaio_core_new(chosen->ops, (size_t)bufsize, &gil_runtime, why, sizeof why);
+    gaio_core *core = gaio_core_new(chosen->ops, (size_t)bufsize, (size_t)write_high, &gil_runtime,
+                                    why, sizeof why);
     int resource_err = core ? 0 : errno; /* out of descriptors or memory: an OSError */
     if (!core) {
         Py_DECREF(link);
@@ -373,6 +407,7 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
     w->core = core;
     w->engine_name = chosen->name;
     w->bufsize = (Py_ssize_t)bufsize;
+    w->write_high = write_high;
     w->inited = 1;
     w->closed = 0;
     w->close_done = 0;
@@ -385,8 +420,12 @@ static int Watcher_traverse(Watcher *w, visitproc visit, void *arg)
         Py_VISIT(p->ctx);
         Py_VISIT(p->conn);
         Py_VISIT(p->bufobj);
-        if (p->has_view)
+        if (p->is_vector) {
+            for (Py_ssize_t i = 0; i < p->vec.n; i++)
+                Py_VISIT(p->vec.items[i].obj);
+        } else if (p->has_view) {
             Py_VISIT(p->view.obj); /* the export holds its own reference */
+        }
     }
     Py_VISIT(w->views);
     Py_VISIT(w->copies);
@@ -424,6 +463,8 @@ static void Watcher_dealloc(Watcher *w)
         ((WatcherLink *)w->link)->w = NULL;
     Py_CLEAR(w->link);
     PyMem_Free(w->map.e);
+    free(w->results); /* grown by the core with realloc */
+    PyMem_Free(w->origins);
     for (int k = 0; k < 2; k++)
         while (w->spare[k]) {
             pyreq *p = w->spare[k];
@@ -431,6 +472,35 @@ static void Watcher_dealloc(Watcher *w)
             PyMem_Free(p);
         }
     Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+/* R23 */
+static PyObject *Watcher_fileno(Watcher *w, PyObject *unused)
+{
+    if (w->closed)
+        return gaio__closed_error();
+    int fd;
+    PINNED(w, fd = gaio_core_fileno(w->core));
+    if (fd < 0) {
+        if (w->closed)
+            return gaio__closed_error();
+        PyErr_Format(gaio__state.UnsupportedOperation, "engine %s has no descriptor to watch",
+                     w->engine_name);
+        return NULL;
+    }
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *Watcher_next_timeout(Watcher *w, PyObject *unused)
+{
+    if (w->closed)
+        return gaio__closed_error();
+    int64_t until;
+    PINNED(w, until = gaio_core_next_deadline(w->core));
+    if (until == GAIO_NO_DEADLINE)
+        Py_RETURN_NONE;
+    int64_t left = until - gaio_now_ns();
+    return PyFloat_FromDouble(left > 0 ? (double)left / 1e9 : 0.0);
 }
 
 static PyObject *Watcher_get_engine(Watcher *w, void *c) { return PyUnicode_FromString(w->engine_name); }
@@ -445,11 +515,26 @@ static PyGetSetDef Watcher_getset[] = {
 #define FASTKW (METH_FASTCALL | METH_KEYWORDS)
 static PyMethodDef Watcher_methods[] = {
     {"read", (PyCFunction)(void (*)(void))gaio__watcher_read, FASTKW,
-     "read($self, conn, buf=None, *, ctx=None, timeout=None, deadline=None)\n--\n\nRequest a read; returns at once."},
+     "read($self, conn, buf=None, *, ctx=None, timeout=None, deadline=None, repeat=False)\n--\n\n"
+     "Request a read; returns at once. repeat=True: a standing read (R20)."},
     {"read_full", (PyCFunction)(void (*)(void))gaio__watcher_read_full, FASTKW,
      "read_full($self, conn, buf, *, ctx=None, timeout=None, deadline=None)\n--\n\nRequest a read of len(buf) bytes."},
     {"write", (PyCFunction)(void (*)(void))gaio__watcher_write, FASTKW,
-     "write($self, conn, data, *, ctx=None, timeout=None, deadline=None)\n--\n\nRequest a write of every byte of data."},
+     "write($self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False)\n--\n\n"
+     "Request a write of every byte of data (bytes-like, or a list/tuple of them)."},
+    {"accept", (PyCFunction)(void (*)(void))gaio__watcher_accept, FASTKW,
+     "accept($self, listener, *, ctx=None, timeout=None, deadline=None, repeat=False)\n--\n\n"
+     "Request an accept (R16); repeat=True: one result per connection until it ends."},
+    {"connect", (PyCFunction)(void (*)(void))gaio__watcher_connect, FASTKW,
+     "connect($self, sock, address, *, ctx=None, timeout=None, deadline=None)\n--\n\n"
+     "Request a connect to a numeric address (R17)."},
+    {"sendfile", (PyCFunction)(void (*)(void))gaio__watcher_sendfile, FASTKW,
+     "sendfile($self, conn, file, offset=0, count=None, *, ctx=None, timeout=None, deadline=None, "
+     "quiet=False)\n--\n\nRequest a send of a regular file's bytes (R19)."},
+    {"fileno", (PyCFunction)Watcher_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\nA descriptor readable whenever wait_io(0) has work (R23)."},
+    {"next_timeout", (PyCFunction)Watcher_next_timeout, METH_NOARGS,
+     "next_timeout($self, /)\n--\n\nSeconds until the earliest deadline, or None (R23)."},
     {"free", (PyCFunction)gaio__watcher_free, METH_O,
      "free($self, conn, /)\n--\n\nClose conn's descriptor; its pending requests end with gaio__state.ConnClosedError."},
     {"wait_io", (PyCFunction)(void (*)(void))Watcher_wait_io, FASTKW,
@@ -470,7 +555,7 @@ static PyTypeObject Watcher_Type = {
     .tp_basicsize = sizeof(Watcher),
     .tp_dealloc = (destructor)Watcher_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Watcher(bufsize=65536, *, engine)\n--\n\n"
+    .tp_doc = "Watcher(bufsize=65536, *, engine, write_high=262144)\n--\n\n"
               "gaio's native watcher (engines uring, epoll, kqueue). Starts no thread.",
     .tp_traverse = (traverseproc)Watcher_traverse,
     .tp_clear = (inquiry)Watcher_clear,
@@ -546,9 +631,16 @@ PyMODINIT_FUNC PyInit__native(void)
         PyType_Ready(&gaio__IbufMem_Type) < 0 || PyType_Ready(&gaio__OpResult_Type) < 0 ||
         PyType_Ready(&Watcher_Type) < 0)
         return NULL;
-    if (!(gaio__state.s_conn = intern("conn")) || !(gaio__state.s_buf = intern("buf")) || !(gaio__state.s_data = intern("data")) ||
-        !(gaio__state.s_ctx = intern("ctx")) || !(gaio__state.s_timeout = intern("timeout")) ||
-        !(gaio__state.s_deadline = intern("deadline")))
+    gaio__module_state *S = &gaio__state;
+    if (!(S->s_conn = intern("conn")) || !(S->s_buf = intern("buf")) || !(S->s_data = intern("data")) ||
+        !(S->s_ctx = intern("ctx")) || !(S->s_timeout = intern("timeout")) ||
+        !(S->s_deadline = intern("deadline")) || !(S->s_repeat = intern("repeat")) ||
+        !(S->s_quiet = intern("quiet")) || !(S->s_listener = intern("listener")) ||
+        !(S->s_sock = intern("sock")) || !(S->s_address = intern("address")) ||
+        !(S->s_file = intern("file")) || !(S->s_offset = intern("offset")) ||
+        !(S->s_count = intern("count")) || !(S->s_family = intern("family")) ||
+        !(S->s_setblocking = intern("setblocking")) || !(S->s_connect_ex = intern("connect_ex")) ||
+        !(S->s_fileno = intern("fileno")) || !(S->zero = PyLong_FromLong(0)))
         return NULL;
     if (!(gaio__state.WatcherClosedError = import_attr("gaio._errors", "WatcherClosedError")) ||
         !(gaio__state.DeadlineExceededError = import_attr("gaio._errors", "DeadlineExceededError")) ||
@@ -557,16 +649,32 @@ PyMODINIT_FUNC PyInit__native(void)
         !(gaio__state.SocketType = import_attr("socket", "socket")) ||
         !(gaio__state.socket_fileno = PyObject_GetAttrString(gaio__state.SocketType, "fileno")) ||
         !(gaio__state.socket_detach = PyObject_GetAttrString(gaio__state.SocketType, "detach")) ||
-        !(gaio__state.memoryview_release = PyObject_GetAttrString((PyObject *)&PyMemoryView_Type, "release")))
+        !(gaio__state.memoryview_release = PyObject_GetAttrString((PyObject *)&PyMemoryView_Type, "release")) ||
+        !(S->UnsupportedOperation = import_attr("io", "UnsupportedOperation")) ||
+        !(S->check_listener = import_attr("gaio._python_args", "check_listener")) ||
+        !(S->check_connect_socket = import_attr("gaio._python_args", "check_connect_socket")) ||
+        !(S->check_address = import_attr("gaio._python_args", "check_address")) ||
+        !(S->sendfile_source = import_attr("gaio._python_args", "sendfile_source")))
+        return NULL;
+    PyObject *base = import_attr("_socket", "socket");
+    if (!base)
+        return NULL;
+    S->sock_family = PyObject_GetAttrString(base, "family");
+    S->sock_type = PyObject_GetAttrString(base, "type");
+    S->sock_proto = PyObject_GetAttrString(base, "proto");
+    Py_DECREF(base);
+    if (!S->sock_family || !S->sock_type || !S->sock_proto)
         return NULL;
     PyObject *Op = import_attr("gaio._result", "Op");
     if (!Op)
         return NULL;
-    gaio__state.OpREAD = PyObject_GetAttrString(Op, "READ");
-    gaio__state.OpWRITE = PyObject_GetAttrString(Op, "WRITE");
+    static const char *const op_names[5] = {"READ", "WRITE", "ACCEPT", "CONNECT", "SENDFILE"};
+    for (int i = 0; i < 5; i++)
+        if (!(S->Op[i] = PyObject_GetAttrString(Op, op_names[i]))) {
+            Py_DECREF(Op);
+            return NULL;
+        }
     Py_DECREF(Op);
-    if (!gaio__state.OpREAD || !gaio__state.OpWRITE)
-        return NULL;
     PyObject *m = PyModule_Create(&gaio_module);
     if (!m)
         return NULL;

@@ -2,9 +2,17 @@
 #include "readiness.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/sendfile.h>
+#elif defined(__FreeBSD__) || defined(__APPLE__)
+#include <sys/types.h>
+#endif
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0 /* macOS: engine_kqueue.c sets SO_NOSIGPIPE at watch() */
@@ -53,6 +61,8 @@ ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_re
     unsigned char *ptr;
     size_t want;
     *short_read = 0;
+    if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
+        return GAIO_RECV_NO_ROOM; /* no memory for one more result now */
     if (r->buf) {
         ptr = r->buf + r->done;
         want = r->len - r->done;
@@ -80,10 +90,127 @@ ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_re
     return n;
 }
 
+ssize_t gaio_accept_head(gaio_core *core, gaio_conn *c, gaio_req *r)
+{
+    if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
+        return GAIO_RECV_NO_ROOM;
+    int fd;
+#if defined(__linux__) || defined(__FreeBSD__)
+    do
+        fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+#else
+    do
+        fd = accept(c->fd, NULL, NULL);
+    while (fd < 0 && errno == EINTR);
+    if (fd >= 0)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+    if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -EAGAIN;
+    int res = fd >= 0 ? fd : -errno;
+    gaio_core_accepted(core, r, res);
+    return res;
+}
+
+/* A socket whose connect is still going (no error, no peer yet) */
+static int connecting(int fd, int *err)
+{
+    socklen_t len = sizeof *err;
+    *err = 0;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &len) < 0)
+        *err = errno;
+    if (*err == EINPROGRESS || *err == EALREADY)
+        return 1;
+    if (*err)
+        return 0;
+    struct sockaddr_storage peer;
+    len = sizeof peer;
+    /* writable before it is connected: the readiness engines start optimistic */
+    return getpeername(fd, (struct sockaddr *)&peer, &len) < 0 && errno == ENOTCONN;
+}
+
+static ssize_t send_file(gaio_conn *c, gaio_req *r, size_t want)
+{
+    if (want > (1u << 30))
+        want = 1u << 30;
+    off_t off = (off_t)(r->u.w.file_off + (int64_t)r->done);
+#if defined(__linux__)
+    return sendfile(c->fd, r->u.w.file_fd, &off, want);
+#elif defined(__FreeBSD__)
+    off_t sent = 0;
+    int rc = sendfile(r->u.w.file_fd, c->fd, off, want, NULL, &sent, 0);
+    return sent > 0 ? (ssize_t)sent : rc;
+#elif defined(__APPLE__)
+    off_t len = (off_t)want;
+    int rc = sendfile(r->u.w.file_fd, c->fd, off, &len, NULL, 0);
+    return len > 0 ? (ssize_t)len : rc;
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_write)
+{
+    *short_write = 0;
+    if (r->op == GAIO_OP_CONNECT) {
+        int err;
+        if (connecting(c->fd, &err))
+            return -EAGAIN;
+        gaio_core_progress(core, r, -err);
+        return 0;
+    }
+    size_t want = r->len - r->done;
+    ssize_t n;
+    if (r->op == GAIO_OP_SENDFILE) {
+        if (!want) {
+            gaio_core_progress(core, r, 0); /* nothing after offset: done at once */
+            return 0;
+        }
+        do
+            n = send_file(c, r, want);
+        while (n < 0 && errno == EINTR);
+    } else if (r->u.w.vec) {
+        gaio_vec *v = r->u.w.vec;
+        struct msghdr msg = {0};
+        msg.msg_iov = v->iov + v->cur;
+        msg.msg_iovlen = v->n - v->cur < GAIO_IOV_MAX ? v->n - v->cur : GAIO_IOV_MAX;
+        want = 0;
+        for (size_t i = 0; i < (size_t)msg.msg_iovlen; i++)
+            want += msg.msg_iov[i].iov_len;
+        do
+            n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+    } else {
+        do
+            n = send(c->fd, r->buf + r->done, want, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -EAGAIN;
+    if (n < 0)
+        n = -errno;
+    /* a short sendfile may be the file's end, not a full socket */
+    *short_write = n >= 0 && (size_t)n < want && r->op != GAIO_OP_SENDFILE;
+    gaio_core_progress(core, r, n);
+    return n;
+}
+
 void gaio_ready_reads(gaio_ready *rd, gaio_conn *c)
 {
     gaio_req *r;
     while ((c->engine_flags & GAIO_MAY_READ) && (r = gaio_conn_head(c, GAIO_READ))) {
+        if (r->op == GAIO_OP_ACCEPT) {
+            ssize_t n = gaio_accept_head(rd->core, c, r);
+            if (n == GAIO_RECV_NO_ROOM) {
+                todo_add(rd, c);
+                return;
+            }
+            if (n == -EAGAIN)
+                c->engine_flags &= ~GAIO_MAY_READ;
+            continue;
+        }
         int short_read;
         ssize_t n = gaio_recv_head(rd->core, c, r, &short_read);
         if (n == GAIO_RECV_NO_ROOM) {
@@ -101,22 +228,16 @@ void gaio_ready_writes(gaio_ready *rd, gaio_conn *c)
 {
     gaio_req *r;
     while ((c->engine_flags & GAIO_MAY_WRITE) && (r = gaio_conn_head(c, GAIO_WRITE))) {
-        size_t want = r->len - r->done;
-        ssize_t n = send(c->fd, r->buf + r->done, want, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->engine_flags &= ~GAIO_MAY_WRITE;
-                return;
-            }
-            gaio_core_progress(rd->core, r, -errno);
-            continue;
-        }
-        if ((size_t)n < want)
+        int short_write;
+        ssize_t n = gaio_send_head(rd->core, c, r, &short_write);
+        if (n == -EAGAIN || short_write)
             c->engine_flags &= ~GAIO_MAY_WRITE;
-        gaio_core_progress(rd->core, r, n);
     }
+}
+
+int gaio_ready_owed(const gaio_ready *rd)
+{
+    return rd->ntodo || rd->rescan;
 }
 
 void gaio_ready_start(gaio_ready *rd, gaio_conn *c, int kind)
@@ -139,7 +260,7 @@ static void retry_all(gaio_ready *rd)
     for (gaio_conn *c; (c = gaio_core_next_conn(core, &s));) {
         gaio_req *r;
         if (!c->closing && c->fd >= 0 && !(c->engine_flags & GAIO_IN_TODO) &&
-            (r = gaio_conn_head(c, GAIO_READ)) && !r->buf)
+            (r = gaio_conn_head(c, GAIO_READ)) && (!r->buf || r->op == GAIO_OP_ACCEPT))
             gaio_ready_reads(rd, c);
         if (rd->rescan || !gaio_core_ibuf_room(core)) {
             rd->rescan = 1; /* the rest at the next retry */

@@ -38,6 +38,19 @@ void gaio_ready_free(gaio_ready *rd);
 #define GAIO_RECV_NO_ROOM (-ENOSPC)
 ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_read);
 
+/* One accept() for c's head accept r, reported to the core
+ * (gaio_core_accepted). Returns the descriptor or -errno reported,
+ * -EAGAIN when no connection was waiting, GAIO_RECV_NO_ROOM when there is
+ * no room for a standing accept's result now (nothing accepted). */
+ssize_t gaio_accept_head(gaio_core *core, gaio_conn *c, gaio_req *r);
+/* One send for c's head write r (one buffer, vectored, sendfile) or, for a
+ * connect, its outcome (SO_ERROR), reported to the core. Returns the bytes
+ * sent or -errno reported (0: a connect's or sendfile's end), -EAGAIN when
+ * the socket is full or the connect still going (nothing reported);
+ * *short_write when fewer bytes than offered went: the socket is full. */
+#define GAIO_IOV_MAX 1024
+ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_write);
+
 /* Move the head requests of one direction while the connection may be ready. */
 void gaio_ready_reads(gaio_ready *rd, gaio_conn *c);
 void gaio_ready_writes(gaio_ready *rd, gaio_conn *c);
@@ -45,6 +58,9 @@ void gaio_ready_writes(gaio_ready *rd, gaio_conn *c);
 void gaio_ready_start(gaio_ready *rd, gaio_conn *c, int kind);
 /* At the start of engine.wait: reads that found the internal buffer spent go on. */
 void gaio_ready_retry(gaio_ready *rd);
+/* Work is left for the next wait (reads waiting for room): with
+ * core->notify, the engine wakes itself so that fileno() stays readable. */
+int gaio_ready_owed(const gaio_ready *rd);
 /* engine.wait's timeout in whole milliseconds, rounded up (wait at least that
  * long); 0 when results are already waiting; -1 for no limit. */
 int gaio_ready_timeout_ms(gaio_ready *rd, int64_t timeout_ns);

@@ -1,8 +1,13 @@
 /* Requests: the binding's request struct (pyreq) from allocation to
- * disposal, and the request methods read, read_full, write and free. */
+ * disposal, and the request methods read, read_full, write, accept,
+ * connect, sendfile and free. The checks of the rarer requests (accept,
+ * connect, sendfile) are gaio._python_args' own, called from here, so both
+ * kinds of engine refuse the same arguments with the same words. */
 #include "binding.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_SPARE 1024
 
@@ -38,16 +43,29 @@ void gaio__live_remove(pyreq *p)
     p->live_next = p->live_prev = NULL;
 }
 
+static void release_items(Py_buffer *items, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyBuffer_Release(&items[i]);
+    PyMem_Free(items);
+}
+
 /* Drop a request's references and recycle its struct (GIL held). */
 void gaio__req_dispose(Watcher *w, pyreq *p)
 {
-    if (p->bufobj) {
-        if (p->has_view && p->view.obj)
-            PyBuffer_Release(&p->view);
-        Py_CLEAR(p->bufobj);
+    if (p->is_vector) {
+        release_items(p->vec.items, p->vec.n);
+        PyMem_Free(p->req.u.w.vec);
+        p->is_vector = 0;
+    } else if (p->has_view && p->view.obj) {
+        PyBuffer_Release(&p->view);
     }
-    PyObject *conn = p->conn, *ctx = p->ctx;
-    p->conn = p->ctx = NULL;
+    if (p->req.op == GAIO_OP_SENDFILE && p->req.u.w.file_fd >= 0) {
+        close(p->req.u.w.file_fd);
+        p->req.u.w.file_fd = -1;
+    }
+    PyObject *conn = p->conn, *ctx = p->ctx, *buf = p->bufobj;
+    p->conn = p->ctx = p->bufobj = NULL;
     int k = p->has_view;
     gaio__live.requests--;
     if (w->nspare[k] < MAX_SPARE) {
@@ -57,136 +75,324 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
     } else {
         PyMem_Free(p);
     }
+    Py_XDECREF(buf);
     Py_XDECREF(conn);
     Py_XDECREF(ctx);
 }
 
-enum { ARG_CONN, ARG_BUF, ARG_CTX, ARG_TIMEOUT, ARG_DEADLINE, NARGS };
+/* ---- the steps every request takes ---- */
+
+/* Before the checks that may run Python code: conn is known (delegated) or
+ * a stream socket whose descriptor *fd will be delegated. */
+static int conn_first_look(Watcher *w, PyObject *conn, int *fd)
+{
+    *fd = -1;
+    if (gaio__map_find(&w->map, (uintptr_t)conn))
+        return 1;
+    return (*fd = gaio__socket_fd(conn)) < 0 ? -1 : 0;
+}
+
+/* After them: fileno(), buffer exports, GC callbacks and the Python checks
+ * may have run Python code: the watcher may be closed, the map reshaped.
+ * Look again, and delegate conn if it is new. */
+static int conn_resolve(Watcher *w, PyObject *conn, int fd, uint64_t *id)
+{
+    map_entry *e;
+    if (w->closed) {
+        gaio__closed_error();
+        return -1;
+    }
+    if ((e = gaio__map_find(&w->map, (uintptr_t)conn))) {
+        *id = e->ref->id;
+        return 0;
+    }
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "conn was freed meanwhile");
+        return -1;
+    }
+    return gaio__delegate(w, conn, fd, id);
+}
+
+/* Hand p (filled) to the core. On failure p is disposed of. */
+static PyObject *queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, uint64_t id)
+{
+    p->conn = conn;
+    Py_INCREF(conn);
+    p->ctx = ctx ? ctx : Py_None;
+    Py_INCREF(p->ctx);
+    p->req.conn_id = id;
+    live_add(w, p);
+    int rc;
+    PINNED(w, rc = gaio_core_submit(w->core, &p->req));
+    if (rc < 0) {
+        /* nothing was queued: another thread closed the watcher meanwhile,
+         * or there was no memory for its deadline or its result */
+        gaio__live_remove(p);
+        gaio__req_dispose(w, p);
+        return rc == -ENOMEM ? PyErr_NoMemory() : gaio__closed_error();
+    }
+    Py_RETURN_NONE;
+}
+
+static int flag_arg(PyObject *o, uint8_t *flags, uint8_t bit)
+{
+    if (!o)
+        return 0;
+    int t = PyObject_IsTrue(o);
+    if (t < 0)
+        return -1;
+    if (t)
+        *flags |= bit;
+    return 0;
+}
+
+/* A standing request's times (R20): timeout is an idle limit, deadline its end. */
+static int standing_times(gaio_req *r, PyObject *timeout, PyObject *deadline, int64_t when)
+{
+    r->u.st.until_ns = GAIO_NO_DEADLINE;
+    r->u.st.idle_ns = 0;
+    r->deadline_ns = when;
+    if (timeout && timeout != Py_None) {
+        double t;
+        if (gaio__seconds_arg(timeout, "timeout", &t) < 0)
+            return -1;
+        if (t <= 0) {
+            PyErr_SetString(PyExc_ValueError,
+                            "a standing request's timeout (an idle limit) must be > 0");
+            return -1;
+        }
+        int64_t ns = gaio__ns_clamp(t * 1e9);
+        r->u.st.idle_ns = ns == INT64_MAX ? 0 : (ns > 0 ? ns : 1);
+        r->deadline_ns = r->u.st.idle_ns ? when : GAIO_NO_DEADLINE;
+    } else {
+        r->u.st.until_ns = when;
+    }
+    return 0;
+}
+
+/* R21: the standing read whose result views ptr, if any (this batch's). */
+static void find_origin(Watcher *w, const unsigned char *ptr, gaio_answer *a)
+{
+    Py_ssize_t n = w->norigins;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        /* writes usually come in the order of their results: start after the last found */
+        Py_ssize_t i = (w->origin_hint + k) % n;
+        gaio__origin *o = &w->origins[i];
+        if (ptr >= o->ptr && ptr < o->ptr + o->len) {
+            a->conn_id = o->conn_id;
+            a->seq = o->seq;
+            w->origin_hint = i + 1;
+            return;
+        }
+    }
+}
+
+static int is_ibuf_view(PyObject *o)
+{
+    /* a live view's exporter is safe to look at only while we hold an export */
+    return PyMemoryView_Check(o) && PyMemoryView_GET_BUFFER(o)->obj &&
+           Py_IS_TYPE(PyMemoryView_GET_BUFFER(o)->obj, &gaio__IbufMem_Type);
+}
+
+/* The bytes a write sends from obj: its own buffer (returns 0), or (R6) a
+ * copy of an internal-buffer view, which the next batch reuses (returns 1;
+ * view->obj is the copy). *poolable: the copy may be recycled (copy pool). */
+static int write_view(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable, gaio_answer *a)
+{
+    if (gaio__buffer_arg(obj, view, 0) < 0)
+        return -1;
+    if (!is_ibuf_view(obj))
+        return 0;
+    if (w->norigins && a && !a->conn_id)
+        find_origin(w, view->buf, a);
+    PyObject *copy = gaio__copy_bytes(w, view->buf, view->len);
+    if (poolable)
+        *poolable = view->len >= COPY_POOL_MIN && view->len <= COPY_POOL_MAX;
+    PyBuffer_Release(view);
+    if (!copy)
+        return -1;
+    int rc = gaio__buffer_arg(copy, view, 0); /* the export keeps the copy */
+    Py_DECREF(copy);
+    return rc < 0 ? -1 : 1;
+}
+
+/* ---- read, read_full, write ---- */
+
+enum { ARG_CONN, ARG_BUF, ARG_CTX, ARG_TIMEOUT, ARG_DEADLINE, ARG_FLAG, NARGS };
+
+static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data, PyObject *ctx,
+                              int64_t when, uint8_t flags);
 
 static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
                         PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (w->closed)
         return gaio__closed_error();
-    PyObject *names[NARGS] = {gaio__state.s_conn, kind == GAIO_WRITE ? gaio__state.s_data : gaio__state.s_buf, gaio__state.s_ctx, gaio__state.s_timeout,
-                              gaio__state.s_deadline};
-    PyObject *a[NARGS];
+    PyObject *names[NARGS] = {gaio__state.s_conn,
+                              kind == GAIO_WRITE ? gaio__state.s_data : gaio__state.s_buf,
+                              gaio__state.s_ctx, gaio__state.s_timeout, gaio__state.s_deadline,
+                              kind == GAIO_WRITE ? gaio__state.s_quiet : gaio__state.s_repeat};
+    PyObject *a[NARGS] = {NULL};
     int required = (kind == GAIO_READ && !full) ? 1 : 2;
-    if (gaio__parse_args(fname, args, nargs, kwnames, names, NARGS, 2, required, a) < 0)
+    if (gaio__parse_args(fname, args, nargs, kwnames, names, full ? NARGS - 1 : NARGS, 2, required,
+                         a) < 0)
         return NULL;
     PyObject *conn = a[ARG_CONN], *buf = a[ARG_BUF];
+    int fd;
+    if (conn_first_look(w, conn, &fd) < 0)
+        return NULL;
     int64_t deadline;
     if (gaio__deadline_arg(a[ARG_TIMEOUT], a[ARG_DEADLINE], &deadline) < 0)
         return NULL;
-
-    map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
-    int fd = -1;
-    if (!e && (fd = gaio__socket_fd(conn)) < 0)
+    uint8_t flags = 0;
+    if (flag_arg(a[ARG_FLAG], &flags, kind == GAIO_WRITE ? GAIO_F_QUIET : GAIO_F_REPEAT) < 0)
         return NULL;
+    if (buf == Py_None)
+        buf = NULL;
+    if (kind == GAIO_WRITE && buf && (PyList_Check(buf) || PyTuple_Check(buf)))
+        return vector_write(w, conn, fd, buf, a[ARG_CTX], deadline, flags);
 
     Py_buffer view = {0};
     PyObject *bufobj = NULL;
     int copied = 0;
-    if (buf == Py_None)
-        buf = NULL;
+    gaio_answer answer = {0};
+    gaio_req st = {0}; /* a standing read's times, checked before anything is taken */
     if (kind == GAIO_READ) {
         if (!buf && full) {
             PyErr_SetString(PyExc_ValueError, "read_full needs a buffer");
             return NULL;
         }
+        if (buf && (flags & GAIO_F_REPEAT)) {
+            PyErr_SetString(PyExc_ValueError, "a standing read (repeat=True) takes no buffer");
+            return NULL;
+        }
+        if ((flags & GAIO_F_REPEAT) && standing_times(&st, a[ARG_TIMEOUT], a[ARG_DEADLINE], deadline) < 0)
+            return NULL;
         if (buf) {
             if (gaio__buffer_arg(buf, &view, 1) < 0)
                 return NULL;
             bufobj = buf;
-            Py_INCREF(bufobj);
         }
     } else {
         if (!buf) {
             PyErr_SetString(PyExc_ValueError, "write needs data");
             return NULL;
         }
-        if (gaio__buffer_arg(buf, &view, 0) < 0)
+        int was_copied = write_view(w, buf, &view, &copied, &answer);
+        if (was_copied < 0)
             return NULL;
-        /* a live view's exporter is safe to look at only while we hold an export */
-        if (PyMemoryView_Check(buf) && PyMemoryView_GET_BUFFER(buf)->obj &&
-            Py_IS_TYPE(PyMemoryView_GET_BUFFER(buf)->obj, &gaio__IbufMem_Type)) {
-            /* R6: a view of the internal buffer is copied now: it is reused next batch */
-            bufobj = gaio__copy_bytes(w, view.buf, view.len);
-            copied = view.len >= COPY_POOL_MIN && view.len <= COPY_POOL_MAX;
-            PyBuffer_Release(&view);
-            if (!bufobj)
-                return NULL;
-            if (gaio__buffer_arg(bufobj, &view, 0) < 0) {
-                Py_DECREF(bufobj);
-                return NULL;
-            }
-        } else {
-            bufobj = buf;
-            Py_INCREF(bufobj);
-        }
+        bufobj = was_copied ? view.obj : buf;
     }
     if (bufobj && view.len == 0) {
         PyBuffer_Release(&view);
-        Py_DECREF(bufobj);
         PyErr_Format(PyExc_ValueError, "%s: empty buffer", fname);
         return NULL;
     }
-    /* fileno(), buffer exports and GC callbacks may have run Python code:
-     * the watcher may be closed, the map reshaped. Look again. */
     uint64_t id = 0;
-    int failed = 0;
-    if (w->closed) {
-        gaio__closed_error();
-        failed = 1;
-    } else if ((e = gaio__map_find(&w->map, (uintptr_t)conn))) {
-        id = e->ref->id;
-    } else if (fd < 0) {
-        PyErr_SetString(PyExc_ValueError, "conn was freed meanwhile");
-        failed = 1;
-    } else if (gaio__delegate(w, conn, fd, &id) < 0) {
-        failed = 1;
-    }
-    if (failed) {
-        if (bufobj) {
+    pyreq *p = NULL;
+    if (conn_resolve(w, conn, fd, &id) < 0 || !(p = req_alloc(w, bufobj != NULL))) {
+        if (bufobj)
             PyBuffer_Release(&view);
-            Py_DECREF(bufobj);
-        }
         return NULL;
     }
-    pyreq *p = req_alloc(w, bufobj != NULL);
-    if (!p) {
-        if (bufobj) {
-            PyBuffer_Release(&view);
-            Py_DECREF(bufobj);
-        }
-        return NULL;
-    }
-    p->conn = conn;
-    Py_INCREF(conn);
-    p->ctx = a[ARG_CTX] ? a[ARG_CTX] : Py_None;
-    Py_INCREF(p->ctx);
-    p->bufobj = bufobj;
-    p->copied = copied;
     if (bufobj) {
+        Py_INCREF(bufobj);
+        p->bufobj = bufobj;
+        p->copied = copied;
         p->view = view;
         p->req.buf = view.buf;
         p->req.len = (size_t)view.len;
     }
-    p->req.conn_id = id;
     p->req.kind = (uint8_t)kind;
+    p->req.op = kind == GAIO_WRITE ? GAIO_OP_WRITE : GAIO_OP_READ;
     p->req.full = (uint8_t)full;
+    p->req.flags = flags;
     p->req.deadline_ns = deadline;
-    live_add(w, p);
-    int rc;
-    PINNED(w, rc = gaio_core_submit(w->core, &p->req));
-    if (rc < 0) {
-        /* nothing was queued: another thread closed the watcher meanwhile,
-         * or there was no memory for its deadline */
-        gaio__live_remove(p);
-        gaio__req_dispose(w, p);
-        return rc == -ENOMEM ? PyErr_NoMemory() : gaio__closed_error();
+    if (flags & GAIO_F_REPEAT) {
+        p->req.u.st = st.u.st;
+        p->req.deadline_ns = st.deadline_ns;
+    } else if (kind == GAIO_WRITE) {
+        p->req.u.w.answer[0] = answer;
     }
-    Py_RETURN_NONE;
+    return queue(w, p, conn, a[ARG_CTX], id);
+}
+
+/* R18: write(conn, [b1, b2, ...]): one request, sent with sendmsg. */
+static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data, PyObject *ctx,
+                              int64_t when, uint8_t flags)
+{
+    PyObject *seq = PySequence_Fast(data, "data"); /* a list may change while we look */
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), used = 0;
+    Py_buffer *items = PyMem_Calloc(n ? (size_t)n : 1, sizeof *items);
+    gaio_answer answer = {0};
+    size_t total = 0;
+    if (!items) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (item == Py_None || PyList_Check(item) || PyTuple_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "vectored write items must be bytes-like objects, not %.100s",
+                         Py_TYPE(item)->tp_name);
+            goto fail;
+        }
+        if (write_view(w, item, &items[used], NULL, &answer) < 0) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "data items must be bytes-like objects, not %.100s",
+                             Py_TYPE(item)->tp_name);
+            }
+            goto fail;
+        }
+        if (items[used].len == 0) {
+            PyBuffer_Release(&items[used]);
+            continue;
+        }
+        total += (size_t)items[used].len;
+        used++;
+    }
+    Py_DECREF(seq);
+    seq = NULL;
+    if (!total) {
+        PyErr_SetString(PyExc_ValueError, "vectored write of no bytes (empty sequence or all items empty)");
+        goto fail;
+    }
+    gaio_vec *vec = PyMem_Malloc(sizeof *vec + (size_t)used * sizeof(struct iovec));
+    if (!vec) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    memset(&vec->msg, 0, sizeof vec->msg);
+    vec->n = (uint32_t)used;
+    vec->cur = 0;
+    for (Py_ssize_t i = 0; i < used; i++)
+        vec->iov[i] = (struct iovec){items[i].buf, (size_t)items[i].len};
+    uint64_t id = 0;
+    pyreq *p = NULL;
+    if (conn_resolve(w, conn, fd, &id) < 0 || !(p = req_alloc(w, 1))) {
+        PyMem_Free(vec);
+        goto fail;
+    }
+    p->is_vector = 1;
+    p->vec.items = items;
+    p->vec.n = used;
+    p->bufobj = data; /* the result's buffer: the list or tuple given */
+    Py_INCREF(data);
+    p->req.kind = GAIO_WRITE;
+    p->req.op = GAIO_OP_WRITE;
+    p->req.flags = flags;
+    p->req.len = total;
+    p->req.deadline_ns = when;
+    p->req.u.w.vec = vec;
+    p->req.u.w.answer[0] = answer;
+    return queue(w, p, conn, ctx, id);
+fail:
+    Py_XDECREF(seq);
+    release_items(items, used);
+    return NULL;
 }
 
 PyObject *gaio__watcher_read(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw)
@@ -202,6 +408,167 @@ PyObject *gaio__watcher_read_full(Watcher *w, PyObject *const *args, Py_ssize_t 
 PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw)
 {
     return submit(w, "write", GAIO_WRITE, 0, args, nargs, kw);
+}
+
+/* ---- accept, connect, sendfile (R16, R17, R19) ---- */
+
+static int py_check(PyObject *fn, PyObject *a, PyObject *b)
+{
+    PyObject *r = b ? PyObject_CallFunctionObjArgs(fn, a, b, NULL) : PyObject_CallOneArg(fn, a);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    enum { L, CTX, TIMEOUT, DEADLINE, REPEAT, N };
+    if (w->closed)
+        return gaio__closed_error();
+    PyObject *names[N] = {gaio__state.s_listener, gaio__state.s_ctx, gaio__state.s_timeout,
+                          gaio__state.s_deadline, gaio__state.s_repeat};
+    PyObject *a[N];
+    if (gaio__parse_args("accept", args, nargs, kwnames, names, N, 1, 1, a) < 0)
+        return NULL;
+    int fd;
+    int known = conn_first_look(w, a[L], &fd);
+    if (known < 0)
+        return NULL;
+    int64_t when;
+    if (gaio__deadline_arg(a[TIMEOUT], a[DEADLINE], &when) < 0)
+        return NULL;
+    gaio_req st = {0};
+    if (flag_arg(a[REPEAT], &st.flags, GAIO_F_REPEAT) < 0)
+        return NULL;
+    if ((st.flags & GAIO_F_REPEAT) && standing_times(&st, a[TIMEOUT], a[DEADLINE], when) < 0)
+        return NULL;
+    if (!known && py_check(gaio__state.check_listener, a[L], NULL) < 0)
+        return NULL;
+    uint64_t id;
+    pyreq *p = NULL;
+    if (conn_resolve(w, a[L], fd, &id) < 0 || !(p = req_alloc(w, 0)))
+        return NULL;
+    p->req.kind = GAIO_READ;
+    p->req.op = GAIO_OP_ACCEPT;
+    p->req.flags = st.flags;
+    p->req.deadline_ns = when;
+    if (st.flags & GAIO_F_REPEAT) {
+        p->req.u.st = st.u.st;
+        p->req.deadline_ns = st.deadline_ns;
+    }
+    return queue(w, p, a[L], a[CTX], id);
+}
+
+PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    enum { S, ADDR, CTX, TIMEOUT, DEADLINE, N };
+    if (w->closed)
+        return gaio__closed_error();
+    PyObject *names[N] = {gaio__state.s_sock, gaio__state.s_address, gaio__state.s_ctx,
+                          gaio__state.s_timeout, gaio__state.s_deadline};
+    PyObject *a[N];
+    if (gaio__parse_args("connect", args, nargs, kwnames, names, N, 2, 2, a) < 0)
+        return NULL;
+    PyObject *sock = a[S];
+    int fd;
+    int known = conn_first_look(w, sock, &fd);
+    if (known < 0)
+        return NULL;
+    int64_t when;
+    if (gaio__deadline_arg(a[TIMEOUT], a[DEADLINE], &when) < 0)
+        return NULL;
+    if (known) {
+        PyErr_SetString(PyExc_ValueError, "connect() on a delegated socket");
+        return NULL;
+    }
+    if (py_check(gaio__state.check_connect_socket, sock, NULL) < 0)
+        return NULL;
+    PyObject *family = PyObject_GetAttr(sock, gaio__state.s_family);
+    if (!family)
+        return NULL;
+    int rc = py_check(gaio__state.check_address, family, a[ADDR]);
+    Py_DECREF(family);
+    if (rc < 0)
+        return NULL;
+    /* connect() now, non-blocking (no DNS: the address is numeric); the
+     * engine waits for its outcome (EINPROGRESS) */
+    PyObject *r = PyObject_CallMethodObjArgs(sock, gaio__state.s_setblocking, Py_False, NULL);
+    if (!r)
+        return NULL;
+    Py_DECREF(r);
+    r = PyObject_CallMethodObjArgs(sock, gaio__state.s_connect_ex, a[ADDR], NULL);
+    if (!r)
+        return NULL;
+    long err = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (err == -1 && PyErr_Occurred())
+        return NULL;
+    if (err == EWOULDBLOCK || err == EAGAIN || err == EALREADY)
+        err = EINPROGRESS;
+    uint64_t id;
+    pyreq *p = NULL;
+    if (conn_resolve(w, sock, fd, &id) < 0 || !(p = req_alloc(w, 0)))
+        return NULL;
+    p->req.kind = GAIO_WRITE;
+    p->req.op = GAIO_OP_CONNECT;
+    p->req.error = (int)err;
+    p->req.deadline_ns = when;
+    return queue(w, p, sock, a[CTX], id);
+}
+
+PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    enum { C, FILE_, OFFSET, COUNT, CTX, TIMEOUT, DEADLINE, QUIET, N };
+    if (w->closed)
+        return gaio__closed_error();
+    PyObject *names[N] = {gaio__state.s_conn, gaio__state.s_file, gaio__state.s_offset,
+                          gaio__state.s_count, gaio__state.s_ctx, gaio__state.s_timeout,
+                          gaio__state.s_deadline, gaio__state.s_quiet};
+    PyObject *a[N];
+    if (gaio__parse_args("sendfile", args, nargs, kwnames, names, N, 4, 2, a) < 0)
+        return NULL;
+    int fd;
+    if (conn_first_look(w, a[C], &fd) < 0)
+        return NULL;
+    int64_t when;
+    if (gaio__deadline_arg(a[TIMEOUT], a[DEADLINE], &when) < 0)
+        return NULL;
+    uint8_t flags = 0;
+    if (flag_arg(a[QUIET], &flags, GAIO_F_QUIET) < 0)
+        return NULL;
+    PyObject *offset = a[OFFSET] ? a[OFFSET] : gaio__state.zero;
+    PyObject *src = PyObject_CallFunctionObjArgs(gaio__state.sendfile_source, a[FILE_], offset,
+                                                 a[COUNT] ? a[COUNT] : Py_None, NULL);
+    if (!src)
+        return NULL;
+    int file_fd = -1;
+    long long off = PyLong_AsLongLong(offset);
+    long long count = -1;
+    if (PyTuple_Check(src) && PyTuple_GET_SIZE(src) == 2) {
+        file_fd = (int)PyLong_AsLong(PyTuple_GET_ITEM(src, 0));
+        count = PyLong_AsLongLong(PyTuple_GET_ITEM(src, 1));
+    }
+    Py_DECREF(src);
+    if (PyErr_Occurred())
+        return NULL;
+    int own = -1;
+    /* our own descriptor of the file: the caller may close theirs meanwhile */
+    if (count > 0 && (own = fcntl(file_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    uint64_t id;
+    pyreq *p = NULL;
+    if (conn_resolve(w, a[C], fd, &id) < 0 || !(p = req_alloc(w, 0))) {
+        if (own >= 0)
+            close(own);
+        return NULL;
+    }
+    p->req.kind = GAIO_WRITE;
+    p->req.op = GAIO_OP_SENDFILE;
+    p->req.flags = flags;
+    p->req.len = (size_t)count;
+    p->req.deadline_ns = when;
+    p->req.u.w.file_fd = own;
+    p->req.u.w.file_off = (int64_t)off;
+    return queue(w, p, a[C], a[CTX], id);
 }
 
 PyObject *gaio__watcher_free(Watcher *w, PyObject *conn)

@@ -8,23 +8,25 @@
 
 typedef struct {
     PyObject_HEAD
-    PyObject *op, *conn, *ctx, *buffer, *error;
+    PyObject *op, *conn, *ctx, *buffer, *error, *accepted;
     Py_ssize_t size;
     char is_swap_buffer;
 } OpResult;
 
 PyObject *gaio__opresult_new(PyObject *op, PyObject *conn, PyObject *ctx, PyObject *buffer,
-                             Py_ssize_t size, PyObject *error, int is_ibuf)
+                             Py_ssize_t size, PyObject *error, int is_ibuf, PyObject *accepted)
 {
-    /* steals conn, ctx, buffer, error; borrows op */
+    /* steals conn, ctx, buffer, error, accepted; borrows op */
     OpResult *r = PyObject_GC_New(OpResult, &gaio__OpResult_Type);
     if (!r) {
         Py_XDECREF(conn);
         Py_XDECREF(ctx);
         Py_XDECREF(buffer);
         Py_XDECREF(error);
+        Py_XDECREF(accepted);
         return NULL;
     }
+    r->accepted = accepted;
     Py_INCREF(op);
     r->op = op;
     r->conn = conn;
@@ -44,6 +46,7 @@ static int opresult_traverse(OpResult *r, visitproc visit, void *arg)
     Py_VISIT(r->ctx);
     Py_VISIT(r->buffer);
     Py_VISIT(r->error);
+    Py_VISIT(r->accepted);
     return 0;
 }
 
@@ -54,6 +57,7 @@ static int opresult_clear(OpResult *r)
     Py_CLEAR(r->ctx);
     Py_CLEAR(r->buffer);
     Py_CLEAR(r->error);
+    Py_CLEAR(r->accepted);
     return 0;
 }
 
@@ -79,7 +83,8 @@ static PyObject *opresult_repr(OpResult *r)
 }
 
 static PyMemberDef opresult_members[] = {
-    {"op", T_OBJECT, offsetof(OpResult, op), READONLY, "Op.READ or Op.WRITE"},
+    {"op", T_OBJECT, offsetof(OpResult, op), READONLY,
+     "Op.READ, Op.WRITE, Op.ACCEPT, Op.CONNECT or Op.SENDFILE"},
     {"conn", T_OBJECT, offsetof(OpResult, conn), READONLY, "the socket object of the request"},
     {"ctx", T_OBJECT, offsetof(OpResult, ctx), READONLY, "the request's ctx, unchanged"},
     {"buffer", T_OBJECT, offsetof(OpResult, buffer), READONLY,
@@ -88,6 +93,8 @@ static PyMemberDef opresult_members[] = {
     {"error", T_OBJECT, offsetof(OpResult, error), READONLY, "None or the exception"},
     {"is_swap_buffer", T_BOOL, offsetof(OpResult, is_swap_buffer), READONLY,
      "True when buffer views the internal buffer"},
+    {"accepted", T_OBJECT, offsetof(OpResult, accepted), READONLY,
+     "the new connection of an ACCEPT result (a socket.socket, not delegated); None otherwise"},
     {NULL},
 };
 
@@ -98,7 +105,7 @@ PyTypeObject gaio__OpResult_Type = {
     .tp_dealloc = (destructor)opresult_dealloc,
     .tp_repr = (reprfunc)opresult_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The completion of one read or write request (immutable).",
+    .tp_doc = "The completion of one request (immutable).",
     .tp_traverse = (traverseproc)opresult_traverse,
     .tp_clear = (inquiry)opresult_clear,
     .tp_members = opresult_members,
@@ -200,7 +207,7 @@ PyObject *gaio__copy_bytes(Watcher *w, const void *src, Py_ssize_t len)
     return PyBytes_FromStringAndSize(src, len);
 }
 
-static PyObject *error_object(int error)
+PyObject *gaio__error_object(int error)
 {
     switch (error) {
     case 0:
@@ -232,6 +239,8 @@ void gaio__release_batch(Watcher *w, int closing)
     }
     if (n)
         PyList_SetSlice(w->views, 0, n, NULL);
+    w->norigins = 0;
+    w->origin_hint = 0;
     for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++) {
         gaio__IbufMem *m = w->chunk_mem[i];
         if (m && (closing || m->exports > 0)) {
@@ -269,13 +278,13 @@ void gaio__release_batch(Watcher *w, int closing)
         gaio_core_ibuf_reset(w->core);
 }
 
-/* The owner object of an internal-buffer read's bytes (a new reference). */
-static gaio__IbufMem *ibuf_owner(Watcher *w, gaio_req *r)
+/* The owner object of internal-buffer bytes at ptr (a new reference). */
+static gaio__IbufMem *ibuf_owner(Watcher *w, const unsigned char *ptr)
 {
     gaio_core *core = w->core;
     for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++) {
         unsigned char *c = core->chunk[i];
-        if (!c || r->ibuf_ptr < c || r->ibuf_ptr >= c + core->bufsize)
+        if (!c || ptr < c || ptr >= c + core->bufsize)
             continue;
         gaio__IbufMem *m = w->chunk_mem[i];
         if (!m || m->mem != c) {
@@ -291,66 +300,143 @@ static gaio__IbufMem *ibuf_owner(Watcher *w, gaio_req *r)
     return NULL;
 }
 
-PyObject *gaio__build_results(Watcher *w, gaio_req *done)
+/* R21: remember which standing read a view comes from, for the writes made of it. */
+static void note_origin(Watcher *w, const gaio_result *e)
+{
+    if (w->norigins == w->cap_origins) {
+        Py_ssize_t cap = w->cap_origins ? w->cap_origins * 2 : 64;
+        gaio__origin *o = PyMem_Realloc(w->origins, (size_t)cap * sizeof *o);
+        if (!o)
+            return; /* its writes will not count for it: back-pressure is weaker, nothing breaks */
+        w->origins = o;
+        w->cap_origins = cap;
+    }
+    w->origins[w->norigins++] = (gaio__origin){e->ptr, e->size, e->req->conn_id, e->req->seq};
+}
+
+/* What phase 1 keeps of a result: nothing of it may be read from the
+ * request after Python code ran (the request of an arrival stays queued,
+ * and a close() run by a finalizer would dispose of it). */
+typedef struct {
+    PyObject *conn, *ctx;       /* strong */
+    gaio__IbufMem *owner;       /* strong, for internal-buffer bytes */
+    pyreq *final;               /* the request, off the live list, when the result is its last */
+    uint8_t op;
+} pending_item;
+
+static PyObject *accepted_socket(PyObject *listener, int fd)
+{
+    /* _socket.socket's own getters: the listener is detached but keeps them */
+    PyObject *f = Py_TYPE(gaio__state.sock_family)->tp_descr_get(gaio__state.sock_family, listener, NULL);
+    PyObject *t = f ? Py_TYPE(gaio__state.sock_type)->tp_descr_get(gaio__state.sock_type, listener, NULL) : NULL;
+    PyObject *p = t ? Py_TYPE(gaio__state.sock_proto)->tp_descr_get(gaio__state.sock_proto, listener, NULL) : NULL;
+    PyObject *fdo = p ? PyLong_FromLong(fd) : NULL;
+    PyObject *s = fdo ? PyObject_CallFunctionObjArgs(gaio__state.SocketType, f, t, p, fdo, NULL) : NULL;
+    Py_XDECREF(f);
+    Py_XDECREF(t);
+    Py_XDECREF(p);
+    Py_XDECREF(fdo);
+    return s;
+}
+
+PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
 {
     /* Phase 1: no Python code can run (no GC-tracked allocation): take the
-     * requests off the live list and pin the memory owners of internal-buffer reads. */
-    Py_ssize_t n = 0;
-    for (gaio_req *r = done; r; r = r->next) {
-        pyreq *p = (pyreq *)r;
-        gaio__live_remove(p);
-        n++;
-        if (!p->bufobj && r->done > 0) {
-            p->bufobj = (PyObject *)ibuf_owner(w, r); /* a IbufMem while building */
-            if (!p->bufobj)
-                PyErr_Clear(); /* reported as buffer None below */
+     * finished requests off the live list, hold what each result shows. */
+    pending_item *items = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *items);
+    if (!items) {
+        /* the batch is lost to the caller: dispose of the finished requests */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (res[i].fd >= 0)
+                close(res[i].fd);
+            if (res[i].final) {
+                gaio__live_remove((pyreq *)res[i].req);
+                gaio__req_dispose(w, (pyreq *)res[i].req);
+            }
         }
+        return PyErr_NoMemory();
     }
-    PyObject *list = PyList_New(n);
-    Py_ssize_t i = 0;
-    for (gaio_req *r = done, *next; r; r = next) {
-        next = r->next;
-        pyreq *p = (pyreq *)r;
-        if (!list) {
-            gaio__req_dispose(w, p);
-            continue;
+    Py_ssize_t shown = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        gaio_result *e = &res[i];
+        pyreq *p = (pyreq *)e->req;
+        pending_item *it = &items[i];
+        it->op = p->req.op;
+        it->final = e->final ? p : NULL;
+        if (e->final)
+            gaio__live_remove(p);
+        it->conn = p->conn;
+        it->ctx = p->ctx;
+        Py_INCREF(it->conn);
+        Py_INCREF(it->ctx);
+        it->owner = NULL;
+        if (e->ptr && e->size) {
+            it->owner = ibuf_owner(w, e->ptr); /* no GC: IbufMem is not tracked */
+            if (!it->owner)
+                PyErr_Clear(); /* reported as buffer None below */
+            if (w->write_high && !e->final && it->op == GAIO_OP_READ)
+                note_origin(w, e);
         }
-        PyObject *buffer, *error = error_object(r->error);
+        if (!e->silent)
+            shown++;
+    }
+    /* Phase 2: the objects */
+    PyObject *list = PyList_New(shown);
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        gaio_result *e = &res[i];
+        pending_item *it = &items[i];
+        pyreq *p = it->final;
+        PyObject *buffer = NULL, *error = NULL, *accepted = NULL, *r = NULL;
         int is_ibuf = 0;
-        if (!p->bufobj) {
-            buffer = Py_None;
-            Py_INCREF(buffer);
-        } else if (Py_IS_TYPE(p->bufobj, &gaio__IbufMem_Type)) {
-            gaio__IbufMem *m = (gaio__IbufMem *)p->bufobj;
-            buffer = gaio__ibufmem_view(m, r->ibuf_ptr, (Py_ssize_t)r->done);
+        if (!list || e->silent)
+            goto next;
+        if (it->owner) {
+            buffer = gaio__ibufmem_view(it->owner, e->ptr, (Py_ssize_t)e->size);
             if (buffer && PyList_Append(w->views, buffer) == 0)
                 is_ibuf = 1;
             else
                 Py_CLEAR(buffer);
-            Py_CLEAR(p->bufobj);
-        } else {
-            PyBuffer_Release(&p->view);
+        } else if (p && p->bufobj && (it->op == GAIO_OP_READ || it->op == GAIO_OP_WRITE)) {
             buffer = p->bufobj;
-            p->bufobj = NULL;
+            Py_INCREF(buffer);
             if (p->copied && w->copies && PyList_Append(w->copies, buffer) < 0)
                 PyErr_Clear(); /* not recycled, that is all */
+        } else {
+            buffer = Py_None;
+            Py_INCREF(buffer);
         }
-        if (!buffer || !error) {
+        if (e->fd >= 0) {
+            accepted = accepted_socket(it->conn, e->fd);
+            if (accepted)
+                e->fd = -1; /* the socket object owns it now */
+        } else {
+            accepted = Py_None;
+            Py_INCREF(accepted);
+        }
+        error = buffer && accepted ? gaio__error_object(e->error) : NULL;
+        if (error) {
+            r = gaio__opresult_new(gaio__state.Op[it->op], it->conn, it->ctx, buffer,
+                                   (Py_ssize_t)e->size, error, is_ibuf, accepted);
+            it->conn = it->ctx = NULL; /* stolen */
+            buffer = accepted = error = NULL;
+        }
+        if (r) {
+            PyList_SET_ITEM(list, j++, r);
+        } else {
             Py_XDECREF(buffer);
-            Py_XDECREF(error);
+            Py_XDECREF(accepted);
+            Py_CLEAR(list);
+        }
+    next:
+        if (e->fd >= 0)
+            close(e->fd); /* not handed out: never leak a descriptor */
+        Py_XDECREF(it->conn);
+        Py_XDECREF(it->ctx);
+        Py_XDECREF(it->owner);
+        if (p)
             gaio__req_dispose(w, p);
-            Py_CLEAR(list);
-            continue;
-        }
-        PyObject *res = gaio__opresult_new(r->kind == GAIO_READ ? gaio__state.OpREAD : gaio__state.OpWRITE, p->conn,
-                                           p->ctx, buffer, (Py_ssize_t)r->done, error, is_ibuf);
-        p->conn = p->ctx = NULL; /* stolen */
-        gaio__req_dispose(w, p);
-        if (!res) {
-            Py_CLEAR(list);
-            continue;
-        }
-        PyList_SET_ITEM(list, i++, res);
     }
+    PyMem_Free(items);
     return list;
 }
