@@ -1023,6 +1023,15 @@ long gaio_core_take_results(gaio_core *core, gaio_result **buf, uint32_t *cap)
     return (long)n;
 }
 
+int gaio_core_conn_fd(gaio_core *core, uint64_t id)
+{
+    void *token = gaio__binding_enter(core);
+    gaio_conn *c = gaio_core_conn(core, id);
+    int fd = c ? c->fd : -1;
+    gaio__binding_leave(core, token);
+    return fd;
+}
+
 int64_t gaio_core_next_deadline(gaio_core *core)
 {
     void *token = gaio__binding_enter(core);

@@ -284,6 +284,8 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns);
  * could not grow, as many as fit (the rest stay for the next call), or -1
  * when none fit (out of memory). */
 long gaio_core_take_results(gaio_core *core, gaio_result **buf, uint32_t *cap);
+/* The descriptor of a live connection (-1: none), to look at it (getsockopt). */
+int gaio_core_conn_fd(gaio_core *core, uint64_t conn_id);
 /* The earliest deadline (a request's, or a standing accept's retry), as a
  * CLOCK_MONOTONIC time; GAIO_NO_DEADLINE when there is none. */
 int64_t gaio_core_next_deadline(gaio_core *core);

@@ -558,8 +558,16 @@ static int ur_wait(void *state, int64_t timeout_ns)
         if (!more && flushed < 0 && flushed != -ETIME && flushed != -EINTR)
             break;
     }
-    if (st->core->notify && (st->nwork || st->nstarved || st->rescan))
-        ur_wake(st); /* fileno() stays readable: work is left for the next wait */
+    if (st->core->notify) {
+        /* fileno(): what the callbacks scheduled goes to the kernel now, so
+         * that its completion shows on the ring's descriptor; the wake-up
+         * stays armed for requests made before the next wait */
+        arm_wake(st);
+        run_work(st);
+        gaio__uring_submit(&st->ring);
+        if (st->nwork || st->nstarved || st->rescan)
+            ur_wake(st); /* work is left for the next wait */
+    }
     if (ret == -EINTR)
         return -EINTR;
     if (ret < 0 && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)
@@ -580,6 +588,7 @@ static int ur_fileno(void *state)
     /* The ring's descriptor is readable while completions wait; the wake
      * eventfd's POLL_ADD is armed in the kernel now so that wake() shows. */
     arm_wake(st);
+    run_work(st); /* and what requests made so far scheduled */
     gaio__uring_submit(&st->ring);
     return st->ring.fd;
 }

@@ -6,6 +6,7 @@
 #include "binding.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -419,6 +420,25 @@ static int py_check(PyObject *fn, PyObject *a, PyObject *b)
     return r ? 0 : -1;
 }
 
+/* accept() on a socket this watcher has: it must be listening (R16). */
+static int delegated_listening(Watcher *w, PyObject *conn)
+{
+    map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
+    int fd = -1, on = 0;
+    if (e)
+        PINNED(w, fd = gaio_core_conn_fd(w->core, e->ref->id));
+#ifdef SO_ACCEPTCONN
+    socklen_t len = sizeof on;
+    if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) < 0)
+        on = 0;
+#else
+    on = fd >= 0; /* no way to ask: accept() will tell */
+#endif
+    if (!on)
+        PyErr_SetString(PyExc_ValueError, "accept() needs a listening socket");
+    return on;
+}
+
 PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     enum { L, CTX, TIMEOUT, DEADLINE, REPEAT, N };
@@ -442,6 +462,8 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
     if ((st.flags & GAIO_F_REPEAT) && standing_times(&st, a[TIMEOUT], a[DEADLINE], when) < 0)
         return NULL;
     if (!known && py_check(gaio__state.check_listener, a[L], NULL) < 0)
+        return NULL;
+    if (known && !delegated_listening(w, a[L]))
         return NULL;
     uint64_t id;
     pyreq *p = NULL;
