@@ -990,37 +990,24 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
     return rc;
 }
 
-long gaio_core_take_results(gaio_core *core, gaio_result **buf, uint32_t *cap)
+uint32_t gaio_core_take_results(gaio_core *core, gaio_result *buf, uint32_t cap, uint32_t *left)
 {
     void *token = gaio__binding_enter(core);
-    uint32_t n = core->nres;
-    if (n > *cap) {
-        gaio_result *a = gaio_realloc(*buf, (size_t)n * sizeof *a);
-        if (a) {
-            *buf = a;
-            *cap = n;
-        } else {
-            n = *cap; /* as many as fit: the rest stay for the next call */
-        }
-    }
-    if (!n && core->nres) {
-        gaio__binding_leave(core, token);
-        return -1;
-    }
-    memcpy(*buf, core->res, (size_t)n * sizeof **buf);
+    uint32_t n = core->nres < cap ? core->nres : cap;
+    memcpy(buf, core->res, (size_t)n * sizeof *buf);
     memmove(core->res, core->res + n, (size_t)(core->nres - n) * sizeof *core->res);
     core->nres -= n;
+    *left = core->nres;
     for (uint32_t i = 0; i < n; i++) {
-        const gaio_result *e = &(*buf)[i];
-        if (e->final)
+        if (buf[i].final)
             core->stats.pending--;
-        if (e->silent)
+        if (buf[i].silent)
             core->stats.quiet_done++;
         else
             core->stats.completed++;
     }
     gaio__binding_leave(core, token);
-    return (long)n;
+    return n;
 }
 
 int gaio_core_conn_fd(gaio_core *core, uint64_t id)

@@ -120,9 +120,13 @@ struct gaio_req {
             int64_t until_ns;   /* its deadline (deadline_ns also follows the idle limit) */
             int64_t idle_ns;    /* idle limit, 0: none */
             int64_t active_ns;  /* its last result (or its release from back-pressure) */
-            int64_t retry_ns;   /* accept in GAIO_F_BACKOFF: when to try again */
-            int64_t reported_ns;/* accept: its last resource-error result */
-            size_t owed;        /* read: bytes of writes it answers for, not yet written */
+            union {
+                size_t owed;    /* read: bytes of writes it answers for, not yet written */
+                struct {
+                    int64_t retry_ns;    /* accept in GAIO_F_BACKOFF: when to try again */
+                    int64_t reported_ns; /* accept: its last resource-error result */
+                };
+            };
         } st;
         int accepted_fd;        /* a one-shot accept's new descriptor, for its result */
         struct {                /* GAIO_OP_CONNECT, while it is drained */
@@ -130,9 +134,13 @@ struct gaio_req {
         } c;
         struct {                /* GAIO_WRITE kind */
             gaio_answer answer[2];
-            gaio_vec *vec;      /* GAIO_OP_WRITE: NULL for one buffer */
-            int file_fd;        /* GAIO_OP_SENDFILE: the binding's copy of the descriptor */
-            int64_t file_off;   /* ... and the offset of the first byte */
+            union {
+                gaio_vec *vec;  /* GAIO_OP_WRITE: NULL for one buffer */
+                struct {
+                    int file_fd;      /* GAIO_OP_SENDFILE: the binding's copy of the descriptor */
+                    int64_t file_off; /* ... and the offset of the first byte */
+                };
+            };
         } w;
     } u;
 };
@@ -279,11 +287,9 @@ void gaio_core_release(gaio_core *core, uint64_t conn_id);
  * absolute CLOCK_MONOTONIC deadline until_ns passed (GAIO_NO_DEADLINE: none;
  * any other value, negative included, is a time), or close. */
 int gaio_core_wait(gaio_core *core, int64_t until_ns);
-/* Move the results, in completion order, to *buf (an array of *cap the
- * binding owns; grown here, with realloc). Returns how many; when *buf
- * could not grow, as many as fit (the rest stay for the next call), or -1
- * when none fit (out of memory). */
-long gaio_core_take_results(gaio_core *core, gaio_result **buf, uint32_t *cap);
+/* Move up to cap results, in completion order, to buf; *left says how many
+ * stay (for a larger buf). Never allocates: the binding owns buf. */
+uint32_t gaio_core_take_results(gaio_core *core, gaio_result *buf, uint32_t cap, uint32_t *left);
 /* The descriptor of a live connection (-1: none), to look at it (getsockopt). */
 int gaio_core_conn_fd(gaio_core *core, uint64_t conn_id);
 /* The earliest deadline (a request's, or a standing accept's retry), as a

@@ -62,6 +62,28 @@ static void core_drop_if_unused(Watcher *w)
     }
 }
 
+/* The core's results, into the watcher's own array (grown here, outside the
+ * core's lock: the core never allocates to hand them over). */
+static PyObject *take_batch(Watcher *w)
+{
+    uint32_t n = 0, left = 0;
+    do {
+        if (left) {
+            uint64_t cap = (uint64_t)n + left + left / 2 + 16;
+            gaio_result *a = cap < UINT32_MAX ? PyMem_Realloc(w->results, cap * sizeof *a) : NULL;
+            if (!a) {
+                if (n)
+                    break; /* the rest stays in the core for the next call */
+                return PyErr_NoMemory();
+            }
+            w->results = a;
+            w->cap_results = (uint32_t)cap;
+        }
+        n += gaio_core_take_results(w->core, w->results + n, w->cap_results - n, &left);
+    } while (left);
+    return gaio__build_results(w, w->results, n);
+}
+
 static PyObject *Watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (w->closed)
@@ -105,10 +127,8 @@ static PyObject *Watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t n
         result = gaio__closed_error();
     else if (rc == GAIO_WAIT_TIMEOUT)
         result = PyList_New(0);
-    else {
-        long n = gaio_core_take_results(w->core, &w->results, &w->cap_results);
-        result = n < 0 ? PyErr_NoMemory() : gaio__build_results(w, w->results, n);
-    }
+    else
+        result = take_batch(w);
     w->waiting = 0;
     core_drop_if_unused(w); /* closed by another thread while we were in the core */
     Py_DECREF(w);
@@ -463,7 +483,7 @@ static void Watcher_dealloc(Watcher *w)
         ((WatcherLink *)w->link)->w = NULL;
     Py_CLEAR(w->link);
     PyMem_Free(w->map.e);
-    free(w->results); /* grown by the core with realloc */
+    PyMem_Free(w->results);
     PyMem_Free(w->origins);
     for (int k = 0; k < 2; k++)
         while (w->spare[k]) {
