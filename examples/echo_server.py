@@ -35,7 +35,7 @@ def main():
             while time.monotonic() < stop_at:
                 for res in w.wait_io(timeout=0.5):
                     if res.op == gaio.Op.ACCEPT:
-                        if res.error is None:
+                        if res.accepted is not None:
                             print("new client", flush=True)
                             w.read(res.accepted, repeat=True)
                         else:  # out of descriptors (EMFILE...): the accept stands and retries

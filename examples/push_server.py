@@ -36,7 +36,7 @@ def main():
             while time.monotonic() < stop_at:
                 for res in w.wait_io(timeout=max(0.0, next_push - time.monotonic())):
                     if res.op == gaio.Op.ACCEPT:
-                        if res.error is None:
+                        if res.accepted is not None:
                             print("new client", flush=True)
                             clients.add(res.accepted)
                             w.read(res.accepted, repeat=True)

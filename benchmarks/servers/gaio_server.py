@@ -23,7 +23,7 @@ def serve(watcher):
     while True:
         for res in wait_io():
             if res.op == ACCEPT:
-                if res.error is None:  # else out of descriptors: the accept stands and retries
+                if res.accepted is not None:  # else out of descriptors: the accept retries
                     set_nodelay(res.accepted)
                     read(res.accepted, repeat=True)
             elif res.error is not None:  # the read ended (EOF, reset) or a quiet write failed
