@@ -29,7 +29,7 @@ def _flatten(record, prefix=""):
 class Cell:
     """All repeats of one workload against one server."""
 
-    def __init__(self, records, workload, rate):
+    def __init__(self, records, workload):
         self.records = records
         self.ok = [_flatten(r) for r in records if "error" not in r]
         self.errors = [r["error"] for r in records if "error" in r]
@@ -42,13 +42,20 @@ class Cell:
         if self.closed_loop and any(r.get("server_busy", 1) < CONTENDED_BUSY
                                     and r.get("client_busy", 1) < CONTENDED_BUSY for r in self.ok):
             self.flags.append("CPU contended")
-        if workload["name"] == "rate" and any(
+        rate = self.offered_rate
+        if rate is not None and any(
                 r.get("msgs_per_s", 0) < 0.95 * rate or r.get("dropped", 0) > 0 for r in self.ok):
             self.flags.append("fell behind")
         if any(r.get("peer_closed", 0) > 0 for r in self.ok):
             self.flags.append("server closed idle conns")
         if self.errors:
             self.flags.append("%d/%d failed" % (len(self.errors), len(records)))
+
+    @property
+    def offered_rate(self):
+        """The msgs/s a fixed-rate workload offers (its --rate); None for the others."""
+        args = self.workload["loadgen"]
+        return float(args[args.index("--rate") + 1]) if "--rate" in args else None
 
     @property
     def closed_loop(self):
@@ -69,14 +76,13 @@ class Cell:
 
 
 def summarize(run):
-    rate = run["config"]["rate"]
     cells = {}
     for wl in run["workloads"]:
         for server in run["servers"]:
             records = [m for m in run["measurements"]
                        if m["server"] == server and m["workload"] == wl["name"]]
             if records:
-                cells[server, wl["name"]] = Cell(records, wl, rate)
+                cells[server, wl["name"]] = Cell(records, wl)
     return cells
 
 
@@ -269,8 +275,10 @@ def markdown(run, cells, charts):
               "the next; msgs/s counts echoes completed; latency is per request.",
               "- **stream**: 64 KiB blocks sent continuously (at most 256 KiB unanswered per "
               "connection); MB/s counts echoed bytes (one direction).",
-              "- **fixed rate**: the same offered load for every server (requests on a fixed "
-              "schedule; latency from the scheduled send time), to compare server CPU per message.",
+              "- **fixed rate** (10,000 and 50,000 msgs/s by default): the same offered load for "
+              "every server (requests on a fixed schedule; latency from the scheduled send time), "
+              "to compare server CPU per message; `fell behind` marks a server that did not get "
+              "95% of it through.",
               "- **burst**: all connections opened at once (listen backlog 4096), 1 KiB echoed "
               "on each, then closed; seconds until the last one is done.",
               "- **idle**: N connections, each serviced once then held; RSS growth of the server "

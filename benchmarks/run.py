@@ -207,7 +207,7 @@ def parse_args(argv):
     p.add_argument("--repeat", type=int, help="runs of each measurement (default 3; --quick: 1)")
     p.add_argument("--duration", type=float, help="measured seconds per rr/stream run (default 2; --quick: 0.5)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds before each (default 0.5; --quick: 0.2)")
-    p.add_argument("--rate", type=float, default=10000, help="offered msgs/s of the fixed-rate run (default 10000)")
+    p.add_argument("--rate", type=float, default=10000, help="offered msgs/s of the 'rate' workload (default 10000; 'rate50k' offers 50000)")
     p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run: 1 repeat, short runs, fewer connections")
     p.add_argument("--output", type=Path, default=HERE / "results", help="where BENCHMARKS.md, charts and raw/ go")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")

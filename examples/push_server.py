@@ -1,30 +1,20 @@
-"""A push server on a gaio Watcher: gaio's examples/push-server, in Python.
+"""A push server on one gaio Watcher and one thread: gaio's examples/push-server, in Python.
 
     python examples/push_server.py [--port PORT] [--interval S] [--seconds N]
 
 Accepts connections and, every S seconds (default 1), writes the time to
 every connected client (try `nc 127.0.0.1 PORT`), until Ctrl-C (or for N
 seconds). GAIO_ENGINE=python|epoll|uring chooses the engine.
+
+A standing accept brings the clients in; a standing read on each is how the
+server sees a client leave (what clients send is ignored); the pushes are
+quiet writes, which deliver a result only when they fail.
 """
 import argparse
-import queue
 import socket
-import threading
 import time
 
 import gaio
-
-
-def accept_forever(listener, new_conns):
-    # gaio has no accept operation; new connections go to the main loop,
-    # which alone touches the set of clients.
-    while True:
-        try:
-            conn, addr = listener.accept()
-        except OSError:
-            return  # listener closed: shutting down
-        print("new client", addr, flush=True)
-        new_conns.put(conn)
 
 
 def main():
@@ -35,34 +25,33 @@ def main():
     args = parser.parse_args()
 
     listener = socket.create_server(("127.0.0.1", args.port))
-    new_conns: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
+    address = listener.getsockname()  # the watcher takes the listener over at accept()
     clients = set()
     stop_at = time.monotonic() + args.seconds if args.seconds else float("inf")
     next_push = time.monotonic() + args.interval
     with gaio.Watcher(4096) as w:
-        print("push server (engine %s) listening on %s:%d"
-              % ((w.engine,) + listener.getsockname()), flush=True)
-        threading.Thread(target=accept_forever, args=(listener, new_conns), daemon=True).start()
+        w.accept(listener, repeat=True)
+        print("push server (engine %s) listening on %s:%d" % ((w.engine,) + address), flush=True)
         try:
             while time.monotonic() < stop_at:
                 for res in w.wait_io(timeout=max(0.0, next_push - time.monotonic())):
-                    if res.error is not None:  # the client left: its read saw EOF, or a write failed
+                    if res.op == gaio.Op.ACCEPT:
+                        if res.accepted is not None:
+                            print("new client", flush=True)
+                            clients.add(res.accepted)
+                            w.read(res.accepted, repeat=True)
+                        else:  # out of descriptors (EMFILE...): the accept stands and retries
+                            print("accept:", repr(res.error), flush=True)
+                    elif res.error is not None:  # the client left: its read ended, or a push failed
                         clients.discard(res.conn)
                         w.free(res.conn)
-                    elif res.op == gaio.Op.READ:
-                        w.read(res.conn)  # ignore what clients send; keep a read pending to see them leave
-                while not new_conns.empty():
-                    conn = new_conns.get()
-                    clients.add(conn)
-                    w.read(conn)
                 if time.monotonic() >= next_push:
                     push = time.strftime("%Y-%m-%d %H:%M:%S\n").encode()
                     for conn in clients:
-                        w.write(conn, push)
+                        w.write(conn, push, quiet=True)
                     next_push += args.interval
         except KeyboardInterrupt:
             pass
-    listener.close()
 
 
 if __name__ == "__main__":

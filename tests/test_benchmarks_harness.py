@@ -20,7 +20,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import build as bench_build  # noqa: E402
 from benchmarks.catalog import Server, SERVERS_DIR  # noqa: E402
-from benchmarks.run import ServerProcess  # noqa: E402
+from benchmarks.report import Cell  # noqa: E402
+from benchmarks.run import ServerProcess, parse_args  # noqa: E402
+from benchmarks.workloads import all_workloads  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(20),
@@ -97,6 +99,39 @@ def test_corrupted_echo_fails_loudly(binaries):
     assert code == 2
     assert "offset 10" in result["error"]
     assert "FAILED" in err
+
+
+def default_workloads():
+    args = parse_args([])
+    return {w.name: w for w in all_workloads(args.duration, args.warmup, args.rate, 19800)}
+
+
+def test_full_run_has_both_fixed_rates():
+    workloads = default_workloads()
+    for name, rate in (("rate", "10000"), ("rate50k", "50000")):
+        w = workloads[name]
+        assert w.mode == "rr" and w.metric == "server_cpu_us_per_msg"
+        args = list(w.args)
+        assert args[args.index("--rate") + 1] == rate
+        assert args[args.index("--conns") + 1] == "50" and args[args.index("--size") + 1] == "64"
+    assert workloads["rate50k"].title == "fixed rate 50,000 msgs/s, 64 B x 50 conns"
+    # --rate moves the first fixed rate only: rate50k is what its name says
+    moved = {w.name: w for w in all_workloads(2, 0.5, 20000, 19800)}
+    assert "20000" in moved["rate"].args and "50000" in moved["rate50k"].args
+
+
+def test_fell_behind_is_judged_against_each_workloads_own_rate():
+    workloads = default_workloads()
+
+    def flags(name, msgs_per_s):
+        w = workloads[name]
+        wl = {"name": w.name, "loadgen": [w.mode, *w.args]}
+        return Cell([{"msgs_per_s": msgs_per_s, "client_busy": 0.2}], wl).flags
+
+    assert flags("rate", 9990) == []
+    assert flags("rate50k", 49900) == []
+    assert flags("rate50k", 30000) == ["fell behind"]  # 30,000 would do for "rate"
+    assert flags("rr64", 30000) == []  # closed loop: nothing offered
 
 
 def test_harness_end_to_end(binaries, tmp_path):

@@ -2,7 +2,8 @@
 
 Each example runs as its own process on the engine under test (GAIO_ENGINE),
 is talked to over 127.0.0.1, then stopped with SIGINT (Ctrl-C): it must exit
-with status 0 and no traceback. Every wait is bounded.
+with status 0 and no traceback. The README's echo server is run as written
+there, too. Every wait is bounded.
 """
 import os
 import re
@@ -17,30 +18,31 @@ from pathlib import Path
 
 import pytest
 
-from conftest import pattern
+from conftest import pattern, reset
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
 TIMEOUT = 10.0
 TIMESTAMP = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
-pytestmark = pytest.mark.timeout(120)
+# The examples are 0.2 servers (standing accept and reads, quiet writes): an
+# engine without 0.2 is an expected failure, strictly (see conftest's v02).
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("v02")]
 
 
 class Example:
-    """One example process: started on `engine`, its port read from its first line."""
+    """One example process: started on `engine`, its port the last number of its first line."""
 
-    def __init__(self, script, engine, *args):
+    def __init__(self, argv, engine):
         env = dict(os.environ, GAIO_ENGINE=engine)
-        # --seconds is a safety net: the example ends by itself if a test
-        # fails to stop it. SIGINT is reset to its default in the child so
-        # that Python turns it into KeyboardInterrupt even when our own
-        # parent started us with SIGINT ignored (background jobs).
+        # SIGINT is reset to its default in the child so that Python turns
+        # it into KeyboardInterrupt even when our own parent started us with
+        # SIGINT ignored (background jobs).
         self.proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / script), "--port", "0", "--seconds", "60", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            [sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.first_line = self._read_line(TIMEOUT)
-        match = re.search(rb":(\d+)$", self.first_line)
+        match = re.search(rb"(\d+)$", self.first_line)
         assert match, "no port in the example's first line: %r" % self.first_line
         self.port = int(match.group(1))
 
@@ -88,7 +90,10 @@ def run_example(engine):
     started = []
 
     def run(script, *args):
-        example = Example(script, engine, *args)
+        # --seconds is a safety net: the example ends by itself if a test
+        # fails to stop it.
+        argv = [str(EXAMPLES / script), "--port", "0", "--seconds", "60", *args]
+        example = Example(argv, engine)
         started.append(example)
         return example
 
@@ -151,6 +156,30 @@ def test_echo_server_echoes_every_byte(run_example, engine):
     assert_clean_exit(example)
 
 
+def readme_echo_server():
+    """The README's echo server, as the README shows it."""
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"An echo server \(the heart of.*?```python\n(.*?)```", text, re.DOTALL)
+    assert match, "no echo server in README.md"
+    return match.group(1)
+
+
+def test_readme_echo_server_echoes(engine, tmp_path):
+    script = tmp_path / "readme_echo_server.py"
+    script.write_text(readme_echo_server())
+    example = Example([str(script)], engine)
+    try:
+        with example.connect() as client:
+            client.sendall(b"hello, README")
+            assert recv_exactly(client, 13) == b"hello, README"
+        with example.connect() as client:
+            data = pattern(64 * 1024)
+            client.sendall(data)
+            assert recv_exactly(client, len(data)) == data
+    finally:
+        example.close()  # it serves forever: there is no clean exit to check
+
+
 def test_echo_server_sees_client_leave(run_example):
     example = run_example("echo_server.py")
     with example.connect() as client:
@@ -160,6 +189,22 @@ def test_echo_server_sees_client_leave(run_example):
     with example.connect() as client:
         client.sendall(b"y")
         assert recv_exactly(client, 1) == b"y"
+    assert_clean_exit(example)
+
+
+def test_echo_server_survives_clients_that_reset(run_example):
+    # Each client sends far more than the 4 KB internal buffer and resets
+    # without reading: the server's quiet writes fail (a WRITE result, the
+    # connection freed) while reads of the bytes still queued arrive in the
+    # same batch, whose write-back then meets a freed connection.
+    example = run_example("echo_server.py")
+    for _ in range(5):
+        with example.connect() as client:
+            client.sendall(pattern(256 * 1024))
+            reset(client)
+        with example.connect() as client:
+            client.sendall(b"still here")
+            assert recv_exactly(client, 10) == b"still here"
     assert_clean_exit(example)
 
 

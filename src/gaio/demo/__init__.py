@@ -1,25 +1,28 @@
 """`python -m gaio demo`: an echo server on a Watcher, driven by a client process.
 
-The server (see gaio.demo.server) runs in this process; the load comes from
-`python -m gaio.demo.client` in a child process over 127.0.0.1, so the two
-sides do not share a GIL. The run goes in three phases:
+The server (see gaio.demo.server) runs in this process, on one watcher and
+one thread; the load comes from `python -m gaio.demo.client` in a child
+process over 127.0.0.1, so the two sides do not share a GIL. The client's
+stdin and stdout are a socket pair whose other end is on the server's
+watcher too, so waiting for the client is waiting on the watcher, and the
+one thread does everything. The run goes in three phases:
 
 1. connect: the client opens half of its connections; the server accepts each
-   one and leaves a read pending on it; after a moment idle this process reads
-   its memory; then the same again for the other half, and the threads are
-   counted. The growth over the second half, per connection, is the cost of
-   one more idle connection with a pending read (gaio's use case: many
+   one and leaves a standing read on it; after a moment idle this process
+   reads its memory; then the same again for the other half, and the threads
+   are counted. The growth over the second half, per connection, is the cost
+   of one more idle connection with a pending read (gaio's use case: many
    connections, mostly idle), free of one-time costs paid by the first ones;
 2. load: the client keeps a few messages in flight on every connection for
    --duration seconds, checks every echoed byte, and reports its figures;
-3. shutdown: the client closes its watcher, the server frees every connection
-   at EOF, then its threads are joined and the client process is reaped.
+3. shutdown: the client closes its watcher and exits, the server frees every
+   connection at EOF, and the client process is reaped.
 """
+import collections
 import gc
 import json
-import os
 import resource
-import select
+import socket
 import subprocess
 import sys
 import threading
@@ -58,46 +61,85 @@ def raise_fd_limit(needed):
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-class ClientEvents:
-    """The client's JSON-line events, read with a deadline (a hung client cannot hang us)."""
+def serve(watcher, done, timeout):
+    """Hand each result to its ctx (the echo server or the client channel)
+    until done() is true: True; or until `timeout` seconds have passed: False."""
+    give_up_at = time.monotonic() + timeout
+    while not done():
+        left = give_up_at - time.monotonic()
+        if left <= 0:
+            return False
+        for res in watcher.wait_io(left):
+            res.ctx.on_result(res)
+    return True
 
-    def __init__(self, proc):
+
+class ClientChannel:
+    """The client process's stdin and stdout: our end of their socket pair, on the watcher.
+
+    Commands ("more", "go") go out as quiet writes; the client's JSON-line
+    events come in through a standing read. Every wait for an event is
+    bounded: a hung client cannot hang us.
+    """
+
+    def __init__(self, watcher, sock, proc):
+        self.watcher = watcher
+        self.sock = sock
         self.proc = proc
-        self.fd = proc.stdout.fileno()
-        self.pending = b""
+        self.events = collections.deque()
+        self.partial = b""
+        self.closed = None  # why the channel ended: EOFError once the client has exited
+        watcher.read(sock, repeat=True, ctx=self)
+
+    def on_result(self, res):
+        if res.error is not None:
+            if self.closed is None:
+                self.closed = res.error
+            self.watcher.free(res.conn)
+            return
+        *lines, self.partial = (self.partial + res.buffer).split(b"\n")
+        for line in lines:
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                raise DemoError("unexpected output from the client process: %r"
+                                % line[:200]) from None
+
+    def send(self, command):
+        if self.closed is None:  # else the client is gone: the next event says how it ended
+            self.watcher.write(self.sock, command.encode() + b"\n", quiet=True, ctx=self)
 
     def next(self, timeout):
-        give_up_at = time.monotonic() + timeout
-        while b"\n" not in self.pending:
-            left = give_up_at - time.monotonic()
-            if left <= 0:
-                raise DemoError("the client process sent nothing for %.0f s" % timeout)
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                chunk = os.read(self.fd, 65536)
-                if not chunk:
-                    try:
-                        code = "status %d" % self.proc.wait(timeout=5)
-                    except subprocess.TimeoutExpired:
-                        code = "closed its output"
-                    raise DemoError("the client process stopped (%s) before finishing" % code)
-                self.pending += chunk
-        line, self.pending = self.pending.split(b"\n", 1)
-        try:
-            event = json.loads(line)
-        except ValueError:
-            raise DemoError("unexpected output from the client process: %r" % line[:200]) from None
+        """The client's next event; DemoError for an "error" event, a client
+        that stopped, or nothing within `timeout` seconds."""
+        if not serve(self.watcher, lambda: self.events or self.closed is not None, timeout):
+            raise DemoError("the client process sent nothing for %.0f s" % timeout)
+        if not self.events:
+            try:
+                code = "status %d" % self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = "closed its output"
+            raise DemoError("the client process stopped (%s) before finishing" % code)
+        event = self.events.popleft()
         if event["event"] == "error":
             raise DemoError("client: " + event["message"])
         return event
 
 
 def start_client(args, port, engine):
+    """The client process, its stdin and stdout one end of a socket pair: (proc, the other end)."""
     command = [sys.executable, "-m", "gaio.demo.client", "--port", str(port),
                "--conns", str(args.conns), "--size", str(args.size),
                "--duration", str(args.duration), "--depth", str(args.depth),
                "--engine", engine]
-    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    ours, theirs = socket.socketpair()
+    try:
+        return subprocess.Popen(command, stdin=theirs, stdout=theirs), ours
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
 
 
 def reap(proc):
@@ -109,36 +151,26 @@ def reap(proc):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    for pipe in (proc.stdin, proc.stdout):
-        try:
-            pipe.close()
-        except OSError:
-            pass  # the client left before reading "go": nothing to flush to
 
 
-def wait_until_all_idle(server, conns, timeout):
-    """Until the server has `conns` connections, each with its read pending, then idle."""
-    give_up_at = time.monotonic() + timeout
-    while server.accepted < conns or server.watcher.stats()["pending"] < conns:
-        if server.failure is not None:
-            raise DemoError("server: %r" % server.failure)
-        if time.monotonic() >= give_up_at:
-            raise DemoError("the server accepted %d of %d connections in %.0f s"
-                            % (server.accepted, conns, timeout))
-        time.sleep(0.01)
-    time.sleep(IDLE_SETTLE)
+def wait_until_all_idle(watcher, server, conns, timeout):
+    """Serve until the server has taken `conns` connections in (each with its
+    standing read), then IDLE_SETTLE seconds more."""
+    if not serve(watcher, lambda: server.accepted >= conns, timeout):
+        why = "; last accept error: %r" % server.accept_error if server.accept_error else ""
+        raise DemoError("the server accepted %d of %d connections in %.0f s%s"
+                        % (server.accepted, conns, timeout, why))
+    serve(watcher, lambda: False, IDLE_SETTLE)
 
 
-def wait_until_all_ended(server, conns, timeout):
-    """Until the server has seen every connection end (the client closed them all)."""
-    give_up_at = time.monotonic() + timeout
-    while server.ended < conns:
-        if server.failure is not None:
-            raise DemoError("server: %r" % server.failure)
-        if time.monotonic() >= give_up_at:
+def wait_until_all_ended(watcher, server, client, conns, timeout):
+    """Serve until the server has seen every connection end and the client has
+    exited (its end of the channel closed)."""
+    if not serve(watcher, lambda: server.ended >= conns and client.closed is not None, timeout):
+        if server.ended < conns:
             raise DemoError("the server saw %d of %d connections end in %.0f s"
                             % (server.ended, conns, timeout))
-        time.sleep(0.01)
+        raise DemoError("the client process did not exit %.0f s after its result" % timeout)
 
 
 class Progress:
@@ -163,14 +195,6 @@ class Progress:
 def rss_kb():
     gc.collect()
     return proc_status("VmRSS")
-
-
-def send_line(proc, text):
-    try:
-        proc.stdin.write(text.encode() + b"\n")
-        proc.stdin.flush()
-    except BrokenPipeError:
-        pass  # the client is gone: the next event read reports how it ended
 
 
 def measure_idle(args, rss_none, rss_half):
@@ -210,64 +234,79 @@ def report(args, engine, client_engine, idle, result, stats):
         print("  %-16s %s" % (label + ":", value))
 
 
+def open_watcher(args):
+    """The server's watcher and, if the engine is not the one asked for, why.
+
+    The server needs version 0.2 (accept, standing reads, quiet writes): an
+    engine chosen by "auto" that has no 0.2 yet gives way to the python
+    engine, which has it, and the demo says so; a named one is an error.
+    """
+    try:
+        watcher = Watcher(args.bufsize, engine=args.engine)
+        if hasattr(watcher, "accept"):
+            return watcher, None
+        lacking = watcher.engine
+        watcher.close()
+        if args.engine != "auto":
+            raise DemoError("engine %r has no version 0.2 yet (accept, standing reads, quiet "
+                            "writes), which the demo's server needs; --engine python has it"
+                            % lacking)
+        return (Watcher(args.bufsize, engine="python"),
+                "auto: %s has no version 0.2 yet" % lacking)
+    except (EngineUnavailableError, ValueError, TypeError) as exc:
+        raise DemoError(str(exc)) from None
+
+
 def run(args):
     """The demo; returns the exit status. Raises DemoError for a one-line failure."""
     raise_fd_limit(args.conns + 64)
-    try:
-        watcher = Watcher(args.bufsize, engine=args.engine)
-    except (EngineUnavailableError, ValueError, TypeError) as exc:
-        raise DemoError(str(exc)) from None
-    engine = watcher.engine
-    client_engine = engine if args.client_engine == "same" else args.client_engine
-    try:
-        server = EchoServer(watcher)
-    except OSError as exc:
-        watcher.close()
-        raise DemoError("cannot listen on 127.0.0.1: %s" % exc) from None
-    server.start()
+    watcher, instead = open_watcher(args)
     proc = None
     try:
-        print("gaio demo: echo server on engine %r at 127.0.0.1:%d; client process: "
+        engine = watcher.engine
+        client_engine = engine if args.client_engine == "same" else args.client_engine
+        try:
+            server = EchoServer(watcher)
+        except OSError as exc:
+            raise DemoError("cannot listen on 127.0.0.1: %s" % exc) from None
+        print("gaio demo: echo server on engine %r%s at 127.0.0.1:%d; client process: "
               "%d connections, %d-byte messages, %d in flight per connection, %g s"
-              % (engine, server.port, args.conns, args.size, args.depth, args.duration))
+              % (engine, " (%s)" % instead if instead else "", server.port, args.conns,
+                 args.size, args.depth, args.duration))
         sys.stdout.flush()
         rss_none = rss_kb()
-        proc = start_client(args, server.port, client_engine)
-        events = ClientEvents(proc)
+        proc, sock = start_client(args, server.port, client_engine)
+        client = ClientChannel(watcher, sock, proc)
         connect_timeout = STARTUP_TIMEOUT + args.conns / 1000
 
-        events.next(connect_timeout)
-        wait_until_all_idle(server, args.conns // 2, connect_timeout)
+        client.next(connect_timeout)
+        wait_until_all_idle(watcher, server, args.conns // 2, connect_timeout)
         rss_half = rss_kb()
-        send_line(proc, "more")
-        client_engine = events.next(connect_timeout)["engine"]
+        client.send("more")
+        client_engine = client.next(connect_timeout)["engine"]
         print("  client pid %d (engine %s): %d connection(s) open and idle"
               % (proc.pid, client_engine, args.conns))
         sys.stdout.flush()
-        wait_until_all_idle(server, args.conns, connect_timeout)
+        wait_until_all_idle(watcher, server, args.conns, connect_timeout)
         idle = measure_idle(args, rss_none, rss_half)
-        send_line(proc, "go")
+        client.send("go")
 
         progress = Progress(sys.stdout)
         try:
             while True:
-                event = events.next(args.duration + STARTUP_TIMEOUT)
+                event = client.next(args.duration + STARTUP_TIMEOUT)
                 if event["event"] != "progress":
                     break
                 progress.show(event["elapsed"], event["msgs"])
-                if server.failure is not None:
-                    raise DemoError("server: %r" % server.failure)
         finally:
             progress.end()
+        wait_until_all_ended(watcher, server, client, args.conns, STARTUP_TIMEOUT)
         if proc.wait(timeout=STARTUP_TIMEOUT) != 0:
             raise DemoError("the client process exited with status %d" % proc.returncode)
-        wait_until_all_ended(server, args.conns, STARTUP_TIMEOUT)
         stats = watcher.stats()
     finally:
         if proc is not None:
             reap(proc)
-        server.stop()
-    if server.failure is not None:
-        raise DemoError("server: %r" % server.failure)
+        watcher.close()
     report(args, engine, client_engine, idle, event, stats)
     return 0
