@@ -115,10 +115,10 @@ typedef struct {
 #define COPY_POOL_MIN PY_SSIZE_T_MAX /* ob_shash is deprecated there: no reuse */
 #endif
 
-/* R21: which standing read a view of this batch came from */
+/* R21: which standing read a view of this batch came from (the view object
+ * itself, as the python engine counts: a slice or a copy is the caller's data) */
 typedef struct {
-    unsigned char *ptr;
-    size_t len;
+    PyObject *view;  /* borrowed: w->views holds it until the next batch */
     uint64_t conn_id;
     uint32_t seq;
 } gaio__origin;

@@ -171,15 +171,15 @@ static int standing_times(gaio_req *r, PyObject *timeout, PyObject *deadline, in
     return 0;
 }
 
-/* R21: the standing read whose result views ptr, if any (this batch's). */
-static void find_origin(Watcher *w, const unsigned char *ptr, gaio_answer *a)
+/* R21: the standing read whose result's view obj is, if any (this batch's). */
+static void find_origin(Watcher *w, PyObject *obj, gaio_answer *a)
 {
     Py_ssize_t n = w->norigins;
     for (Py_ssize_t k = 0; k < n; k++) {
         /* writes usually come in the order of their results: start after the last found */
         Py_ssize_t i = (w->origin_hint + k) % n;
         gaio__origin *o = &w->origins[i];
-        if (ptr >= o->ptr && ptr < o->ptr + o->len) {
+        if (o->view == obj) {
             a->conn_id = o->conn_id;
             a->seq = o->seq;
             w->origin_hint = i + 1;
@@ -205,7 +205,7 @@ static int write_view(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable,
     if (!is_ibuf_view(obj))
         return 0;
     if (w->norigins && a && !a->conn_id)
-        find_origin(w, view->buf, a);
+        find_origin(w, obj, a);
     PyObject *copy = gaio__copy_bytes(w, view->buf, view->len);
     if (poolable)
         *poolable = view->len >= COPY_POOL_MIN && view->len <= COPY_POOL_MAX;

@@ -301,7 +301,7 @@ static gaio__IbufMem *ibuf_owner(Watcher *w, const unsigned char *ptr)
 }
 
 /* R21: remember which standing read a view comes from, for the writes made of it. */
-static void note_origin(Watcher *w, const gaio_result *e)
+static void note_origin(Watcher *w, PyObject *view, uint64_t conn_id, uint32_t seq)
 {
     if (w->norigins == w->cap_origins) {
         Py_ssize_t cap = w->cap_origins ? w->cap_origins * 2 : 64;
@@ -311,7 +311,7 @@ static void note_origin(Watcher *w, const gaio_result *e)
         w->origins = o;
         w->cap_origins = cap;
     }
-    w->origins[w->norigins++] = (gaio__origin){e->ptr, e->size, e->req->conn_id, e->req->seq};
+    w->origins[w->norigins++] = (gaio__origin){view, conn_id, seq};
 }
 
 /* What phase 1 keeps of a result: nothing of it may be read from the
@@ -321,6 +321,8 @@ typedef struct {
     PyObject *conn, *ctx;       /* strong */
     gaio__IbufMem *owner;       /* strong, for internal-buffer bytes */
     pyreq *final;               /* the request, off the live list, when the result is its last */
+    uint64_t conn_id;           /* of a standing read's arrival, for note_origin (else 0) */
+    uint32_t seq;
     uint8_t op;
 } pending_item;
 
@@ -370,12 +372,13 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
         Py_INCREF(it->conn);
         Py_INCREF(it->ctx);
         it->owner = NULL;
+        it->conn_id = w->write_high && !e->final && it->op == GAIO_OP_READ ? p->req.conn_id : 0;
+        it->seq = p->req.seq;
         if (e->ptr && e->size) {
             it->owner = ibuf_owner(w, e->ptr); /* no GC: IbufMem is not tracked */
             if (!it->owner)
                 PyErr_Clear(); /* reported as buffer None below */
-            if (w->write_high && !e->final && it->op == GAIO_OP_READ)
-                note_origin(w, e);
+
         }
         if (!e->silent)
             shown++;
@@ -393,10 +396,13 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
             goto next;
         if (it->owner) {
             buffer = gaio__ibufmem_view(it->owner, e->ptr, (Py_ssize_t)e->size);
-            if (buffer && PyList_Append(w->views, buffer) == 0)
+            if (buffer && PyList_Append(w->views, buffer) == 0) {
                 is_ibuf = 1;
-            else
+                if (it->conn_id)
+                    note_origin(w, buffer, it->conn_id, it->seq);
+            } else {
                 Py_CLEAR(buffer);
+            }
         } else if (p && p->bufobj && (it->op == GAIO_OP_READ || it->op == GAIO_OP_WRITE)) {
             buffer = p->bufobj;
             Py_INCREF(buffer);
