@@ -190,6 +190,7 @@ def test_proxy_relays_with_back_pressure(make_watcher, net):
     assert box["r"] == b"reply"
 
 
+@pytest.mark.usefixtures("needs_fileno")
 def test_watcher_driven_from_asyncio(watcher, net):
     lis = net.track(socket.create_server(("127.0.0.1", 0)))
     address = lis.getsockname()

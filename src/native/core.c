@@ -994,8 +994,10 @@ uint32_t gaio_core_take_results(gaio_core *core, gaio_result *buf, uint32_t cap,
 {
     void *token = gaio__binding_enter(core);
     uint32_t n = core->nres < cap ? core->nres : cap;
-    memcpy(buf, core->res, (size_t)n * sizeof *buf);
-    memmove(core->res, core->res + n, (size_t)(core->nres - n) * sizeof *core->res);
+    if (n) {
+        memcpy(buf, core->res, (size_t)n * sizeof *buf);
+        memmove(core->res, core->res + n, (size_t)(core->nres - n) * sizeof *core->res);
+    }
     core->nres -= n;
     *left = core->nres;
     for (uint32_t i = 0; i < n; i++) {
@@ -1039,9 +1041,13 @@ int gaio_core_fileno(gaio_core *core)
         errno = ENOTSUP;
     } else {
         fd = core->engine->fileno(core->engine_state);
-        core->notify = 1;
-        if (core->nres || core->incoming_head)
-            core->engine->wake(core->engine_state);
+        if (fd < 0) {
+            errno = ENOTSUP;
+        } else {
+            core->notify = 1;
+            if (core->nres || core->incoming_head)
+                core->engine->wake(core->engine_state);
+        }
     }
     gaio__binding_leave(core, token);
     return fd;

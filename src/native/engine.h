@@ -96,7 +96,7 @@ typedef struct gaio_engine_ops {
     void (*wake)(void *state);
 
     /* R23: a descriptor that is readable while the kernel has something for
-     * wait() (and after wake()). Once the core set core->notify, a wait()
+     * wait() (and after wake()); -1 when the engine has none to offer. Once the core set core->notify, a wait()
      * that leaves work for the next one (reads waiting for internal-buffer
      * room, a retry owed) calls wake() itself before returning. */
     int (*fileno)(void *state);

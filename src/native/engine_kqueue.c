@@ -355,8 +355,14 @@ static int kq_wait(void *state, int64_t timeout_ns)
 
 static int kq_fileno(void *state)
 {
+#ifdef GAIO_LIBKQUEUE
+    /* libkqueue's descriptor is the write end of a pipe, never readable (its
+     * epoll descriptor is private): nothing another loop could watch */
+    return -1;
+#else
     kq_state *st = state;
     return st->kq; /* readable while an event is pending, the wake-up's included */
+#endif
 }
 
 static void kq_wake(void *state)
