@@ -12,7 +12,7 @@ import time
 import pytest
 
 import gaio
-from conftest import available_engines, lacks_v02
+from conftest import available_engines
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,9 +29,6 @@ def figure(output, label):
     return float(match.group(1).replace(",", ""))
 
 
-# The demo's server is a 0.2 server: on an engine without 0.2 the test is a
-# strict expected failure (conftest's v02 fixture).
-@pytest.mark.usefixtures("v02")
 def test_demo_prints_its_figures(engine):
     proc = run_demo("--engine", engine, "--duration", "2", "--conns", "20")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -52,19 +49,15 @@ def test_demo_prints_its_figures(engine):
 
 
 def test_demo_auto_engine_runs_and_says_which():
-    # `python -m gaio demo`, the README's command, runs on whatever "auto"
-    # picks; an engine without 0.2 yet gives way to python, and the demo says so.
+    # `python -m gaio demo`, the README's command, runs on whatever "auto" picks.
     w = gaio.Watcher()
     auto = w.engine
     w.close()
     proc = run_demo("--duration", "1", "--conns", "10")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ran = re.search(r"^\s*engine:\s+(\w+)", proc.stdout, re.MULTILINE).group(1)
-    note = "(auto: %s has no version 0.2 yet)" % auto
-    if lacks_v02(auto):
-        assert ran == "python" and note in proc.stdout, proc.stdout
-    else:
-        assert ran == auto and "has no version 0.2" not in proc.stdout, proc.stdout
+    assert ran == auto, proc.stdout
+    assert "echo server on engine %r at" % auto in proc.stdout, proc.stdout
 
 
 def test_demo_unknown_engine_is_a_usage_error():
