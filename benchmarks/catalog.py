@@ -56,27 +56,11 @@ def server_env():
     return env
 
 
-# gaio_server.py is a 0.2 server (standing accept and reads, quiet writes):
-# an engine that runs here but has no accept() yet is skipped with this
-# reason, until it has.
-_PROBE = """
-import gaio, json
-engines = gaio.available_engines()
-for name, reason in engines.items():
-    if reason is None:
-        w = gaio.Watcher(engine=name)
-        if not hasattr(w, "accept"):
-            engines[name] = "no version 0.2 (accept, repeat=True, quiet=True) in this engine yet"
-        w.close()
-print(json.dumps(engines))
-"""
-
-
 def gaio_engines():
     """{engine: None if it runs here, else the reason}, asked of the servers'
     interpreter, in gaio's order of preference (gaio.ENGINES); {"*": reason}
     when gaio cannot be asked."""
-    probe = _PROBE
+    probe = "import gaio, json; print(json.dumps(gaio.available_engines()))"
     try:
         done = subprocess.run([sys.executable, "-c", probe], env=server_env(),
                               capture_output=True, text=True, timeout=60)

@@ -14,8 +14,7 @@ number of threads (Python's and the kernel's) must be the same after the test's
 own fixtures are torn down as before the test started.
 
 Fixtures: engine, watcher, make_watcher(bufsize), net (a Net: listener(),
-pair(unix=False), pairs(n), track(sock), forget()), pair, v02 (0.2 tests:
-strict xfail on an engine whose watcher lacks the 0.2 methods).
+pair(unix=False), pairs(n), track(sock), forget()), pair.
 
 Helpers that tests import directly (`from conftest import collect, ...`):
   waiting      collect(w, n, timeout, each), run_in_thread(fn, *args)
@@ -104,32 +103,6 @@ def native_engine(request):
     if reason is not None:
         pytest.skip("engine %r unavailable: %s" % (request.param, reason))
     return request.param
-
-
-# ---------------------------------------------------------------- 0.2
-
-V02_METHODS = ("accept", "connect", "sendfile", "fileno", "next_timeout")
-V02_MISSING = "0.2 not yet in the native core (issue 10)"
-
-
-def lacks_v02(engine):
-    """True when `engine`'s watcher does not have every 0.2 method yet."""
-    if engine == "python":
-        return False
-    native = getattr(gaio._watcher, "_native", None)
-    return native is None or not all(hasattr(native.Watcher, m) for m in V02_METHODS)
-
-
-@pytest.fixture
-def v02(request, engine):
-    """For the 0.2 tests (pytestmark = pytest.mark.usefixtures("v02")): on an
-    engine whose watcher lacks the 0.2 methods, the test is an expected
-    failure, strict: the day the native core has them, the mark is no longer
-    applied and the tests count; a test that passes while the methods are
-    missing fails, so nobody keeps a stale mark."""
-    if lacks_v02(engine):
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=V02_MISSING))
-    return engine
 
 
 @pytest.fixture

@@ -25,9 +25,7 @@ EXAMPLES = REPO / "examples"
 TIMEOUT = 10.0
 TIMESTAMP = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
-# The examples are 0.2 servers (standing accept and reads, quiet writes): an
-# engine without 0.2 is an expected failure, strictly (see conftest's v02).
-pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("v02")]
+pytestmark = pytest.mark.timeout(120)
 
 
 class Example:

@@ -12,12 +12,8 @@ import resource
 import socket
 import time
 
-import pytest
-
 import gaio
 from conftest import collect, open_fds
-
-pytestmark = pytest.mark.usefixtures("v02")
 
 
 _ADDRESSES = {}  # id(listener) -> its address (a delegated listener reads as closed)

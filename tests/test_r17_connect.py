@@ -13,8 +13,6 @@ import pytest
 import gaio
 from conftest import collect, recv_exactly
 
-pytestmark = pytest.mark.usefixtures("v02")
-
 
 def _refused_address():
     """A loopback port nobody listens on."""

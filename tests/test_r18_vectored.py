@@ -9,12 +9,8 @@ import socket
 import threading
 import time
 
-import pytest
-
 import gaio
 from conftest import collect, pattern, recv_exactly, recv_until_eof
-
-pytestmark = pytest.mark.usefixtures("v02")
 
 
 def test_vectored_write_sends_items_in_order(watcher, pair):

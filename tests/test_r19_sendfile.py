@@ -14,8 +14,6 @@ import pytest
 import gaio
 from conftest import collect, pattern, recv_exactly
 
-pytestmark = pytest.mark.usefixtures("v02")
-
 SIZE = 3 << 20
 
 

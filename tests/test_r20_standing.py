@@ -14,8 +14,6 @@ import pytest
 import gaio
 from conftest import collect, reset
 
-pytestmark = pytest.mark.usefixtures("v02")
-
 
 def _exchange(watcher, client, messages, gap=0.0):
     """Send each message and collect its result(s) (bytes may coalesce)."""

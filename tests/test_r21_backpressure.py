@@ -9,12 +9,8 @@ idle timeout does not run.
 import threading
 import time
 
-import pytest
-
 import gaio
 from conftest import collect, pattern, recv_exactly
-
-pytestmark = pytest.mark.usefixtures("v02")
 
 HIGH = 262144
 BUFSIZE = 65536

@@ -4,12 +4,8 @@ A quiet request that succeeds delivers nothing (stats: quiet_done, not
 completed); one that fails (socket error, deadline, free) delivers its result
 with its ctx. Order with other writes is as usual.
 """
-import pytest
-
 import gaio
 from conftest import STUCK, collect, recv_exactly, reset, stuck_pattern
-
-pytestmark = pytest.mark.usefixtures("v02")
 
 
 def test_quiet_writes_succeed_silently_in_order(watcher, pair):

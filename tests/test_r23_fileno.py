@@ -16,8 +16,6 @@ import pytest
 import gaio
 from conftest import collect
 
-pytestmark = pytest.mark.usefixtures("v02")
-
 
 def _readable(fd, timeout=0.0):
     r, _, _ = select.select([fd], [], [], timeout)

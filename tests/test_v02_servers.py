@@ -14,12 +14,8 @@ import socket
 import threading
 import time
 
-import pytest
-
 import gaio
 from conftest import collect, need_fds, pattern, recv_exactly
-
-pytestmark = pytest.mark.usefixtures("v02")
 
 
 def _serve_echo(w, lis, started, stop, errors):

@@ -91,9 +91,7 @@ class Watcher(metaclass=abc.ABCMeta):
              write_high, and resumes at write_high // 4 or less. A positive
              int, or None for no limit. It is answerable for every write made
              from one of its results' views (wherever it goes) and for every
-             other write queued on its own connection. The native engines do
-             not take it yet: they have no standing reads (0.2 is not in the
-             native core yet), so no back-pressure can arise there.
+             other write queued on its own connection.
 
     A watcher starts no thread of its own: every engine runs on the
     caller's threads, inside wait_io() and (native engines) inside a request

@@ -235,24 +235,9 @@ def report(args, engine, client_engine, idle, result, stats):
 
 
 def open_watcher(args):
-    """The server's watcher and, if the engine is not the one asked for, why.
-
-    The server needs version 0.2 (accept, standing reads, quiet writes): an
-    engine chosen by "auto" that has no 0.2 yet gives way to the python
-    engine, which has it, and the demo says so; a named one is an error.
-    """
+    """The server's watcher, on the engine asked for; a one-line DemoError if it cannot open."""
     try:
-        watcher = Watcher(args.bufsize, engine=args.engine)
-        if hasattr(watcher, "accept"):
-            return watcher, None
-        lacking = watcher.engine
-        watcher.close()
-        if args.engine != "auto":
-            raise DemoError("engine %r has no version 0.2 yet (accept, standing reads, quiet "
-                            "writes), which the demo's server needs; --engine python has it"
-                            % lacking)
-        return (Watcher(args.bufsize, engine="python"),
-                "auto: %s has no version 0.2 yet" % lacking)
+        return Watcher(args.bufsize, engine=args.engine)
     except (EngineUnavailableError, ValueError, TypeError) as exc:
         raise DemoError(str(exc)) from None
 
@@ -260,7 +245,7 @@ def open_watcher(args):
 def run(args):
     """The demo; returns the exit status. Raises DemoError for a one-line failure."""
     raise_fd_limit(args.conns + 64)
-    watcher, instead = open_watcher(args)
+    watcher = open_watcher(args)
     proc = None
     try:
         engine = watcher.engine
@@ -269,10 +254,9 @@ def run(args):
             server = EchoServer(watcher)
         except OSError as exc:
             raise DemoError("cannot listen on 127.0.0.1: %s" % exc) from None
-        print("gaio demo: echo server on engine %r%s at 127.0.0.1:%d; client process: "
+        print("gaio demo: echo server on engine %r at 127.0.0.1:%d; client process: "
               "%d connections, %d-byte messages, %d in flight per connection, %g s"
-              % (engine, " (%s)" % instead if instead else "", server.port, args.conns,
-                 args.size, args.depth, args.duration))
+              % (engine, server.port, args.conns, args.size, args.depth, args.duration))
         sys.stdout.flush()
         rss_none = rss_kb()
         proc, sock = start_client(args, server.port, client_engine)
