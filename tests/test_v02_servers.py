@@ -14,6 +14,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 import gaio
 from conftest import collect, need_fds, pattern, recv_exactly
 
