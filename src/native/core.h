@@ -278,6 +278,11 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);
  * A write's u.w.answer[0] may name the standing read whose result view it
  * was made from (R21); the core adds the standing read on its own connection. */
 int gaio_core_submit(gaio_core *core, gaio_req *req);
+/* A quiet write's fast path: when nothing of the connection's writes is
+ * queued (nor any request still incoming), send what the socket takes now.
+ * Returns the bytes sent (0: none, full socket or an error left for the
+ * request to meet); all of them counts as a quiet request done. */
+ssize_t gaio_core_try_send(gaio_core *core, uint64_t conn_id, const void *buf, size_t len);
 /* Close the connection's descriptor now; its requests finish with ConnClosedError.
  * Waits for a running waiter to do it when there is one (it is woken). */
 void gaio_core_free(gaio_core *core, uint64_t conn_id);

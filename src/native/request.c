@@ -195,6 +195,8 @@ static int is_ibuf_view(PyObject *o)
            Py_IS_TYPE(PyMemoryView_GET_BUFFER(o)->obj, &gaio__IbufMem_Type);
 }
 
+static int own_bytes(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable, gaio_answer *a);
+
 /* The bytes a write sends from obj: its own buffer (returns 0), or (R6) a
  * copy of an internal-buffer view, which the next batch reuses (returns 1;
  * view->obj is the copy). *poolable: the copy may be recycled (copy pool). */
@@ -202,6 +204,12 @@ static int write_view(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable,
 {
     if (gaio__buffer_arg(obj, view, 0) < 0)
         return -1;
+    return own_bytes(w, obj, view, poolable, a);
+}
+
+/* write_view's second half, for a view already taken. */
+static int own_bytes(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable, gaio_answer *a)
+{
     if (!is_ibuf_view(obj))
         return 0;
     if (w->norigins && a && !a->conn_id)
@@ -257,6 +265,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     PyObject *bufobj = NULL;
     int copied = 0;
     gaio_answer answer = {0};
+    size_t already = 0; /* bytes a quiet write sent at once */
     gaio_req st = {0}; /* a standing read's times, checked before anything is taken */
     if (kind == GAIO_READ) {
         if (!buf && full) {
@@ -279,7 +288,23 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
             PyErr_SetString(PyExc_ValueError, "write needs data");
             return NULL;
         }
-        int was_copied = write_view(w, buf, &view, &copied, &answer);
+        if (gaio__buffer_arg(buf, &view, 0) < 0)
+            return NULL;
+        if ((flags & GAIO_F_QUIET) && fd < 0 && view.len > 0 && !w->closed) {
+            /* A quiet write to a connection with nothing queued to send is
+             * tried now: when the socket takes it all, it needs no request,
+             * no copy and no result (as uv_try_write). */
+            map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
+            ssize_t sent = 0;
+            if (e)
+                PINNED(w, sent = gaio_core_try_send(w->core, e->ref->id, view.buf, (size_t)view.len));
+            if (sent == view.len) {
+                PyBuffer_Release(&view);
+                Py_RETURN_NONE;
+            }
+            already = (size_t)sent;
+        }
+        int was_copied = own_bytes(w, buf, &view, &copied, &answer);
         if (was_copied < 0)
             return NULL;
         bufobj = was_copied ? view.obj : buf;
@@ -303,6 +328,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
         p->view = view;
         p->req.buf = view.buf;
         p->req.len = (size_t)view.len;
+        p->req.done = already;
     }
     p->req.kind = (uint8_t)kind;
     p->req.op = kind == GAIO_WRITE ? GAIO_OP_WRITE : GAIO_OP_READ;
