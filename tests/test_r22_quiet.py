@@ -4,8 +4,11 @@ A quiet request that succeeds delivers nothing (stats: quiet_done, not
 completed); one that fails (socket error, deadline, free) delivers its result
 with its ctx. Order with other writes is as usual.
 """
+import threading
+import time
+
 import gaio
-from conftest import STUCK, collect, recv_exactly, reset, stuck_pattern
+from conftest import STUCK, collect, pattern, recv_exactly, reset, stuck_pattern
 
 
 def test_quiet_writes_succeed_silently_in_order(watcher, pair):
@@ -74,3 +77,25 @@ def test_quiet_echo_of_internal_buffer_views(watcher, pair):
     assert isinstance(collect(watcher, 1)[0].error, gaio.ConnClosedError)
     stats = watcher.stats()
     assert stats["quiet_done"] >= 1 and stats["pending"] == 0
+
+
+def test_quiet_write_behind_a_waiting_write_keeps_its_place(watcher, pair):
+    # a quiet write may be sent at once only when nothing of the connection's
+    # writes waits: here a large write is stuck on a peer that does not read
+    client, server = pair()
+    big = pattern(4 << 20, seed=22)
+    watcher.write(server, big, ctx="big")
+    assert watcher.wait_io(0.05) == []
+    watcher.write(server, b"tail", quiet=True)
+    box = {}
+    reader = threading.Thread(target=lambda: box.setdefault("d", recv_exactly(client, len(big) + 4, 30)))
+    reader.start()
+    results = []
+    end = time.monotonic() + 30
+    while reader.is_alive() and time.monotonic() < end:
+        results += watcher.wait_io(0.05)  # io_uring sends "tail" in the wait after "big"
+    reader.join(1)
+    assert [r.ctx for r in results] == ["big"]
+    assert box["d"] == big + b"tail"
+    stats = watcher.stats()
+    assert stats["quiet_done"] == 1 and stats["pending"] == 0
