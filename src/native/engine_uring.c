@@ -23,7 +23,8 @@
  *     of its own (uring_engine.h says why): a CQE per arrival while
  *     IORING_CQE_F_MORE says it goes on, resubmitted if it ends while the
  *     request stands, cancelled when the request stops taking bytes (held by
- *     back-pressure, engine.pause; bytes parked; no room for a result);
+ *     back-pressure, engine.pause; bytes parked; no room for a result). A
+ *     bulk stream gets a RECV per arrival instead (uring_recv.c);
  *   - accepts: ACCEPT(SOCK_CLOEXEC), blocking descriptors as accept4() gives
  *     ("accept", 5.5); a standing accept is ONE multishot ACCEPT ("multishot-
  *     accept", 5.19). A descriptor arriving once its request ended is closed.

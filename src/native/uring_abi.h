@@ -69,6 +69,7 @@ enum {
 /* io_uring_cqe.flags */
 #define GAIO__IORING_CQE_F_BUFFER (1U << 0)
 #define GAIO__IORING_CQE_F_MORE (1U << 1)     /* a multishot operation goes on after this CQE */
+#define GAIO__IORING_CQE_F_SOCK_NONEMPTY (1U << 2) /* 5.19: bytes were left in the socket */
 #define GAIO__IORING_CQE_F_BUF_MORE (1U << 4) /* 6.12: the buffer has room left, stays in the ring */
 #define GAIO__IORING_CQE_BUFFER_SHIFT 16
 

@@ -21,6 +21,7 @@ enum {
     MULTISHOT = 2048,     /* the read in flight is a multishot RECV or ACCEPT: a CQE with
                            * IORING_CQE_F_MORE keeps it, the one without ends it */
     ACCEPTING = 4096,     /* the read in flight is an IORING_OP_ACCEPT */
+    STREAMING = 8192,     /* a standing read that streams: one-shot RECVs (uring_recv.c) */
 };
 #define BIT(flag, kind) ((uint32_t)(flag) << (kind))
 
