@@ -427,6 +427,11 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
     w->engine_name = chosen->name;
     w->bufsize = (Py_ssize_t)bufsize;
     w->write_high = write_high;
+    /* Room for a batch of results from the start: when it cannot grow later
+     * (no memory), gaio_core_take_results hands out as many as fit and keeps
+     * the rest for the next wait_io(), instead of none (a MemoryError). */
+    w->results = gaio_malloc(64 * sizeof *w->results);
+    w->cap_results = w->results ? 64 : 0;
     w->inited = 1;
     w->closed = 0;
     w->close_done = 0;
