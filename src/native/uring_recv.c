@@ -336,7 +336,7 @@ void gaio__ur_accept_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, int more
         if (r)
             gaio_core_accepted(core, r, res); /* the caller's, even when it raced a cancellation */
         else
-            close(res); /* its accept ended meanwhile (free, deadline, no memory): nobody takes it */
+            close(res); /* no accept waits (it ended: no memory for a result): nobody takes it */
     } else if (res == -EAGAIN) {
         /* A kernel that honours the listener's O_NONBLOCK answers at once
          * instead of waiting for a connection: accept after POLL_ADD from now. */
