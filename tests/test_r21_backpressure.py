@@ -157,8 +157,9 @@ def test_a_standing_read_already_waiting_stops_when_held(make_watcher, pair):
         got += w.wait_io(0.05)
     reader.join(30)
     assert box["d"] == big
-    assert [r.ctx for r in got] == ["big", "r"]
-    assert got[1].size == 4
+    # released at write_high // 4: "ping" may come before the write's result
+    assert sorted(r.ctx for r in got) == ["big", "r"]
+    assert [r.size for r in got if r.ctx == "r"] == [4]
 
 
 def test_write_high_none_queues_without_limit(make_watcher, pair):
