@@ -93,7 +93,12 @@ def test_free_ends_a_held_standing_read(make_watcher, pair):
     w.read(server, repeat=True, ctx="held")
     flood = Flood(client)
     _flood_for(w, flood, 0.5)
-    assert _unwritten(w) > HIGH
+    # held: it takes nothing more, and stays held above write_high // 4. (How
+    # far below write_high its writes drain once it is held depends on when
+    # the engine sends them: at once, or with the next wait's submissions.)
+    read = w.stats()["bytes_read"]
+    _flood_for(w, flood, 0.1)
+    assert w.stats()["bytes_read"] == read and _unwritten(w) > HIGH // 4
     w.free(server)
     results = collect(w, 1)
     end = time.monotonic() + 5
@@ -126,6 +131,31 @@ def test_other_writes_on_its_connection_hold_it(make_watcher, pair):
     assert box["d"] == big
     assert [r.ctx for r in got] == ["big", "r"]
     assert got[1].size == 4  # the view is gone (a later wait_io): its size says enough
+
+
+def test_a_standing_read_already_waiting_stops_when_held(make_watcher, pair):
+    """The read is in the kernel (io_uring: a multishot receive) before the
+    write that holds it: it takes nothing that arrives once it is held."""
+    w = make_watcher(BUFSIZE, write_high=HIGH)
+    client, server = pair()
+    w.read(server, repeat=True, ctx="r")
+    assert w.wait_io(0.05) == []
+    big = pattern(16 << 20, seed=5)
+    w.write(server, big, ctx="big")
+    client.sendall(b"ping")
+    assert w.wait_io(0.3) == []  # held: "ping" stays in the kernel
+    box = {}
+    reader = threading.Thread(target=lambda: box.setdefault("d", recv_exactly(client, len(big), 30)))
+    reader.start()
+    got = []
+    end = time.monotonic() + 30
+    while len(got) < 2 and time.monotonic() < end:
+        got += w.wait_io(0.05)
+    reader.join(30)
+    assert box["d"] == big
+    # released at write_high // 4: "ping" may come before the write's result
+    assert sorted(r.ctx for r in got) == ["big", "r"]
+    assert [r.size for r in got if r.ctx == "r"] == [4]
 
 
 def test_write_high_none_queues_without_limit(make_watcher, pair):

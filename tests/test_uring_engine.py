@@ -1,10 +1,14 @@
 """io_uring engine specifics the behavioural suite cannot see: more operations
 in flight than the submission ring has slots, cancellations racing data, and
-close()/free() while the kernel still holds callers' buffers.
+close()/free() while the kernel still holds callers' buffers; standing
+requests as multishot operations, and every fallback the engine takes on a
+kernel without one (GAIO_URING_AVOID stands in for that kernel).
 
 The engine has SQ_ENTRIES = 256 slots (src/native/engine_uring.c): the tests
 below keep far more operations in flight than that.
 """
+import socket
+import threading
 import time
 
 import pytest
@@ -19,6 +23,36 @@ def skip_without_uring():
     reason = gaio.available_engines()["uring"]
     if reason is not None:
         pytest.skip("io_uring unavailable here: %s" % reason)
+
+
+TECHNIQUES = ("provided-buffers", "multishot-recv", "accept", "multishot-accept", "sendmsg")
+# What each mode of `standing_mode` avoids: its fallbacks are what a kernel
+# without those operations gets.
+AVOID = {
+    "multishot": "",
+    "one-shot": "multishot-recv,multishot-accept",
+    "poll": "multishot-recv,multishot-accept,accept,sendmsg",
+}
+
+
+def techniques():
+    with gaio.Watcher(engine="uring") as w:
+        return w._techniques()
+
+
+@pytest.fixture(params=sorted(AVOID))
+def standing_mode(request, monkeypatch):
+    """Standing reads and accepts as multishot operations (6.0, 5.19), as one
+    operation per arrival, or with accepts and vectored writes after POLL_ADD."""
+    skip_without_uring()
+    monkeypatch.delenv("GAIO_URING_NO_PBUF", raising=False)
+    monkeypatch.setenv("GAIO_URING_AVOID", AVOID[request.param])
+    missing = {name: why for name, why in techniques().items() if why and name not in AVOID["poll"]}
+    if request.param == "multishot":
+        missing.update((name, why) for name, why in techniques().items() if why)
+    if missing:
+        pytest.skip("this kernel lacks what mode %r tests: %s" % (request.param, missing))
+    return request.param
 
 
 @pytest.fixture(params=["provided-buffers", "poll"])
@@ -260,3 +294,215 @@ def test_many_idle_connections_hold_no_provided_buffer(uring, net):
     seen = {}
     collect(uring, n // 50, each=lambda r: seen.__setitem__(r.ctx, bytes(r.buffer)))
     assert seen == {i: b"hi %d" % i for i in range(0, n, 50)}
+
+
+def test_techniques_name_their_fallbacks_and_why(monkeypatch):
+    skip_without_uring()
+    monkeypatch.delenv("GAIO_URING_NO_PBUF", raising=False)
+    monkeypatch.setenv("GAIO_URING_AVOID", "provided-buffers,accept")
+    t = techniques()
+    assert sorted(t) == sorted(TECHNIQUES)
+    assert "GAIO_URING_AVOID" in t["provided-buffers"] and "GAIO_URING_AVOID" in t["accept"]
+    assert t["multishot-recv"] == "needs provided buffers"
+    assert t["multishot-accept"] == "needs accept"
+    monkeypatch.setenv("GAIO_URING_AVOID", "sendmsg,no-such-thing")
+    t = techniques()
+    assert "GAIO_URING_AVOID" in t["sendmsg"]
+    assert all(t[name] is None or "GAIO_URING_AVOID" not in t[name]
+               for name in TECHNIQUES if name != "sendmsg")
+    monkeypatch.delenv("GAIO_URING_AVOID")
+    monkeypatch.setenv("GAIO_URING_NO_PBUF", "1")
+    assert "GAIO_URING_NO_PBUF" in techniques()["provided-buffers"]
+    with gaio.Watcher(engine="epoll") as w:
+        assert w._techniques() == {}
+
+
+@pytest.mark.parametrize("bufsize", [1, 7, 64])
+def test_standing_reads_beyond_the_batch_budget_keep_every_stream(standing_mode, net, bufsize):
+    """More bytes than a batch may hand out, on 12 standing reads at once (the
+    buffer ring runs dry, bytes are parked and the multishot receives
+    stopped): every stream arrives whole, then its end of stream."""
+    pairs = net.pairs(12)
+    sent = [pattern(40 * bufsize + 3, seed=i) for i in range(len(pairs))]
+    got = [bytearray() for _ in pairs]
+    ended = set()
+    with gaio.Watcher(bufsize, engine="uring") as w:
+        for i, (_, server) in enumerate(pairs):
+            w.read(server, repeat=True, ctx=i)
+        assert w.wait_io(0.02) == []  # in the kernel before the bytes come
+        for i, (client, _) in enumerate(pairs):
+            client.sendall(sent[i])
+            client.shutdown(socket.SHUT_WR)
+        time.sleep(0.05)
+        end = time.monotonic() + 30
+        while len(ended) < len(pairs):
+            assert time.monotonic() < end, [len(g) for g in got]
+            batch = w.wait_io(1)
+            assert sum(r.size for r in batch) <= 4 * bufsize
+            for res in batch:
+                assert res.ctx not in ended, res
+                if res.error is None:
+                    assert res.is_swap_buffer and 1 <= res.size <= bufsize, res
+                    got[res.ctx] += res.buffer
+                else:
+                    assert isinstance(res.error, EOFError) and res.size == 0, res
+                    ended.add(res.ctx)
+    assert [bytes(g) for g in got] == sent
+
+
+def test_standing_read_racing_its_deadline_loses_no_byte(standing_mode, pair):
+    client, server = pair()
+    sent = pattern(3000, seed=7)
+    got = bytearray()
+    with gaio.Watcher(engine="uring") as w:
+        for i in range(100):
+            w.read(server, repeat=True, ctx="s", deadline=time.monotonic() + 0.0005 * (i % 4))
+            chunk = sent[i * 30:(i + 1) * 30]
+            client.sendall(chunk[:15])
+            client.sendall(chunk[15:])
+            ended = False
+            while not ended:
+                for res in collect(w, 1):
+                    if res.error is None:
+                        got += res.buffer
+                    else:
+                        assert isinstance(res.error, gaio.DeadlineExceededError) and res.size == 0
+                        ended = True
+            while len(got) < (i + 1) * 30:  # what the race left in the socket comes next
+                w.read(server, ctx="rest")
+                res = collect(w, 1)[0]
+                assert res.error is None, res
+                got += res.buffer
+            assert w.stats()["pending"] == 0
+    assert bytes(got) == sent
+
+
+def test_free_during_a_stream_delivers_a_prefix(standing_mode, pair):
+    client, server = pair()
+    sent = pattern(4 << 20, seed=8)
+    got = bytearray()
+
+    def send():
+        try:
+            client.sendall(sent)
+        except OSError:  # freed: the watcher's side is gone
+            pass
+
+    sender = threading.Thread(target=send)
+    with gaio.Watcher(4096, engine="uring") as w:
+        w.read(server, repeat=True, ctx="s")
+        sender.start()
+        try:
+            while len(got) < 100000:
+                for res in w.wait_io(0.05):
+                    assert res.error is None, res
+                    got += res.buffer
+            w.free(server)
+            ended = False
+            while not ended:
+                for res in collect(w, 1):
+                    if res.error is None:
+                        got += res.buffer
+                    else:
+                        assert isinstance(res.error, gaio.ConnClosedError), res
+                        ended = True
+        finally:
+            client.close()
+            sender.join(10)
+    assert sent.startswith(got)
+
+
+def test_standing_accepts_ended_while_connections_arrive_leak_nothing(standing_mode, net):
+    """Standing accepts end (deadline, free) while clients connect: every
+    client gets an accepted socket back or sees its connection end; none is
+    left open in the watcher (the leak accounting checks the descriptors)."""
+    clients, accepted = [], []
+    with gaio.Watcher(engine="uring") as w:
+        for round_ in range(24):
+            lis = net.track(socket.create_server(("127.0.0.1", 0), backlog=64))
+            addr = lis.getsockname()  # the socket object is detached once delegated
+            if round_ % 2:
+                w.accept(lis, repeat=True, ctx=round_, deadline=time.monotonic() + 0.001 * (round_ % 4))
+            else:
+                w.accept(lis, repeat=True, ctx=round_)
+            for _ in range(6):
+                clients.append((net.track(socket.create_connection(addr)), addr))
+            if not round_ % 2:
+                w.wait_io(0.001 * (round_ % 3))
+                w.free(lis)
+            ended = False
+            while not ended:
+                for res in collect(w, 1):
+                    assert res.ctx == round_
+                    if res.accepted is not None:
+                        accepted.append(net.track(res.accepted))
+                    else:
+                        assert isinstance(res.error, (gaio.ConnClosedError, gaio.DeadlineExceededError))
+                        ended = True
+            if round_ % 2:
+                w.free(lis)
+        assert w.stats()["pending"] == 0
+    served = {(s.getpeername(), s.getsockname()) for s in accepted}
+    assert len(served) == len(accepted)
+    for c, addr in clients:
+        if (c.getsockname(), addr) in served:
+            continue
+        c.settimeout(5)
+        try:
+            assert c.recv(1) == b""  # closed unaccepted, or accepted and closed
+        except ConnectionResetError:
+            pass
+
+
+def test_server_on_standing_requests_echoes_byte_exact(standing_mode, net):
+    """A standing accept, a standing read per connection, each view written
+    back as a vectored write of two pieces: every client gets its bytes back."""
+    lis = net.listener()
+    addr = lis.getsockname()
+    n = 24
+    sent = [pattern(20000 + 97 * i, seed=i) for i in range(n)]
+    echoed = [bytearray() for _ in range(n)]
+    with gaio.Watcher(4096, engine="uring") as w:
+        w.accept(lis, repeat=True, ctx="lis")
+        clients = [net.track(socket.create_connection(addr)) for _ in range(n)]
+        for i, c in enumerate(clients):
+            c.setblocking(False)
+            c.sendall(sent[i])  # fits the socket buffers
+        end = time.monotonic() + 30
+        while any(len(e) < len(s) for e, s in zip(echoed, sent)):
+            assert time.monotonic() < end, [len(e) for e in echoed]
+            for res in w.wait_io(0.02):
+                assert res.error is None, res
+                if res.op == gaio.Op.ACCEPT:
+                    w.read(net.track(res.accepted), repeat=True, ctx="conn")
+                else:
+                    half = res.size // 2
+                    w.write(res.conn, [res.buffer[:half], res.buffer[half:]], quiet=True)
+            for i, c in enumerate(clients):
+                try:
+                    echoed[i] += c.recv(1 << 16)
+                except BlockingIOError:
+                    pass
+        assert w.stats()["accepted"] == n
+    assert [bytes(e) for e in echoed] == sent
+
+
+def test_more_standing_reads_than_submission_slots(standing_mode, net):
+    n = 2 * SQ_ENTRIES + 5
+    need_fds(2 * n + 16)
+    pairs = net.pairs(n, unix=True)
+    seen = {}
+    with gaio.Watcher(engine="uring") as w:
+        for i, (_, server) in enumerate(pairs):
+            w.read(server, repeat=True, ctx=i)
+        assert w.wait_io(0.05) == []
+        for round_ in range(2):
+            for i, (client, _) in enumerate(pairs):
+                client.sendall(b"%d:%05d;" % (round_, i))
+            want = {i: b"".join(b"%d:%05d;" % (r, i) for r in range(round_ + 1)) for i in range(n)}
+            end = time.monotonic() + 20
+            while seen != want:
+                assert time.monotonic() < end
+                for res in w.wait_io(0.1):
+                    assert res.error is None, res
+                    seen[res.ctx] = seen.get(res.ctx, b"") + bytes(res.buffer)

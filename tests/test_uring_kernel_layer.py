@@ -2,7 +2,9 @@
 
 tests/c/uring_smoke.c is compiled with gcc and run: recv/send on a
 socketpair, a buffer-select recv, a timed wait, a cancelled recv, more SQEs
-than the ring holds. Exit 77 means io_uring is refused here: skip, not pass.
+than the ring holds; with "multishot", the operations the engine uses when the
+kernel has them (multishot recv and accept, sendmsg, accept). Exit 77 means
+io_uring, or the feature, is missing here: skip, not pass.
 """
 import os
 import pathlib
@@ -43,13 +45,21 @@ def smoke_binary(tmp_path_factory):
     return binary
 
 
-def run(binary, **env):
-    return subprocess.run([str(binary)], capture_output=True, text=True, timeout=60,
+def run(binary, *args, **env):
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60,
                           env=clean_environment(**env))
 
 
 def test_ring_send_recv_cancel_and_full_sq(smoke_binary):
     done = run(smoke_binary, GAIO_URING_DISABLE="")
+    if done.returncode == 77:
+        pytest.skip(done.stdout.strip())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("ok:")
+
+
+def test_multishot_recv_accept_and_sendmsg(smoke_binary):
+    done = run(smoke_binary, "multishot", GAIO_URING_DISABLE="")
     if done.returncode == 77:
         pytest.skip(done.stdout.strip())
     assert done.returncode == 0, done.stdout + done.stderr

@@ -5,14 +5,17 @@ a gaio._native.Watcher when a native engine is chosen. It starts no thread:
 I/O happens inside wait_io(), in the caller's thread, without the GIL, and in a
 request made while no thread waits, which tries its send/recv at once.
 """
-import os
 import socket
-from typing import Literal, Optional, Sequence, Union, final
+from typing import Any, Literal, Optional, Protocol, Union, final
 
 from gaio._result import Op
 
 _Buffer = Union[bytes, bytearray, memoryview]  # any contiguous buffer object
 _Seconds = Union[int, float]
+
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
 
 
 def _live_counts() -> dict[str, int]: ...  # test-only: request structs and kept chunks, every watcher
@@ -24,7 +27,7 @@ def _fail_allocations(after: int, count: int = 1, /) -> int:
 
 @final
 class OpResult:
-    """The completion of one request (immutable, no __dict__)."""
+    """The completion of one read or write request (immutable, no __dict__)."""
     @property
     def op(self) -> Op: ...
     @property
@@ -49,8 +52,9 @@ class Watcher:
     Raises gaio.EngineUnavailableError (with the reason) when the engine
     cannot run here, ValueError for a name that is not a native engine.
     """
-    def __init__(self, bufsize: int = ..., *, engine: Literal["uring", "epoll", "kqueue"],
-                 write_high: Optional[int] = 262144) -> None: ...
+    def __init__(self, bufsize: int = ..., *,
+                 engine: Literal["uring", "epoll", "kqueue"],
+                 write_high: Optional[int] = ...) -> None: ...
     @property
     def engine(self) -> str: ...
     @property
@@ -60,24 +64,26 @@ class Watcher:
              repeat: bool = False) -> None: ...
     def read_full(self, conn: socket.socket, buf: _Buffer, *, ctx: object = None,
                   timeout: Optional[_Seconds] = None, deadline: Optional[_Seconds] = None) -> None: ...
-    def write(self, conn: socket.socket, data: Union[_Buffer, Sequence[_Buffer]], *,
-              ctx: object = None, timeout: Optional[_Seconds] = None,
-              deadline: Optional[_Seconds] = None, quiet: bool = False) -> None: ...
+    def write(self, conn: socket.socket,
+              data: Union[_Buffer, list[_Buffer], tuple[_Buffer, ...]], *, ctx: object = None,
+              timeout: Optional[_Seconds] = None, deadline: Optional[_Seconds] = None,
+              quiet: bool = False) -> None: ...
     def accept(self, listener: socket.socket, *, ctx: object = None,
                timeout: Optional[_Seconds] = None, deadline: Optional[_Seconds] = None,
                repeat: bool = False) -> None: ...
-    def connect(self, sock: socket.socket, address: Union[tuple, str, bytes, os.PathLike], *,
+    def connect(self, sock: socket.socket, address: Union[tuple[Any, ...], str, bytes], *,
                 ctx: object = None, timeout: Optional[_Seconds] = None,
                 deadline: Optional[_Seconds] = None) -> None: ...
-    def sendfile(self, conn: socket.socket, file: object, offset: int = 0,
+    def sendfile(self, conn: socket.socket, file: Union[_HasFileno, int], offset: int = 0,
                  count: Optional[int] = None, *, ctx: object = None,
                  timeout: Optional[_Seconds] = None, deadline: Optional[_Seconds] = None,
                  quiet: bool = False) -> None: ...
-    def fileno(self, /) -> int: ...
-    def next_timeout(self, /) -> Optional[float]: ...
+    def fileno(self) -> int: ...
+    def next_timeout(self) -> Optional[float]: ...
     def free(self, conn: socket.socket, /) -> None: ...
     def wait_io(self, timeout: Optional[_Seconds] = None) -> list[OpResult]: ...
     def close(self, /) -> None: ...
     def stats(self, /) -> dict[str, int]: ...
+    def _techniques(self, /) -> dict[str, Optional[str]]: ...  # test-only: {technique: None or why not}
     def __enter__(self) -> "Watcher": ...
     def __exit__(self, *exc_info: object) -> None: ...

@@ -1164,6 +1164,16 @@ void gaio_core_get_stats(gaio_core *core, gaio_stats *out)
     gaio__binding_leave(core, token);
 }
 
+int gaio_core_techniques(gaio_core *core, gaio_technique *out, int max)
+{
+    void *token = gaio__binding_enter(core);
+    int n = 0;
+    if (!core->closing && !core->closed && core->engine->techniques)
+        n = core->engine->techniques(core->engine_state, out, max);
+    gaio__binding_leave(core, token);
+    return n;
+}
+
 void gaio_core_delete(gaio_core *core)
 {
     if (!core)

@@ -181,6 +181,12 @@ typedef struct gaio_stats {
 
 #define GAIO_IBUF_CHUNKS 4      /* at most 4 x bufsize of internal buffer per batch */
 
+/* A technique an engine may use (engine.h, techniques): why is empty when it is used. */
+typedef struct gaio_technique {
+    char name[32];
+    char why[256];
+} gaio_technique;
+
 /* How the binding's threads let their runtime go on while they block (for
  * CPython: release and retake the GIL). A binding thread never blocks on
  * core->lock or core->idle while holding the GIL: it tries the lock, and
@@ -314,6 +320,8 @@ unsigned char *gaio_core_ibuf_detach(gaio_core *core, unsigned i);
 gaio_req *gaio_core_close(gaio_core *core);
 void gaio_core_delete(gaio_core *core);
 void gaio_core_get_stats(gaio_core *core, gaio_stats *out);
+/* The engine's techniques (engine.h); 0 when it tells none or the core is closed. */
+int gaio_core_techniques(gaio_core *core, gaio_technique *out, int max);
 int64_t gaio_now_ns(void);
 
 /* ---- for engines, called with core->lock held ---- */

@@ -106,6 +106,12 @@ typedef struct gaio_engine_ops {
      * engine with an operation in the kernel that keeps taking bytes
      * (multishot) stops it. start(conn, READ) follows when it is released. */
     void (*pause)(void *state, gaio_conn *conn);
+
+    /* Optional (NULL: none). For tests and benchmarks: the techniques the
+     * engine may use, at most max of them, each with an empty why when it
+     * is used, else the reason it is not (the kernel lacks it, ...).
+     * Returns how many were written. */
+    int (*techniques)(void *state, gaio_technique *out, int max);
 } gaio_engine_ops;
 
 /* EMFILE, ENFILE, ENOMEM, ENOBUFS: the process or the system was short of

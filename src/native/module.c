@@ -288,6 +288,25 @@ static PyObject *Watcher_debug_hold_lock(Watcher *w, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* Test-only: {technique: None if the engine uses it, else why not}. */
+static PyObject *Watcher_techniques(Watcher *w, PyObject *unused)
+{
+    if (w->closed)
+        return gaio__closed_error();
+    gaio_technique t[16];
+    int n;
+    PINNED(w, n = gaio_core_techniques(w->core, t, 16));
+    PyObject *d = PyDict_New();
+    for (int i = 0; d && i < n; i++) {
+        PyObject *why = t[i].why[0] ? PyUnicode_FromString(t[i].why) : Py_None;
+        if (!why || PyDict_SetItemString(d, t[i].name, why) < 0)
+            Py_CLEAR(d);
+        if (why != Py_None)
+            Py_XDECREF(why);
+    }
+    return d;
+}
+
 static PyObject *Watcher_enter(Watcher *w, PyObject *unused)
 {
     Py_INCREF(w);
@@ -563,6 +582,8 @@ static PyMethodDef Watcher_methods[] = {
      "close($self, /)\n--\n\nClose every descriptor, drop pending requests. Idempotent."},
     {"stats", (PyCFunction)Watcher_stats, METH_NOARGS, "stats($self, /)\n--\n\nCounters."},
     {"__enter__", (PyCFunction)Watcher_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
+    {"_techniques", (PyCFunction)Watcher_techniques, METH_NOARGS,
+     "_techniques($self, /)\n--\n\nTest-only: {technique: None if the engine uses it, else why not}."},
     {"_debug_hold_lock", (PyCFunction)Watcher_debug_hold_lock, METH_O,
      "_debug_hold_lock($self, seconds, /)\n--\n\nTest-only: another thread holds the core lock for seconds."},
     {"__exit__", (PyCFunction)Watcher_exit, METH_VARARGS, "__exit__($self, *exc_info)\n--\n\n"},

@@ -38,15 +38,25 @@
 enum {
     GAIO__IORING_OP_NOP = 0,
     GAIO__IORING_OP_POLL_ADD = 6,      /* 5.1 */
-    GAIO__IORING_OP_READ = 22,         /* 5.6 */
+    GAIO__IORING_OP_SENDMSG = 9,       /* 5.3 */
+    GAIO__IORING_OP_ACCEPT = 13,       /* 5.5 */
     GAIO__IORING_OP_ASYNC_CANCEL = 14, /* 5.5 */
+    GAIO__IORING_OP_READ = 22,         /* 5.6 */
     GAIO__IORING_OP_SEND = 26,         /* 5.6 */
     GAIO__IORING_OP_RECV = 27,         /* 5.6 */
+    /* Not used, only probed: the release that brought each also brought a
+     * flag the probe cannot see (see uring_ring.h, gaio__uring_has_op). */
+    GAIO__IORING_OP_SOCKET = 45,       /* 5.19, with IORING_ACCEPT_MULTISHOT */
+    GAIO__IORING_OP_SEND_ZC = 47,      /* 6.0, with IORING_RECV_MULTISHOT */
     GAIO__IORING_OP_LAST_KNOWN = 48,
 };
 
 /* io_uring_sqe.flags */
 #define GAIO__IOSQE_BUFFER_SELECT (1U << 5) /* 5.7 */
+
+/* io_uring_sqe.ioprio of RECV and ACCEPT */
+#define GAIO__IORING_RECV_MULTISHOT (1U << 1)   /* 6.0: a CQE per arrival, needs BUFFER_SELECT */
+#define GAIO__IORING_ACCEPT_MULTISHOT (1U << 0) /* 5.19: a CQE per connection */
 
 /* io_uring_enter() flags */
 #define GAIO__IORING_ENTER_GETEVENTS (1U << 0)
@@ -58,6 +68,8 @@ enum {
 
 /* io_uring_cqe.flags */
 #define GAIO__IORING_CQE_F_BUFFER (1U << 0)
+#define GAIO__IORING_CQE_F_MORE (1U << 1)     /* a multishot operation goes on after this CQE */
+#define GAIO__IORING_CQE_F_SOCK_NONEMPTY (1U << 2) /* 5.19: bytes were left in the socket */
 #define GAIO__IORING_CQE_F_BUF_MORE (1U << 4) /* 6.12: the buffer has room left, stays in the ring */
 #define GAIO__IORING_CQE_BUFFER_SHIFT 16
 
@@ -87,7 +99,7 @@ struct gaio__io_uring_sqe {
     uint64_t off;
     uint64_t addr;
     uint32_t len;
-    uint32_t op_flags; /* msg_flags, cancel_flags, timeout_flags, ... */
+    uint32_t op_flags; /* msg_flags, accept_flags, cancel_flags, timeout_flags, ... */
     uint64_t user_data;
     uint16_t buf_group; /* buf_index */
     uint16_t personality;

@@ -122,7 +122,8 @@ static int missing_feature(uint32_t features, char reason[GAIO__URING_REASON_MAX
     return 0;
 }
 
-static int missing_opcode(int fd, char reason[GAIO__URING_REASON_MAX])
+/* Probes the opcodes (kept in ring->ops) and checks those gaio needs. */
+static int missing_opcode(struct gaio__uring *ring, char reason[GAIO__URING_REASON_MAX])
 {
     static const struct { uint8_t op; const char *name; } needed[] = {
         {GAIO__IORING_OP_RECV, "IORING_OP_RECV"},
@@ -137,16 +138,17 @@ static int missing_opcode(int fd, char reason[GAIO__URING_REASON_MAX])
         snprintf(reason, GAIO__URING_REASON_MAX, "out of memory probing io_uring");
         return 1;
     }
-    if (uring_register(fd, GAIO__IORING_REGISTER_PROBE, probe, nops) < 0) {
+    if (uring_register(ring->fd, GAIO__IORING_REGISTER_PROBE, probe, nops) < 0) {
         snprintf(reason, GAIO__URING_REASON_MAX, "IORING_REGISTER_PROBE: %s (needs Linux 5.6)",
                  strerror(errno));
         free(probe);
         return 1;
     }
+    for (unsigned op = 0; op < probe->ops_len && op <= probe->last_op && op < nops; op++)
+        if (probe->ops[op].flags & GAIO__IO_URING_OP_SUPPORTED)
+            ring->ops[op >> 3] |= (uint8_t)(1u << (op & 7));
     for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++) {
-        uint8_t op = needed[i].op;
-        if (op > probe->last_op || op >= probe->ops_len ||
-            !(probe->ops[op].flags & GAIO__IO_URING_OP_SUPPORTED)) {
+        if (!gaio__uring_has_op(ring, needed[i].op)) {
             snprintf(reason, GAIO__URING_REASON_MAX, "io_uring does not support %s",
                      needed[i].name);
             free(probe);
@@ -227,7 +229,7 @@ int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_
     }
     ring->setup_flags = params.flags;
     ring->features = params.features;
-    if (missing_feature(params.features, reason) || missing_opcode(ring->fd, reason) ||
+    if (missing_feature(params.features, reason) || missing_opcode(ring, reason) ||
         map_rings(ring, &params, reason) < 0) {
         gaio__uring_close(ring);
         errno = 0;
@@ -422,6 +424,14 @@ void gaio__uring_prep_recv_select(struct gaio__io_uring_sqe *sqe, int fd, uint32
     sqe->user_data = user_data;
 }
 
+void gaio__uring_prep_recv_multishot(struct gaio__io_uring_sqe *sqe, int fd, uint16_t group,
+                                     uint64_t user_data)
+{
+    /* len 0: each arrival may fill what is left of the buffer it gets */
+    gaio__uring_prep_recv_select(sqe, fd, 0, group, user_data);
+    sqe->ioprio = GAIO__IORING_RECV_MULTISHOT;
+}
+
 void gaio__uring_prep_send(struct gaio__io_uring_sqe *sqe, int fd, const void *buf, uint32_t len,
                            uint64_t user_data)
 {
@@ -431,6 +441,32 @@ void gaio__uring_prep_send(struct gaio__io_uring_sqe *sqe, int fd, const void *b
     sqe->len = len;
     sqe->op_flags = MSG_NOSIGNAL;
     sqe->user_data = user_data;
+}
+
+void gaio__uring_prep_sendmsg(struct gaio__io_uring_sqe *sqe, int fd, const struct msghdr *msg,
+                              uint64_t user_data)
+{
+    sqe->opcode = GAIO__IORING_OP_SENDMSG;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)msg;
+    sqe->len = 1;
+    sqe->op_flags = MSG_NOSIGNAL;
+    sqe->user_data = user_data;
+}
+
+void gaio__uring_prep_accept(struct gaio__io_uring_sqe *sqe, int fd, int flags, uint64_t user_data)
+{
+    sqe->opcode = GAIO__IORING_OP_ACCEPT;
+    sqe->fd = fd;
+    sqe->op_flags = (uint32_t)flags;
+    sqe->user_data = user_data;
+}
+
+void gaio__uring_prep_accept_multishot(struct gaio__io_uring_sqe *sqe, int fd, int flags,
+                                       uint64_t user_data)
+{
+    gaio__uring_prep_accept(sqe, fd, flags, user_data);
+    sqe->ioprio = GAIO__IORING_ACCEPT_MULTISHOT;
 }
 
 void gaio__uring_prep_poll_add(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,

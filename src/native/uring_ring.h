@@ -13,12 +13,15 @@
 
 #include "uring_abi.h"
 
+struct msghdr;
+
 #define GAIO__URING_REASON_MAX 256
 
 struct gaio__uring {
     int fd;
     uint32_t setup_flags; /* the flags the kernel accepted */
     uint32_t features;
+    uint8_t ops[32];      /* opcodes the kernel supports, a bit each (IORING_REGISTER_PROBE) */
 
     /* submission ring: `sq_local_tail` counts SQEs prepared, published to
      * the kernel's tail by the next enter */
@@ -69,6 +72,14 @@ enum gaio__uring_taskrun {
 int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_entries,
                      int taskrun, char reason[GAIO__URING_REASON_MAX]);
 void gaio__uring_close(struct gaio__uring *ring);
+
+/* Whether the kernel supports opcode `op` (the probe made at open). The probe
+ * says nothing of an opcode's flags: the release that brought a flag is told
+ * by an opcode that came with it (uring_abi.h: OP_SOCKET, OP_SEND_ZC). */
+static inline int gaio__uring_has_op(const struct gaio__uring *ring, uint8_t op)
+{
+    return (ring->ops[op >> 3] >> (op & 7)) & 1;
+}
 
 /* A zeroed SQE to fill in, or NULL when the submission ring is full (then
  * gaio__uring_submit() makes room). */
@@ -145,8 +156,21 @@ void gaio__uring_prep_recv(struct gaio__io_uring_sqe *sqe, int fd, void *buf, ui
                            uint64_t user_data);
 void gaio__uring_prep_recv_select(struct gaio__io_uring_sqe *sqe, int fd, uint32_t len,
                                   uint16_t group, uint64_t user_data);
+/* One CQE per arrival, each with a buffer of `group` and IORING_CQE_F_MORE
+ * while it goes on; the last CQE (an error, the end of stream, ENOBUFS when
+ * the ring ran dry, ECANCELED) has no F_MORE (6.0). */
+void gaio__uring_prep_recv_multishot(struct gaio__io_uring_sqe *sqe, int fd, uint16_t group,
+                                     uint64_t user_data);
 void gaio__uring_prep_send(struct gaio__io_uring_sqe *sqe, int fd, const void *buf, uint32_t len,
                            uint64_t user_data);
+/* MSG_NOSIGNAL; the kernel copies *msg and its iovec array at submission (5.3). */
+void gaio__uring_prep_sendmsg(struct gaio__io_uring_sqe *sqe, int fd, const struct msghdr *msg,
+                              uint64_t user_data);
+/* accept4(fd, NULL, NULL, flags) (5.5); _multishot: one CQE per connection,
+ * with F_MORE while it goes on (5.19). */
+void gaio__uring_prep_accept(struct gaio__io_uring_sqe *sqe, int fd, int flags, uint64_t user_data);
+void gaio__uring_prep_accept_multishot(struct gaio__io_uring_sqe *sqe, int fd, int flags,
+                                       uint64_t user_data);
 void gaio__uring_prep_poll_add(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
                                uint64_t user_data);
 void gaio__uring_prep_cancel(struct gaio__io_uring_sqe *sqe, uint64_t target, uint64_t user_data);

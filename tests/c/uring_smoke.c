@@ -1,18 +1,23 @@
 /* Smoke test of gaio's io_uring kernel layer (src/native/uring_ring.c) on
  * its own, without Python: recv/send on a socketpair, a buffer-select recv,
  * a timed wait, cancelling an in-flight recv, and more SQEs than the
- * submission ring holds. Exit 0 = pass, 77 = io_uring refused here (skip;
- * the reason is printed), anything else = failure.
+ * submission ring holds. With the argument "multishot": a multishot recv on
+ * an incremental buffer ring, sendmsg, one-shot and multishot accepts.
+ * Exit 0 = pass, 77 = io_uring (or, for "multishot", a feature it needs) is
+ * missing here (skip; the reason is printed), anything else = failure.
  * Built and run by tests/test_uring_kernel_layer.py.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -162,7 +167,121 @@ static void test_sq_full(void)
     }
 }
 
-int main(void)
+/* A multishot recv: one CQE per arrival with F_MORE, each in the next part
+ * of the same incremental buffer; cancelled, its last CQE has no F_MORE. */
+static void test_recv_multishot(int a, int b)
+{
+    char reason[GAIO__URING_REASON_MAX];
+    struct gaio__uring_bufring bufs;
+    CHECK(gaio__uring_bufring_open(&ring, &bufs, 9, 4, 64, GAIO__IOU_PBUF_RING_INC, reason) == 0);
+    gaio__uring_prep_recv_multishot(gaio__uring_get_sqe(&ring), b, 9, 50);
+    CHECK(gaio__uring_submit(&ring) == 1);
+    const char *words[3] = {"one", "two", "three"};
+    uint32_t offset = 0;
+    for (int i = 0; i < 3; i++) {
+        CHECK(write(a, words[i], strlen(words[i])) == (ssize_t)strlen(words[i]));
+        struct gaio__io_uring_cqe cqe = wait_one();
+        CHECK(cqe.user_data == 50 && cqe.res == (int32_t)strlen(words[i]));
+        CHECK((cqe.flags & GAIO__IORING_CQE_F_MORE) && (cqe.flags & GAIO__IORING_CQE_F_BUFFER));
+        uint16_t id = (uint16_t)(cqe.flags >> GAIO__IORING_CQE_BUFFER_SHIFT);
+        CHECK(memcmp(gaio__uring_bufring_data(&bufs, id) + offset, words[i], cqe.res) == 0);
+        offset += (uint32_t)cqe.res;
+    }
+    gaio__uring_prep_cancel(gaio__uring_get_sqe(&ring), 50, 51);
+    int ended = 0, cancelled = 0;
+    while (!ended || !cancelled) {
+        struct gaio__io_uring_cqe cqe = wait_one();
+        if (cqe.user_data == 51) {
+            CHECK(cqe.res == 0);
+            cancelled = 1;
+        } else {
+            CHECK(cqe.user_data == 50 && cqe.res == -ECANCELED);
+            CHECK(!(cqe.flags & GAIO__IORING_CQE_F_MORE));
+            ended = 1;
+        }
+    }
+    gaio__uring_bufring_close(&ring, &bufs);
+}
+
+static void test_sendmsg(int a, int b)
+{
+    char x[] = "ab", y[] = "", z[] = "cde", in[16] = {0};
+    struct iovec iov[3] = {{x, 2}, {y, 0}, {z, 3}};
+    struct msghdr msg = {0};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 3;
+    gaio__uring_prep_sendmsg(gaio__uring_get_sqe(&ring), a, &msg, 60);
+    struct gaio__io_uring_cqe cqe = wait_one();
+    CHECK(cqe.user_data == 60 && cqe.res == 5);
+    CHECK(read(b, in, sizeof in) == 5 && memcmp(in, "abcde", 5) == 0);
+}
+
+/* One-shot accept, then a multishot one for two more connections; the
+ * accepted descriptors are blocking and close-on-exec. */
+static void test_accept(void)
+{
+    int lis = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    CHECK(lis >= 0 && bind(lis, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(lis, 8) == 0);
+    CHECK(getsockname(lis, (struct sockaddr *)&addr, &len) == 0);
+    int clients[3];
+    for (int i = 0; i < 3; i++) {
+        clients[i] = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(clients[i] >= 0 && connect(clients[i], (struct sockaddr *)&addr, sizeof addr) == 0);
+    }
+    gaio__uring_prep_accept(gaio__uring_get_sqe(&ring), lis, SOCK_CLOEXEC, 70);
+    struct gaio__io_uring_cqe cqe = wait_one();
+    CHECK(cqe.user_data == 70 && cqe.res >= 0 && !(cqe.flags & GAIO__IORING_CQE_F_MORE));
+    CHECK((fcntl(cqe.res, F_GETFL) & O_NONBLOCK) == 0 && (fcntl(cqe.res, F_GETFD) & FD_CLOEXEC));
+    close(cqe.res);
+    gaio__uring_prep_accept_multishot(gaio__uring_get_sqe(&ring), lis, SOCK_CLOEXEC, 71);
+    for (int i = 0; i < 2; i++) {
+        cqe = wait_one();
+        CHECK(cqe.user_data == 71 && cqe.res >= 0 && (cqe.flags & GAIO__IORING_CQE_F_MORE));
+        close(cqe.res);
+    }
+    gaio__uring_prep_cancel(gaio__uring_get_sqe(&ring), 71, 72);
+    for (int i = 0; i < 2; i++) {
+        cqe = wait_one();
+        CHECK(cqe.user_data == 72 ? cqe.res == 0
+                                  : cqe.user_data == 71 && cqe.res == -ECANCELED &&
+                                        !(cqe.flags & GAIO__IORING_CQE_F_MORE));
+    }
+    for (int i = 0; i < 3; i++)
+        close(clients[i]);
+    close(lis);
+}
+
+static int multishot_main(int a, int b)
+{
+    static const struct { uint8_t op; const char *says; } dated[] = {
+        {GAIO__IORING_OP_SEND_ZC, "multishot recv (Linux 6.0)"},
+        {GAIO__IORING_OP_SOCKET, "multishot accept (Linux 5.19)"},
+        {GAIO__IORING_OP_ACCEPT, "IORING_OP_ACCEPT"},
+        {GAIO__IORING_OP_SENDMSG, "IORING_OP_SENDMSG"},
+    };
+    char reason[GAIO__URING_REASON_MAX];
+    struct gaio__uring_bufring probe;
+    for (size_t i = 0; i < sizeof dated / sizeof dated[0]; i++) {
+        if (!gaio__uring_has_op(&ring, dated[i].op)) {
+            printf("skip: this kernel lacks %s\n", dated[i].says);
+            return 77;
+        }
+    }
+    if (gaio__uring_bufring_open(&ring, &probe, 10, 4, 64, GAIO__IOU_PBUF_RING_INC, reason) < 0) {
+        printf("skip: %s\n", reason);
+        return 77;
+    }
+    gaio__uring_bufring_close(&ring, &probe);
+    test_recv_multishot(a, b);
+    test_sendmsg(a, b);
+    test_accept();
+    printf("ok: multishot recv, sendmsg, accept, multishot accept\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
 {
     char reason[GAIO__URING_REASON_MAX];
     if (gaio__uring_open(&ring, 8, 16, GAIO__URING_TASKRUN_SINGLE_THREAD, reason) < 0) {
@@ -171,6 +290,13 @@ int main(void)
     }
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+    if (argc > 1 && strcmp(argv[1], "multishot") == 0) {
+        int rc = multishot_main(sv[0], sv[1]);
+        close(sv[0]);
+        close(sv[1]);
+        gaio__uring_close(&ring);
+        return rc;
+    }
     test_send_recv(sv[0], sv[1]);
     test_buffer_select(sv[0], sv[1]);
     test_incremental_buffers(sv[0], sv[1]);

@@ -1,0 +1,133 @@
+/* What engine_uring.c (submissions, cancels, the wait) and uring_recv.c (what
+ * arrives: bytes of buffer-select receives, connections of accepts) share.
+ * Private to the io_uring engine; see engine_uring.c's header comment. */
+#ifndef GAIO_URING_ENGINE_H
+#define GAIO_URING_ENGINE_H
+
+#include "engine.h"
+#include "uring_ring.h"
+
+/* gaio_conn.engine_flags; the first four shifted by the direction (kind) */
+enum {
+    IN_FLIGHT = 1,        /* << kind: an operation of the head is in the kernel */
+    CANCEL_ASKED = 4,     /* << kind: an ASYNC_CANCEL for it is queued or sent */
+    TO_START = 16,        /* << kind: on the work list, to be submitted */
+    READ_IS_IBUF = 64,    /* the read in flight is for internal-buffer reads (select or poll) */
+    STARVED = 128,        /* on the starved list: its read waits for room (buffer, results) */
+    READ_FAILED = 256,    /* bytes taken from the kernel could not be kept: reads end with ENOMEM */
+    POLL_IN_FLIGHT = 512, /* << kind: the operation in flight is a POLL_ADD for readiness.c's
+                           * syscall (connect, sendfile; accept and vectored writes when the
+                           * kernel lacks their operation) */
+    MULTISHOT = 2048,     /* the read in flight is a multishot RECV or ACCEPT: a CQE with
+                           * IORING_CQE_F_MORE keeps it, the one without ends it */
+    ACCEPTING = 4096,     /* the read in flight is an IORING_OP_ACCEPT */
+    STREAMING = 8192,     /* a standing read that streams: one-shot RECVs (uring_recv.c) */
+};
+#define BIT(flag, kind) ((uint32_t)(flag) << (kind))
+
+/* The length of one RECV or SEND: at most 1 GiB, the rest goes with the next. */
+static inline uint32_t op_len(size_t n) { return n > (1u << 30) ? 1u << 30 : (uint32_t)n; }
+
+/* st->bufs: an incremental buffer is filled piece after piece, and a CQE
+ * says which buffer, not where in it: the pieces of a buffer must reach us in
+ * the order the kernel took them. A multishot receive posts each CQE but its
+ * last at once, while one-shot completions wait for the end of the kernel's
+ * batch, so the two could cross (fixed in Linux 6.15 and the 6.1+ stable
+ * kernels of mid-2025: https://git.kernel.org/torvalds/c/687b2bae0eff). They
+ * never share a buffer: each kind has its own ring. */
+enum { RING_ONESHOT, RING_MULTISHOT };
+
+/* Techniques the engine may use (gaio_core_techniques): each one can be
+ * missing from the kernel, or avoided with GAIO_URING_AVOID=name,... */
+enum {
+    TECH_PBUF,            /* "provided-buffers": reads without a buffer select a buffer */
+    TECH_RECV_MULTISHOT,  /* "multishot-recv": a standing read is one RECV */
+    TECH_ACCEPT,          /* "accept": IORING_OP_ACCEPT */
+    TECH_ACCEPT_MULTISHOT,/* "multishot-accept": a standing accept is one ACCEPT */
+    TECH_SENDMSG,         /* "sendmsg": vectored writes are IORING_OP_SENDMSG */
+    TECH_COUNT,
+};
+
+typedef struct {
+    uint64_t id; /* the connection, looked up again when the item runs */
+    uint8_t what, kind;
+} gaio__ur_work;
+
+typedef struct gaio__ur_state {
+    gaio_core *core;
+    struct gaio__uring ring;
+    /* provided buffers (use[TECH_PBUF]): GAIO_IBUF_CHUNKS buffers of bufsize
+     * for one-shot receives, as many for multishot ones (TECH_RECV_MULTISHOT) */
+    struct gaio__uring_bufring bufs[2];
+    uint32_t buf_filled[2][GAIO_IBUF_CHUNKS]; /* bytes the kernel put in each since provided */
+    uint8_t use[TECH_COUNT];               /* 1: the technique is used */
+    char why[TECH_COUNT][GAIO__URING_REASON_MAX]; /* ... else why not */
+    int evfd;
+    int wake_armed;
+    uint64_t in_flight;  /* CQEs still owed: an SQE each, until its last CQE (no F_MORE) */
+    gaio__ur_work *work; /* submissions for the next wait(), in order */
+    uint32_t nwork, cap_work;
+    uint64_t *starved;   /* connections whose internal-buffer read or standing accept waits for room */
+    uint32_t nstarved, cap_starved;
+    int rescan;          /* work or starved could not grow: look at every connection */
+} gaio__ur_state;
+
+/* Doubles a list (64 items at first); -1 when it could not grow. */
+static inline int grow(void **items, uint32_t *cap, size_t size)
+{
+    uint32_t n = *cap ? *cap * 2 : 64;
+    void *p = gaio_realloc(*items, n * size);
+    if (!p)
+        return -1;
+    *items = p;
+    *cap = n;
+    return 0;
+}
+
+/* engine_uring.c */
+/* c's kind queue has a new head: submitted with the next wait (work list). */
+void gaio__ur_schedule_start(gaio__ur_state *st, gaio_conn *c, int kind);
+/* Cancel the operation of c's kind queue in flight: with the next wait, or
+ * at once when now (or when c is being freed). */
+void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now);
+
+/* uring_recv.c */
+/* c's read waits for room (internal buffer, results): on the starved list,
+ * tried again by the next wait that has room (gaio__ur_retry_starved). */
+void gaio__ur_starve(gaio__ur_state *st, gaio_conn *c);
+void gaio__ur_retry_starved(gaio__ur_state *st);
+/* Prepare the operation of c's head read (or accept) r in sqe; returns the
+ * engine_flags that say what is in flight. */
+uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, gaio_conn *c,
+                            gaio_req *r, uint64_t ud);
+/* Without provided buffers, a POLL_ADD said c is readable: recv() into the
+ * internal buffer for as many internal-buffer reads as are queued at its head
+ * and have data. */
+void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c);
+/* r's deadline passed while nothing of it was in the kernel: its next try was
+ * only scheduled (after a short recv, or not yet submitted), so a read_full
+ * with timeout=0 that took the bytes there would end with a deadline though
+ * the end of stream behind them was there too (a recv that returns bytes
+ * does not report the end). Try at once, non-blocking, as the readiness
+ * engines do: bytes, an end of stream or an error already queued count.
+ * Not for internal-buffer reads (any byte finishes them, so none was ever
+ * short) nor behind parked bytes. 2 when the try finished r, else 0 (r ends
+ * with the deadline and the bytes it has). */
+int gaio__ur_last_try(gaio__ur_state *st, gaio_conn *c, gaio_req *r);
+/* A CQE of c's buffer-select RECV on ring (RING_ONESHOT, or RING_MULTISHOT:
+ * more = F_MORE, it goes on). */
+void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t flags, int ring,
+                       int more);
+/* A CQE of c's ACCEPT (one-shot, or multishot: more = F_MORE). */
+void gaio__ur_accept_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, int more);
+/* Whether c's multishot operation in flight is still wanted: its request
+ * takes what comes now. When not, the engine cancels it. */
+int gaio__ur_multishot_wanted(gaio__ur_state *st, gaio_conn *c);
+/* Bytes parked on c (gaio_conn.engine_data) to its reads: 1 when none are
+ * left, 0 when some wait for room. */
+int gaio__ur_parked_out(gaio__ur_state *st, gaio_conn *c);
+void gaio__ur_drop_parked(gaio_conn *c);
+/* c's stream has a hole: this read and every later one end with ENOMEM. */
+void gaio__ur_fail_reads(gaio__ur_state *st, gaio_conn *c);
+
+#endif

@@ -1,0 +1,362 @@
+/* What arrives for the io_uring engine, and the reads waiting for room: the
+ * operation a read or accept gets; the bytes of buffer-select receives
+ * (one-shot, or multishot for a standing read) and of POLL_ADD + recv();
+ * the connections of accepts (one-shot, or multishot for a standing accept).
+ *
+ * Bytes are copied out of the provided buffer at once (to the core's internal
+ * buffer, whose views Python holds until the next wait_io, or to the caller's
+ * buffer), so the buffer goes back to the kernel as soon as the kernel has
+ * filled it. Bytes no read may take now (this batch's internal buffer is
+ * spent, no memory for one more result) are parked on their connection, a
+ * copy, and handed out first when its reads go on; no receive is submitted
+ * for a connection while bytes are parked, and a multishot one is cancelled:
+ * a connection that cannot take more stops taking from the kernel, so the
+ * 4 x bufsize bound per batch holds and TCP slows the peer. So does a
+ * standing read held by back-pressure (R21). What a multishot operation still
+ * brings until its cancellation lands is handed out or parked, never dropped.
+ *
+ * A multishot receive pays while arrivals are messages: the kernel keeps its
+ * poll armed, no SQE per arrival. On a bulk stream it loops over the socket
+ * and outruns both the 4 buffers and the batch's budget (ENOBUFS, bytes
+ * parked, a cancel and a resubmission each time: on the benchmarks' 4
+ * streams, up to a fifth less throughput and a tenth more CPU per byte than a
+ * RECV per arrival). So a standing read whose multishot receive ran the ring
+ * dry or parked bytes is STREAMING: it gets a one-shot RECV per arrival until
+ * one brings a small piece (<= bufsize / 8) and leaves the socket empty (no
+ * IORING_CQE_F_SOCK_NONEMPTY).
+ */
+#if defined(__linux__)
+
+#include "uring_engine.h"
+#include "readiness.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* In gaio_conn.engine_data: bytes taken from the kernel that no read could
+ * take yet, and, after them, the stream's end if it came too. */
+typedef struct {
+    size_t len, off;
+    int ended;  /* the receive ended after these bytes ... */
+    int end;    /* ... with this: 0 (end of stream) or -errno */
+    unsigned char data[];
+} parked_bytes;
+
+/* Give `len` bytes that arrived for c to its read requests in queue order:
+ * a copy in the core's internal buffer for internal-buffer reads, in the
+ * caller's buffer for the others. A head being cancelled takes what it can
+ * and ends; a standing read held by back-pressure takes them too (they left
+ * the kernel already). Returns the bytes taken; the rest waits for room. */
+static size_t hand_out(gaio__ur_state *st, gaio_conn *c, const unsigned char *src, size_t len)
+{
+    gaio_core *core = st->core;
+    size_t used = 0;
+    gaio_req *r;
+    while (used < len && (r = c->head[GAIO_READ]) && r->op == GAIO_OP_READ &&
+           (r->state == GAIO_REQ_QUEUED || r->state == GAIO_REQ_CANCELLING)) {
+        if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
+            break; /* no memory for one more result now */
+        unsigned char *dst;
+        size_t room;
+        if (r->buf) {
+            dst = r->buf + r->done;
+            room = r->len - r->done;
+        } else {
+            ssize_t got = gaio_core_ibuf_reserve(core, &dst);
+            if (got == 0)
+                break;
+            if (got < 0) {
+                /* no memory to show them: this request fails and the bytes
+                 * stay for the next read (parked), so the stream has no hole */
+                if (gaio_core_progress(core, r, got) == 0 && r->state == GAIO_REQ_CANCELLING)
+                    gaio_core_finish(core, r);
+                continue;
+            }
+            room = (size_t)got;
+        }
+        size_t n = len - used < room ? len - used : room;
+        memcpy(dst, src + used, n);
+        used += n;
+        if (gaio_core_progress(core, r, (ssize_t)n) == 0 && r->state == GAIO_REQ_CANCELLING)
+            gaio_core_finish(core, r);
+    }
+    return used;
+}
+
+/* Keep len bytes of src for c's next reads, after those parked already. */
+static int park(gaio_conn *c, const unsigned char *src, size_t len)
+{
+    parked_bytes *old = c->engine_data;
+    size_t kept = old ? old->len - old->off : 0;
+    parked_bytes *p = gaio_malloc(sizeof *p + kept + len);
+    if (!p)
+        return -1;
+    p->len = kept + len;
+    p->off = 0;
+    p->ended = 0;
+    p->end = 0;
+    if (kept)
+        memcpy(p->data, old->data + old->off, kept);
+    if (len)
+        memcpy(p->data + kept, src, len);
+    free(old);
+    c->engine_data = p;
+    return 0;
+}
+
+void gaio__ur_drop_parked(gaio_conn *c)
+{
+    free(c->engine_data);
+    c->engine_data = NULL;
+}
+
+/* Bytes of c's stream were taken from the kernel and could not be kept (no
+ * memory to park them): no later read may go on after the hole, so this one
+ * and every later read of c end with ENOMEM. Writes go on. */
+void gaio__ur_fail_reads(gaio__ur_state *st, gaio_conn *c)
+{
+    gaio_req *r;
+    c->engine_flags |= READ_FAILED;
+    gaio__ur_drop_parked(c);
+    while ((r = gaio_conn_head(c, GAIO_READ)))
+        gaio_core_progress(st->core, r, -ENOMEM);
+}
+
+int gaio__ur_parked_out(gaio__ur_state *st, gaio_conn *c)
+{
+    parked_bytes *p = c->engine_data;
+    p->off += hand_out(st, c, p->data + p->off, p->len - p->off);
+    if (p->off < p->len) {
+        if (gaio_conn_head(c, GAIO_READ))
+            gaio__ur_starve(st, c); /* a read waits: retried when the next batch has room */
+        return 0;
+    }
+    if (p->ended) {
+        gaio_req *r = gaio_conn_head(c, GAIO_READ);
+        if (!r)
+            return 0; /* kept for the read that goes on next */
+        int end = p->end;
+        gaio__ur_drop_parked(c);
+        gaio_core_progress(st->core, r, end);
+        return 1;
+    }
+    gaio__ur_drop_parked(c);
+    return 1;
+}
+
+/* len bytes arrived for c: to its reads, or parked behind bytes already parked. */
+static void take(gaio__ur_state *st, gaio_conn *c, const unsigned char *src, size_t len)
+{
+    if (c->engine_flags & READ_FAILED)
+        return; /* the stream has a hole already: nothing after it is kept */
+    size_t used = c->engine_data ? 0 : hand_out(st, c, src, len);
+    if (used == len || c->closing)
+        return;
+    if (park(c, src + used, len - used) != 0)
+        gaio__ur_fail_reads(st, c);
+    else if (gaio_conn_head(c, GAIO_READ))
+        gaio__ur_starve(st, c); /* a read waits: retried when the next batch has room */
+}
+
+/* c's receive ended with res: 0 (end of stream) or a socket error. The read
+ * that takes the next bytes takes it; while bytes are parked, or no read may
+ * take it now (none, or held by back-pressure), it waits behind them. */
+static void stream_end(gaio__ur_state *st, gaio_conn *c, int32_t res)
+{
+    gaio_req *r = gaio_conn_head(c, GAIO_READ);
+    if (r && !c->engine_data) {
+        gaio_core_progress(st->core, r, res);
+        return;
+    }
+    if (c->closing || (c->engine_flags & READ_FAILED) || (!c->engine_data && park(c, NULL, 0) != 0))
+        return; /* no memory to keep it: the next receive finds the end again (a reset reads as EOF) */
+    parked_bytes *p = c->engine_data;
+    p->ended = 1;
+    p->end = res;
+}
+
+void gaio__ur_starve(gaio__ur_state *st, gaio_conn *c)
+{
+    if (c->engine_flags & STARVED)
+        return;
+    if (st->nstarved == st->cap_starved &&
+        grow((void **)&st->starved, &st->cap_starved, sizeof *st->starved)) {
+        st->rescan = 1;
+        return;
+    }
+    c->engine_flags |= STARVED;
+    st->starved[st->nstarved++] = gaio_conn_id(c);
+}
+
+void gaio__ur_retry_starved(gaio__ur_state *st)
+{
+    uint32_t n = st->nstarved;
+    st->nstarved = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        gaio_conn *c = gaio_core_conn(st->core, st->starved[i]);
+        if (!c)
+            continue;
+        c->engine_flags &= ~STARVED;
+        gaio_req *r = gaio_conn_head(c, GAIO_READ);
+        if (!gaio_core_ibuf_room(st->core))
+            gaio__ur_starve(st, c);
+        else if (!st->use[TECH_PBUF] && r && r->op == GAIO_OP_READ)
+            gaio__ur_ibuf_reads(st, c);
+        else
+            gaio__ur_schedule_start(st, c, GAIO_READ); /* parked bytes first, then a new operation */
+    }
+}
+
+uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, gaio_conn *c,
+                            gaio_req *r, uint64_t ud)
+{
+    int standing = (r->flags & GAIO_F_REPEAT) != 0;
+    if (r->op == GAIO_OP_ACCEPT) {
+        if (standing && st->use[TECH_ACCEPT_MULTISHOT]) {
+            gaio__uring_prep_accept_multishot(sqe, c->fd, SOCK_CLOEXEC, ud);
+            return ACCEPTING | MULTISHOT;
+        }
+        if (st->use[TECH_ACCEPT]) {
+            gaio__uring_prep_accept(sqe, c->fd, SOCK_CLOEXEC, ud);
+            return ACCEPTING;
+        }
+        gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* then readiness.c's accept4() */
+        return BIT(POLL_IN_FLIGHT, GAIO_READ);
+    }
+    if (r->buf) {
+        gaio__uring_prep_recv(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
+        return 0;
+    }
+    if (!st->use[TECH_PBUF]) {
+        gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* then recv() into the internal buffer */
+        return READ_IS_IBUF;
+    }
+    if (standing && st->use[TECH_RECV_MULTISHOT] && !(c->engine_flags & STREAMING)) {
+        gaio__uring_prep_recv_multishot(sqe, c->fd, st->bufs[RING_MULTISHOT].group, ud);
+        return READ_IS_IBUF | MULTISHOT;
+    }
+    struct gaio__uring_bufring *bufs = &st->bufs[RING_ONESHOT];
+    gaio__uring_prep_recv_select(sqe, c->fd, bufs->size, bufs->group, ud);
+    return READ_IS_IBUF;
+}
+
+void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
+{
+    gaio_req *r;
+    while ((r = gaio_conn_head(c, GAIO_READ)) && !r->buf && r->op == GAIO_OP_READ) {
+        int short_read;
+        ssize_t n = gaio_recv_head(st->core, c, r, &short_read);
+        if (n == GAIO_RECV_NO_ROOM) {
+            gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
+            return;
+        }
+        if (n == -EAGAIN || short_read)
+            break; /* drained: poll before the next read */
+    }
+    gaio__ur_schedule_start(st, c, GAIO_READ);
+}
+
+int gaio__ur_last_try(gaio__ur_state *st, gaio_conn *c, gaio_req *r)
+{
+    if (r->kind != GAIO_READ || r->op != GAIO_OP_READ || !r->buf || c->closing || c->fd < 0 ||
+        c->engine_data || (c->engine_flags & READ_FAILED))
+        return 0;
+    for (;;) {
+        int short_read;
+        ssize_t n = gaio_recv_head(st->core, c, r, &short_read);
+        if (c->head[GAIO_READ] != r)
+            return 2; /* gaio_core_progress finished it */
+        if (n <= 0)
+            return 0; /* -EAGAIN: nothing more there */
+        /* bytes, not all: an end of stream may follow them */
+    }
+}
+
+int gaio__ur_multishot_wanted(gaio__ur_state *st, gaio_conn *c)
+{
+    gaio_req *r = gaio_conn_head(c, GAIO_READ);
+    if (!r || !(r->flags & GAIO_F_REPEAT) || c->closing ||
+        (c->engine_flags & (STARVED | READ_FAILED)) || !gaio_core_arrival_room(st->core))
+        return 0;
+    if (r->op == GAIO_OP_ACCEPT)
+        return (c->engine_flags & ACCEPTING) != 0;
+    return r->op == GAIO_OP_READ && !r->buf && !c->engine_data && !(c->engine_flags & ACCEPTING);
+}
+
+void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t flags, int ring,
+                       int more)
+{
+    struct gaio__uring_bufring *bufs = &st->bufs[ring];
+    uint32_t *filled = st->buf_filled[ring];
+    uint32_t id = flags >> GAIO__IORING_CQE_BUFFER_SHIFT;
+    if (ring == RING_ONESHOT && res > 0 && (uint32_t)res <= bufs->size / 8 &&
+        !(flags & GAIO__IORING_CQE_F_SOCK_NONEMPTY))
+        c->engine_flags &= ~STREAMING; /* messages again */
+    if ((flags & GAIO__IORING_CQE_F_BUFFER) && id < bufs->count) {
+        if (res > 0) {
+            unsigned char *src = (unsigned char *)gaio__uring_bufring_data(bufs, (uint16_t)id) + filled[id];
+            filled[id] += (uint32_t)res;
+            take(st, c, src, (size_t)res);
+        }
+        if (!(flags & GAIO__IORING_CQE_F_BUF_MORE)) {
+            filled[id] = 0;
+            gaio__uring_bufring_recycle(bufs, (uint16_t)id);
+        }
+    }
+    if (more) {
+        /* a standing read that ended, was held, or left bytes parked stops the kernel */
+        if (!gaio__ur_multishot_wanted(st, c))
+            gaio__ur_ask_cancel(st, c, GAIO_READ, 0);
+        return;
+    }
+    if (ring == RING_MULTISHOT && (res == -ENOBUFS || c->engine_data))
+        c->engine_flags |= STREAMING; /* ran the ring dry, or parked bytes */
+    gaio_req *r = c->head[GAIO_READ];
+    if (r && r->state == GAIO_REQ_CANCELLING)
+        gaio_core_finish(st->core, r); /* after the bytes that raced its cancellation */
+    if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED && res != -EINTR &&
+                     res != -EAGAIN))
+        stream_end(st, c, res);
+    /* -ENOBUFS: every buffer was full when data came; recycled by now: again */
+}
+
+void gaio__ur_accept_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, int more)
+{
+    gaio_core *core = st->core;
+    gaio_req *r = c->head[GAIO_READ];
+    if (r && (r->op != GAIO_OP_ACCEPT ||
+              (r->state != GAIO_REQ_QUEUED && r->state != GAIO_REQ_CANCELLING)))
+        r = NULL;
+    if (res >= 0) {
+        if (r)
+            gaio_core_accepted(core, r, res); /* the caller's, even when it raced a cancellation */
+        else
+            close(res); /* no accept waits (it ended: no memory for a result): nobody takes it */
+    } else if (res == -EAGAIN) {
+        /* A kernel that honours the listener's O_NONBLOCK answers at once
+         * instead of waiting for a connection: accept after POLL_ADD from now. */
+        st->use[TECH_ACCEPT] = st->use[TECH_ACCEPT_MULTISHOT] = 0;
+        snprintf(st->why[TECH_ACCEPT], sizeof st->why[TECH_ACCEPT],
+                 "IORING_OP_ACCEPT answered EAGAIN on a non-blocking listener");
+        snprintf(st->why[TECH_ACCEPT_MULTISHOT], sizeof st->why[TECH_ACCEPT_MULTISHOT],
+                 "needs accept");
+    } else if (r && r->state == GAIO_REQ_QUEUED && !(r->flags & GAIO_F_BACKOFF) &&
+               res != -ECANCELED && res != -EINTR) {
+        gaio_core_accepted(core, r, res); /* skips ECONNABORTED; backs off on EMFILE & co */
+    }
+    if (more) {
+        if (!gaio__ur_multishot_wanted(st, c))
+            gaio__ur_ask_cancel(st, c, GAIO_READ, 0);
+        return;
+    }
+    r = c->head[GAIO_READ];
+    if (r && r->state == GAIO_REQ_CANCELLING)
+        gaio_core_finish(core, r);
+}
+
+#endif /* __linux__ */
