@@ -19,8 +19,11 @@
  *     bufsize, and a batch hands out at most 4 x bufsize (the rest waits,
  *     copied). Before 6.12, or with GAIO_URING_NO_PBUF=1: POLL_ADD(POLLIN),
  *     then recv() (5.1);
- *   - a standing read is ONE multishot RECV ("multishot-recv", 6.0) on a ring
- *     of its own (uring_engine.h says why): a CQE per arrival while
+ *   - a standing read is a buffer-select RECV per arrival, by default; with
+ *     "multishot-recv" turned on (GAIO_URING_AVOID set without it; off by
+ *     default: 3x the CPU per message when the server and its peers run on
+ *     different CPUs, see AVOIDED_BY_DEFAULT) it is ONE multishot RECV (6.0)
+ *     on a ring of its own (uring_engine.h says why): a CQE per arrival while
  *     IORING_CQE_F_MORE says it goes on, resubmitted if it ends while the
  *     request stands, cancelled when the request stops taking bytes (held by
  *     back-pressure, engine.pause; bytes parked; no room for a result). A
