@@ -641,7 +641,7 @@ ssize_t gaio_core_try_send(gaio_core *core, uint64_t id, const void *buf, size_t
     gaio_conn *c;
     /* Nothing may go out before what is queued: no write of this connection
      * waits, and no request of any (incoming) is still on its way. */
-    if (!core->closing && !core->closed && !core->incoming_head &&
+    if (core->engine->direct_send && !core->closing && !core->closed && !core->incoming_head &&
         (c = gaio_core_conn(core, id)) && c->fd >= 0 && !c->head[GAIO_WRITE]) {
         do
             n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);

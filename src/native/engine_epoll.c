@@ -155,6 +155,7 @@ static int ep_fileno(void *state)
 
 const gaio_engine_ops gaio_engine_epoll = {
     .name = "epoll",
+    .direct_send = 1,
     .create = ep_create,
     .destroy = ep_destroy,
     .watch = ep_watch,

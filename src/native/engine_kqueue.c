@@ -384,6 +384,7 @@ static void kq_wake(void *state)
 
 const gaio_engine_ops gaio_engine_kqueue = {
     .name = "kqueue",
+    .direct_send = 1,
     .create = kq_create,
     .destroy = kq_destroy,
     .watch = kq_watch,
