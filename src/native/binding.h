@@ -45,7 +45,7 @@ typedef struct {
     PyObject *socket_fileno, *socket_detach; /* socket.socket's own, not a subclass's */
     PyObject *s_conn, *s_buf, *s_data, *s_ctx, *s_timeout, *s_deadline, *s_repeat, *s_quiet,
         *s_listener, *s_sock, *s_address, *s_file, *s_offset, *s_count, *s_family,
-        *s_setblocking, *s_connect_ex, *s_fileno;
+        *s_setblocking, *s_connect_ex;
 } gaio__module_state;
 extern gaio__module_state gaio__state;
 

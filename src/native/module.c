@@ -681,7 +681,7 @@ PyMODINIT_FUNC PyInit__native(void)
         !(S->s_file = intern("file")) || !(S->s_offset = intern("offset")) ||
         !(S->s_count = intern("count")) || !(S->s_family = intern("family")) ||
         !(S->s_setblocking = intern("setblocking")) || !(S->s_connect_ex = intern("connect_ex")) ||
-        !(S->s_fileno = intern("fileno")) || !(S->zero = PyLong_FromLong(0)))
+        !(S->zero = PyLong_FromLong(0)))
         return NULL;
     if (!(gaio__state.WatcherClosedError = import_attr("gaio._errors", "WatcherClosedError")) ||
         !(gaio__state.DeadlineExceededError = import_attr("gaio._errors", "DeadlineExceededError")) ||

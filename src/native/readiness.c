@@ -56,6 +56,14 @@ static void todo_add(gaio_ready *rd, gaio_conn *c)
     c->engine_flags |= GAIO_IN_TODO;
 }
 
+/* A non-blocking syscall's outcome: bytes, -EAGAIN (nothing possible now), or -errno. */
+static ssize_t io_result(ssize_t n)
+{
+    if (n >= 0)
+        return n;
+    return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+}
+
 ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_read)
 {
     unsigned char *ptr;
@@ -81,10 +89,8 @@ ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_re
     do
         n = recv(c->fd, ptr, want, 0);
     while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return -EAGAIN;
-    if (n < 0)
-        n = -errno;
+    if ((n = io_result(n)) == -EAGAIN)
+        return n;
     *short_read = n > 0 && (size_t)n < want;
     gaio_core_progress(core, r, n);
     return n;
@@ -106,9 +112,9 @@ ssize_t gaio_accept_head(gaio_core *core, gaio_conn *c, gaio_req *r)
     if (fd >= 0)
         fcntl(fd, F_SETFD, FD_CLOEXEC);
 #endif
-    if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return -EAGAIN;
-    int res = fd >= 0 ? fd : -errno;
+    int res = (int)io_result(fd);
+    if (res == -EAGAIN)
+        return res;
     gaio_core_accepted(core, r, res);
     return res;
 }
@@ -187,10 +193,8 @@ ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_wr
             n = send(c->fd, r->buf + r->done, want, MSG_NOSIGNAL);
         while (n < 0 && errno == EINTR);
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return -EAGAIN;
-    if (n < 0)
-        n = -errno;
+    if ((n = io_result(n)) == -EAGAIN)
+        return n;
     /* a short sendfile may be the file's end, not a full socket */
     *short_write = n >= 0 && (size_t)n < want && r->op != GAIO_OP_SENDFILE;
     gaio_core_progress(core, r, n);

@@ -195,19 +195,10 @@ static int is_ibuf_view(PyObject *o)
            Py_IS_TYPE(PyMemoryView_GET_BUFFER(o)->obj, &gaio__IbufMem_Type);
 }
 
-static int own_bytes(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable, gaio_answer *a);
-
-/* The bytes a write sends from obj: its own buffer (returns 0), or (R6) a
- * copy of an internal-buffer view, which the next batch reuses (returns 1;
- * view->obj is the copy). *poolable: the copy may be recycled (copy pool). */
-static int write_view(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable, gaio_answer *a)
-{
-    if (gaio__buffer_arg(obj, view, 0) < 0)
-        return -1;
-    return own_bytes(w, obj, view, poolable, a);
-}
-
-/* write_view's second half, for a view already taken. */
+/* The bytes a write sends from obj, whose buffer view holds: its own
+ * (returns 0), or (R6) a copy of an internal-buffer view, which the next
+ * batch reuses (returns 1; view->obj is the copy). *poolable: the copy may
+ * be recycled (copy pool). */
 static int own_bytes(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable, gaio_answer *a)
 {
     if (!is_ibuf_view(obj))
@@ -223,6 +214,14 @@ static int own_bytes(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable, 
     int rc = gaio__buffer_arg(copy, view, 0); /* the export keeps the copy */
     Py_DECREF(copy);
     return rc < 0 ? -1 : 1;
+}
+
+/* own_bytes() of obj's buffer, taken here. */
+static int write_view(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable, gaio_answer *a)
+{
+    if (gaio__buffer_arg(obj, view, 0) < 0)
+        return -1;
+    return own_bytes(w, obj, view, poolable, a);
 }
 
 /* ---- read, read_full, write ---- */
@@ -439,6 +438,27 @@ PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t narg
 
 /* ---- accept, connect, sendfile (R16, R17, R19) ---- */
 
+/* What these requests check first, in this order (as submit()): a closed
+ * watcher, the arguments, the socket (a[0]), the times. Returns 1 when the
+ * socket is this watcher's already, 0 when *fd is its descriptor to
+ * delegate, -1 on error. */
+static int prologue(Watcher *w, const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                    PyObject *kwnames, PyObject *const *names, int nnames, int maxpos,
+                    int required, PyObject **a, PyObject *timeout_deadline[2], int *fd,
+                    int64_t *when)
+{
+    if (w->closed) {
+        gaio__closed_error();
+        return -1;
+    }
+    if (gaio__parse_args(fname, args, nargs, kwnames, names, nnames, maxpos, required, a) < 0)
+        return -1;
+    int known = conn_first_look(w, a[0], fd);
+    if (known < 0 || gaio__deadline_arg(timeout_deadline[0], timeout_deadline[1], when) < 0)
+        return -1;
+    return known;
+}
+
 static int py_check(PyObject *fn, PyObject *a, PyObject *b)
 {
     PyObject *r = b ? PyObject_CallFunctionObjArgs(fn, a, b, NULL) : PyObject_CallOneArg(fn, a);
@@ -468,19 +488,13 @@ static int delegated_listening(Watcher *w, PyObject *conn)
 PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     enum { L, CTX, TIMEOUT, DEADLINE, REPEAT, N };
-    if (w->closed)
-        return gaio__closed_error();
     PyObject *names[N] = {gaio__state.s_listener, gaio__state.s_ctx, gaio__state.s_timeout,
                           gaio__state.s_deadline, gaio__state.s_repeat};
-    PyObject *a[N];
-    if (gaio__parse_args("accept", args, nargs, kwnames, names, N, 1, 1, a) < 0)
-        return NULL;
+    PyObject *a[N] = {NULL};
     int fd;
-    int known = conn_first_look(w, a[L], &fd);
-    if (known < 0)
-        return NULL;
     int64_t when;
-    if (gaio__deadline_arg(a[TIMEOUT], a[DEADLINE], &when) < 0)
+    int known = prologue(w, "accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when);
+    if (known < 0)
         return NULL;
     gaio_req st = {0};
     if (flag_arg(a[REPEAT], &st.flags, GAIO_F_REPEAT) < 0)
@@ -509,21 +523,15 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
 PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     enum { S, ADDR, CTX, TIMEOUT, DEADLINE, N };
-    if (w->closed)
-        return gaio__closed_error();
     PyObject *names[N] = {gaio__state.s_sock, gaio__state.s_address, gaio__state.s_ctx,
                           gaio__state.s_timeout, gaio__state.s_deadline};
-    PyObject *a[N];
-    if (gaio__parse_args("connect", args, nargs, kwnames, names, N, 2, 2, a) < 0)
-        return NULL;
-    PyObject *sock = a[S];
+    PyObject *a[N] = {NULL};
     int fd;
-    int known = conn_first_look(w, sock, &fd);
+    int64_t when;
+    int known = prologue(w, "connect", args, nargs, kwnames, names, N, 2, 2, a, a + TIMEOUT, &fd, &when);
     if (known < 0)
         return NULL;
-    int64_t when;
-    if (gaio__deadline_arg(a[TIMEOUT], a[DEADLINE], &when) < 0)
-        return NULL;
+    PyObject *sock = a[S];
     if (known) {
         PyErr_SetString(PyExc_ValueError, "connect() on a delegated socket");
         return NULL;
@@ -566,19 +574,13 @@ PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t na
 PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     enum { C, FILE_, OFFSET, COUNT, CTX, TIMEOUT, DEADLINE, QUIET, N };
-    if (w->closed)
-        return gaio__closed_error();
     PyObject *names[N] = {gaio__state.s_conn, gaio__state.s_file, gaio__state.s_offset,
                           gaio__state.s_count, gaio__state.s_ctx, gaio__state.s_timeout,
                           gaio__state.s_deadline, gaio__state.s_quiet};
-    PyObject *a[N];
-    if (gaio__parse_args("sendfile", args, nargs, kwnames, names, N, 4, 2, a) < 0)
-        return NULL;
+    PyObject *a[N] = {NULL};
     int fd;
-    if (conn_first_look(w, a[C], &fd) < 0)
-        return NULL;
     int64_t when;
-    if (gaio__deadline_arg(a[TIMEOUT], a[DEADLINE], &when) < 0)
+    if (prologue(w, "sendfile", args, nargs, kwnames, names, N, 4, 2, a, a + TIMEOUT, &fd, &when) < 0)
         return NULL;
     uint8_t flags = 0;
     if (flag_arg(a[QUIET], &flags, GAIO_F_QUIET) < 0)
