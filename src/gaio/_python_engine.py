@@ -51,6 +51,7 @@ from ._errors import (
     DeadlineExceededError,
     WatcherClosedError,
 )
+from ._python_backpressure import BackPressure
 from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
 from ._python_special import SpecialIO
@@ -121,7 +122,7 @@ class _Conn:
         self.stalled = False  # the head read waits: back-pressure, accept backoff
         self.connecting = None  # the connect request under way
         self.behind = None  # ... and the requests made on conn meanwhile, in order
-        self.standing = None  # the standing read on conn (back-pressure)
+        self.standing = None  # the standing read that answers for conn's writes (R21)
 
 
 class _Request:
@@ -227,7 +228,7 @@ class _Waker:
         self._fd = -1
 
 
-class _Core(SpecialIO):
+class _Core(SpecialIO, BackPressure):
     """All of a watcher's state; the PythonWatcher object is its front.
 
     Kept apart so that the weakref callbacks and the connections, which
@@ -293,14 +294,11 @@ class _Core(SpecialIO):
             if self.closed:
                 raise WatcherClosedError("watcher is closed")
             arena = self.internal.arena
-            sources = None
+            origin = None  # R21: the standing read(s) the written views came from
             if spec is not None and spec.items is not None and arena is not None:
-                sources = self._copy_items(spec, arena)
+                origin = self._copy_items(spec, arena)
             if arena is not None and view is not None and view.obj is arena:
-                if self.view_owner:
-                    source = self.view_owner.get(id(buffer))
-                    if source is not None:
-                        sources = (source,)
+                origin = self._bp_origin(buffer)
                 # A result's internal-buffer view written back: copy it now, the
                 # arena is reused after the next wait_io(). Under the lock, so
                 # not while wait_io() revokes the views; copied from the
@@ -316,12 +314,16 @@ class _Core(SpecialIO):
             elif spec is not None and op is _OP_CONNECT:
                 raise ValueError("connect() on a delegated socket")
             if spec is None:
-                if op is _OP_READ or (conn.standing is None and sources is None) or (
-                        self.write_high is None):
+                if op is _OP_READ or origin is None:
                     # _submitted(), inlined on purpose: every plain 0.1
                     # request comes this way, so it pays no extra call
                     req = _Request(op, conn, owner, ctx, buffer, view, full, deadline)
-                    queue = conn.reads if op is _OP_READ else conn.writes
+                    if op is _OP_READ:
+                        queue = conn.reads
+                    else:
+                        queue = conn.writes
+                        if conn.standing is not None:  # R21: it answers for plain writes
+                            self._owe(conn.standing, view.nbytes)
                     queue.append(req)
                     self.submitted += 1
                     self.pending += 1
@@ -354,15 +356,16 @@ class _Core(SpecialIO):
                 return
             if op is _OP_READ or op is _OP_ACCEPT:
                 queue = conn.reads
-                if req.repeat and op is _OP_READ:
-                    conn.standing = req
+                queue.append(req)
+                if req.repeat and op is _OP_READ and queue[0] is req:
+                    self._bp_adopt(conn)
             else:
                 queue = conn.writes
-                if self.write_high is not None:
-                    self._answer_for(req, conn, sources or ())
+                req.answer = origin
+                self._bp_queued(req, conn)
                 if req.fd >= 0:
                     self.files.add(req)
-            queue.append(req)
+                queue.append(req)
             if deadline is not None:
                 req.timed = True
             self._submitted(req, conn, queue, deadline)
@@ -385,8 +388,9 @@ class _Core(SpecialIO):
 
     def _copy_items(self, spec, arena):
         """Copy a vectored write's internal-buffer items (as for a plain
-        write's view, R6): the standing reads they came from, or None."""
-        sources = None
+        write's view, R6): the standing read each item came from (a list
+        parallel to the items, R21), or None when none did."""
+        origins = None
         items = spec.items
         originals = spec.buffer  # the items given, parallel to `items`, until setup
         for index, view in enumerate(items):
@@ -397,11 +401,12 @@ class _Core(SpecialIO):
             copy = source.tobytes()
             view.release()
             items[index] = memoryview(copy)
-            if self.view_owner:
-                owner_read = self.view_owner.get(id(item))
-                if owner_read is not None:
-                    sources = (sources or ()) + (owner_read,)
-        return sources
+            owner_read = self._bp_origin(item)
+            if owner_read is not None:
+                if origins is None:
+                    origins = [None] * len(items)
+                origins[index] = owner_read
+        return origins
 
     def _delegate(self, owner):
         """Delegate socket object `owner`, new to this watcher: its connection."""
@@ -496,6 +501,8 @@ class _Core(SpecialIO):
         if not req.special:
             if req.deadline is not None:
                 self.deadlines.forget(req)
+            if op is _OP_WRITE and error is not None and conn.standing is not None:
+                self._bp_plain_ended(req)
             self.results.append(_new_result(op, req.owner, req.ctx, buffer, size, error,
                                             is_swap))
         else:
@@ -507,6 +514,10 @@ class _Core(SpecialIO):
             else:
                 self.results.append(_new_result(op, req.owner, req.ctx, buffer, size, error,
                                                 is_swap, accepted))
+        if op is _OP_READ and queue:
+            head = queue[0]
+            if head.repeat and head.op is _OP_READ and conn.standing is not head:
+                self._bp_adopt(conn)  # R21: the new head read answers from now on
         if req.view is not None:
             req.view.release()
         # the result holds these now; a lingering request must not keep them
@@ -594,6 +605,8 @@ class _Core(SpecialIO):
                         size = sock.send(view, _MSG_NOSIGNAL)
                     req.size += size
                     self.bytes_written += size
+                    if conn.standing is not None:  # R21: plain bytes written
+                        self._pay(conn.standing, size)
                     if req.size == view.nbytes:
                         self._finish(req, req.size, None, req.buffer, False)
                         break

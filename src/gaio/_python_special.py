@@ -3,22 +3,15 @@ sendfile, standing reads and accepts (repeat=True), back-pressure (R21) and
 quiet writes.
 
 `_Special` (in _python_engine) is the request object of every request that is not a plain
-0.1 read or write, and of a plain write when back-pressure must account for
-it; plain requests keep the smaller `_Request`, whose class attributes give
+0.1 read or write, and of a write made from a standing read's view (R21);
+plain requests keep the smaller `_Request`, whose class attributes give
 the 0.2 fields their neutral values, so the 0.1 paths test one attribute.
 
 `SpecialIO` is a mixin of the engine's `_Core`: the I/O of these requests,
 under the core's lock, in the thread that runs wait_io().
 
-Back-pressure: a standing read `S` has `owed`, the bytes of the writes it is
-answerable for that are not written yet (writes made from its own results'
-views, wherever they go, and every other write queued on its connection).
-Each write made while back-pressure is on (`write_high` not None) that has
-someone to answer to carries `answer`, the standing reads it counts for; its
-progress and its end (success or failure) pay them back. A standing read whose
-`owed` exceeds write_high is `held`: it reads nothing (its connection stops
-watching readability, so TCP slows the peer) and its idle limit is paused,
-until `owed` falls to write_high // 4.
+Back-pressure (R21) is _python_backpressure's: these writes tell it what
+they queue, write and leave unwritten.
 
 A standing accept that meets a resource error (EMFILE, ENFILE, ENOBUFS,
 ENOMEM) reports it (at most once per 10 ms), stops watching its listener and
@@ -69,66 +62,16 @@ class SpecialIO:
         """A result of standing read `req`; the request stays at its head."""
         self.results.append(self.new_result(_OP_READ, req.owner, req.ctx, out, size,
                                             None, True))
-        if self.view_owner is not None:
-            self.view_owner[id(out)] = req
+        self._bp_note_view(out, req)
         if req.idle is not None:
             req.deadline = _monotonic() + req.idle  # the heap catches up lazily
-
-    def _hold(self, req):
-        """Back-pressure holds standing read `req` (under the lock, any thread)."""
-        req.held = True
-        if req.idle is not None and req.deadline is not None:
-            req.deadline = None  # the idle limit does not run while held
-            req.gen += 1
-
-    def _release(self, req):
-        """Back-pressure lets standing read `req` read again."""
-        req.held = False
-        if req.finished:
-            return
-        conn = req.conn
-        if conn.reads and conn.reads[0] is req:
-            conn.stalled = False
-        if req.idle is not None and req.deadline is None:
-            req.gen += 1
-            req.deadline = _monotonic() + req.idle
-            self.deadlines.repush(req)
-        self.fresh.append(req)
-
-    def _answered(self, req, size):
-        """`size` more bytes of write `req` are written, or will never be."""
-        low = self.write_low
-        for standing in req.answer:
-            standing.owed -= size
-            if standing.held and standing.owed <= low:
-                self._release(standing)
-
-    def _answer_for(self, req, conn, sources):
-        """Make write `req` (of req.total bytes) count for the standing reads
-        it answers to: `sources` (those whose views it was made from) and the
-        one standing on its own connection."""
-        answer = list(sources)
-        standing = conn.standing
-        if standing is not None and standing not in answer:
-            answer.append(standing)
-        if not answer:
-            return
-        req.answer = answer
-        total = req.total
-        high = self.write_high
-        for s in answer:
-            s.owed += total
-            if s.owed > high and not s.held and not s.finished:
-                self._hold(s)
 
     # ------------------------------------------------------------ finishing
 
     def _finish_special(self, req):
         """The 0.2 part of _finish: what a finished special request lets go."""
-        if req.answer is not None:
-            left = req.total - req.size
-            if left > 0:
-                self._answered(req, left)
+        if req.op is _OP_WRITE or req.op is _OP_SENDFILE:
+            self._bp_ended(req)
             req.answer = None
         if req.items is not None:
             for view in req.items:
@@ -286,10 +229,9 @@ class SpecialIO:
                     size = sock.send(rest, _MSG_NOSIGNAL)
             else:
                 size = sock.send(view, _MSG_NOSIGNAL)
+            self._bp_written(req, size)
             req.size += size
             self.bytes_written += size
-            if req.answer is not None:
-                self._answered(req, size)
             if req.size == req.total:
                 self._finish(req, req.size, None, req.buffer, False)
                 return True
@@ -309,10 +251,9 @@ class SpecialIO:
             finally:
                 if req.offset:
                     first.release()
+            self._bp_written(req, size)
             req.size += size
             self.bytes_written += size
-            if req.answer is not None:
-                self._answered(req, size)
             if req.size == req.total:
                 self._finish(req, req.size, None, req.buffer, False)
                 return True
@@ -330,10 +271,9 @@ class SpecialIO:
             if size == 0:
                 self._fail(req, EOFError("end of file after %d bytes" % req.size))
                 return True
+            self._bp_written(req, size)
             req.size += size
             self.bytes_written += size
-            if req.answer is not None:
-                self._answered(req, size)
         self._finish(req, req.size, None, None, False)
         return True
 

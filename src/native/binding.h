@@ -6,6 +6,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "backpressure.h"
 #include "engine.h"
 
 /* OpResult: the native completion type (result.c) */
@@ -115,14 +116,6 @@ typedef struct {
 #define COPY_POOL_MIN PY_SSIZE_T_MAX /* ob_shash is deprecated there: no reuse */
 #endif
 
-/* R21: which standing read a view of this batch came from (the view object
- * itself, as the python engine counts: a slice or a copy is the caller's data) */
-typedef struct {
-    PyObject *view;  /* borrowed: w->views holds it until the next batch */
-    uint64_t conn_id;
-    uint32_t seq;
-} gaio__origin;
-
 typedef struct {
     PyObject_HEAD
     gaio_core *core;
@@ -150,8 +143,10 @@ typedef struct {
     Py_ssize_t write_high;        /* 0: no back-pressure */
     gaio_result *results;         /* the batch taken from the core */
     uint32_t cap_results;
-    gaio__origin *origins;        /* standing reads' views of the last batch (write_high set) */
-    Py_ssize_t norigins, cap_origins, origin_hint;
+    /* R21: the standing read each view of the last batch came from (the
+     * view object itself, as the python engine counts: a slice or a copy is
+     * the caller's data); filled only when write_high is set */
+    gaio_origins origins;
     PyObject *weakreflist;
 } Watcher;
 

@@ -5,6 +5,7 @@
  * queue work; the waiter holds it while it runs the engine, except around the
  * engine's blocking syscall. Nobody takes the GIL while holding it.
  */
+#include "backpressure.h"
 #include "core_lock.h"
 #include "deadline_heap.h"
 #include "engine.h"
@@ -239,12 +240,6 @@ static void done_append(gaio_core *core, gaio_req *r)
     };
 }
 
-static void standing_touch(gaio_req *r)
-{
-    if (r->u.st.idle_ns)
-        r->u.st.active_ns = gaio_now_ns(); /* the idle limit counts from here (lazily, R20) */
-}
-
 static void req_complete(gaio_core *core, gaio_req *r, int error);
 
 /* A result of standing request r that leaves it queued. The engine asked
@@ -253,7 +248,7 @@ static void req_complete(gaio_core *core, gaio_req *r, int error);
 static void arrival(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t size, int error, int fd)
 {
     gaio_result *last = core->nres ? &core->res[core->nres - 1] : NULL;
-    standing_touch(r);
+    gaio_standing_touch(r);
     if (last && last->req == r && !last->final && ptr && last->ptr && !last->error &&
         last->ptr + last->size == ptr) {
         last->size += size; /* one pass over a socket, contiguous: one result */
@@ -267,90 +262,6 @@ static void arrival(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t siz
     }
     core->res[core->nres++] = (gaio_result){
         .req = r, .ptr = ptr, .size = size, .error = error, .fd = fd, .final = 0, .silent = 0};
-}
-
-/* ---- back-pressure (R21) ---- */
-
-/* The standing read an answer names, if it still stands. */
-static gaio_req *standing_of(gaio_core *core, const gaio_answer *a)
-{
-    gaio_conn *c = a->conn_id ? gaio_core_conn(core, a->conn_id) : NULL;
-    gaio_req *s = c ? c->head[GAIO_READ] : NULL;
-    return s && s->seq == a->seq && (s->flags & GAIO_F_REPEAT) && s->op == GAIO_OP_READ ? s : NULL;
-}
-
-static void owe(gaio_core *core, gaio_req *s, size_t n)
-{
-    s->u.st.owed += n;
-    if (!(s->flags & GAIO_F_HELD) && s->u.st.owed > core->write_high) {
-        s->flags |= GAIO_F_HELD;
-        if (core->engine->pause && s->conn && s->state == GAIO_REQ_QUEUED)
-            core->engine->pause(core->engine_state, s->conn);
-    }
-}
-
-/* A write that got to its connection: the standing reads it answers to owe its bytes. */
-static void answer_setup(gaio_core *core, gaio_req *w, gaio_conn *c)
-{
-    gaio_answer *a = w->u.w.answer;
-    size_t n = w->len - w->done;
-    gaio_req *src = standing_of(core, &a[0]);
-    if (src)
-        owe(core, src, n);
-    else
-        a[0].conn_id = 0;
-    gaio_req *own = c->head[GAIO_READ];
-    if (own && own != src && (own->flags & GAIO_F_REPEAT) && own->op == GAIO_OP_READ) {
-        a[1] = (gaio_answer){gaio_conn_id(c), own->seq};
-        owe(core, own, n);
-    }
-}
-
-/* n bytes of write w are written, or never will be. */
-static void pay(gaio_core *core, gaio_req *w, size_t n)
-{
-    for (int i = 0; n && i < 2; i++) {
-        gaio_answer *a = &w->u.w.answer[i];
-        if (!a->conn_id)
-            continue;
-        gaio_req *s = standing_of(core, a);
-        if (!s) {
-            a->conn_id = 0;
-            continue;
-        }
-        s->u.st.owed -= n < s->u.st.owed ? n : s->u.st.owed;
-        if ((s->flags & GAIO_F_HELD) && s->u.st.owed <= core->write_low) {
-            s->flags &= ~GAIO_F_HELD;
-            standing_touch(s); /* its idle limit did not run while it was held */
-            /* started once the I/O under way is reported: what it reads
-             * comes after the results of the writes that released it */
-            if (!(s->flags & GAIO_F_RESTART)) {
-                s->flags |= GAIO_F_RESTART;
-                core->released[core->nreleased++] = gaio_conn_id(s->conn);
-            }
-        }
-    }
-}
-
-static int answers(const gaio_req *r)
-{
-    return r->kind == GAIO_WRITE && r->op != GAIO_OP_CONNECT &&
-           (r->u.w.answer[0].conn_id || r->u.w.answer[1].conn_id);
-}
-
-/* Standing reads back-pressure released: they read again. */
-static void restart_released(gaio_core *core)
-{
-    for (uint32_t i = 0; i < core->nreleased; i++) {
-        gaio_conn *c = gaio_core_conn(core, core->released[i]);
-        gaio_req *s = c ? c->head[GAIO_READ] : NULL;
-        if (!s || !(s->flags & GAIO_F_RESTART))
-            continue;
-        s->flags &= ~GAIO_F_RESTART;
-        if (s->state == GAIO_REQ_QUEUED)
-            core->engine->start(core->engine_state, c, GAIO_READ);
-    }
-    core->nreleased = 0;
 }
 
 /* seq a came before seq b (they wrap) */
@@ -367,8 +278,8 @@ static void req_complete(gaio_core *core, gaio_req *r, int error)
     if (r->flags & GAIO_F_BACKOFF)
         core->nbackoff--;
     r->flags &= ~(GAIO_F_HELD | GAIO_F_BACKOFF);
-    if (answers(r) && r->len > r->done)
-        pay(core, r, r->len - r->done);
+    if (k == GAIO_WRITE)
+        gaio__bp_write_ended(core, r);
     r->error = error;
     if (error == GAIO_ERR_DEADLINE)
         core->stats.timeouts++;
@@ -381,6 +292,8 @@ static void req_complete(gaio_core *core, gaio_req *r, int error)
         next = q->next;
         if (q->state == GAIO_REQ_EXPIRED) {
             queue_remove(c, q);
+            if (k == GAIO_WRITE)
+                gaio__bp_write_ended(core, q);
             if (q->error == GAIO_ERR_DEADLINE)
                 core->stats.timeouts++;
             done_append(core, q);
@@ -391,9 +304,13 @@ static void req_complete(gaio_core *core, gaio_req *r, int error)
     while (c->closing && (r = c->head[k]) && r->state == GAIO_REQ_QUEUED) {
         gaio__heap_remove(core, r);
         queue_remove(c, r);
+        if (k == GAIO_WRITE)
+            gaio__bp_write_ended(core, r);
         r->error = GAIO_ERR_CLOSED;
         done_append(core, r);
     }
+    if (k == GAIO_READ)
+        gaio__bp_read_head(core, c); /* a standing read may be the head now */
 }
 
 static void start_next(gaio_core *core, gaio_conn *c, int kind);
@@ -512,12 +429,11 @@ static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
             }
         } else {
             core->stats.bytes_written += (uint64_t)res;
+            gaio__bp_written(core, r, (size_t)res);
             if (r->op == GAIO_OP_WRITE && r->u.w.vec)
                 vec_advance(r->u.w.vec, (size_t)res);
         }
         r->done += (size_t)res;
-        if (answers(r))
-            pay(core, r, (size_t)res);
         if (!req_finished(r))
             return 0;
         req_complete(core, r, 0);
@@ -779,8 +695,10 @@ static void drain_incoming(gaio_core *core)
         else
             c->head[k] = r;
         c->tail[k] = r;
-        if (core->write_high && k == GAIO_WRITE && r->op != GAIO_OP_CONNECT)
-            answer_setup(core, r, c);
+        if (k == GAIO_WRITE)
+            gaio__bp_write_queued(core, r);
+        else
+            gaio__bp_read_head(core, c);
         if (r->op == GAIO_OP_CONNECT) {
             r->u.c.later = connects;
             connects = r;
@@ -804,7 +722,7 @@ static void drain_incoming(gaio_core *core)
             core->engine->start(core->engine_state, c, GAIO_WRITE);
         }
     }
-    restart_released(core);
+    gaio__bp_restart_released(core);
     for (uint32_t i = 0; i < core->nfrees; i++) {
         gaio_conn *c = gaio_core_conn(core, core->frees[i]);
         if (c)
@@ -817,16 +735,37 @@ static void drain_incoming(gaio_core *core)
     }
 }
 
+/* When standing request r's idle limit runs out: its heap key may be
+ * earlier, as it moves only when it comes up (R20). The limit counts from the
+ * last result, and not while back-pressure holds r (R21). */
+static int64_t standing_due(const gaio_req *r, int64_t now)
+{
+    int64_t when = (r->flags & GAIO_F_HELD) ? now : r->u.st.active_ns;
+    when = when > GAIO_NO_DEADLINE - r->u.st.idle_ns ? GAIO_NO_DEADLINE : when + r->u.st.idle_ns;
+    return when > r->u.st.until_ns ? r->u.st.until_ns : when;
+}
+
+/* Move the standing requests at the top of the heap to their real
+ * deadlines, so that heap[0] is the earliest one (next_timeout, R23). */
+static void heap_settle(gaio_core *core, int64_t now)
+{
+    while (core->nheap) {
+        gaio_req *r = core->heap[0];
+        if (!(r->flags & GAIO_F_REPEAT) || !r->u.st.idle_ns)
+            return;
+        int64_t when = standing_due(r, now);
+        if (when <= r->deadline_ns)
+            return;
+        gaio__heap_rekey(core, r, when);
+    }
+}
+
 static void expire_deadlines(gaio_core *core, int64_t now)
 {
     while (core->nheap && core->heap[0]->deadline_ns <= now) {
         gaio_req *r = core->heap[0];
         if ((r->flags & GAIO_F_REPEAT) && r->u.st.idle_ns) {
-            /* the idle limit counts from the last result; not while held (R21) */
-            int64_t when = (r->flags & GAIO_F_HELD) ? now : r->u.st.active_ns;
-            when = when > GAIO_NO_DEADLINE - r->u.st.idle_ns ? GAIO_NO_DEADLINE : when + r->u.st.idle_ns;
-            if (when > r->u.st.until_ns)
-                when = r->u.st.until_ns;
+            int64_t when = standing_due(r, now);
             if (when > now) {
                 gaio__heap_rekey(core, r, when);
                 continue;
@@ -931,6 +870,8 @@ static void serve_backoff(gaio_core *core, int64_t now)
 
 static int64_t first_deadline(gaio_core *core)
 {
+    if (core->nheap && (core->heap[0]->flags & GAIO_F_REPEAT))
+        heap_settle(core, gaio_now_ns());
     int64_t until = core->nheap ? core->heap[0]->deadline_ns : GAIO_NO_DEADLINE;
     if (core->nbackoff && core->backoff_ns < until)
         until = core->backoff_ns;
@@ -982,7 +923,7 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
         int erc = core->engine->wait(core->engine_state, timeout);
         core->sleeping = 0;
         core->stats.wakeups++;
-        restart_released(core);
+        gaio__bp_restart_released(core);
         int64_t now = gaio_now_ns();
         uint64_t cancels = core->cancels;
         expire_deadlines(core, now);

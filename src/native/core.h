@@ -48,6 +48,7 @@ enum {
     GAIO_F_HELD = 4,    /* standing read stopped by back-pressure (R21) */
     GAIO_F_BACKOFF = 8, /* standing accept waiting after a resource error (R16) */
     GAIO_F_RESTART = 16,/* released by back-pressure, in core->released */
+    GAIO_F_COUNTING = 32,/* standing read that counts its connection's writes (R21) */
 };
 
 /* "No deadline" for gaio_req.deadline_ns and gaio_core_wait's until_ns: the
@@ -82,20 +83,22 @@ enum {
     GAIO_WAIT_EINTR = -2,   /* a signal arrived: let Python run its handlers, then call again */
 };
 
+/* The standing read whose result view a write (or an item) was made from
+ * (R21, backpressure.h): found again by its connection and its seq, so a
+ * standing read that ended meanwhile is never touched. */
+typedef struct {
+    uint64_t conn_id;        /* 0: not made from a view */
+    uint32_t seq;
+} gaio_answer;
+
 /* A vectored write's items (allocated by the binding with the request). The
  * engines send from iov + cur; a partial send advances iov[cur] in place. */
 typedef struct gaio_vec {
     struct msghdr msg;       /* for an engine that hands the kernel a msghdr (io_uring SENDMSG) */
     uint32_t n, cur;         /* items; the first not wholly sent */
+    gaio_answer *origin;     /* per item (R21); NULL when no item is made from a view */
     struct iovec iov[];
 } gaio_vec;
-
-/* A standing read a write is answerable to (R21): found again by its
- * connection and its seq, so a standing read that ended meanwhile is never touched. */
-typedef struct {
-    uint64_t conn_id;        /* 0: none */
-    uint32_t seq;
-} gaio_answer;
 
 struct gaio_req {
     gaio_req *next, *prev;      /* FIFO links (incoming, connection queue) */
@@ -133,7 +136,7 @@ struct gaio_req {
             gaio_req *later;
         } c;
         struct {                /* GAIO_WRITE kind */
-            gaio_answer answer[2];
+            gaio_answer origin; /* a one-buffer write made from a view (R21) */
             union {
                 gaio_vec *vec;  /* GAIO_OP_WRITE: NULL for one buffer */
                 struct {
@@ -323,6 +326,13 @@ void gaio_core_get_stats(gaio_core *core, gaio_stats *out);
 /* The engine's techniques (engine.h); 0 when it tells none or the core is closed. */
 int gaio_core_techniques(gaio_core *core, gaio_technique *out, int max);
 int64_t gaio_now_ns(void);
+
+/* A standing request's idle limit counts from now (lazily, R20). */
+static inline void gaio_standing_touch(gaio_req *r)
+{
+    if (r->u.st.idle_ns)
+        r->u.st.active_ns = gaio_now_ns();
+}
 
 /* ---- for engines, called with core->lock held ---- */
 

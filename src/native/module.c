@@ -503,7 +503,7 @@ static void Watcher_dealloc(Watcher *w)
     Py_CLEAR(w->link);
     PyMem_Free(w->map.e);
     PyMem_Free(w->results);
-    PyMem_Free(w->origins);
+    gaio_origins_free(&w->origins);
     for (int k = 0; k < 2; k++)
         while (w->spare[k]) {
             pyreq *p = w->spare[k];

@@ -171,23 +171,6 @@ static int standing_times(gaio_req *r, PyObject *timeout, PyObject *deadline, in
     return 0;
 }
 
-/* R21: the standing read whose result's view obj is, if any (this batch's). */
-static void find_origin(Watcher *w, PyObject *obj, gaio_answer *a)
-{
-    Py_ssize_t n = w->norigins;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        /* writes usually come in the order of their results: start after the last found */
-        Py_ssize_t i = (w->origin_hint + k) % n;
-        gaio__origin *o = &w->origins[i];
-        if (o->view == obj) {
-            a->conn_id = o->conn_id;
-            a->seq = o->seq;
-            w->origin_hint = i + 1;
-            return;
-        }
-    }
-}
-
 static int is_ibuf_view(PyObject *o)
 {
     /* a live view's exporter is safe to look at only while we hold an export */
@@ -203,8 +186,8 @@ static int own_bytes(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable, 
 {
     if (!is_ibuf_view(obj))
         return 0;
-    if (w->norigins && a && !a->conn_id)
-        find_origin(w, obj, a);
+    if (a && w->origins.n)
+        *a = gaio_origins_find(&w->origins, obj); /* R21: whose bytes these are */
     PyObject *copy = gaio__copy_bytes(w, view->buf, view->len);
     if (poolable)
         *poolable = view->len >= COPY_POOL_MIN && view->len <= COPY_POOL_MAX;
@@ -263,7 +246,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     Py_buffer view = {0};
     PyObject *bufobj = NULL;
     int copied = 0;
-    gaio_answer answer = {0};
+    gaio_answer origin = {0};
     size_t already = 0; /* bytes a quiet write sent at once */
     gaio_req st = {0}; /* a standing read's times, checked before anything is taken */
     if (kind == GAIO_READ) {
@@ -303,7 +286,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
             }
             already = (size_t)sent;
         }
-        int was_copied = own_bytes(w, buf, &view, &copied, &answer);
+        int was_copied = own_bytes(w, buf, &view, &copied, &origin);
         if (was_copied < 0)
             return NULL;
         bufobj = was_copied ? view.obj : buf;
@@ -338,7 +321,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
         p->req.u.st = st.u.st;
         p->req.deadline_ns = st.deadline_ns;
     } else if (kind == GAIO_WRITE) {
-        p->req.u.w.answer[0] = answer;
+        p->req.u.w.origin = origin;
     }
     return queue(w, p, conn, a[ARG_CTX], id);
 }
@@ -352,10 +335,13 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), used = 0;
     Py_buffer *items = PyMem_Calloc(n ? (size_t)n : 1, sizeof *items);
-    gaio_answer answer = {0};
+    gaio_answer *origin = PyMem_Calloc(n ? (size_t)n : 1, sizeof *origin); /* R21, per item */
+    int from_views = 0;
     size_t total = 0;
-    if (!items) {
+    if (!items || !origin) {
         Py_DECREF(seq);
+        PyMem_Free(items);
+        PyMem_Free(origin);
         return PyErr_NoMemory();
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -365,7 +351,7 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
                          Py_TYPE(item)->tp_name);
             goto fail;
         }
-        if (write_view(w, item, &items[used], NULL, &answer) < 0) {
+        if (write_view(w, item, &items[used], NULL, &origin[used]) < 0) {
             if (PyErr_ExceptionMatches(PyExc_TypeError)) {
                 PyErr_Clear();
                 PyErr_Format(PyExc_TypeError, "data items must be bytes-like objects, not %.100s",
@@ -375,8 +361,10 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
         }
         if (items[used].len == 0) {
             PyBuffer_Release(&items[used]);
+            origin[used] = (gaio_answer){0, 0};
             continue;
         }
+        from_views |= origin[used].conn_id != 0;
         total += (size_t)items[used].len;
         used++;
     }
@@ -386,7 +374,8 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
         PyErr_SetString(PyExc_ValueError, "vectored write of no bytes (empty sequence or all items empty)");
         goto fail;
     }
-    gaio_vec *vec = PyMem_Malloc(sizeof *vec + (size_t)used * sizeof(struct iovec));
+    size_t origin_size = from_views ? (size_t)used * sizeof *origin : 0;
+    gaio_vec *vec = PyMem_Malloc(sizeof *vec + (size_t)used * sizeof(struct iovec) + origin_size);
     if (!vec) {
         PyErr_NoMemory();
         goto fail;
@@ -396,6 +385,11 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
     vec->cur = 0;
     for (Py_ssize_t i = 0; i < used; i++)
         vec->iov[i] = (struct iovec){items[i].buf, (size_t)items[i].len};
+    vec->origin = from_views ? (gaio_answer *)&vec->iov[used] : NULL;
+    if (from_views)
+        memcpy(vec->origin, origin, origin_size);
+    PyMem_Free(origin);
+    origin = NULL;
     uint64_t id = 0;
     pyreq *p = NULL;
     if (conn_resolve(w, conn, fd, &id) < 0 || !(p = req_alloc(w, 1))) {
@@ -413,10 +407,10 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
     p->req.len = total;
     p->req.deadline_ns = when;
     p->req.u.w.vec = vec;
-    p->req.u.w.answer[0] = answer;
     return queue(w, p, conn, ctx, id);
 fail:
     Py_XDECREF(seq);
+    PyMem_Free(origin);
     release_items(items, used);
     return NULL;
 }

@@ -239,8 +239,7 @@ void gaio__release_batch(Watcher *w, int closing)
     }
     if (n)
         PyList_SetSlice(w->views, 0, n, NULL);
-    w->norigins = 0;
-    w->origin_hint = 0;
+    gaio_origins_reset(&w->origins);
     for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++) {
         gaio__IbufMem *m = w->chunk_mem[i];
         if (m && (closing || m->exports > 0)) {
@@ -300,20 +299,6 @@ static gaio__IbufMem *ibuf_owner(Watcher *w, const unsigned char *ptr)
     return NULL;
 }
 
-/* R21: remember which standing read a view comes from, for the writes made of it. */
-static void note_origin(Watcher *w, PyObject *view, uint64_t conn_id, uint32_t seq)
-{
-    if (w->norigins == w->cap_origins) {
-        Py_ssize_t cap = w->cap_origins ? w->cap_origins * 2 : 64;
-        gaio__origin *o = PyMem_Realloc(w->origins, (size_t)cap * sizeof *o);
-        if (!o)
-            return; /* its writes will not count for it: back-pressure is weaker, nothing breaks */
-        w->origins = o;
-        w->cap_origins = cap;
-    }
-    w->origins[w->norigins++] = (gaio__origin){view, conn_id, seq};
-}
-
 /* What phase 1 keeps of a result: nothing of it may be read from the
  * request after Python code ran (the request of an arrival stays queued,
  * and a close() run by a finalizer would dispose of it). */
@@ -321,7 +306,7 @@ typedef struct {
     PyObject *conn, *ctx;       /* strong */
     gaio__IbufMem *owner;       /* strong, for internal-buffer bytes */
     pyreq *final;               /* the request, off the live list, when the result is its last */
-    uint64_t conn_id;           /* of a standing read's arrival, for note_origin (else 0) */
+    uint64_t conn_id;           /* of a standing read's arrival, for gaio_origins_note (else 0) */
     uint32_t seq;
     uint8_t op;
 } pending_item;
@@ -398,8 +383,9 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
             buffer = gaio__ibufmem_view(it->owner, e->ptr, (Py_ssize_t)e->size);
             if (buffer && PyList_Append(w->views, buffer) == 0) {
                 is_ibuf = 1;
+                /* out of memory: its writes count as plain data (R21 weaker, nothing breaks) */
                 if (it->conn_id)
-                    note_origin(w, buffer, it->conn_id, it->seq);
+                    (void)gaio_origins_note(&w->origins, buffer, it->conn_id, it->seq);
             } else {
                 Py_CLEAR(buffer);
             }
