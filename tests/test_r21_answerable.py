@@ -409,3 +409,54 @@ def test_next_timeout_counts_a_standing_idle_limit_from_its_last_result(watcher,
     assert 0.2 < left <= 0.3, left
     watcher.free(server)
     collect(watcher, 1)
+
+
+def test_freeing_the_destination_lets_the_source_read_again(make_watcher, net):
+    """Views of A's standing read written to B, whose peer does not read, hold
+    A; free(B) ends those writes (ConnClosedError): they will never be written,
+    so A is answerable for nothing any more and reads again."""
+    high = 65536
+    w = make_watcher(16384, write_high=high)
+    a_client, a = net.pair()
+    b_peer, b = net.pair()
+    _small_buffers(b_peer, b)
+    a_client.setblocking(False)
+    w.read(a, repeat=True, ctx="a")
+    chunk = b"a" * 65536
+
+    def flood():
+        try:
+            while True:
+                a_client.send(chunk)
+        except BlockingIOError:
+            pass
+
+    read_at = []
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        flood()
+        for res in w.wait_io(0.01):
+            assert res.error is None, res
+            w.write(b, res.buffer, ctx="to-b")  # many writes queue behind the first
+        read_at.append(w.stats()["bytes_read"])
+    assert read_at[-1] == read_at[len(read_at) // 2]  # held for the second half
+    w.free(b)
+    ended = 0
+    resumed = False
+    end = time.monotonic() + 5
+    while not resumed and time.monotonic() < end:
+        flood()
+        for res in w.wait_io(0.02):
+            if res.ctx == "to-b":
+                if res.error is None:
+                    continue  # written before the free
+                assert isinstance(res.error, gaio.ConnClosedError), res
+                ended += 1
+            else:
+                assert res.ctx == "a" and res.error is None, res
+                resumed = True
+    assert ended >= 1 and resumed
+    w.free(a)
+    end = time.monotonic() + 5
+    while w.stats()["pending"] and time.monotonic() < end:
+        w.wait_io(0.05)
