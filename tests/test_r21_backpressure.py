@@ -59,7 +59,9 @@ def _flood_for(w, flood, seconds):
 def test_echo_against_a_peer_that_stops_reading_is_bounded_then_resumes(make_watcher, pair):
     w = make_watcher(BUFSIZE, write_high=HIGH)
     client, server = pair()
-    w.read(server, repeat=True, ctx="echo", timeout=0.3)
+    # the idle limit leaves the reader below time to finish after the last
+    # echo, even on a loaded machine or under the sanitizer
+    w.read(server, repeat=True, ctx="echo", timeout=0.6)
     flood = Flood(client)
     top = _flood_for(w, flood, 1.0)  # also longer than the idle timeout
     # held: the watcher queues at most write_high plus one batch
