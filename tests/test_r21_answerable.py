@@ -460,3 +460,19 @@ def test_freeing_the_destination_lets_the_source_read_again(make_watcher, net):
     end = time.monotonic() + 5
     while w.stats()["pending"] and time.monotonic() < end:
         w.wait_io(0.05)
+
+
+def test_next_timeout_counts_a_standing_accepts_idle_limit_from_its_last_result(watcher, net):
+    listener = net.track(socket.create_server(("127.0.0.1", 0)))
+    address = listener.getsockname()
+    watcher.accept(listener, repeat=True, timeout=0.3, ctx="acc")
+    assert watcher.wait_io(0.2) == []
+    client = net.track(socket.create_connection(address))
+    results = collect(watcher, 1)
+    assert results[0].ctx == "acc" and results[0].error is None
+    net.track(results[0].accepted)
+    left = watcher.next_timeout()
+    assert 0.2 < left <= 0.3, left
+    client.close()
+    watcher.free(listener)
+    collect(watcher, 1)
