@@ -1177,10 +1177,6 @@ def run_script(native, tmp_path, steps, strict=False):
 
 
 @FUZZ_TIMEOUT
-@pytest.mark.xfail(strict=False, reason=(
-    "known R21 accounting defect (every engine, the python oracle too): plain writes "
-    "queued before a standing read do not hold it, and a view written to another "
-    "connection counts for that connection's standing read"))
 def test_native_engine_agrees_with_python_on_v02_strict_back_pressure(native_engine, tmp_path):
     """The same, with R21's accounting as the SPEC says it: a standing read
     answers for the plain writes queued on its connection before it too, and

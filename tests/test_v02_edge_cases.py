@@ -545,8 +545,6 @@ def test_next_timeout_counts_every_kind_of_request(watcher, net, pair, data_file
     assert watcher.next_timeout() is None
 
 
-@pytest.mark.xfail(reason="known defect: next_timeout() ignores a standing request's "
-                          "restarted idle limit", strict=False)
 def test_next_timeout_follows_a_restarted_idle_limit(watcher, pair):
     """R20: the idle limit is "counted again from each result"; next_timeout()
     gives the seconds until that restarted limit, never 0 while it is ahead."""
