@@ -168,6 +168,9 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
     gaio_req *r = gaio_conn_head(c, kind);
     if (!r || (c->engine_flags & BIT(IN_FLIGHT, kind)))
         return 0;
+    if (st->nheld && r->op == GAIO_OP_ACCEPT &&
+        (!gaio__ur_hand_held(st, c) || !(r = gaio_conn_head(c, kind))))
+        return 0; /* connections accepted past RLIMIT_NOFILE go first (uring_recv.c) */
     if ((r->flags & GAIO_F_REPEAT) &&
         (!gaio_core_arrival_room(st->core) || (!r->buf && r->op == GAIO_OP_READ &&
                                                 !gaio_core_ibuf_room(st->core)))) {
@@ -452,6 +455,8 @@ static int ur_unwatch(void *state, gaio_conn *c)
 {
     int busy = 0;
     gaio__ur_drop_parked(c);
+    if (((gaio__ur_state *)state)->nheld)
+        gaio__ur_drop_held(state, c);
     for (int kind = 0; kind < 2; kind++) {
         if (c->engine_flags & BIT(IN_FLIGHT, kind)) {
             gaio__ur_ask_cancel(state, c, kind, 0);
@@ -549,11 +554,13 @@ static void ur_destroy(void *state)
 {
     gaio__ur_state *st = state;
     cancel_everything(st);
+    gaio__ur_drop_held(st, NULL);
     close_bufrings(st);
     gaio__uring_close(&st->ring);
     close(st->evfd);
     free(st->work);
     free(st->starved);
+    free(st->held);
     free(st);
 }
 
