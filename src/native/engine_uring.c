@@ -30,7 +30,9 @@
  *     bulk stream gets a RECV per arrival instead (uring_recv.c);
  *   - accepts: ACCEPT(SOCK_CLOEXEC), blocking descriptors as accept4() gives
  *     ("accept", 5.5); a standing accept is ONE multishot ACCEPT ("multishot-
- *     accept", 5.19). A descriptor arriving once its request ended is closed.
+ *     accept", 5.19). A descriptor arriving once its request ended is closed;
+ *     one past today's RLIMIT_NOFILE (the ACCEPT kept its submission's) is
+ *     held and EMFILE reported, as accept4() would (uring_recv.c).
  *     A kernel that answers EAGAIN on a non-blocking listener instead of
  *     waiting turns accepts to POLL_ADD + accept4();
  *   - connect and sendfile: POLL_ADD(POLLOUT), then readiness.c's SO_ERROR
