@@ -13,7 +13,7 @@ import socket
 import time
 
 import gaio
-from conftest import collect, open_fds
+from conftest import collect, open_fds, recv_exactly
 
 
 _ADDRESSES = {}  # id(listener) -> its address (a delegated listener reads as closed)
@@ -119,12 +119,12 @@ def test_accept_deadline_and_standing_idle_timeout(watcher, net):
     assert watcher.stats()["pending"] == 0
 
 
-def _fill_descriptor_table():
-    """Lower RLIMIT_NOFILE to just above what is open and take every free
-    number below it: the next new descriptor gets EMFILE. Returns the old
-    limits and the fillers (for _restore)."""
+def _fill_descriptor_table(headroom=4):
+    """Lower RLIMIT_NOFILE to `headroom` above what is open and take every
+    free number below it: the next new descriptor gets EMFILE. Returns the
+    old limits and the fillers (for _restore)."""
     old = resource.getrlimit(resource.RLIMIT_NOFILE)
-    limit = max(open_fds()) + 4
+    limit = max(open_fds()) + headroom
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, old[1]))
     fillers = []
     try:
@@ -190,3 +190,96 @@ def test_standing_accept_survives_descriptor_exhaustion(watcher, net):
     # everything free again: the last connection comes in
     assert len(_until_accepted(watcher, net)) == 1
     assert watcher.stats()["accepted"] == len(clients)
+
+
+def test_accept_armed_before_the_limit_was_lowered_reports_emfile(watcher, net):
+    """R16 whatever the engine does ahead of wait_io(): a standing accept
+    requested (and waited on) while descriptors were plenty, then the limit
+    lowered to what is open plus 24 and the table filled; three clients come.
+    Each accept attempt now meets EMFILE: reported (accepted None, at most one
+    per 10 ms), never a descriptor at or past the limit, no spinning; the
+    clients come in once room is made, and none is lost."""
+    lis = _listener(net)
+    spare_a, spare_b = net.pair()  # a delegated connection the watcher will free
+    watcher.read(spare_b, bytearray(1), ctx="spare")
+    watcher.accept(lis, ctx="L", repeat=True)
+    assert watcher.wait_io(0.05) == []  # armed: an io_uring accept is in the kernel now
+    clients = [net.track(socket.socket()) for _ in range(3)]  # their descriptors first
+    old, fillers = _fill_descriptor_table(headroom=24)
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    accepted = []
+    try:
+        for client in clients:
+            client.connect(_ADDRESSES[id(lis)])  # complete in the backlog, no accept needed
+        cpu = time.process_time()
+        start = time.monotonic()
+        errors = []
+        while time.monotonic() - start < 0.3:
+            for res in watcher.wait_io(0.05):
+                if res.accepted is not None:
+                    accepted.append(net.track(res.accepted))
+                assert res.ctx == "L" and res.accepted is None, (
+                    "accepted fd %d with RLIMIT_NOFILE %d and no descriptor free"
+                    % (res.accepted.fileno(), limit))
+                errors.append(res.error)
+        spent = time.process_time() - cpu
+        assert errors, "the standing accept did not report EMFILE"
+        assert all(isinstance(e, OSError) and e.errno == errno.EMFILE for e in errors)
+        assert len(errors) <= 0.3 / 0.010 + 2
+        assert spent < 0.2, "%.3fs of CPU in 0.3s: the watcher spins on EMFILE" % spent
+        assert watcher.stats()["pending"] == 2  # still standing
+        # the watcher closes a descriptor: one client comes in, below the limit
+        watcher.free(spare_b)
+        accepted += _until_accepted(watcher, net)
+        assert len(accepted) == 1 and accepted[0].fileno() < limit
+        # room made behind the watcher's back: the other two, 10 ms later at most
+        for fd in fillers:
+            os.close(fd)
+        fillers = []
+        end = time.monotonic() + 2
+        while len(accepted) < 3 and time.monotonic() < end:
+            accepted += _until_accepted(watcher, net, timeout=0.5)
+        assert all(s.fileno() < limit for s in accepted)
+    finally:
+        _restore(old, fillers)
+    assert len(accepted) == 3
+    assert watcher.stats()["accepted"] == 3
+    # every client is served: echo over the accepted sockets, on the watcher
+    by_peer = {s.getpeername(): s for s in accepted}
+    for i, client in enumerate(clients):
+        server = by_peer[client.getsockname()]
+        watcher.read(server, bytearray(6), ctx=("r", i))
+        client.sendall(b"echo %d" % i)
+    for res in collect(watcher, 3):
+        watcher.write(res.conn, bytes(res.buffer[:res.size]), ctx=("w", res.ctx[1]))
+    assert all(r.error is None for r in collect(watcher, 3))
+    for i, client in enumerate(clients):
+        assert recv_exactly(client, 6) == b"echo %d" % i
+    assert watcher.wait_io(0.02) == []
+
+
+def test_one_shot_accept_armed_before_the_limit_was_lowered(watcher, net):
+    """A one-shot accept requested while descriptors were plenty meets a full
+    table when its client comes: EMFILE, accepted None. The client is not
+    lost: the next accept, once there is room, gets it."""
+    lis = _listener(net)
+    watcher.accept(lis, ctx="first")
+    assert watcher.wait_io(0.05) == []
+    client = net.track(socket.socket())
+    old, fillers = _fill_descriptor_table(headroom=24)
+    try:
+        client.connect(_ADDRESSES[id(lis)])
+        res = collect(watcher, 1)[0]
+        if res.accepted is not None:
+            net.track(res.accepted)
+        assert res.ctx == "first" and res.accepted is None
+        assert isinstance(res.error, OSError) and res.error.errno == errno.EMFILE
+    finally:
+        _restore(old, fillers)
+    watcher.accept(lis, ctx="second")
+    res = collect(watcher, 1)[0]
+    server = net.track(res.accepted)
+    assert res.ctx == "second" and res.error is None
+    assert server.getpeername() == client.getsockname()
+    server.sendall(b"late")
+    assert recv_exactly(client, 4) == b"late"

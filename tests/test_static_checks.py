@@ -180,3 +180,15 @@ def test_python_engine_imports_no_module_that_imports_it_back():
                 seen.add(name)
                 todo.append(name)
     assert "_watcher" not in seen
+
+
+def test_back_offs_are_the_same_in_python_and_c():
+    """R16's and R17's back-offs live in two languages, side by side:
+    gaio._python_special (seconds) and src/native/core.h (nanoseconds)."""
+    from gaio import _python_special
+    header = (ROOT / "src" / "native" / "core.h").read_text()
+    for python_name, c_name in (("ACCEPT_RETRY", "GAIO_ACCEPT_RETRY_NS"),
+                                ("CONNECT_RETRY", "GAIO_CONNECT_RETRY_NS")):
+        found = re.search(r"^#define %s (\d+)$" % c_name, header, re.M)
+        assert found, "%s is not defined as a number in core.h" % c_name
+        assert int(found.group(1)) == round(getattr(_python_special, python_name) * 1e9)

@@ -506,3 +506,56 @@ def test_more_standing_reads_than_submission_slots(standing_mode, net):
                 for res in w.wait_io(0.1):
                     assert res.error is None, res
                     seen[res.ctx] = seen.get(res.ctx, b"") + bytes(res.buffer)
+
+
+def test_accepts_taken_past_a_lowered_limit_are_held_then_closed_with_the_listener(
+        standing_mode, net):
+    """IORING_OP_ACCEPT keeps the RLIMIT_NOFILE of its submission: a standing
+    accept armed before the limit was lowered takes connections past it (in
+    every mode where it is in the kernel). They are held, not delivered: EMFILE
+    is reported as accept4() would; free() of the listener closes them (the
+    clients see the end, no descriptor is left)."""
+    import errno
+    import os
+    import resource
+
+    from conftest import open_fds
+    with gaio.Watcher(engine="uring") as w:
+        lis = net.track(socket.create_server(("127.0.0.1", 0), backlog=16))
+        address = lis.getsockname()
+        w.accept(lis, ctx="L", repeat=True)
+        assert w.wait_io(0.05) == []
+        clients = [net.track(socket.socket()) for _ in range(3)]
+        old = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(open_fds()) + 24, old[1]))
+        fillers = []
+        try:
+            while True:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE
+        try:
+            for client in clients:
+                client.connect(address)
+            results = []
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end:
+                results += w.wait_io(0.05)
+            for res in results:
+                if res.accepted is not None:
+                    net.track(res.accepted)
+            assert results and all(r.accepted is None and r.error.errno == errno.EMFILE
+                                   for r in results)
+            w.free(lis)
+            res = collect(w, 1)[0]
+            assert isinstance(res.error, gaio.ConnClosedError)
+        finally:
+            for fd in fillers:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, old)
+        for client in clients:  # closed, never delivered: each client sees the end
+            client.settimeout(5)
+            try:
+                assert client.recv(1) == b""
+            except ConnectionResetError:  # never accepted (POLL_ADD + accept4())
+                pass

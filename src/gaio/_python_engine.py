@@ -174,7 +174,7 @@ class _Special(_Request):
         self.offset = 0
         self.fd = -1  # sendfile: our duplicate of the file's descriptor
         self.address = None  # connect
-        self.retry_at = None  # a standing accept in backoff
+        self.retry_at = None  # a standing accept or a connect in backoff
         self.reported = None  # ... when it last reported a resource error
 
     def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
@@ -624,6 +624,11 @@ class _Core(SpecialIO, BackPressure):
         if conn.deferred or conn.stalled:
             pass  # tried directly next batch, or held: readiness would only be noise
         elif conn.connecting is not None:
+            if conn.connecting.retry_at is not None:
+                if conn.interest:  # a connect to try again (EAGAIN): no readiness will tell
+                    self.selector.unregister(conn.fd)
+                    conn.interest = 0
+                return
             want = _WRITE  # reads and writes start once it is connected
         elif conn.reads or (keep_read and conn.interest & _READ):
             want = _READ

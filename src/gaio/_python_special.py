@@ -16,6 +16,9 @@ they queue, write and leave unwritten.
 A standing accept that meets a resource error (EMFILE, ENFILE, ENOBUFS,
 ENOMEM) reports it (at most once per 10 ms), stops watching its listener and
 waits in `backoff` until 10 ms passed or the watcher closed a descriptor.
+An AF_UNIX connect that finds the listener's backlog full (EAGAIN: nothing is
+in progress) waits in `backoff` too, watching nothing, and is tried again
+10 ms later, until it connects, fails otherwise, meets its deadline or is freed.
 """
 import errno
 import os
@@ -37,10 +40,17 @@ _SENDFILE_CHUNK = 1 << 30
 _RESOURCE_ERRNOS = frozenset(
     getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
     if hasattr(errno, name))
-ACCEPT_RETRY = 0.010  # seconds between a standing accept's resource errors
+# The back-offs, in seconds; the C engines' are GAIO_ACCEPT_RETRY_NS and
+# GAIO_CONNECT_RETRY_NS in src/native/core.h (tests/test_static_checks.py
+# holds them equal).
+ACCEPT_RETRY = 0.010  # between a standing accept's resource errors (R16)
+CONNECT_RETRY = 0.010  # between tries of an AF_UNIX connect to a full backlog (R17)
+# connect()'s SO_ERROR while the kernel is still at it. Not EAGAIN: that is
+# Linux's answer for an AF_UNIX listener whose backlog is full, and nothing is
+# in progress then (the socket even polls writable, unconnected).
 _CONNECT_WAITS = frozenset(
-    getattr(errno, name) for name in ("EINPROGRESS", "EALREADY", "EWOULDBLOCK")
-    if hasattr(errno, name))
+    getattr(errno, name) for name in ("EINPROGRESS", "EALREADY") if hasattr(errno, name))
+_AF_UNIX = getattr(socket, "AF_UNIX", None)
 
 
 def _clone_error(error):
@@ -137,11 +147,16 @@ class SpecialIO:
         for req in waiting:
             if req.finished:
                 continue
-            if not closed and now < req.retry_at:
+            if now < req.retry_at and (not closed or req.op is _OP_CONNECT):
                 self.backoff.append(req)
                 continue
             req.retry_at = None
             conn = req.conn
+            if req.op is _OP_CONNECT:
+                if conn.sock is not None and conn.connecting is req:
+                    self._start_connect(conn, req)
+                    self._sync_interest(conn)
+                continue
             if conn.sock is None or not conn.reads or conn.reads[0] is not req:
                 continue
             conn.stalled = False
@@ -149,7 +164,7 @@ class SpecialIO:
             self._sync_interest(conn)
 
     def backoff_until(self):
-        """The earliest time a standing accept in backoff tries again."""
+        """The earliest time a standing accept or a connect in backoff tries again."""
         if self.fd_closed:
             return 0.0
         return min(req.retry_at for req in self.backoff)
@@ -165,6 +180,10 @@ class SpecialIO:
             return
         if err == 0:
             self._connected(conn, req, None)
+        elif err == errno.EAGAIN and conn.sock.family == _AF_UNIX:
+            # the backlog is full: try again later, as a blocking connect waits
+            req.retry_at = _monotonic() + CONNECT_RETRY
+            self.backoff.append(req)
         elif err not in _CONNECT_WAITS:
             self._connected(conn, req, OSError(err, os.strerror(err)))
         # else: writable when it is done (_sync_interest watches for it)

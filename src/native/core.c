@@ -418,6 +418,37 @@ static void connect_finished(gaio_core *core, gaio_req *r, int error)
     connect_done(core, c, error);
 }
 
+/* R17: connect r, the head of its writes, found an AF_UNIX listener's backlog
+ * full (EAGAIN). Nothing is in progress and no readiness will come (the
+ * socket even polls writable, unconnected): it waits, watching nothing, and
+ * serve_backoff tries again after GAIO_CONNECT_RETRY_NS, as a blocking
+ * connect would wait; its deadline or a free() ends it meanwhile. */
+static void connect_backoff(gaio_core *core, gaio_req *r, int64_t now)
+{
+    r->error = 0;
+    r->flags |= GAIO_F_BACKOFF;
+    r->u.c.retry_ns = now + GAIO_CONNECT_RETRY_NS;
+    if (!core->nbackoff++ || r->u.c.retry_ns < core->backoff_ns)
+        core->backoff_ns = r->u.c.retry_ns;
+}
+
+static void connect_retry(gaio_core *core, gaio_conn *c, gaio_req *r, int64_t now)
+{
+    int rc;
+    do
+        rc = connect(c->fd, r->u.c.addr, r->u.c.addrlen);
+    while (rc < 0 && errno == EINTR);
+    int err = rc < 0 ? errno : 0;
+    if (err == EAGAIN) {
+        connect_backoff(core, r, now);
+    } else if (err == EINPROGRESS || err == EALREADY) {
+        core->engine->start(core->engine_state, c, GAIO_WRITE);
+    } else {
+        connect_finished(core, r, err);
+        start_next(core, c, GAIO_WRITE);
+    }
+}
+
 static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
 {
     if (res > 0) {
@@ -630,6 +661,9 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
 
 static void conn_close(gaio_core *core, gaio_conn *c)
 {
+    gaio_req *h = c->head[GAIO_WRITE];
+    if (h && h->op == GAIO_OP_CONNECT && h->state == GAIO_REQ_QUEUED)
+        req_abort(core, h, GAIO_ERR_CLOSED); /* R17: its result first, then the rest in request order */
     c->closing = 1;
     for (int k = 0; k < 2; k++) {
         /* Only the head is aborted: req_complete ends the rest behind it, at
@@ -714,7 +748,9 @@ static void drain_incoming(gaio_core *core)
         gaio_conn *c = r->conn;
         if (c->head[GAIO_WRITE] != r)
             continue; /* ended meanwhile (a free(), or its deadline) */
-        if (r->error != EINPROGRESS) {
+        if (r->error == EAGAIN && r->u.c.addr) {
+            connect_backoff(core, r, gaio_now_ns()); /* the AF_UNIX backlog is full */
+        } else if (r->error != EINPROGRESS) {
             connect_finished(core, r, r->error); /* connect() told at once */
             start_next(core, c, GAIO_WRITE);
         } else {
@@ -842,7 +878,9 @@ void gaio_core_release(gaio_core *core, uint64_t id) { free_conn(core, id, 0); }
 
 /* The engine's wait in ns: -1 for no limit, else until the earlier of
  * until_ns and the first deadline (any time, negative ones included). */
-/* R16: standing accepts whose backoff is over, or all after a descriptor was closed. */
+/* R16: standing accepts whose backoff is over, or all after a descriptor was
+ * closed; R17: connects whose time to try again came (time only: a closed
+ * descriptor makes no room in another socket's backlog). */
 static void serve_backoff(gaio_core *core, int64_t now)
 {
     if (!core->nbackoff || (!core->fd_closed && now < core->backoff_ns))
@@ -850,10 +888,22 @@ static void serve_backoff(gaio_core *core, int64_t now)
     int all = core->fd_closed;
     core->fd_closed = 0;
     int64_t next = GAIO_NO_DEADLINE;
-    core->backoff_ns = GAIO_NO_DEADLINE; /* an accept that backs off again sets it */
+    core->backoff_ns = GAIO_NO_DEADLINE; /* a request that backs off again sets it */
     uint32_t s = 0;
     for (gaio_conn *c; core->nbackoff && (c = gaio_core_next_conn(core, &s));) {
-        gaio_req *r = c->head[GAIO_READ];
+        gaio_req *r = c->head[GAIO_WRITE];
+        if (r && (r->flags & GAIO_F_BACKOFF)) {
+            if (now >= r->u.c.retry_ns) {
+                r->flags &= ~GAIO_F_BACKOFF;
+                core->nbackoff--;
+                connect_retry(core, c, r, now);
+                if (c->head[GAIO_WRITE] == r && (r->flags & GAIO_F_BACKOFF) && r->u.c.retry_ns < next)
+                    next = r->u.c.retry_ns;
+            } else if (r->u.c.retry_ns < next) {
+                next = r->u.c.retry_ns;
+            }
+        }
+        r = c->head[GAIO_READ];
         if (!r || !(r->flags & GAIO_F_BACKOFF))
             continue;
         if (all || now >= r->u.st.retry_ns) {

@@ -37,7 +37,8 @@ enum gaio_op {
     GAIO_OP_READ = 0,
     GAIO_OP_WRITE = 1,    /* u.w.vec set: a vectored write */
     GAIO_OP_ACCEPT = 2,
-    GAIO_OP_CONNECT = 3,  /* connect() was called by the binding; error says how it went */
+    GAIO_OP_CONNECT = 3,  /* connect() was called by the binding; error says how it went
+                           * (EAGAIN with u.c.addr: to be tried again) */
     GAIO_OP_SENDFILE = 4, /* u.w.file: len bytes of a regular file from an offset */
 };
 
@@ -46,7 +47,8 @@ enum {
     GAIO_F_REPEAT = 1,  /* standing read or accept: a result per arrival (R20) */
     GAIO_F_QUIET = 2,   /* success delivers nothing (R22) */
     GAIO_F_HELD = 4,    /* standing read stopped by back-pressure (R21) */
-    GAIO_F_BACKOFF = 8, /* standing accept waiting after a resource error (R16) */
+    GAIO_F_BACKOFF = 8, /* standing accept waiting after a resource error (R16), or
+                         * connect waiting to be tried again (EAGAIN, R17) */
     GAIO_F_RESTART = 16,/* released by back-pressure, in core->released */
     GAIO_F_COUNTING = 32,/* standing read that counts its connection's writes (R21) */
 };
@@ -55,8 +57,13 @@ enum {
  * one value no clock reading or clamped deadline takes as a time. */
 #define GAIO_NO_DEADLINE INT64_MAX
 
-/* A standing accept that met a resource error tries again no sooner than this. */
+/* The back-offs; the python engine's are ACCEPT_RETRY and CONNECT_RETRY in
+ * gaio/_python_special.py (tests/test_static_checks.py holds them equal).
+ * A standing accept that met a resource error tries again no sooner than
+ * GAIO_ACCEPT_RETRY_NS; an AF_UNIX connect that found the backlog full
+ * (EAGAIN) is tried again every GAIO_CONNECT_RETRY_NS. */
 #define GAIO_ACCEPT_RETRY_NS 10000000
+#define GAIO_CONNECT_RETRY_NS 10000000
 
 /* gaio_req.error: 0, a positive errno, or one of these. */
 enum {
@@ -132,8 +139,13 @@ struct gaio_req {
             };
         } st;
         int accepted_fd;        /* a one-shot accept's new descriptor, for its result */
-        struct {                /* GAIO_OP_CONNECT, while it is drained */
-            gaio_req *later;
+        struct {                /* GAIO_OP_CONNECT */
+            gaio_req *later;    /* while it is drained */
+            /* AF_UNIX, backlog full (error EAGAIN): the address to try again
+             * (the binding's memory, freed with the request) and when */
+            struct sockaddr *addr;
+            socklen_t addrlen;
+            int64_t retry_ns;
         } c;
         struct {                /* GAIO_WRITE kind */
             gaio_answer origin; /* a one-buffer write made from a view (R21) */
@@ -278,8 +290,10 @@ gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize, s
 uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);
 /* Queue a filled request (conn_id, buf, len, kind, op, flags, full,
  * deadline_ns, and u for standing requests, vectored writes, sendfile; a
- * connect's error: 0 when connect() succeeded at once, EINPROGRESS, or the
- * errno it failed with, the request then ending at once with it).
+ * connect's error: 0 when connect() succeeded at once, EINPROGRESS, EAGAIN
+ * with u.c.addr set (an AF_UNIX backlog was full: the core tries again every
+ * GAIO_CONNECT_RETRY_NS), or the errno it failed with, the request then
+ * ending at once with it).
  * Returns 0; -1 when the core is closing (the request was not taken); or
  * -ENOMEM when the deadline heap or the results could not grow for it: it
  * was not queued either, and the caller raises MemoryError. Room in the heap

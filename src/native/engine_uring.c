@@ -30,7 +30,9 @@
  *     bulk stream gets a RECV per arrival instead (uring_recv.c);
  *   - accepts: ACCEPT(SOCK_CLOEXEC), blocking descriptors as accept4() gives
  *     ("accept", 5.5); a standing accept is ONE multishot ACCEPT ("multishot-
- *     accept", 5.19). A descriptor arriving once its request ended is closed.
+ *     accept", 5.19). A descriptor arriving once its request ended is closed;
+ *     one past today's RLIMIT_NOFILE (the ACCEPT kept its submission's) is
+ *     held and EMFILE reported, as accept4() would (uring_recv.c).
  *     A kernel that answers EAGAIN on a non-blocking listener instead of
  *     waiting turns accepts to POLL_ADD + accept4();
  *   - connect and sendfile: POLL_ADD(POLLOUT), then readiness.c's SO_ERROR
@@ -168,6 +170,9 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
     gaio_req *r = gaio_conn_head(c, kind);
     if (!r || (c->engine_flags & BIT(IN_FLIGHT, kind)))
         return 0;
+    if (st->nheld && r->op == GAIO_OP_ACCEPT &&
+        (!gaio__ur_hand_held(st, c) || !(r = gaio_conn_head(c, kind))))
+        return 0; /* connections accepted past RLIMIT_NOFILE go first (uring_recv.c) */
     if ((r->flags & GAIO_F_REPEAT) &&
         (!gaio_core_arrival_room(st->core) || (!r->buf && r->op == GAIO_OP_READ &&
                                                 !gaio_core_ibuf_room(st->core)))) {
@@ -452,6 +457,8 @@ static int ur_unwatch(void *state, gaio_conn *c)
 {
     int busy = 0;
     gaio__ur_drop_parked(c);
+    if (((gaio__ur_state *)state)->nheld)
+        gaio__ur_drop_held(state, c);
     for (int kind = 0; kind < 2; kind++) {
         if (c->engine_flags & BIT(IN_FLIGHT, kind)) {
             gaio__ur_ask_cancel(state, c, kind, 0);
@@ -549,11 +556,13 @@ static void ur_destroy(void *state)
 {
     gaio__ur_state *st = state;
     cancel_everything(st);
+    gaio__ur_drop_held(st, NULL);
     close_bufrings(st);
     gaio__uring_close(&st->ring);
     close(st->evfd);
     free(st->work);
     free(st->starved);
+    free(st->held);
     free(st);
 }
 

@@ -6,7 +6,9 @@
 #include "binding.h"
 
 #include <fcntl.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -60,6 +62,10 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
         p->is_vector = 0;
     } else if (p->has_view && p->view.obj) {
         PyBuffer_Release(&p->view);
+    }
+    if (p->req.op == GAIO_OP_CONNECT && p->req.u.c.addr) {
+        PyMem_Free(p->req.u.c.addr);
+        p->req.u.c.addr = NULL;
     }
     if (p->req.op == GAIO_OP_SENDFILE && p->req.u.w.file_fd >= 0) {
         close(p->req.u.w.file_fd);
@@ -514,6 +520,57 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
     return queue(w, p, a[L], a[CTX], id);
 }
 
+/* R17: connect_ex() answered EAGAIN. On an AF_UNIX socket that is Linux's
+ * answer for a listener whose backlog is full: nothing is in progress, and
+ * the core tries again (a blocking connect would wait). *addr gets the
+ * address as connect() takes it, as CPython builds it (a str or path-like
+ * encoded with the file system encoding, NUL-terminated unless abstract).
+ * Any other family: *addr stays NULL and the connect fails with EAGAIN. */
+static int unix_address(PyObject *sock, PyObject *address, struct sockaddr **addr, socklen_t *len)
+{
+    *addr = NULL;
+    PyObject *family = PyObject_GetAttr(sock, gaio__state.s_family);
+    if (!family)
+        return -1;
+    long fam = PyLong_AsLong(family);
+    Py_DECREF(family);
+    if (fam == -1 && PyErr_Occurred())
+        return -1;
+    if (fam != AF_UNIX)
+        return 0;
+    PyObject *bytes = NULL;
+    Py_buffer path;
+    if (PyObject_CheckBuffer(address)) {
+        if (PyObject_GetBuffer(address, &path, PyBUF_SIMPLE) < 0)
+            return -1;
+    } else {
+        if (!PyUnicode_FSConverter(address, &bytes))
+            return -1;
+        if (PyObject_GetBuffer(bytes, &path, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(bytes);
+            return -1;
+        }
+    }
+    struct sockaddr_un *un = NULL;
+    if ((size_t)path.len > sizeof un->sun_path) {
+        /* connect_ex() took it: cannot happen */
+        PyErr_SetString(PyExc_OSError, "AF_UNIX path too long");
+    } else if (!(un = PyMem_Calloc(1, sizeof *un))) {
+        PyErr_NoMemory();
+    } else {
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, path.buf, (size_t)path.len);
+        size_t n = (size_t)path.len;
+        if ((n == 0 || un->sun_path[0] != 0) && n < sizeof un->sun_path)
+            n++; /* a path (not an abstract name): its terminating NUL */
+        *addr = (struct sockaddr *)un;
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    }
+    PyBuffer_Release(&path);
+    Py_XDECREF(bytes);
+    return un ? 0 : -1;
+}
+
 PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     enum { S, ADDR, CTX, TIMEOUT, DEADLINE, N };
@@ -552,15 +609,23 @@ PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t na
     Py_DECREF(r);
     if (err == -1 && PyErr_Occurred())
         return NULL;
-    if (err == EWOULDBLOCK || err == EAGAIN || err == EALREADY)
+    if (err == EALREADY)
         err = EINPROGRESS;
+    struct sockaddr *retry = NULL;
+    socklen_t retry_len = 0;
+    if (err == EAGAIN && unix_address(sock, a[ADDR], &retry, &retry_len) < 0)
+        return NULL;
     uint64_t id;
     pyreq *p = NULL;
-    if (conn_resolve(w, sock, fd, &id) < 0 || !(p = req_alloc(w, 0)))
+    if (conn_resolve(w, sock, fd, &id) < 0 || !(p = req_alloc(w, 0))) {
+        PyMem_Free(retry);
         return NULL;
+    }
     p->req.kind = GAIO_WRITE;
     p->req.op = GAIO_OP_CONNECT;
     p->req.error = (int)err;
+    p->req.u.c.addr = retry;
+    p->req.u.c.addrlen = retry_len;
     p->req.deadline_ns = when;
     return queue(w, p, sock, a[CTX], id);
 }

@@ -53,6 +53,11 @@ typedef struct {
     uint8_t what, kind;
 } gaio__ur_work;
 
+typedef struct {
+    uint64_t id; /* the listener */
+    int fd;
+} gaio__ur_held_fd;
+
 typedef struct gaio__ur_state {
     gaio_core *core;
     struct gaio__uring ring;
@@ -69,6 +74,12 @@ typedef struct gaio__ur_state {
     uint32_t nwork, cap_work;
     uint64_t *starved;   /* connections whose internal-buffer read or standing accept waits for room */
     uint32_t nstarved, cap_starved;
+    /* R16: connections an ACCEPT brought on a descriptor at or past today's
+     * RLIMIT_NOFILE (the kernel applies the limit of the SQE's submission),
+     * in arrival order: handed to the listener's accepts once they fit below
+     * it, closed with the listener (uring_recv.c) */
+    gaio__ur_held_fd *held;
+    uint32_t nheld, cap_held;
     int rescan;          /* work or starved could not grow: look at every connection */
 } gaio__ur_state;
 
@@ -120,6 +131,12 @@ void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t f
                        int more);
 /* A CQE of c's ACCEPT (one-shot, or multishot: more = F_MORE). */
 void gaio__ur_accept_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, int more);
+/* c's head is an accept and connections wait for it in st->held: hand them
+ * over while they fit below RLIMIT_NOFILE (else it meets EMFILE, as accept4()
+ * would). 1 when none is left for c: an ACCEPT may go to the kernel. */
+int gaio__ur_hand_held(gaio__ur_state *st, gaio_conn *c);
+/* Close the connections held for listener c (freed), or for all (c NULL). */
+void gaio__ur_drop_held(gaio__ur_state *st, gaio_conn *c);
 /* Whether c's multishot operation in flight is still wanted: its request
  * takes what comes now. When not, the engine cancels it. */
 int gaio__ur_multishot_wanted(gaio__ur_state *st, gaio_conn *c);

@@ -31,10 +31,13 @@
 #include "readiness.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -325,6 +328,106 @@ void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t f
     /* -ENOBUFS: every buffer was full when data came; recycled by now: again */
 }
 
+/* ---- R16: accepts past RLIMIT_NOFILE ----
+ * IORING_OP_ACCEPT takes RLIMIT_NOFILE when its SQE is prepared
+ * (io_accept_prep: accept->nofile = rlimit(RLIMIT_NOFILE)) and allocates
+ * under that number for as long as the operation lives: a multishot ACCEPT
+ * armed before the process lowered its limit goes on accepting past it, as a
+ * one-shot one does for its connection. accept4() would have failed with
+ * EMFILE: the kernel hands out the lowest free number, so a descriptor at or
+ * past today's soft limit means none was free below it. Such a connection is
+ * not lost (the kernel took it from the backlog) nor delivered: it is held in
+ * st->held, the accept reports EMFILE as on the other engines (a standing one
+ * backs off, which cancels its multishot ACCEPT: the next one is prepared
+ * with the limit of its time), and it is handed over first when the accept
+ * tries again, moved below the limit by F_DUPFD_CLOEXEC (which obeys it). */
+
+static int nofile_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= (rlim_t)INT_MAX)
+        return INT_MAX;
+    return (int)rl.rlim_cur;
+}
+
+static int has_held(gaio__ur_state *st, uint64_t id)
+{
+    for (uint32_t i = 0; i < st->nheld; i++)
+        if (st->held[i].id == id)
+            return 1;
+    return 0;
+}
+
+/* 0, or -1 when the list could not grow (the caller hands fd over as it is). */
+static int hold(gaio__ur_state *st, gaio_conn *c, int fd)
+{
+    if (st->nheld == st->cap_held && grow((void **)&st->held, &st->cap_held, sizeof *st->held))
+        return -1;
+    st->held[st->nheld++] = (gaio__ur_held_fd){.id = gaio_conn_id(c), .fd = fd};
+    return 0;
+}
+
+static void unhold(gaio__ur_state *st, uint32_t i)
+{
+    memmove(st->held + i, st->held + i + 1, (st->nheld - i - 1) * sizeof *st->held);
+    st->nheld--;
+}
+
+int gaio__ur_hand_held(gaio__ur_state *st, gaio_conn *c)
+{
+    uint64_t id = gaio_conn_id(c);
+    uint32_t i = 0;
+    gaio_req *r;
+    for (;;) {
+        while (i < st->nheld && st->held[i].id != id)
+            i++;
+        if (i == st->nheld)
+            return 1;
+        if (!(r = gaio_conn_head(c, GAIO_READ)) || r->op != GAIO_OP_ACCEPT)
+            return 0;
+        if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(st->core)) {
+            gaio__ur_starve(st, c);
+            return 0;
+        }
+        int fd = fcntl(st->held[i].fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            gaio_core_accepted(st->core, r, -errno); /* EMFILE: still no room below the limit */
+            continue; /* a standing accept backs off (no head now); a one-shot one ended */
+        }
+        close(st->held[i].fd);
+        unhold(st, i);
+        gaio_core_accepted(st->core, r, fd);
+    }
+}
+
+void gaio__ur_drop_held(gaio__ur_state *st, gaio_conn *c)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < st->nheld; i++) {
+        if (!c || st->held[i].id == gaio_conn_id(c))
+            close(st->held[i].fd);
+        else
+            st->held[kept++] = st->held[i];
+    }
+    st->nheld = kept;
+}
+
+/* A descriptor an ACCEPT brought for r, the head accept (queued). */
+static void accepted(gaio__ur_state *st, gaio_conn *c, gaio_req *r, int fd)
+{
+    if (fd < nofile_limit() && (!st->nheld || !has_held(st, gaio_conn_id(c)))) {
+        gaio_core_accepted(st->core, r, fd);
+        return;
+    }
+    /* past the limit, or behind connections held: hold it, in arrival order */
+    if (hold(st, c, fd) != 0) {
+        gaio_core_accepted(st->core, r, fd); /* no memory to hold it: never lose it */
+        return;
+    }
+    if (!(r->flags & GAIO_F_BACKOFF))
+        gaio__ur_hand_held(st, c); /* what fits goes now; else EMFILE, as accept4() */
+}
+
 void gaio__ur_accept_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, int more)
 {
     gaio_core *core = st->core;
@@ -333,7 +436,9 @@ void gaio__ur_accept_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, int more
               (r->state != GAIO_REQ_QUEUED && r->state != GAIO_REQ_CANCELLING)))
         r = NULL;
     if (res >= 0) {
-        if (r)
+        if (r && r->state == GAIO_REQ_QUEUED && !c->closing)
+            accepted(st, c, r, res);
+        else if (r)
             gaio_core_accepted(core, r, res); /* the caller's, even when it raced a cancellation */
         else
             close(res); /* no accept waits (it ended: no memory for a result): nobody takes it */
