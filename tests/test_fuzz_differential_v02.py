@@ -1189,23 +1189,14 @@ def test_native_engine_agrees_with_python_on_v02_strict_back_pressure(native_eng
 # ---------------------------------------------------------------- regressions
 
 
-def _engine_params(xfails):
-    """Every engine, with strict xfail marks for the listed {engine: reason}."""
-    return [pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=xfails[name])]
-                         if name in xfails else [], id=name) for name in gaio.ENGINES]
-
-
-XFAIL_EARLY_EXPIRY = (
-    "found by this fuzz: a request with a past deadline that the engine has not tried yet "
-    "is expired untried when results are ready before the first poll of wait_io() "
-    "(core.c gaio_core_wait's early-results path runs expire_deadlines; io_uring's "
-    "gaio__ur_last_try tries only reads into a caller's buffer, epoll tries reads on "
-    "readiness)")
+# Found by this fuzz: a request with a past deadline that the engine had not
+# tried yet was expired untried when results were ready before the first poll
+# of wait_io() (core.c gaio_core_wait's early-results path ran expire_deadlines).
 
 
 @pytest.mark.parametrize("trigger", ["connect", "free"])
 @pytest.mark.parametrize("quiet", [False, True], ids=["loud", "quiet"])
-@pytest.mark.parametrize("name", _engine_params({"uring": XFAIL_EARLY_EXPIRY}))
+@pytest.mark.parametrize("name", gaio.ENGINES)
 def test_past_deadline_write_tried_once_when_results_are_ready_without_the_kernel(
         name, quiet, trigger, tmp_path):
     """write(a, b"A"*100, timeout=0); write(a, b"B"*1000); then, on another
@@ -1245,8 +1236,7 @@ def test_past_deadline_write_tried_once_when_results_are_ready_without_the_kerne
 
 
 @pytest.mark.parametrize("waiting", ["bytes", "eof"])
-@pytest.mark.parametrize("name", _engine_params({"uring": XFAIL_EARLY_EXPIRY,
-                                                 "epoll": XFAIL_EARLY_EXPIRY}))
+@pytest.mark.parametrize("name", gaio.ENGINES)
 def test_past_deadline_read_tried_once_when_results_are_ready_without_the_kernel(
         name, waiting):
     """read(a, deadline=-1.0) with bytes (or the end of stream) waiting, then

@@ -961,8 +961,9 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
              * they were made): hand them out now. The next call polls, so
              * the kernel is asked at least every other call. */
             core->skipped_poll = 1;
-            if (core->nheap)
-                expire_deadlines(core, gaio_now_ns());
+            /* no deadline is expired here: a request whose time is up
+             * may not have been tried yet (a timeout <= 0 is tried once
+             * first); the next call polls, then expires it */
             rc = GAIO_WAIT_RESULTS;
             break;
         }
