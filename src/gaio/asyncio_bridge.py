@@ -29,6 +29,7 @@ library's module in `from gaio import asyncio`) nor `aio` (Linux AIO).
 import asyncio
 import io
 import os
+import weakref
 
 from ._errors import WatcherClosedError
 
@@ -44,7 +45,8 @@ class Bridge:
     """A watcher attached to an asyncio loop; made by `attach()`.
 
     Attributes: `watcher`, `loop`, `closed` (detached), `polling` (True when
-    the engine offers no pollable descriptor and the bridge polls instead).
+    the engine offers no pollable descriptor and the bridge polls instead),
+    `wakeups` (how many times the loop called it: readiness and timers).
     """
 
     def __init__(self, watcher, on_result, *, loop=None, poll_interval=0.01):
@@ -55,6 +57,7 @@ class Bridge:
         self.watcher = watcher
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.closed = False
+        self.wakeups = 0
         self._on_result = on_result
         self._poll_interval = poll_interval
         self._timer = None
@@ -65,6 +68,9 @@ class Bridge:
             self._fd = None
         else:
             self._fd = os.dup(fd)
+        # A loop closed without asyncio.run()'s shutdown never cancels the
+        # keeper task: the duplicate is then closed when the bridge is collected.
+        self._close_fd = None if self._fd is None else weakref.finalize(self, os.close, self._fd)
         self.polling = self._fd is None
         try:
             if self._fd is not None:
@@ -86,6 +92,7 @@ class Bridge:
     def _wake(self):
         if self.closed:
             return
+        self.wakeups += 1
         try:
             results = self.watcher.wait_io(0)
         except WatcherClosedError:
@@ -133,7 +140,7 @@ class Bridge:
         if self._fd is not None:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self._fd)
-            os.close(self._fd)
+            self._close_fd()
             self._fd = None
 
     def close(self):

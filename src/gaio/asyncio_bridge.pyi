@@ -12,6 +12,7 @@ class Bridge:
     loop: asyncio.AbstractEventLoop
     closed: bool
     polling: bool
+    wakeups: int
     def __init__(
         self,
         watcher: Watcher,
