@@ -32,6 +32,11 @@ pytestmark = pytest.mark.timeout(180)
 BIG = 100 << 20  # the 100 MiB file
 
 
+# The clients are not under test: .ci/sanitize's LD_PRELOAD of the sanitizer
+# runtimes is for the Python processes only.
+TOOL_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 def tool(name):
     path = shutil.which(name)
     if path is None:
@@ -40,7 +45,7 @@ def tool(name):
 
 
 def run_tool(argv, timeout=60, input=None):
-    proc = subprocess.run(argv, capture_output=True, timeout=timeout, input=input)
+    proc = subprocess.run(argv, capture_output=True, timeout=timeout, input=input, env=TOOL_ENV)
     return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(
         errors="replace")
 
@@ -276,7 +281,7 @@ def test_resp_redis_cli_pipe_every_reply(resp):
         commands.append(b"*3\r\n$3\r\nSET\r\n$%d\r\nkey%d\r\n$%d\r\nvalue%d\r\n"
                         % (len(b"key%d" % i), i, len(b"value%d" % i), i))
         commands.append(b"*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n")
-    proc = subprocess.run(["redis-cli", "-p", str(resp.port), "--pipe"],
+    proc = subprocess.run(["redis-cli", "-p", str(resp.port), "--pipe"], env=TOOL_ENV,
                           input=b"".join(commands), capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert b"errors: 0, replies: 40000" in proc.stdout, proc.stdout
@@ -336,7 +341,7 @@ def iperf_server():
     iperf3 = tool("iperf3")
     port = free_port()
     proc = subprocess.Popen([iperf3, "-s", "-p", str(port), "-B", "127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=TOOL_ENV)
     deadline = time.monotonic() + TIMEOUT
     while True:  # until it listens
         try:
