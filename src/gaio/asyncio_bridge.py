@@ -13,7 +13,8 @@ comes. Requests may be made from any coroutine or callback of the loop
 
 One `wait_io(0)` per wake-up keeps the loop fair: a batch is bounded (4 x
 the watcher's bufsize of internal-buffer bytes, R4), then other callbacks
-and tasks run before the next one.
+and tasks run before the next one. After a batch with results the bridge
+looks again on the loop's next turn, until a wait finds nothing.
 
 The bridge registers a duplicate of the watcher's descriptor, so that a
 watcher closed behind its back can never make the loop confuse the number
@@ -62,6 +63,7 @@ class Bridge:
         self._poll_interval = poll_interval
         self._timer = None
         self._timer_at = None
+        self._again = False
         try:
             fd = watcher.fileno()
         except io.UnsupportedOperation:  # kqueue on libkqueue: nothing to poll
@@ -106,8 +108,20 @@ class Bridge:
                 self.loop.call_exception_handler({
                     "message": "gaio.asyncio_bridge: on_result raised",
                     "exception": exc, "bridge": self, "result": res})
-        if not self.closed:
-            self._set_timer()
+        if self.closed:
+            return
+        if results and not self._again:
+            # Busy: look again on the loop's next turn, after the callbacks and
+            # tasks ready now, until a wait finds nothing. This also covers the
+            # epoll engine's lapse, where a read held back in a full batch can
+            # leave fileno() unreadable with work to do (see the CHANGELOG).
+            self._again = True
+            self.loop.call_soon(self._wake_again)
+        self._set_timer()
+
+    def _wake_again(self):
+        self._again = False
+        self._wake()
 
     def _set_timer(self):
         try:
