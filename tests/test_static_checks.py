@@ -2,9 +2,9 @@
 
 - ruff lints the package, examples, benchmarks and tests (rules: pyproject.toml
   [tool.ruff]).
-- mypy checks the public stub src/gaio/__init__.pyi, the examples and
-  tests/typecheck/: usage_ok.py must pass, usage_bad.py must fail on exactly
-  its marked lines (settings: pyproject.toml [tool.mypy]).
+- mypy checks the public stubs src/gaio/__init__.pyi and asyncio_bridge.pyi,
+  the examples and tests/typecheck/: usage_ok.py must pass, usage_bad.py
+  must fail on exactly its marked lines (settings: pyproject.toml [tool.mypy]).
 - mypy.stubtest compares each stub with the module it describes, imported.
 
 A missing tool is a skip that says so (`pip install -e '.[test]'` brings both).
@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TYPECHECK = ROOT / "tests" / "typecheck"
 LINTED = ["src/gaio", "examples", "benchmarks", "tests", "setup.py"]
-TYPED = ["src/gaio/__init__.pyi", "examples", "tests/typecheck/usage_ok.py",
+TYPED = ["src/gaio/__init__.pyi", "src/gaio/asyncio_bridge.pyi", "examples", "tests/typecheck/usage_ok.py",
          "tests/typecheck/usage_bad.py"]
 TOOL_TIMEOUT = 120  # a cold mypy run on a loaded machine; warm runs take seconds
 
@@ -144,6 +144,11 @@ def test_public_stub_matches_runtime():
     code, out = _stubtest("gaio",
                           "--allowlist", str(TYPECHECK / "stubtest_allowlist.txt"))
     assert code == 0, "src/gaio/__init__.pyi differs from gaio at run time:\n" + out
+
+
+def test_asyncio_bridge_stub_matches_runtime():
+    code, out = _stubtest("gaio.asyncio_bridge")
+    assert code == 0, "src/gaio/asyncio_bridge.pyi differs from the module at run time:\n" + out
 
 
 def test_native_stub_matches_runtime():

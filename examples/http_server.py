@@ -1,0 +1,210 @@
+"""An HTTP/1.1 server on one gaio Watcher and one thread.
+
+    python examples/http_server.py [--port PORT] [--root DIR] [--seconds N]
+
+    GET /            "Hello, world!" (also /hello)
+    GET /static/P    the file DIR/P, sent with sendfile (no copy through Python)
+
+Keep-alive and pipelining: each connection has a standing read and an
+httptools parser (`pip install gaio[http]`: the parser uvicorn uses), fed the
+internal buffer's view in place; the responses to every request a read
+brought go out as one quiet vectored write, in order with the files' sendfile
+requests. A request the parser refuses gets 400 and the connection closes once
+it is written. A client that sends requests without reading the answers stops
+being read once 256 KiB of them wait (the watcher's write_high), so it cannot
+grow the server's memory. GAIO_ENGINE=python|epoll|uring chooses the engine.
+Try: curl -v http://127.0.0.1:PORT/ or wrk -c 100 -d 5 http://127.0.0.1:PORT/
+"""
+import argparse
+import email.utils
+import mimetypes
+import os
+import socket
+import stat
+import sys
+import time
+from urllib.parse import unquote
+
+try:
+    import httptools
+except ImportError:
+    sys.exit("examples/http_server.py needs httptools: pip install 'gaio[http]'")
+
+import gaio
+
+HELLO = b"Hello, world!\n"
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+class Clock:
+    """The Date header, formatted once a second."""
+
+    second = -1
+    date = b""
+
+    def now(self):
+        second = int(time.time())
+        if second != self.second:
+            self.second = second
+            self.date = email.utils.formatdate(second, usegmt=True).encode()
+        return self.date
+
+
+CLOCK = Clock()
+
+
+def head(status, length, keep_alive, content_type=b"text/plain", version=(1, 1)):
+    """A response's status line and headers."""
+    lines = [b"HTTP/1.1 %d %s" % (status, REASONS[status].encode()),
+             b"Server: gaio", b"Date: " + CLOCK.now(),
+             b"Content-Type: " + content_type, b"Content-Length: %d" % length]
+    if not keep_alive:
+        lines.append(b"Connection: close")
+    elif version < (1, 1):
+        lines.append(b"Connection: keep-alive")
+    if status == 405:
+        lines.append(b"Allow: GET, HEAD")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class Http:
+    """One connection: its parser (this object is the parser's protocol) and
+    the responses not yet handed to the watcher."""
+
+    __slots__ = ("w", "conn", "root", "parser", "url", "out", "closing", "freed")
+
+    def __init__(self, w, conn, root):
+        self.w, self.conn, self.root = w, conn, root
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.out = []        # response bytes for the next write
+        self.closing = False  # the last response is queued: ignore what follows
+        self.freed = False
+
+    # ---- the parser's callbacks (called from feed_data)
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_message_complete(self):
+        if self.closing:
+            return
+        url, self.url = self.url, b""
+        parser = self.parser
+        version = tuple(int(n) for n in parser.get_http_version().split("."))
+        keep_alive = parser.should_keep_alive()
+        method = parser.get_method()
+        path = url.partition(b"?")[0]
+        if method not in (b"GET", b"HEAD"):
+            self.answer(405, b"", keep_alive, version=version)
+        elif path in (b"/", b"/hello"):
+            self.answer(200, HELLO, keep_alive, version=version, head_only=method == b"HEAD")
+        elif path.startswith(b"/static/"):
+            self.send_file(path[len(b"/static/"):], keep_alive, version,
+                           head_only=method == b"HEAD")
+        else:
+            self.answer(404, b"not found\n", keep_alive, version=version)
+
+    # ---- responses
+
+    def answer(self, status, body, keep_alive, version=(1, 1), head_only=False):
+        self.out.append(head(status, len(body), keep_alive, version=version))
+        if body and not head_only:
+            self.out.append(body)
+        if not keep_alive:
+            self.closing = True
+
+    def send_file(self, name, keep_alive, version, head_only):
+        parts = unquote(name.decode("latin-1")).split("/")
+        fd = -1
+        if not any(p in ("", ".", "..") or "\0" in p for p in parts):
+            path = os.path.join(self.root, *parts)
+            try:  # O_NONBLOCK: a FIFO must not block the server (it is refused below)
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                pass
+        st = os.fstat(fd) if fd >= 0 else None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            if fd >= 0:
+                os.close(fd)
+            return self.answer(404, b"not found\n", keep_alive, version=version)
+        content_type = (mimetypes.guess_type(path)[0] or "application/octet-stream").encode()
+        self.out.append(head(200, st.st_size, keep_alive, content_type, version))
+        if head_only or st.st_size == 0:
+            os.close(fd)
+        else:
+            self.flush(quiet=True)
+            # Not quiet: its result says when the file can be closed (and,
+            # after the last response, the connection).
+            self.w.sendfile(self.conn, fd, 0, st.st_size, ctx=(self, fd, not keep_alive))
+        if not keep_alive:
+            self.closing = True
+
+    def flush(self, quiet):
+        if self.out:
+            out, self.out = self.out, []
+            self.w.write(self.conn, out, ctx=self, quiet=quiet)
+
+    # ---- results
+
+    def feed(self, view):
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(view)
+        except httptools.HttpParserUpgrade:  # no upgrades here: answer, then close
+            self.closing = True
+        except httptools.HttpParserError:
+            self.answer(400, b"bad request\n", keep_alive=False)
+        # The last response's write is not quiet: its result closes the connection.
+        self.flush(quiet=not self.closing)
+
+    def free(self):
+        if not self.freed:
+            self.freed = True
+            self.w.free(self.conn)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="HTTP/1.1 server on a gaio Watcher")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--root", default=".", help="the directory served under /static/")
+    parser.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
+    args = parser.parse_args()
+
+    listener = socket.create_server(("127.0.0.1", args.port), backlog=1024)
+    address = listener.getsockname()  # the watcher takes the listener over at accept()
+    stop_at = time.monotonic() + args.seconds if args.seconds else float("inf")
+    with gaio.Watcher() as w:
+        w.accept(listener, repeat=True)
+        print("http server (engine %s) listening on %s:%d" % ((w.engine,) + address), flush=True)
+        try:
+            while time.monotonic() < stop_at:
+                for res in w.wait_io(timeout=0.5):
+                    op = res.op
+                    if op == gaio.Op.READ:
+                        http = res.ctx
+                        if http.freed:
+                            continue
+                        if res.error is None:
+                            http.feed(res.buffer)
+                        else:  # EOF or reset: the client is gone
+                            http.free()
+                    elif op == gaio.Op.ACCEPT:
+                        if res.accepted is not None:  # else EMFILE...: the accept retries
+                            conn = res.accepted
+                            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                            w.read(conn, repeat=True, ctx=Http(w, conn, args.root))
+                    elif op == gaio.Op.SENDFILE:
+                        http, fd, last = res.ctx
+                        os.close(fd)
+                        if res.error is not None or last:
+                            http.free()
+                    else:  # WRITE: a connection's last response is out, or a write failed
+                        res.ctx.free()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
