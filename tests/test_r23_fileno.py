@@ -8,6 +8,7 @@ test_v02_servers.py.
 """
 import io
 import select
+import socket
 import threading
 import time
 
@@ -113,3 +114,51 @@ def test_closed_watcher_raises(engine):
     for call in (w.fileno, w.next_timeout):
         with pytest.raises(gaio.WatcherClosedError):
             call()
+
+
+@pytest.mark.usefixtures("needs_fileno")
+def test_a_loop_driven_only_by_fileno_never_misses_work(watcher, net):
+    """An echo of 16 MiB, several times, with wait_io(0) called only when
+    fileno() is readable (no deadline is pending, so next_timeout() is None):
+    whenever the descriptor stays quiet, wait_io(0) has nothing to hand out.
+    Reads put off because a batch's internal buffer was spent (4 x bufsize)
+    are work for the next wait: the descriptor must say so."""
+    data = bytes(range(256)) * (1 << 16)
+    listener = net.listener()
+    address = listener.getsockname()
+    fd = watcher.fileno()
+    watcher.accept(listener, repeat=True)
+    for _ in range(6):
+        client = net.track(socket.create_connection(address))
+        got = bytearray()
+        sender = threading.Thread(target=client.sendall, args=(data,), daemon=True)
+        sender.start()
+
+        def read_all(client=client, got=got):
+            client.settimeout(10)
+            while len(got) < len(data):
+                chunk = client.recv(1 << 20)
+                if not chunk:
+                    return
+                got.extend(chunk)
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        reader.start()
+        end = time.monotonic() + 20
+        while reader.is_alive() and time.monotonic() < end:
+            assert watcher.next_timeout() is None
+            if not _readable(fd, 1.0):  # quiet for a long while: nothing owed
+                quiet = watcher.wait_io(0)
+                assert quiet == [], "fileno() was not readable, yet wait_io(0) had work"
+                continue
+            for res in watcher.wait_io(0):
+                if res.op == gaio.Op.ACCEPT:
+                    watcher.read(net.track(res.accepted), repeat=True)
+                elif res.error is None:
+                    watcher.write(res.conn, res.buffer, quiet=True)
+                else:
+                    watcher.free(res.conn)
+        reader.join(1)
+        sender.join(1)
+        assert bytes(got) == data
+        client.close()

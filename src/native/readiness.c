@@ -33,10 +33,21 @@ void gaio_ready_free(gaio_ready *rd)
     rd->todo = rd->todo_spare = NULL;
 }
 
+/* R23: work owed to the next wait must keep fileno() readable, wherever the
+ * read was put off: in the engine's wait, or after it (a read released by
+ * back-pressure, a request drained by the waiter or made between waits). */
+static void owe_wait(gaio_ready *rd)
+{
+    gaio_core *core = rd->core;
+    if (core->notify && !rd->ntodo && !rd->rescan)
+        core->engine->wake(core->engine_state);
+}
+
 static void todo_add(gaio_ready *rd, gaio_conn *c)
 {
     if (c->engine_flags & GAIO_IN_TODO)
         return;
+    owe_wait(rd);
     if (rd->ntodo == rd->cap_todo) {
         uint32_t cap = rd->cap_todo ? rd->cap_todo * 2 : 64;
         uint64_t *t = gaio_realloc(rd->todo, cap * sizeof *t);
