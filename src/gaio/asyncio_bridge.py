@@ -112,9 +112,8 @@ class Bridge:
             return
         if results and not self._again:
             # Busy: look again on the loop's next turn, after the callbacks and
-            # tasks ready now, until a wait finds nothing. This also covers the
-            # epoll engine's lapse, where a read held back in a full batch can
-            # leave fileno() unreadable with work to do (see the CHANGELOG).
+            # tasks ready now, until a wait finds nothing (one more batch without
+            # another trip through the selector).
             self._again = True
             self.loop.call_soon(self._wake_again)
         self._set_timer()
