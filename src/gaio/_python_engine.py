@@ -41,6 +41,7 @@ that holds the lock already (a garbage collection inside our own code).
 import os
 import selectors
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -58,7 +59,11 @@ from ._result import Op, OpResult
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
-_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # elsewhere Python ignores SIGPIPE
+_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+# macOS has no MSG_NOSIGNAL: the socket option instead (R6: a process that set
+# SIGPIPE back to SIG_DFL must survive a vanished peer), as engine_kqueue.c does
+_SO_NOSIGPIPE = None if _MSG_NOSIGNAL else getattr(
+    socket, "SO_NOSIGPIPE", 0x1022 if sys.platform == "darwin" else None)
 _monotonic = time.monotonic
 _socket_fileno = socket.socket.fileno
 _socket_detach = socket.socket.detach
@@ -415,10 +420,15 @@ class _Core(SpecialIO):
         # I/O fails at once) and hands us its descriptor: the same kernel
         # socket, options and all, without a dup().
         fd = _socket_detach(owner)
+        sock = None
         try:
             sock = socket.socket(family, kind, proto, fd)
             sock.setblocking(False)
+            if _SO_NOSIGPIPE is not None:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_NOSIGPIPE, 1)
         except BaseException:
+            if sock is not None:
+                sock.detach()  # fd is closed once, below
             os.close(fd)
             raise
         conn = _Conn(weakref.KeyedRef(owner, self.socket_dropped, key), sock)
