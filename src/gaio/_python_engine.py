@@ -54,6 +54,7 @@ from ._errors import (
 )
 from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
+from ._python_signals import SignalWakeup
 from ._python_special import SpecialIO
 from ._result import Op, OpResult
 
@@ -67,6 +68,7 @@ _SO_NOSIGPIPE = None if _MSG_NOSIGNAL else getattr(
 _monotonic = time.monotonic
 _socket_fileno = socket.socket.fileno
 _socket_detach = socket.socket.detach
+_main_thread = threading.main_thread
 _MAX_SELECT_WAIT = 86400.0  # seconds
 # Enum member lookups cost more than a global on the hot path.
 _OP_READ = Op.READ
@@ -260,6 +262,7 @@ class _Core(SpecialIO):
             self.selector.close()
             raise
         self.selector.register(self.waker.fileno(), _READ, None)
+        self.signals = SignalWakeup(self.selector, None)  # _python_signals
         # one bound method for every connection's weakref callback
         self.socket_dropped = self._socket_dropped
         self.waiting = False  # a thread is inside wait_io()
@@ -703,7 +706,9 @@ class _Core(SpecialIO):
     def _handle_events(self, events):
         for key, mask in events:
             conn = key.data
-            if conn is None:  # the waker
+            if conn is None:  # the waker, or the signal pipe
+                if key.fd == self.signals.rfd:
+                    self.signals.drain()
                 continue
             if conn.sock is None or conn.interest == 0:
                 continue  # freed or dropped earlier in this batch
@@ -730,11 +735,14 @@ class _Core(SpecialIO):
                 raise WatcherClosedError("watcher is closed")
             if self.waiting:
                 raise RuntimeError("another thread is already waiting in wait_io()")
+            # A signal handler may raise at any call: nothing but plain
+            # assignments between setting `waiting` and the try that unsets it.
             self.waiting = True
-            self.waiter = threading.get_ident()
             try:
+                self.waiter = threading.get_ident()
                 return self._loop(seconds)
             finally:
+                self.signals.disarm()
                 self.waiting = False
                 self.waiter = None
                 self.blocked = False
@@ -767,9 +775,11 @@ class _Core(SpecialIO):
                     # select() refuses timeouts past the C int/long range; the
                     # loop simply waits again when a capped wait runs out.
                     wait = min(max(wait, 0), _MAX_SELECT_WAIT)
+            if wait != 0 and not self.signals.armed and self.waiter == _main_thread().ident:
+                self.signals.arm()  # until wait_io() returns; see _python_signals
             self.blocked = True
-            lock.release()
             try:
+                lock.release()  # inside: a handler may raise as it returns
                 events = self.selector.select(wait)
             finally:
                 lock.acquire()
@@ -844,6 +854,7 @@ class _Core(SpecialIO):
             self.selector.close()
             self.selector = None
             self.waker.close()
+            self.signals.close()
 
     def fileno(self):
         with self.lock:
