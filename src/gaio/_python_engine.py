@@ -41,6 +41,7 @@ that holds the lock already (a garbage collection inside our own code).
 import os
 import selectors
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -54,15 +55,21 @@ from ._errors import (
 from ._python_backpressure import BackPressure
 from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
+from ._python_signals import SignalWakeup
 from ._python_special import SpecialIO
 from ._result import Op, OpResult
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
-_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # elsewhere Python ignores SIGPIPE
+_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+# macOS has no MSG_NOSIGNAL: the socket option instead (R6: a process that set
+# SIGPIPE back to SIG_DFL must survive a vanished peer), as engine_kqueue.c does
+_SO_NOSIGPIPE = None if _MSG_NOSIGNAL else getattr(
+    socket, "SO_NOSIGPIPE", 0x1022 if sys.platform == "darwin" else None)
 _monotonic = time.monotonic
 _socket_fileno = socket.socket.fileno
 _socket_detach = socket.socket.detach
+_main_thread = threading.main_thread
 _MAX_SELECT_WAIT = 86400.0  # seconds
 # Enum member lookups cost more than a global on the hot path.
 _OP_READ = Op.READ
@@ -256,6 +263,7 @@ class _Core(SpecialIO, BackPressure):
             self.selector.close()
             raise
         self.selector.register(self.waker.fileno(), _READ, None)
+        self.signals = SignalWakeup(self.selector, None)  # _python_signals
         # one bound method for every connection's weakref callback
         self.socket_dropped = self._socket_dropped
         self.waiting = False  # a thread is inside wait_io()
@@ -420,10 +428,15 @@ class _Core(SpecialIO, BackPressure):
         # I/O fails at once) and hands us its descriptor: the same kernel
         # socket, options and all, without a dup().
         fd = _socket_detach(owner)
+        sock = None
         try:
             sock = socket.socket(family, kind, proto, fd)
             sock.setblocking(False)
+            if _SO_NOSIGPIPE is not None:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_NOSIGPIPE, 1)
         except BaseException:
+            if sock is not None:
+                sock.detach()  # fd is closed once, below
             os.close(fd)
             raise
         conn = _Conn(weakref.KeyedRef(owner, self.socket_dropped, key), sock)
@@ -711,7 +724,9 @@ class _Core(SpecialIO, BackPressure):
     def _handle_events(self, events):
         for key, mask in events:
             conn = key.data
-            if conn is None:  # the waker
+            if conn is None:  # the waker, or the signal pipe
+                if key.fd == self.signals.rfd:
+                    self.signals.drain()
                 continue
             if conn.sock is None or conn.interest == 0:
                 continue  # freed or dropped earlier in this batch
@@ -738,11 +753,14 @@ class _Core(SpecialIO, BackPressure):
                 raise WatcherClosedError("watcher is closed")
             if self.waiting:
                 raise RuntimeError("another thread is already waiting in wait_io()")
+            # A signal handler may raise at any call: nothing but plain
+            # assignments between setting `waiting` and the try that unsets it.
             self.waiting = True
-            self.waiter = threading.get_ident()
             try:
+                self.waiter = threading.get_ident()
                 return self._loop(seconds)
             finally:
+                self.signals.disarm()
                 self.waiting = False
                 self.waiter = None
                 self.blocked = False
@@ -775,9 +793,11 @@ class _Core(SpecialIO, BackPressure):
                     # select() refuses timeouts past the C int/long range; the
                     # loop simply waits again when a capped wait runs out.
                     wait = min(max(wait, 0), _MAX_SELECT_WAIT)
+            if wait != 0 and not self.signals.armed and self.waiter == _main_thread().ident:
+                self.signals.arm()  # until wait_io() returns; see _python_signals
             self.blocked = True
-            lock.release()
             try:
+                lock.release()  # inside: a handler may raise as it returns
                 events = self.selector.select(wait)
             finally:
                 lock.acquire()
@@ -852,6 +872,7 @@ class _Core(SpecialIO, BackPressure):
             self.selector.close()
             self.selector = None
             self.waker.close()
+            self.signals.close()
 
     def fileno(self):
         with self.lock:

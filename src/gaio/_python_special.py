@@ -22,6 +22,7 @@ in progress) waits in `backoff` too, watching nothing, and is tried again
 """
 import errno
 import os
+import signal
 import socket
 import time
 
@@ -45,12 +46,42 @@ _RESOURCE_ERRNOS = frozenset(
 # holds them equal).
 ACCEPT_RETRY = 0.010  # between a standing accept's resource errors (R16)
 CONNECT_RETRY = 0.010  # between tries of an AF_UNIX connect to a full backlog (R17)
+_SIGPIPE = getattr(signal, "SIGPIPE", None)
+_PIPE_ONLY = (_SIGPIPE,)
+# sigtimedwait is not on macOS: sigwait returns at once for a pending signal
+_take_signal = getattr(signal, "sigtimedwait", None)
+_take_signal = ((lambda sigset: signal.sigtimedwait(sigset, 0)) if _take_signal
+                else signal.sigwait if hasattr(signal, "sigwait") else None)
+_MASKS = _SIGPIPE is not None and hasattr(signal, "pthread_sigmask")
 # connect()'s SO_ERROR while the kernel is still at it. Not EAGAIN: that is
 # Linux's answer for an AF_UNIX listener whose backlog is full, and nothing is
 # in progress then (the socket even polls writable, unconnected).
 _CONNECT_WAITS = frozenset(
     getattr(errno, name) for name in ("EINPROGRESS", "EALREADY") if hasattr(errno, name))
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
+
+
+def _sendfile(out_fd, in_fd, offset, count):
+    """os.sendfile() that never raises SIGPIPE (R6). sendfile(2) has no
+    MSG_NOSIGNAL, and a process may have set SIGPIPE back to SIG_DFL (Python
+    ignores it at start-up), whose action on a vanished peer kills it. The
+    SIGPIPE of a failed write goes to the writing thread: blocked here, it
+    stays pending on this thread, and if this call made it (none was pending
+    before) it is taken back before the mask is restored - as
+    readiness.c's send_file_nosigpipe does for the native engines."""
+    if not _MASKS:
+        return os.sendfile(out_fd, in_fd, offset, count)
+    was_pending = _SIGPIPE in signal.sigpending()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _PIPE_ONLY)
+    try:
+        return os.sendfile(out_fd, in_fd, offset, count)
+    except BrokenPipeError:
+        if not was_pending and _SIGPIPE in signal.sigpending() and _take_signal:
+            _take_signal(_PIPE_ONLY)
+        raise
+    finally:
+        if _SIGPIPE not in old:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _PIPE_ONLY)
 
 
 def _clone_error(error):
@@ -285,8 +316,8 @@ class SpecialIO:
 
     def _send_file(self, conn, req):
         while req.size < req.total:
-            size = os.sendfile(conn.fd, req.fd, req.offset + req.size,
-                               min(req.total - req.size, _SENDFILE_CHUNK))
+            size = _sendfile(conn.fd, req.fd, req.offset + req.size,
+                             min(req.total - req.size, _SENDFILE_CHUNK))
             if size == 0:
                 self._fail(req, EOFError("end of file after %d bytes" % req.size))
                 return True

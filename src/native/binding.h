@@ -1,4 +1,4 @@
-/* Shared by the Python binding's files (module.c, args.c, conns.c,
+/* Shared by the Python binding's files (module.c, args.c, conns.c, signals.c,
  * request.c, result.c): the only place that touches Python objects. */
 #ifndef GAIO_BINDING_H
 #define GAIO_BINDING_H
@@ -207,5 +207,28 @@ PyObject *gaio__copy_bytes(Watcher *w, const void *src, Py_ssize_t len);
 PyObject *gaio__error_object(int error);
 void gaio__release_batch(Watcher *w, int closing);
 PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n);
+
+/* ---- signals around wait_io's sleep (signals.c) ---- */
+
+enum { GAIO_GUARD_NONE, GAIO_GUARD_MASK, GAIO_GUARD_WAKEUP };
+typedef struct {
+    int how;
+    sigset_t old; /* GAIO_GUARD_MASK: the caller's mask, to sleep with and restore */
+    int fd;       /* GAIO_GUARD_WAKEUP: the engine's descriptor given to set_wakeup_fd */
+} gaio__sig_guard;
+int gaio__signals_init(PyObject *module);
+/* Before a wait that would sleep (GIL held, w->waiting set), on the main
+ * thread: close the gap between Python's signal check and the sleep
+ * (signals.c). Returns 0, or -1 with the exception a handler raised. */
+int gaio__sig_guard_enter(Watcher *w, gaio__sig_guard *g);
+/* Python handlers run on this thread: a sleep of its needs the guard. */
+int gaio__sig_guard_wanted(void);
+/* The mask to give gaio_core_wait (NULL: none). */
+static inline const sigset_t *gaio__sig_guard_mask(const gaio__sig_guard *g)
+{
+    return g->how == GAIO_GUARD_MASK ? &g->old : NULL;
+}
+/* After the wait (GIL held): the mask or the wakeup descriptor as before. */
+void gaio__sig_guard_leave(gaio__sig_guard *g);
 
 #endif

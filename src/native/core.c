@@ -941,7 +941,8 @@ static int64_t engine_timeout(gaio_core *core, int64_t until_ns)
     return until > now ? until - now : 0;
 }
 
-int gaio_core_wait(gaio_core *core, int64_t until_ns)
+int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
+                   const sigset_t *sigmask)
 {
     int rc;
     pthread_mutex_lock(&core->lock);
@@ -969,9 +970,20 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns)
         }
         core->skipped_poll = 0;
         int64_t timeout = engine_timeout(core, until_ns);
+        if (timeout != 0 && stop_before_sleep) {
+            if (stop_before_sleep == 1) {
+                /* a look first (bytes already there, say): a wait that
+                 * finds work needs no guard against signals */
+                stop_before_sleep = 2;
+                timeout = 0;
+            } else {
+                rc = GAIO_WAIT_SLEEPY;
+                break;
+            }
+        }
         core->sleeping = timeout != 0;
         core->woken = 0;
-        int erc = core->engine->wait(core->engine_state, timeout);
+        int erc = core->engine->wait(core->engine_state, timeout, sigmask);
         core->sleeping = 0;
         core->stats.wakeups++;
         gaio__bp_restart_released(core);
@@ -1039,6 +1051,18 @@ int gaio_core_conn_fd(gaio_core *core, uint64_t id)
     void *token = gaio__binding_enter(core);
     gaio_conn *c = gaio_core_conn(core, id);
     int fd = c ? c->fd : -1;
+    gaio__binding_leave(core, token);
+    return fd;
+}
+
+int gaio_core_signal_fd(gaio_core *core)
+{
+    void *token = gaio__binding_enter(core);
+    int fd = -ENOSYS;
+    if (core->closing || core->closed)
+        fd = -EBADF;
+    else if (core->engine->signal_fd)
+        fd = core->engine->signal_fd(core->engine_state);
     gaio__binding_leave(core, token);
     return fd;
 }

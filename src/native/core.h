@@ -15,6 +15,7 @@
 #define GAIO_CORE_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -88,6 +89,7 @@ enum {
     GAIO_WAIT_TIMEOUT = 0,  /* time is up, nothing finished */
     GAIO_WAIT_CLOSED = -1,  /* gaio_core_close() was called from another thread */
     GAIO_WAIT_EINTR = -2,   /* a signal arrived: let Python run its handlers, then call again */
+    GAIO_WAIT_SLEEPY = -3,  /* asked to stop before sleeping, and about to: guard, call again */
 };
 
 /* The standing read whose result view a write (or an item) was made from
@@ -313,8 +315,13 @@ void gaio_core_free(gaio_core *core, uint64_t conn_id);
 void gaio_core_release(gaio_core *core, uint64_t conn_id);
 /* Called with the GIL released: run the engine until a request finished, the
  * absolute CLOCK_MONOTONIC deadline until_ns passed (GAIO_NO_DEADLINE: none;
- * any other value, negative included, is a time), or close. */
-int gaio_core_wait(gaio_core *core, int64_t until_ns);
+ * any other value, negative included, is a time), or close. With
+ * stop_before_sleep, the engine polls once where it would block, and if that
+ * brings nothing GAIO_WAIT_SLEEPY is returned instead of blocking: the
+ * binding guards a sleep against signals (signals.c) only when there is one.
+ * sigmask: the engine's wait() sleeps with it (engine.h). */
+int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
+                   const sigset_t *sigmask);
 /* Move up to cap results, in completion order, to buf; *left says how many
  * stay (for a larger buf). Never allocates: the binding owns buf. */
 uint32_t gaio_core_take_results(gaio_core *core, gaio_result *buf, uint32_t cap, uint32_t *left);
@@ -326,6 +333,8 @@ int64_t gaio_core_next_deadline(gaio_core *core);
 /* R23: the engine's descriptor, readable whenever gaio_core_wait has work
  * (from now on the core keeps it so); -1 with errno when there is none. */
 int gaio_core_fileno(gaio_core *core);
+/* The engine's signal_fd (engine.h): >= 0, or -errno (-ENOSYS: it has none). */
+int gaio_core_signal_fd(gaio_core *core);
 /* Start a new batch: the previous batch's views are released. */
 void gaio_core_ibuf_reset(gaio_core *core);
 /* Hand the chunk's memory over to the caller (to free() later): the core

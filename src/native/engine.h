@@ -33,6 +33,7 @@
 #define GAIO_ENGINE_H
 
 #include <errno.h>
+#include <signal.h>
 
 #include "core.h"
 
@@ -46,6 +47,10 @@ typedef struct gaio_engine_ops {
      * receives it re-issues contend for the socket locks (rr 1 KiB x 500,
      * pinned: 12.7% of the server's CPU in a spin lock's slow path). */
     int direct_send;
+
+    /* 1: wait() honours its sigmask argument (below). An engine whose kernel
+     * wait takes no signal mask (kqueue) says 0 and offers signal_fd. */
+    int wait_sigmask;
 
     /* Build the engine's private state for core (kept in *state). On failure
      * return -1 with a human reason in why (NUL-terminated, at most whylen
@@ -94,8 +99,13 @@ typedef struct gaio_engine_ops {
      * 0: poll) for the kernel, and report what happened through the core
      * callbacks. Return early when wake() is called. Must not block when
      * gaio_core_has_results(core) is already true. Returns >= 0, -EINTR when
-     * a signal interrupted the wait, or another -errno on failure. */
-    int (*wait)(void *state, int64_t timeout_ns);
+     * a signal interrupted the wait, or another -errno on failure.
+     * sigmask (NULL: leave the thread's mask alone): the signal mask to sleep
+     * with, set by the kernel wait itself (epoll_pwait, io_uring_enter's
+     * EXT_ARG) so that a signal blocked until then is taken - as -EINTR - at
+     * the moment the sleep begins, never between a check and the sleep
+     * (signals.c). Given only to engines that set wait_sigmask. */
+    int (*wait)(void *state, int64_t timeout_ns, const sigset_t *sigmask);
 
     /* Interrupt a wait() in progress, from any thread, without the lock
      * (eventfd / EVFILT_USER / pipe write). Async-signal-safe is not needed.
@@ -107,6 +117,12 @@ typedef struct gaio_engine_ops {
      * that leaves work for the next one (reads waiting for internal-buffer
      * room, a retry owed) calls wake() itself before returning. */
     int (*fileno)(void *state);
+
+    /* Optional (NULL: none), for an engine without wait_sigmask. A
+     * non-blocking descriptor for CPython's signal.set_wakeup_fd, made on
+     * first use (-errno when it cannot be) and kept until destroy: while it
+     * is set, a signal makes wait() return -EINTR. */
+    int (*signal_fd)(void *state);
 
     /* Optional (NULL: nothing to do). conn's standing read (the READ head)
      * was just held by back-pressure: gaio_conn_head no longer returns it; an

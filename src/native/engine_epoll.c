@@ -7,7 +7,8 @@
  *   - readiness remembered per connection and the non-blocking recv /
  *     send(MSG_NOSIGNAL) done for the head requests: readiness.c, shared with
  *     kqueue (a new head is tried at once, before any epoll_wait);
- *   - eventfd for wake-ups from other threads (level-triggered, drained).
+ *   - eventfd for wake-ups from other threads (level-triggered, drained);
+ *   - epoll_pwait with wait_io()'s signal mask (signals.c).
  * Kernel facts relied on:
  *   - closing our (only) descriptor of a socket removes it from the epoll set;
  *     we still EPOLL_CTL_DEL first since the caller may hold a dup (see trio's
@@ -111,13 +112,13 @@ static void ep_wake(void *state)
     if (write(st->evfd, &one, sizeof one) < 0) { /* counter full: a wake is pending anyway */ }
 }
 
-static int ep_wait(void *state, int64_t timeout_ns)
+static int ep_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
 {
     epoll_state *st = state;
     gaio_ready_retry(&st->rd);
     int ms = gaio_ready_timeout_ms(&st->rd, timeout_ns);
     gaio_core_unlock(st->core);
-    int n = epoll_wait(st->epfd, st->events, MAX_EVENTS, ms);
+    int n = epoll_pwait(st->epfd, st->events, MAX_EVENTS, ms, sigmask);
     int err = errno;
     gaio_core_lock(st->core);
     if (n < 0)
@@ -156,6 +157,7 @@ static int ep_fileno(void *state)
 const gaio_engine_ops gaio_engine_epoll = {
     .name = "epoll",
     .direct_send = 1,
+    .wait_sigmask = 1,
     .create = ep_create,
     .destroy = ep_destroy,
     .watch = ep_watch,

@@ -11,7 +11,10 @@
  *     packed into 32 bits elsewhere (kq_udata below);
  *   - wake-ups use EVFILT_USER (FreeBSD >= 8.1, macOS >= 10.6, NetBSD >= 10),
  *     else a non-blocking self-pipe;
- *   - macOS has no MSG_NOSIGNAL: SO_NOSIGPIPE is set on the descriptor.
+ *   - macOS has no MSG_NOSIGNAL: SO_NOSIGPIPE is set on the descriptor;
+ *   - kevent() takes no signal mask: a signal arriving just before it sleeps
+ *     reaches it through a pipe given to CPython's signal.set_wakeup_fd
+ *     (signal_fd, signals.c), not through a sigmask as on epoll and io_uring.
  *   - closing a descriptor removes its knotes; we delete them first anyway
  *     (libkqueue cannot see a close()).
  *
@@ -57,6 +60,7 @@ typedef struct {
     gaio_ready rd;
     int kq;
     int pipe_r, pipe_w;            /* -1 when EVFILT_USER is used */
+    int sig_r, sig_w;              /* signal_fd's pipe, made on first use; else -1 */
     struct kevent events[MAX_EVENTS];
 } kq_state;
 
@@ -121,6 +125,7 @@ static int kq_create(gaio_core *core, void **out, char *why, size_t whylen)
     st->core = core;
     gaio_ready_init(&st->rd, core);
     st->pipe_r = st->pipe_w = -1;
+    st->sig_r = st->sig_w = -1;
     st->kq = kqueue();
     if (st->kq < 0) {
         int err = errno;
@@ -171,6 +176,10 @@ static void kq_destroy(void *state)
     if (st->pipe_r >= 0) {
         close(st->pipe_r);
         close(st->pipe_w);
+    }
+    if (st->sig_r >= 0) {
+        close(st->sig_r);
+        close(st->sig_w);
     }
 #ifdef GAIO_LIBKQUEUE
     /* libkqueue frees a kqueue's epoll instance, pipe and eventfds on a helper
@@ -293,7 +302,7 @@ static void kq_sweep(kq_state *st)
 
 static void kq_wake(void *state);
 
-static int kq_wait(void *state, int64_t timeout_ns)
+static int kq_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
 {
     kq_state *st = state;
     gaio_ready_retry(&st->rd);
@@ -313,6 +322,7 @@ static int kq_wait(void *state, int64_t timeout_ns)
     gaio_core_lock(st->core);
     if (n < 0)
         return -err;
+    int signalled = 0;
     for (int i = 0; i < n; i++) {
         struct kevent *ev = &st->events[i];
 #ifdef EVFILT_USER
@@ -322,6 +332,12 @@ static int kq_wait(void *state, int64_t timeout_ns)
         if (st->pipe_r >= 0 && ev->filter == EVFILT_READ && ev->ident == (uintptr_t)st->pipe_r) {
             char drain[64];
             while (read(st->pipe_r, drain, sizeof drain) > 0) {}
+            continue;
+        }
+        if (st->sig_r >= 0 && ev->filter == EVFILT_READ && ev->ident == (uintptr_t)st->sig_r) {
+            char drain[64]; /* CPython wrote the signal numbers; its handlers know them */
+            while (read(st->sig_r, drain, sizeof drain) > 0) {}
+            signalled = 1;
             continue;
         }
         /* EV_ERROR reports a failed change of the changelist, and this call
@@ -350,7 +366,37 @@ static int kq_wait(void *state, int64_t timeout_ns)
 #endif
     if (st->core->notify && gaio_ready_owed(&st->rd))
         kq_wake(st); /* fileno() stays readable: work is left for the next wait */
-    return n;
+    return signalled ? -EINTR : n; /* the core hands out results first, if any */
+}
+
+/* A pipe for signal.set_wakeup_fd: CPython's C handler writes the signal's
+ * number to it from whichever thread took the signal, so kq_wait wakes
+ * whether the signal came before kevent() slept or during the sleep. Made
+ * the first time wait_io() blocks on the main thread, kept until destroy:
+ * the binding unsets it before any destroy can run. */
+static int kq_signal_fd(void *state)
+{
+    kq_state *st = state;
+    if (st->sig_w >= 0)
+        return st->sig_w;
+    int p[2];
+    if (pipe(p) < 0)
+        return -errno;
+    for (int i = 0; i < 2; i++) {
+        fcntl(p[i], F_SETFD, FD_CLOEXEC);
+        fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK); /* set_wakeup_fd wants it */
+    }
+    struct kevent ev;
+    EV_SET(&ev, p[0], EVFILT_READ, EV_ADD, 0, 0, NULL);
+    if (kevent(st->kq, &ev, 1, NULL, 0, NULL) < 0) {
+        int err = errno;
+        close(p[0]);
+        close(p[1]);
+        return -err;
+    }
+    st->sig_r = p[0];
+    st->sig_w = p[1];
+    return st->sig_w;
 }
 
 static int kq_fileno(void *state)
@@ -394,6 +440,7 @@ const gaio_engine_ops gaio_engine_kqueue = {
     .wait = kq_wait,
     .wake = kq_wake,
     .fileno = kq_fileno,
+    .signal_fd = kq_signal_fd,
 };
 
 #else /* no kqueue here */

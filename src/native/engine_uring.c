@@ -39,8 +39,9 @@
  *     or sendfile(2);
  *   - back-pressure: nothing is submitted for a direction with no request;
  *   - every submission of a wait() and the wait itself are ONE io_uring_enter,
- *     the timeout in IORING_ENTER_EXT_ARG (5.11), the lock (and the GIL, by
- *     the binding) dropped around it;
+ *     the timeout in IORING_ENTER_EXT_ARG (5.11), and wait_io()'s signal
+ *     mask too (signals.c), the lock (and the GIL, by the binding) dropped
+ *     around it;
  *   - deadlines and free() cancel with ASYNC_CANCEL by user_data (5.5); the
  *     request keeps its buffer and its connection stays allocated until the
  *     operation's last CQE, and what it moved meanwhile is reported (engine.h:
@@ -366,7 +367,7 @@ static void rescan(gaio__ur_state *st)
     }
 }
 
-static int ur_wait(void *state, int64_t timeout_ns)
+static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
 {
     gaio__ur_state *st = state;
     if (st->nstarved && gaio_core_ibuf_room(st->core))
@@ -380,7 +381,7 @@ static int ur_wait(void *state, int64_t timeout_ns)
     else if (st->rescan && (timeout_ns < 0 || timeout_ns > 10000000))
         timeout_ns = 10000000; /* still owed (no memory yet): come back soon */
     gaio_core_unlock(st->core);
-    int ret = gaio__uring_submit_and_wait(&st->ring, timeout_ns);
+    int ret = gaio__uring_submit_and_wait_sigmask(&st->ring, timeout_ns, sigmask);
     gaio_core_lock(st->core);
     int n = reap(st, 1);
     while (gaio__uring_cq_overflowed(&st->ring)) {
@@ -679,6 +680,7 @@ static int ur_techniques(void *state, gaio_technique *out, int max)
 
 const gaio_engine_ops gaio_engine_uring = {
     .name = "uring",
+    .wait_sigmask = 1,
     .create = ur_create,
     .destroy = ur_destroy,
     .watch = ur_watch,

@@ -93,12 +93,14 @@ static PyObject *Watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t n
     if (gaio__parse_args("wait_io", args, nargs, kwnames, names, 1, 1, 0, a) < 0)
         return NULL;
     int64_t until = GAIO_NO_DEADLINE;
+    int guard_wanted = 1;
     if (a[0] && a[0] != Py_None) {
         double t;
         if (gaio__seconds_arg(a[0], "timeout", &t) < 0)
             return NULL;
         if (t < 0)
             t = 0;
+        guard_wanted = t > 0;
         until = gaio__ns_clamp((double)gaio_now_ns() + t * 1e9); /* inf and huge: no limit */
     }
     if (w->waiting) {
@@ -108,22 +110,30 @@ static PyObject *Watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t n
     w->waiting = 1;
     Py_INCREF(w);
     gaio__release_batch(w, 0);
+    guard_wanted = guard_wanted && gaio__sig_guard_wanted();
     int rc;
     for (;;) {
         gaio_core *core = w->core;
         Py_BEGIN_ALLOW_THREADS
-        rc = gaio_core_wait(core, until);
+        rc = gaio_core_wait(core, until, guard_wanted, NULL);
         Py_END_ALLOW_THREADS
-        if (rc != GAIO_WAIT_EINTR || w->closed)
-            break;
-        if (PyErr_CheckSignals() < 0) {
-            w->waiting = 0;
-            Py_DECREF(w);
-            return NULL;
+        if (rc == GAIO_WAIT_SLEEPY) {
+            /* the core would sleep: again, signals guarded (signals.c) */
+            gaio__sig_guard guard;
+            if (gaio__sig_guard_enter(w, &guard) < 0) /* a handler raised */
+                break;
+            Py_BEGIN_ALLOW_THREADS
+            rc = gaio_core_wait(core, until, 0, gaio__sig_guard_mask(&guard));
+            Py_END_ALLOW_THREADS
+            gaio__sig_guard_leave(&guard);
         }
+        if (rc != GAIO_WAIT_EINTR || w->closed || PyErr_CheckSignals() < 0)
+            break;
     }
     PyObject *result;
-    if (w->closed || rc == GAIO_WAIT_CLOSED)
+    if (PyErr_Occurred())
+        result = NULL; /* results already finished wait for the next call */
+    else if (w->closed || rc == GAIO_WAIT_CLOSED)
         result = gaio__closed_error();
     else if (rc == GAIO_WAIT_TIMEOUT)
         result = PyList_New(0);
@@ -719,6 +729,10 @@ PyMODINIT_FUNC PyInit__native(void)
     PyObject *m = PyModule_Create(&gaio_module);
     if (!m)
         return NULL;
+    if (gaio__signals_init(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&Watcher_Type);
     Py_INCREF(&gaio__OpResult_Type);
     if (PyModule_AddObject(m, "Watcher", (PyObject *)&Watcher_Type) < 0 ||

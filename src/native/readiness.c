@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -168,6 +170,36 @@ static ssize_t send_file(gaio_conn *c, gaio_req *r, size_t want)
 #endif
 }
 
+/* sendfile(2) has no MSG_NOSIGNAL: to a peer that has gone away it raises
+ * SIGPIPE, whose default action kills the process (R6), and Python only
+ * ignores it by default. SIGPIPE from a failed write is sent to the writing
+ * thread: blocked here, it stays pending on this thread and, when this call
+ * made it (EPIPE, and none was pending before), is taken back with sigwait
+ * before the mask is restored, so no handler ever sees it. A SIGPIPE pending
+ * before the call is someone else's and is left alone. The one sendfile call
+ * site: io_uring sends files through gaio_send_head too. */
+static ssize_t send_file_nosigpipe(gaio_conn *c, gaio_req *r, size_t want)
+{
+    sigset_t pipe_only, old, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    int was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    ssize_t n;
+    do
+        n = send_file(c, r, want);
+    while (n < 0 && errno == EINTR);
+    int err = errno;
+    if (n < 0 && err == EPIPE && !was_pending && sigpending(&pending) == 0 &&
+        sigismember(&pending, SIGPIPE) == 1) {
+        int sig; /* pending and blocked: sigwait returns at once (sigtimedwait is not on macOS) */
+        sigwait(&pipe_only, &sig);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return n;
+}
+
 ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_write)
 {
     *short_write = 0;
@@ -185,9 +217,7 @@ ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_wr
             gaio_core_progress(core, r, 0); /* nothing after offset: done at once */
             return 0;
         }
-        do
-            n = send_file(c, r, want);
-        while (n < 0 && errno == EINTR);
+        n = send_file_nosigpipe(c, r, want);
     } else if (r->u.w.vec) {
         gaio_vec *v = r->u.w.vec;
         struct msghdr msg = {0};

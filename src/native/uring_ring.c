@@ -284,6 +284,12 @@ int gaio__uring_submit(struct gaio__uring *ring)
 
 int gaio__uring_submit_and_wait(struct gaio__uring *ring, int64_t timeout_ns)
 {
+    return gaio__uring_submit_and_wait_sigmask(ring, timeout_ns, NULL);
+}
+
+int gaio__uring_submit_and_wait_sigmask(struct gaio__uring *ring, int64_t timeout_ns,
+                                        const sigset_t *sigmask)
+{
     unsigned pending = publish_sqes(ring);
     struct gaio__kernel_timespec ts;
     struct gaio__io_uring_getevents_arg arg;
@@ -292,6 +298,11 @@ int gaio__uring_submit_and_wait(struct gaio__uring *ring, int64_t timeout_ns)
         ts.tv_sec = timeout_ns / 1000000000;
         ts.tv_nsec = timeout_ns % 1000000000;
         arg.ts = (uint64_t)(uintptr_t)&ts;
+    }
+    if (sigmask) {
+        /* the kernel's sigset_t: _NSIG bits (glibc's epoll_pwait passes the same) */
+        arg.sigmask = (uint64_t)(uintptr_t)sigmask;
+        arg.sigmask_sz = _NSIG / 8;
     }
     /* EXT_ARG (5.11) carries the timeout in the call itself: no TIMEOUT SQE
      * to arm and reap. A zero timeout still runs deferred task work. */

@@ -8,6 +8,7 @@
 #ifndef GAIO_URING_RING_H
 #define GAIO_URING_RING_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -94,6 +95,10 @@ int gaio__uring_submit(struct gaio__uring *ring);
  * 0: do not sleep, but still run pending task work).
  * Returns >= 0, -ETIME at the timeout, -EINTR on a signal, or -errno. */
 int gaio__uring_submit_and_wait(struct gaio__uring *ring, int64_t timeout_ns);
+/* The same, sleeping with the signal mask *sigmask (NULL: the thread's own),
+ * which the kernel sets for the wait and restores after it, as pselect does. */
+int gaio__uring_submit_and_wait_sigmask(struct gaio__uring *ring, int64_t timeout_ns,
+                                        const sigset_t *sigmask);
 
 /* Completions: read `ready` entries from `first`, then advance. */
 static inline uint32_t gaio__uring_cq_ready(const struct gaio__uring *ring, uint32_t *first)
