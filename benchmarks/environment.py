@@ -5,7 +5,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-PACKAGES = ("gaio", "uvloop", "trio", "gevent", "matplotlib")
+PACKAGES = ("gaio", "uvloop", "httptools", "trio", "gevent", "matplotlib")
 
 
 def cpu_model():

@@ -360,11 +360,200 @@ def write_charts(out_dir, run, cells):
     return written
 
 
+# ---- the real workloads (python -m benchmarks --workloads real) ------------
+
+REAL_BEGIN = "<!-- real workloads: begin (written by --workloads real; kept by other runs) -->"
+REAL_END = "<!-- real workloads: end -->"
+REAL_REFERENCES = ("uvloop-protocol", "asyncio-protocol", "redis-server")
+
+
+class RealCell:
+    """All repeats of one real workload against one server."""
+
+    def __init__(self, records):
+        self.ok = [r for r in records if "error" not in r]
+        self.errors = [r["error"] for r in records if "error" in r]
+        self.flags = []
+        if any(r["client_busy"] > CLIENT_BUSY_LIMIT for r in self.ok):
+            self.flags.append("client-bound")
+        if any(r["server_busy"] < CONTENDED_BUSY and r["client_busy"] < CONTENDED_BUSY
+               for r in self.ok):
+            self.flags.append("CPU contended")
+        if self.errors:
+            self.flags.append("%d/%d failed" % (len(self.errors), len(records)))
+
+    def values(self, key):
+        return [r[key] for r in self.ok if r.get(key) is not None]
+
+    def median(self, key):
+        vals = self.values(key)
+        return statistics.median(vals) if vals else None
+
+    def text(self, key, kind):
+        vals = self.values(key)
+        if not vals:
+            return "–"
+        med = statistics.median(vals)
+        if len(vals) < 2:
+            return fmt(med, kind)
+        return "%s (%s–%s)" % (fmt(med, kind), fmt(min(vals), kind), fmt(max(vals), kind))
+
+
+def _real_cells(run):
+    cells = {}
+    for wl in run["workloads"]:
+        for server in run["servers"]:
+            records = [m for m in run["measurements"]
+                       if m["server"] == server and m["workload"] == wl["name"]]
+            if records:
+                cells[server, wl["name"]] = RealCell(records)
+    return cells
+
+
+def _real_ratio(cells, server, reference, workload):
+    """(wall-clock ratio, per-CPU-second ratio) of medians, or None where missing."""
+    mine, ref = cells.get((server, workload)), cells.get((reference, workload))
+    if mine is None or ref is None:
+        return None
+    out = []
+    for key in ("rate", "per_cpu"):
+        a, b = mine.median(key), ref.median(key)
+        out.append(a / b if a is not None and b else None)
+    return tuple(out)
+
+
+def _ratio_text(pair):
+    if pair is None:
+        return "–"
+    return " / ".join(fmt(x, "ratio") if x is not None else "–" for x in pair)
+
+
+def real_ratio_table(run, cells):
+    """Rows: workload ÷ reference; columns: gaio engines; cells: wall / per CPU-s."""
+    gaio = [s for s in run["servers"] if s.startswith("gaio-")]
+    header = ["gaio ÷ reference<br>(requests/s or Gbit/s / per server CPU-s)"] + [
+        "**%s**" % s for s in gaio]
+    rows = []
+    for wl in run["workloads"]:
+        for ref in REAL_REFERENCES:
+            if (ref, wl["name"]) not in cells:
+                continue
+            target = dict((r, t) for r, t in wl["targets"]).get(ref)
+            label = "%s ÷ %s" % (wl["title"], ref)
+            if target:
+                label += " (target ≥ %.1f×)" % target
+            rows.append([label] + [_ratio_text(_real_ratio(cells, s, ref, wl["name"]))
+                                   for s in gaio])
+    return _table(header, rows)
+
+
+def _real_detail(run, wl, cells):
+    latency = wl["program"] != "proxy"  # iperf3 measures no latency
+    kind = "count" if latency else "num"
+    header = ["server", wl["unit"], wl["per_cpu_unit"]] + (["p50 ms", "p99 ms"] if latency
+                                                           else []) + [
+        "server CPU s", "server busy", "client busy", "flags"]
+    rows = []
+    for server in run["servers"]:
+        cell = cells.get((server, wl["name"]))
+        if cell is None:
+            continue
+        name = "**%s**" % server if server.startswith("gaio-") else server
+        row = [name, cell.text("rate", kind), cell.text("per_cpu", kind)]
+        if latency:
+            row += [cell.text("p50_ms", "num"), cell.text("p99_ms", "num")]
+        row += [fmt(cell.median("server_cpu_s"), "s"), fmt(cell.median("server_busy"), "percent"),
+                fmt(cell.median("client_busy"), "percent"), ", ".join(cell.flags)]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _real_setup(run):
+    m = run["machine"]
+    cfg = run["config"]
+    pk = m["packages"]
+    tools = m.get("tools", {})
+    lines = [
+        "- Command: `%s`" % run["command"],
+        "- Run: %s – %s UTC%s" % (run["started"], run.get("finished", "unfinished"),
+                                  " (interrupted: incomplete)" if run.get("interrupted") else ""),
+        "- Machine: %s, %d cores, %s %s" % (m["cpu_model"], m["cores"], m["os"], m["kernel"]),
+        "- Python %s (%s); %s" % (m["python"], m["python_implementation"], ", ".join(
+            "%s %s" % (name, pk.get(name) or "not installed") for name in pk)),
+        "- Clients: %s" % "; ".join("%s" % (v or "%s not installed" % k)
+                                    for k, v in tools.items()),
+        "- 1-minute load average at start / end: %s / %s"
+        % (_load(m.get("load_average_at_start")), _load(m.get("load_average_at_end"))),
+        "- Each measurement: a fresh server pinned to CPU %d, the client pinned to CPU %d "
+        "(the proxy's iperf3 server too), both before exec; %d repeat(s), interleaved across "
+        "servers; %g s measured (wrk and iperf3: whole seconds) after a %g s warm-up run of "
+        "the same client (none for iperf3). Server CPU from /proc/PID/stat over the measured "
+        "client's run. Figures are medians, min–max in brackets."
+        % (cfg["server_cpu"], cfg["client_cpu"], cfg["repeat"], cfg["duration"],
+           cfg["warmup"]),
+    ]
+    return "\n".join(lines)
+
+
+def real_markdown(run):
+    cells = _real_cells(run)
+    parts = [REAL_BEGIN, "## Real servers: the examples under wrk, redis-benchmark, iperf3", "",
+             _real_setup(run), ""]
+    if run["skipped"]:
+        parts += ["Skipped (not runnable here): " + "; ".join(
+            "%s: %s" % (n, r) for n, r in run["skipped"].items()), ""]
+    parts += [
+        "gaio's examples (examples/http_server.py, resp_server.py, proxy.py; "
+        "`GAIO_ENGINE` per engine) against the same programs written as asyncio Protocols "
+        "(benchmarks/servers/http_protocol.py, resp_protocol.py, proxy_protocol.py: the same "
+        "parser, commands and response bytes, the same 256 KiB back-pressure) on uvloop "
+        "(`uvloop-protocol`) and on asyncio (`asyncio-protocol`), and `redis-server` (no "
+        "persistence) as the RESP ceiling. HTTP: `wrk -t 1 -c 100 GET /` (keep-alive). RESP: "
+        "`redis-benchmark -t get -c 50` with `-P 16` and without pipelining, the key set "
+        "first so every reply is a 3-byte value. Proxy: `iperf3 -c` through the proxy to an "
+        "`iperf3 -s`, one stream, client to server.", "",
+        "Ratio of medians, gaio engine ÷ reference, as *wall-clock rate / per server "
+        "CPU-second*: above 1× gaio serves more requests (bytes) per second, or per second of "
+        "its core. When the two disagree, a stall took the server's core or the client "
+        "limited the run (flags below): read the per-CPU-second one.", "",
+        real_ratio_table(run, cells), ""]
+    for wl in run["workloads"]:
+        parts += ["### %s" % wl["title"], "", _real_detail(run, wl, cells), ""]
+    failures = [(m["server"], m["workload"], m["repeat"], m["error"])
+                for m in run["measurements"] if "error" in m]
+    if failures:
+        parts += ["Failures:", ""] + ["- %s, %s, repeat %d: %s" % f for f in failures] + [""]
+    parts.append(REAL_END)
+    return "\n".join(parts)
+
+
+def _real_section(text):
+    """The real workloads' section of an existing BENCHMARKS.md, or ""."""
+    a, b = text.find(REAL_BEGIN), text.find(REAL_END)
+    return text[a:b + len(REAL_END)] if a >= 0 and b > a else ""
+
+
 def write(out_dir, run, charts=True):
+    """Write BENCHMARKS.md (and charts). A real run replaces only its own
+    section of the file; an echo run rewrites the rest and keeps that section."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    md_path = out_dir / "BENCHMARKS.md"
+    old = md_path.read_text() if md_path.exists() else ""
+    if run.get("kind") == "real":
+        section = real_markdown(run)
+        kept = _real_section(old)
+        if kept:
+            text = old.replace(kept, section)
+        else:
+            text = (old.rstrip("\n") + "\n\n" if old else "# gaio benchmarks\n\n") + section
+        md_path.write_text(text.rstrip("\n") + "\n")
+        return [md_path]
     cells = summarize(run)
     chart_files = write_charts(out_dir, run, cells) if charts else {}
-    md_path = out_dir / "BENCHMARKS.md"
-    md_path.write_text(markdown(run, cells, chart_files))
+    text = markdown(run, cells, chart_files)
+    kept = _real_section(old)
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + kept + "\n"
+    md_path.write_text(text)
     return [md_path] + [out_dir / f for f in chart_files.values()]

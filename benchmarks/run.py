@@ -11,7 +11,6 @@ import fnmatch
 import json
 import os
 import resource
-import selectors
 import shlex
 import signal
 import subprocess
@@ -21,45 +20,18 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import environment, procstat, report
+from . import environment, procstat, real, report
 from .build import HERE, BuildError, build_all
 from .catalog import REPO, discover, server_env
+from .processes import CLIENT_CPU, SERVER_CPU, MeasurementError, read_line
+from .processes import pin as _pin
 from .workloads import all_workloads
 
-SERVER_CPU = 0
-CLIENT_CPU = 1
 READY_TIMEOUT = 30.0       # seconds for a server to print READY
 IDLE_SETTLE = 0.3          # seconds between the client's READY and reading RSS
 FD_RESERVE = 200           # descriptors left to the server process for itself
 MAX_LOCAL_PORTS = 20000    # loadgen binds local ports 10000-32767
 BUSY_LOAD_AVERAGE = 0.5    # warn above this 1-minute load average at the start
-
-
-class MeasurementError(RuntimeError):
-    pass
-
-
-def _pin(pid, cpu):
-    if os.cpu_count() and os.cpu_count() > cpu:
-        os.sched_setaffinity(pid, {cpu})
-
-
-def read_line(pipe, timeout):
-    """One line from a subprocess pipe, or None at EOF or after `timeout` seconds."""
-    chunks = []
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(pipe, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                return None
-            byte = os.read(pipe.fileno(), 1)  # one byte at a time: never read past the line
-            if not byte:
-                return None
-            if byte == b"\n":
-                return b"".join(chunks).decode(errors="replace")
-            chunks.append(byte)
 
 
 class ServerProcess:
@@ -185,12 +157,17 @@ def measure(loadgen, server, workload):
         return measure_timed(loadgen, workload, proc, timeout)
 
 
-def _select(names, patterns, what):
+def _select(names, patterns, what, aliases=None):
+    """The names matching comma-separated globs; an alias stands for its list."""
     if not patterns:
         return list(names)
     chosen = []
     for pattern in patterns.split(","):
-        matched = [n for n in names if fnmatch.fnmatch(n, pattern.strip())]
+        pattern = pattern.strip()
+        if aliases and pattern in aliases:
+            chosen += [n for n in aliases[pattern] if n not in chosen]
+            continue
+        matched = [n for n in names if fnmatch.fnmatch(n, pattern)]
         if not matched:
             raise SystemExit("unknown %s %r; choose from: %s" % (what, pattern, ", ".join(names)))
         chosen += [n for n in matched if n not in chosen]
@@ -201,9 +178,13 @@ def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Measure gaio's engines against asyncio, uvloop, trio, gevent, threads, "
-                    "selectors and a C epoll server, in one run.")
+                    "selectors and a C epoll server, in one run. --workloads real: gaio's "
+                    "examples under wrk, redis-benchmark and iperf3 against the same programs "
+                    "on uvloop and asyncio, and redis-server.")
     p.add_argument("--servers", help="comma-separated names or globs (default: all), e.g. 'gaio-*,uvloop-protocol'")
-    p.add_argument("--workloads", help="comma-separated names or globs (default: all), e.g. 'rr64,idle*'")
+    p.add_argument("--workloads", help="comma-separated names or globs (default: all the echo "
+                   "workloads), e.g. 'rr64,idle*'; 'real' (or some of %s) for the examples "
+                   "under real clients, in a run of their own" % ", ".join(real.REAL_NAMES))
     p.add_argument("--repeat", type=int, help="runs of each measurement (default 3; --quick: 1)")
     p.add_argument("--duration", type=float, help="measured seconds per rr/stream run (default 2; --quick: 0.5)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds before each (default 0.5; --quick: 0.2)")
@@ -260,72 +241,49 @@ def _run_all(run, loadgen, servers, workloads, repeat, raw_path):
                 raw_path.write_text(json.dumps(run, indent=1))
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    if args.report:
-        for path in report.write(args.output, json.loads(args.report.read_text()),
-                                 charts=not args.no_charts):
-            print("benchmarks: wrote %s" % path, file=sys.stderr)
-        return 0
-    try:
-        binaries = build_all()
-    except BuildError as exc:
-        print("benchmarks: cannot build the load generator: %s" % exc, file=sys.stderr)
-        return 1
-    servers, skipped = discover(binaries["c_epoll"])
-    workloads = all_workloads(args.duration, args.warmup, args.rate, max_idle_conns(), args.quick)
-    if args.list:
-        print("servers:   " + ", ".join(s.name for s in servers))
-        for name, reason in skipped.items():
-            print("skipped:   %s (%s)" % (name, reason))
-        print("workloads: " + ", ".join(w.name for w in workloads))
-        return 0
-    chosen = _select([s.name for s in servers] + list(skipped), args.servers, "server")
-    skipped = {n: r for n, r in skipped.items() if n in chosen}
-    servers = [s for s in servers if s.name in chosen]
-    chosen = _select([w.name for w in workloads], args.workloads, "workload")
-    workloads = [w for w in workloads if w.name in chosen]
+def _keep_off_server_cpu():
     if os.cpu_count() and os.cpu_count() > CLIENT_CPU:
-        # Keep the harness itself off the server's core.
         os.sched_setaffinity(0, set(range(os.cpu_count())) - {SERVER_CPU})
     else:
         print("benchmarks: one CPU only: server and client share it, numbers mean little",
               file=sys.stderr)
 
+
+def _start(argv, args, machine, kind=""):
+    """A run's record, before any measurement, and the raw file it goes to."""
     started = datetime.now(timezone.utc)
     run = {
         "command": shlex.join(["python", "-m", "benchmarks", *argv]),
         "started": started.isoformat(timespec="seconds"),
-        "machine": environment.describe(),
+        "machine": machine,
         "config": {"repeat": args.repeat, "duration": args.duration, "warmup": args.warmup,
                    "rate": args.rate, "quick": args.quick, "server_cpu": SERVER_CPU,
                    "client_cpu": CLIENT_CPU},
-        "servers": [s.name for s in servers],
-        "skipped": skipped,
-        "workloads": [{"name": w.name, "title": w.title, "metric": w.metric, "unit": w.unit,
-                       "higher_is_better": w.higher_is_better, "loadgen": [w.mode, *w.args]}
-                      for w in workloads],
         "measurements": [],
     }
+    if kind:
+        run["kind"] = kind
     raw_dir = args.output / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
-    raw_path = raw_dir / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
+    name = started.strftime("%Y%m%dT%H%M%SZ") + ("-" + kind if kind else "") + ".json"
+    return run, raw_dir / name
 
-    total = args.repeat * len(workloads) * len(servers)
-    estimate = args.repeat * sum(w.seconds * len(servers) for w in workloads)
+
+def _announce(run, n_servers, n_workloads, repeat, total, estimate):
     print("benchmarks: %d servers x %d workloads x %d repeats = %d measurements, about %d:%02d min"
-          % (len(servers), len(workloads), args.repeat, total, estimate // 60, estimate % 60),
+          % (n_servers, n_workloads, repeat, total, estimate // 60, estimate % 60),
           file=sys.stderr)
-    for name, reason in skipped.items():
+    for name, reason in run["skipped"].items():
         print("benchmarks: skipped %s: %s" % (name, reason), file=sys.stderr)
     load = run["machine"]["load_average_at_start"]
     if load is not None and load > BUSY_LOAD_AVERAGE:
         print("benchmarks: load average %.2f: other processes are busy, expect noisy numbers"
               % load, file=sys.stderr)
 
+
+def _finish(run, raw_path, args, measure_all):
     try:
-        _run_all(run, binaries["loadgen"], servers, workloads, args.repeat, raw_path)
+        measure_all()
     except KeyboardInterrupt:
         run["interrupted"] = True
         print("\nbenchmarks: interrupted; reporting what was measured", file=sys.stderr)
@@ -337,3 +295,86 @@ def main(argv=None):
     for path in written:
         print("benchmarks: wrote %s" % path, file=sys.stderr)
     return 130 if run.get("interrupted") else 0
+
+
+def main_real(args, argv, names):
+    """The examples under wrk, redis-benchmark and iperf3 (benchmarks/real.py)."""
+    servers, skipped, skipped_workloads = real.discover()
+    chosen = _select([s.name for s in servers] + list(skipped), args.servers, "server")
+    skipped = {n: r for n, r in skipped.items() if n in chosen}
+    servers = [s for s in servers if s.name in chosen]
+    workloads = [w for w in real.REAL_WORKLOADS if w.name in names]
+    for w in workloads:
+        if w.name in skipped_workloads:
+            skipped[w.name] = skipped_workloads[w.name]
+    workloads = [w for w in workloads if w.name not in skipped_workloads]
+    _keep_off_server_cpu()
+    machine = environment.describe()
+    machine["tools"] = real.tool_versions()
+    run, raw_path = _start(argv, args, machine, kind="real")
+    run.update(servers=[s.name for s in servers], skipped=skipped,
+               workloads=[{"name": w.name, "title": w.title, "unit": w.unit,
+                           "per_cpu_unit": w.per_cpu_unit, "tool": w.tool,
+                           "program": w.program, "pipeline": w.pipeline,
+                           "targets": [list(t) for t in w.targets]} for w in workloads])
+    total = args.repeat * sum(1 for w in workloads for s in servers if w.program in s.programs)
+    estimate = int(real.estimate_seconds(servers, workloads, args.repeat, args.duration,
+                                         args.warmup))
+    _announce(run, len(servers), len(workloads), args.repeat, total, estimate)
+    return _finish(run, raw_path, args, lambda: real.run_all(
+        run, servers, workloads, args.repeat, args.duration, args.warmup,
+        lambda: raw_path.write_text(json.dumps(run, indent=1))))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.report:
+        for path in report.write(args.output, json.loads(args.report.read_text()),
+                                 charts=not args.no_charts):
+            print("benchmarks: wrote %s" % path, file=sys.stderr)
+        return 0
+    workloads = all_workloads(args.duration, args.warmup, args.rate, max_idle_conns(), args.quick)
+    if args.workloads and not args.list:
+        names = _select([w.name for w in workloads] + list(real.REAL_NAMES), args.workloads,
+                        "workload", {"real": real.REAL_NAMES})
+        real_names = [n for n in names if n in real.REAL_NAMES]
+        if real_names and len(real_names) < len(names):
+            raise SystemExit("the real workloads (%s) run in a run of their own"
+                             % ", ".join(real.REAL_NAMES))
+        if real_names:
+            return main_real(args, argv, real_names)
+    try:
+        binaries = build_all()
+    except BuildError as exc:
+        print("benchmarks: cannot build the load generator: %s" % exc, file=sys.stderr)
+        return 1
+    servers, skipped = discover(binaries["c_epoll"])
+    if args.list:
+        print("servers:   " + ", ".join(s.name for s in servers))
+        for name, reason in skipped.items():
+            print("skipped:   %s (%s)" % (name, reason))
+        print("workloads: " + ", ".join(w.name for w in workloads))
+        servers, skipped, skipped_workloads = real.discover()
+        print("real workloads (--workloads real): " + ", ".join(real.REAL_NAMES))
+        print("real servers: " + ", ".join(s.name for s in servers))
+        for name, reason in {**skipped, **skipped_workloads}.items():
+            print("skipped:   %s (%s)" % (name, reason))
+        return 0
+    chosen = _select([s.name for s in servers] + list(skipped), args.servers, "server")
+    skipped = {n: r for n, r in skipped.items() if n in chosen}
+    servers = [s for s in servers if s.name in chosen]
+    chosen = _select([w.name for w in workloads], args.workloads, "workload")
+    workloads = [w for w in workloads if w.name in chosen]
+    _keep_off_server_cpu()  # the harness itself stays off the server's core
+
+    run, raw_path = _start(argv, args, environment.describe())
+    run.update(servers=[s.name for s in servers], skipped=skipped,
+               workloads=[{"name": w.name, "title": w.title, "metric": w.metric,
+                           "unit": w.unit, "higher_is_better": w.higher_is_better,
+                           "loadgen": [w.mode, *w.args]} for w in workloads])
+    total = args.repeat * len(workloads) * len(servers)
+    estimate = args.repeat * sum(w.seconds * len(servers) for w in workloads)
+    _announce(run, len(servers), len(workloads), args.repeat, total, estimate)
+    return _finish(run, raw_path, args, lambda: _run_all(
+        run, binaries["loadgen"], servers, workloads, args.repeat, raw_path))

@@ -72,7 +72,9 @@ def main():
     listener = socket.create_server(("127.0.0.1", args.port), backlog=1024)
     address = listener.getsockname()  # the watcher takes the listener over at accept()
     stop_at = time.monotonic() + args.seconds if args.seconds else float("inf")
-    with gaio.Watcher() as w:
+    # Reads of up to 256 KiB (the default internal buffer is 64 KiB): a bulk
+    # relay then costs a quarter of the results and writes per byte.
+    with gaio.Watcher(bufsize=256 * 1024) as w:
         w.accept(listener, repeat=True)
         print("proxy to %s:%d (engine %s) listening on %s:%d"
               % (args.upstream + (w.engine,) + address), flush=True)

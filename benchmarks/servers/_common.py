@@ -46,3 +46,20 @@ def set_nodelay(sock):
 def announce(port):
     print("READY %d" % port, flush=True)
 
+
+
+def add_loop_argument(parser):
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the event loop: asyncio's own, or uvloop's")
+
+
+def run_on(loop_name, coroutine_function, *args):
+    """Run coroutine_function(*args) to completion on a fresh loop of that name."""
+    import asyncio
+    if loop_name == "uvloop":
+        import uvloop
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(coroutine_function(*args))

@@ -1,0 +1,102 @@
+"""examples/http_server.py written as an asyncio Protocol, for asyncio or uvloop.
+
+    python benchmarks/servers/http_protocol.py --loop asyncio|uvloop [--port P]
+
+The same parser (httptools, fed each arrival of bytes), the same routes and
+the same response bytes (the example's own `head()` builds them), the
+responses to every request one arrival brought handed to the transport in one
+`writelines`, and the same back-pressure: reading pauses while more than
+256 KiB of responses wait (the transport's high-water mark; the example's
+watcher has write_high = 256 KiB). Only the I/O differs. /static/ is not
+served: the benchmark asks for / only, and a sendfile between pipelined
+responses is another program in asyncio.
+"""
+import asyncio
+import sys
+from pathlib import Path
+
+import httptools
+
+from _common import BACKLOG, add_loop_argument, announce, make_listener, parse_args, run_on, \
+    set_nodelay
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from http_server import HELLO, head  # noqa: E402
+
+WRITE_HIGH = 256 * 1024
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One connection; the parser's protocol too (its on_* callbacks)."""
+
+    def connection_made(self, transport):
+        set_nodelay(transport.get_extra_info("socket"))
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.out = []
+        self.closing = False
+
+    def pause_writing(self):
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.transport.resume_reading()
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_message_complete(self):
+        if self.closing:
+            return
+        url, self.url = self.url, b""
+        parser = self.parser
+        version = tuple(int(n) for n in parser.get_http_version().split("."))
+        keep_alive = parser.should_keep_alive()
+        method = parser.get_method()
+        path = url.partition(b"?")[0]
+        if method not in (b"GET", b"HEAD"):
+            self.answer(405, b"", keep_alive, version)
+        elif path in (b"/", b"/hello"):
+            self.answer(200, HELLO, keep_alive, version, head_only=method == b"HEAD")
+        else:
+            self.answer(404, b"not found\n", keep_alive, version)
+
+    def answer(self, status, body, keep_alive, version=(1, 1), head_only=False):
+        self.out.append(head(status, len(body), keep_alive, version=version))
+        if body and not head_only:
+            self.out.append(body)
+        if not keep_alive:
+            self.closing = True
+
+    def data_received(self, data):
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.closing = True
+        except httptools.HttpParserError:
+            self.answer(400, b"bad request\n", keep_alive=False)
+        if self.out:
+            out, self.out = self.out, []
+            self.transport.writelines(out)
+        if self.closing:
+            self.transport.close()  # after what is buffered is written
+
+
+async def serve(port):
+    server = await asyncio.get_running_loop().create_server(
+        HttpProtocol, sock=make_listener(port), backlog=BACKLOG)
+    announce(server.sockets[0].getsockname()[1])
+    await server.serve_forever()
+
+
+def main():
+    args = parse_args(__doc__, add_loop_argument)
+    run_on(args.loop, serve, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Smoke test of the harness's real workloads (python -m benchmarks --workloads real).
+
+A tiny run end to end: the HTTP example under wrk, the RESP example under
+redis-benchmark (and redis-server beside it), the proxy under iperf3, each on
+gaio's python engine and as an asyncio Protocol, one second each. Skips when
+a client is not installed. Numbers are not judged: only that they are there,
+and that BENCHMARKS.md gets the real section without losing what it had.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import report  # noqa: E402
+from benchmarks.real import parse_redis_benchmark, parse_wrk  # noqa: E402
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness is Linux-only"),
+]
+
+TOOLS = ("wrk", "redis-benchmark", "redis-server", "iperf3")
+
+
+def test_real_workloads_end_to_end(tmp_path):
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip("not installed: %s (apt-get install wrk redis-tools redis-server iperf3)"
+                    % ", ".join(missing))
+    pytest.importorskip("httptools", reason="the HTTP example needs httptools")
+    (tmp_path / "BENCHMARKS.md").write_text("# gaio benchmarks\n\nthe echo run's tables\n")
+    cmd = [sys.executable, "-m", "benchmarks", "--workloads", "http,resp-get-P1,proxy",
+           "--servers", "gaio-python,asyncio-protocol,redis-server", "--repeat", "1",
+           "--duration", "0.3", "--warmup", "0", "--output", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=55)
+    assert done.returncode == 0, done.stderr
+    raw = json.loads(next((tmp_path / "raw").glob("*-real.json")).read_text())
+    got = sorted((m["workload"], m["server"]) for m in raw["measurements"])
+    assert got == [("http", "asyncio-protocol"), ("http", "gaio-python"),
+                   ("proxy", "asyncio-protocol"), ("proxy", "gaio-python"),
+                   ("resp-get-P1", "asyncio-protocol"), ("resp-get-P1", "gaio-python"),
+                   ("resp-get-P1", "redis-server")], done.stderr
+    for m in raw["measurements"]:
+        assert "error" not in m, m
+        assert m["rate"] > 0 and m["per_cpu"] > 0 and m["server_cpu_s"] > 0, m
+    assert raw["machine"]["tools"]["wrk"]
+    table = (tmp_path / "BENCHMARKS.md").read_text()
+    assert table.startswith("# gaio benchmarks\n\nthe echo run's tables\n")
+    assert report.REAL_BEGIN in table and table.rstrip().endswith(report.REAL_END)
+    assert "| HTTP hello, wrk -c 100 ÷ asyncio-protocol |" in table
+    assert "÷ redis-server (target ≥ 0.8×)" in table
+    assert raw["command"] in table
+
+
+def test_an_echo_report_keeps_the_real_section(tmp_path):
+    real_run = {"kind": "real", "command": "python -m benchmarks --workloads real",
+                "started": "s", "finished": "f", "skipped": {}, "servers": ["gaio-epoll"],
+                "config": {"server_cpu": 0, "client_cpu": 1, "repeat": 1, "duration": 1,
+                           "warmup": 0},
+                "machine": {"cpu_model": "cpu", "cores": 2, "os": "Linux", "kernel": "k",
+                            "python": "3", "python_implementation": "CPython", "packages": {},
+                            "tools": {}},
+                "workloads": [], "measurements": []}
+    report.write(tmp_path, real_run)
+    first = (tmp_path / "BENCHMARKS.md").read_text()
+    assert report.REAL_BEGIN in first
+    echo_run = dict(real_run, kind="", command="python -m benchmarks", servers=[],
+                    skipped={}, machine=dict(real_run["machine"], cc="cc"))
+    report.write(tmp_path, echo_run, charts=False)
+    second = (tmp_path / "BENCHMARKS.md").read_text()
+    assert second.startswith("# gaio benchmarks")
+    assert "- Command: `python -m benchmarks`" in second
+    assert second.count(report.REAL_BEGIN) == 1
+    assert "--workloads real" in second  # the real section, kept
+    report.write(tmp_path, real_run)  # and a second real run replaces, never appends
+    assert (tmp_path / "BENCHMARKS.md").read_text().count(report.REAL_BEGIN) == 1
+
+
+def test_client_outputs_are_parsed():
+    wrk = ("Running 1s test @ http://127.0.0.1:1/\n  Latency Distribution\n"
+           "     50%  612.00us\n     75%    1.00ms\n     90%    2.00ms\n     99%    3.50ms\n"
+           "  25000 requests in 1.00s, 3.10MB read\nRequests/sec:  24990.12\n")
+    assert parse_wrk(wrk) == {"requests": 25000, "rate": 24990.12, "p50_ms": 0.612,
+                              "p99_ms": 3.5}
+    with pytest.raises(Exception, match="Non-2xx"):
+        parse_wrk(wrk + "  Non-2xx or 3xx responses: 3\n")
+    csv = ('"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",'
+           '"p95_latency_ms","p99_latency_ms","max_latency_ms"\n'
+           '"GET","200000.00","1.0","0.1","0.900","2.0","3.000","9.0"\n')
+    assert parse_redis_benchmark(csv) == {"rate": 200000.0, "p50_ms": 0.9, "p99_ms": 3.0}
