@@ -200,6 +200,14 @@ def _settle(check, seconds=1.0):
         time.sleep(0.02)
 
 
+def pytest_collection_finish(session):
+    """Every object made so far (modules, test items, hypothesis) goes to the
+    permanent generation: the two full collections leak accounting makes per
+    test then look at what tests made, not at the whole session's heap."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def leak_accounting():
     """Descriptors and threads after the test (and its fixtures) == before."""
