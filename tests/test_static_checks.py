@@ -6,6 +6,8 @@
   the examples and tests/typecheck/: usage_ok.py must pass, usage_bad.py
   must fail on exactly its marked lines (settings: pyproject.toml [tool.mypy]).
 - mypy.stubtest compares each stub with the module it describes, imported.
+- docs/DESIGN.md's list of the engine contract is engine.h's, and the
+  back-off constants are the same in both languages.
 
 A missing tool is a skip that says so (`pip install -e '.[test]'` brings both).
 Caches live under .pytest_cache, so a second run takes a few seconds.
@@ -197,3 +199,22 @@ def test_back_offs_are_the_same_in_python_and_c():
         found = re.search(r"^#define %s (\d+)$" % c_name, header, re.M)
         assert found, "%s is not defined as a number in core.h" % c_name
         assert int(found.group(1)) == round(getattr(_python_special, python_name) * 1e9)
+
+
+def test_design_lists_the_engine_contract_as_engine_h_declares_it():
+    """docs/DESIGN.md names every operation and flag of struct
+    gaio_engine_ops (src/native/engine.h), and nothing else: a reader of the
+    design finds the contract the engines really implement."""
+    header = (ROOT / "src" / "native" / "engine.h").read_text()
+    body = header[header.index("typedef struct gaio_engine_ops {"):]
+    body = body[:body.index("} gaio_engine_ops;")]
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    operations = set(re.findall(r"\(\*(\w+)\)\s*\(", body))
+    flags = set(re.findall(r"^\s*int (\w+);", body, flags=re.M))
+    design = (ROOT / "docs" / "DESIGN.md").read_text()
+    section = design[design.index("## The engine contract"):]
+    first = section[:section.index(". An engine")]
+    named = set(re.findall(r"`(\w+)`", first))
+    assert operations and flags
+    assert named == operations | flags, (
+        "DESIGN.md lists %s; engine.h declares %s" % (sorted(named), sorted(operations | flags)))
