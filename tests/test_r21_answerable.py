@@ -17,7 +17,8 @@ import time
 import pytest
 
 import gaio
-from conftest import collect, pattern, recv_exactly
+from conftest import collect, pattern
+from test_r21_backpressure import peer_reads_all_then_two_results
 
 SMALL_BUFFERS = 32768
 
@@ -80,15 +81,7 @@ def test_a_read_held_by_an_earlier_write_resumes_when_it_drains(make_watcher, pa
     w.read(server, repeat=True, ctx="r")
     client.sendall(b"ping")
     assert w.wait_io(0.2) == []
-    box = {}
-    reader = threading.Thread(target=lambda: box.setdefault("d", recv_exactly(client, len(data), 30)))
-    reader.start()
-    got = []
-    end = time.monotonic() + 30
-    while len(got) < 2 and time.monotonic() < end:
-        got += w.wait_io(0.05)
-    reader.join(30)
-    assert box["d"] == data
+    got = peer_reads_all_then_two_results(w, client, data)
     assert sorted(r.ctx for r in got) == ["big", "r"]
     assert [r.size for r in got if r.ctx == "r"] == [4]
     w.free(server)
@@ -244,6 +237,15 @@ HIGH, BUFSIZE, TOTAL = 65536, 16384, 4 << 20
 BOUND = 2 * (HIGH + 8 * BUFSIZE)  # the SPEC-derived ceiling on what the proxy holds
 
 
+def _relays_everything(proxy, client, data):
+    """The client gets its exact bytes back within 10 s, and the proxy never
+    held more than the SPEC-derived bound meanwhile."""
+    assert proxy.run_until(lambda: len(client.echo) >= len(data), 10), (client.sent,
+                                                                       len(client.echo))
+    assert bytes(client.echo) == data
+    assert proxy.top <= BOUND, proxy.top
+
+
 def _accepting_proxy(make_watcher, net, upstream):
     w = make_watcher(BUFSIZE, write_high=HIGH)
     front = net.track(socket.create_server(("127.0.0.1", 0)))
@@ -269,10 +271,7 @@ def test_proxy_held_back_by_a_stalled_upstream_then_relays_everything(make_watch
         assert client.sent < TOTAL // 2, client.sent  # the client is slowed
         assert proxy.top <= BOUND, proxy.top
         go.set()
-        assert proxy.run_until(lambda: len(client.echo) >= TOTAL, 10), (client.sent,
-                                                                        len(client.echo))
-        assert bytes(client.echo) == data
-        assert proxy.top <= BOUND, proxy.top
+        _relays_everything(proxy, client, data)
     finally:
         upstream.close()
 
@@ -289,10 +288,7 @@ def test_proxy_held_back_by_a_client_that_stops_reading(make_watcher, net):
         assert client.sent < TOTAL // 2, client.sent
         assert proxy.top <= BOUND, proxy.top
         client.read_all()
-        assert proxy.run_until(lambda: len(client.echo) >= TOTAL, 10), (client.sent,
-                                                                        len(client.echo))
-        assert bytes(client.echo) == data
-        assert proxy.top <= BOUND, proxy.top
+        _relays_everything(proxy, client, data)
     finally:
         upstream.close()
 
@@ -314,10 +310,7 @@ def test_preconnected_relay_never_stalls(make_watcher, net, quiet):
         data = pattern(TOTAL, seed=33)
         client = Client(client_sock, data)
         client.read_all()
-        assert proxy.run_until(lambda: len(client.echo) >= TOTAL, 10), (client.sent,
-                                                                        len(client.echo))
-        assert bytes(client.echo) == data
-        assert proxy.top <= BOUND, proxy.top
+        _relays_everything(proxy, client, data)
     finally:
         upstream.close()
 

@@ -56,6 +56,21 @@ def _flood_for(w, flood, seconds):
     return top
 
 
+def peer_reads_all_then_two_results(w, client, data):
+    """The peer reads every byte of `data` (a write stuck until now) while
+    wait_io() runs: the results until two came (the write's, the read's)."""
+    box = {}
+    reader = threading.Thread(target=lambda: box.setdefault("d", recv_exactly(client, len(data), 30)))
+    reader.start()
+    got = []
+    end = time.monotonic() + 30
+    while len(got) < 2 and time.monotonic() < end:
+        got += w.wait_io(0.05)
+    reader.join(30)
+    assert box.get("d") == data
+    return got
+
+
 def test_echo_against_a_peer_that_stops_reading_is_bounded_then_resumes(make_watcher, pair):
     w = make_watcher(BUFSIZE, write_high=HIGH)
     client, server = pair()
@@ -122,15 +137,7 @@ def test_other_writes_on_its_connection_hold_it(make_watcher, pair):
     w.write(server, big, ctx="big")
     client.sendall(b"ping")
     assert w.wait_io(0.3) == []  # held: "ping" stays in the kernel
-    box = {}
-    reader = threading.Thread(target=lambda: box.setdefault("d", recv_exactly(client, len(big), 30)))
-    reader.start()
-    got = []
-    end = time.monotonic() + 30
-    while len(got) < 2 and time.monotonic() < end:
-        got += w.wait_io(0.05)
-    reader.join(30)
-    assert box["d"] == big
+    got = peer_reads_all_then_two_results(w, client, big)
     assert [r.ctx for r in got] == ["big", "r"]
     assert got[1].size == 4  # the view is gone (a later wait_io): its size says enough
 
@@ -146,15 +153,7 @@ def test_a_standing_read_already_waiting_stops_when_held(make_watcher, pair):
     w.write(server, big, ctx="big")
     client.sendall(b"ping")
     assert w.wait_io(0.3) == []  # held: "ping" stays in the kernel
-    box = {}
-    reader = threading.Thread(target=lambda: box.setdefault("d", recv_exactly(client, len(big), 30)))
-    reader.start()
-    got = []
-    end = time.monotonic() + 30
-    while len(got) < 2 and time.monotonic() < end:
-        got += w.wait_io(0.05)
-    reader.join(30)
-    assert box["d"] == big
+    got = peer_reads_all_then_two_results(w, client, big)
     # released at write_high // 4: "ping" may come before the write's result
     assert sorted(r.ctx for r in got) == ["big", "r"]
     assert [r.size for r in got if r.ctx == "r"] == [4]

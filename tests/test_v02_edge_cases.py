@@ -24,7 +24,6 @@ that the per-rule files leave out, each written from the SPEC's words:
 - next_timeout() is "0 once it has passed" — exactly 0, for deadlines long
   past too — "or None when no request has one" (R23).
 """
-import select
 import socket
 import threading
 import time
@@ -33,23 +32,9 @@ import pytest
 
 import gaio
 from conftest import collect, pattern, recv_exactly, wait_readable
+from test_r23_fileno import _drain, _readable
 
 # ---------------------------------------------------------------- helpers
-
-
-def _readable(fd, timeout=0.0):
-    r, _, _ = select.select([fd], [], [], timeout)
-    return bool(r)
-
-
-def _drain(w):
-    """wait_io(0) until fileno() says there is nothing to do."""
-    out = []
-    for _ in range(50):
-        if not _readable(w.fileno()):
-            return out
-        out += w.wait_io(0)
-    pytest.fail("fileno() stays readable: %r" % (out,))
 
 
 def _in_thread(fn, *args, **kwargs):
