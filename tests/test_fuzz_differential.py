@@ -83,6 +83,20 @@ def timing_kwargs(timing):
     return kwargs, (None if due > now + HUGE / 2 else due)
 
 
+def read_bytes(res, buf):
+    """The bytes READ result `res` brought, its buffer checked as R4 says:
+    the caller's `buf`, or (buf None) a read-only view of exactly `size`
+    bytes, None when none came."""
+    if buf is None:
+        if res.size:
+            assert res.is_swap_buffer and len(res.buffer) == res.size
+            return bytes(res.buffer)
+        assert res.buffer is None and not res.is_swap_buffer
+        return b""
+    assert res.buffer is buf and not res.is_swap_buffer
+    return bytes(memoryview(buf).cast("B")[:res.size])
+
+
 def error_class(exc):
     """The error as compared between engines: a peer gone is one class."""
     if exc is None:
@@ -222,17 +236,9 @@ class Lane:
             self.outcomes[req.seq] = (key, ("write", error_class(res.error), size))
             return
         assert res.op == gaio.Op.READ
-        if req.buf is None:
-            if res.size:
-                assert res.is_swap_buffer and len(res.buffer) == res.size
-                data = bytes(res.buffer)
-                self.old_view = res.buffer
-            else:
-                assert res.buffer is None and not res.is_swap_buffer
-                data = b""
-        else:
-            assert res.buffer is req.buf and not res.is_swap_buffer
-            data = bytes(memoryview(req.buf).cast("B")[:res.size])
+        data = read_bytes(res, req.buf)
+        if req.buf is None and res.size:
+            self.old_view = res.buffer
         if res.error is None:
             assert res.size >= 1
             if req.kind == "read_full":

@@ -77,7 +77,8 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 
 import gaio
 from conftest import available_engines, pattern, recv_exactly
-from test_fuzz_differential import HUGE, SETTLE_LIMIT, WAIT_SLACK, error_class, timing_kwargs
+from test_fuzz_differential import (HUGE, SETTLE_LIMIT, WAIT_SLACK, error_class, read_bytes,
+                                    timing_kwargs)
 
 EXAMPLES = int(os.environ.get("GAIO_FUZZ_EXAMPLES", "0")) or (
     5 if os.environ.get("GAIO_SANITIZED") else 12)
@@ -431,17 +432,9 @@ class Lane:
     def check_read(self, req, res, floor):
         c = req.conn
         assert res.op == gaio.Op.READ and res.accepted is None
-        if req.buf is None:
-            if res.size:
-                assert res.is_swap_buffer and len(res.buffer) == res.size
-                data = bytes(res.buffer)
-                self.old_view = res.buffer
-            else:
-                assert res.buffer is None and not res.is_swap_buffer
-                data = b""
-        else:
-            assert res.buffer is req.buf and not res.is_swap_buffer
-            data = bytes(req.buf[:res.size])
+        data = read_bytes(res, req.buf)
+        if req.buf is None and res.size:
+            self.old_view = res.buffer
         if res.error is None:
             assert res.size >= 1
             if req.kind == "read_full":
