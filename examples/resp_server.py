@@ -164,9 +164,10 @@ class Client:
         self.freed = False
 
 
-def serve(w, client, view, store):
-    """Run the commands a read brought; queue their replies."""
-    data = client.pending + view if client.pending else bytes(view)
+def run_commands(store, data):
+    """Run the whole commands at the start of `data`: (their replies joined,
+    the bytes left over for the next read, whether to close after the
+    replies: QUIT or a protocol error)."""
     replies = []
     pos, end = 0, len(data)
     close = False
@@ -185,12 +186,18 @@ def serve(w, client, view, store):
     except ProtocolError as exc:
         replies.append(error("Protocol error: %s" % exc))
         close = True
-    client.pending = data[pos:] if pos < end and not close else b""
+    return b"".join(replies), (data[pos:] if pos < end and not close else b""), close
+
+
+def serve(w, client, view, store):
+    """Run the commands a read brought; queue their replies."""
+    data = client.pending + view if client.pending else bytes(view)
+    replies, client.pending, close = run_commands(store, data)
     if close:  # not quiet: its result frees the connection once the reply is out
-        w.write(client.conn, b"".join(replies), ctx=client)
+        w.write(client.conn, replies, ctx=client)
         client.freed = True  # ignore what else it sends
     elif replies:
-        w.write(client.conn, b"".join(replies), ctx=client, quiet=True)
+        w.write(client.conn, replies, ctx=client, quiet=True)
 
 
 def main():

@@ -2,7 +2,7 @@
 
     python benchmarks/servers/resp_protocol.py --loop asyncio|uvloop [--port P]
 
-The example's own parser and commands (`parse`, `Store`, imported from it):
+The example's own parser and commands (`run_commands`, `Store`, imported from it):
 the commands an arrival of bytes brings are run, their replies joined and
 written at once; a partial command waits in a per-connection bytes object;
 QUIT or a protocol error answers and closes. Reading pauses while more than
@@ -17,7 +17,7 @@ from _common import BACKLOG, add_loop_argument, announce, make_listener, parse_a
     set_nodelay
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from resp_server import OK, ProtocolError, Store, error, parse  # noqa: E402
+from resp_server import Store, run_commands  # noqa: E402
 
 WRITE_HIGH = 256 * 1024
 
@@ -43,28 +43,9 @@ class RespProtocol(asyncio.Protocol):
         if self.closing:
             return
         data = self.pending + data if self.pending else data
-        store = self.store
-        replies = []
-        pos, end = 0, len(data)
-        close = False
-        try:
-            while pos < end:
-                args, pos = parse(data, pos)
-                if args is None:
-                    break
-                if not args:
-                    continue
-                if args[0].upper() == b"QUIT":
-                    replies.append(OK)
-                    close = True
-                    break
-                replies.append(store.run(args))
-        except ProtocolError as exc:
-            replies.append(error("Protocol error: %s" % exc))
-            close = True
-        self.pending = data[pos:] if pos < end and not close else b""
+        replies, self.pending, close = run_commands(self.store, data)
         if replies:
-            self.transport.write(b"".join(replies))
+            self.transport.write(replies)
         if close:
             self.closing = True
             self.transport.close()  # after the replies are written
