@@ -36,6 +36,13 @@ HELLO = b"Hello, world!\n"
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
+def request_line(parser, url):
+    """What a complete request asks (httptools parser, its URL bytes):
+    (method, path without the query, version tuple, keep-alive)."""
+    version = tuple(int(n) for n in parser.get_http_version().split("."))
+    return parser.get_method(), url.partition(b"?")[0], version, parser.should_keep_alive()
+
+
 class Clock:
     """The Date header, formatted once a second."""
 
@@ -90,11 +97,7 @@ class Http:
         if self.closing:
             return
         url, self.url = self.url, b""
-        parser = self.parser
-        version = tuple(int(n) for n in parser.get_http_version().split("."))
-        keep_alive = parser.should_keep_alive()
-        method = parser.get_method()
-        path = url.partition(b"?")[0]
+        method, path, version, keep_alive = request_line(self.parser, url)
         if method not in (b"GET", b"HEAD"):
             self.answer(405, b"", keep_alive, version=version)
         elif path in (b"/", b"/hello"):

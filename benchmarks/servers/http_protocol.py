@@ -21,7 +21,7 @@ from _common import BACKLOG, add_loop_argument, announce, make_listener, parse_a
     set_nodelay
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from http_server import HELLO, head  # noqa: E402
+from http_server import HELLO, head, request_line  # noqa: E402
 
 WRITE_HIGH = 256 * 1024
 
@@ -51,11 +51,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.closing:
             return
         url, self.url = self.url, b""
-        parser = self.parser
-        version = tuple(int(n) for n in parser.get_http_version().split("."))
-        keep_alive = parser.should_keep_alive()
-        method = parser.get_method()
-        path = url.partition(b"?")[0]
+        method, path, version, keep_alive = request_line(self.parser, url)
         if method not in (b"GET", b"HEAD"):
             self.answer(405, b"", keep_alive, version)
         elif path in (b"/", b"/hello"):
