@@ -933,8 +933,9 @@ static int64_t engine_timeout(gaio_core *core, int64_t until_ns)
     if (core->nres || core->incoming_head || core->nfrees || (core->nbackoff && core->fd_closed))
         return 0;
     int64_t until = until_ns;
-    if (first_deadline(core) < until)
-        until = first_deadline(core);
+    int64_t first = first_deadline(core); /* once: it may settle the heap's top */
+    if (first < until)
+        until = first;
     if (until == GAIO_NO_DEADLINE)
         return -1;
     int64_t now = gaio_now_ns();
