@@ -1,6 +1,8 @@
-"""What every measurement does with processes: pin them, read their first line."""
+"""What every measurement does with processes: pin them, read their first line, stop them."""
 import os
 import selectors
+import signal
+import subprocess
 import time
 
 SERVER_CPU = 0
@@ -37,3 +39,31 @@ def read_line(pipe, timeout):
             if byte == b"\n":
                 return b"".join(chunks).decode(errors="replace")
             chunks.append(byte)
+
+
+class Child:
+    """What a measured process (`proc`, stderr in the file `errlog`) shares:
+    is it alive, its last words, and a stop that is polite first."""
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stderr_tail(self, lines=3):
+        self.errlog.seek(0)
+        text = self.errlog.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "(no output)"
+
+    def terminate(self):
+        """SIGTERM, then SIGKILL after 5 s; its stdout pipe closed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def __enter__(self):
+        return self

@@ -20,7 +20,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from .catalog import REPO, SERVERS_DIR, gaio_engines, server_env
-from .processes import CLIENT_CPU, SERVER_CPU, MeasurementError, pinned_to, read_line
+from .processes import CLIENT_CPU, SERVER_CPU, Child, MeasurementError, pinned_to, read_line
 
 EXAMPLES = REPO / "examples"
 READY_TIMEOUT = 30.0
@@ -181,7 +180,7 @@ def wait_listening(port, proc, timeout):
             time.sleep(0.02)
 
 
-class Process:
+class Process(Child):
     """A process started for one measurement, pinned before exec, stopped after."""
 
     def __init__(self, argv, env, cpu, fixed_port=None, ready=r"(\d+)$"):
@@ -213,28 +212,9 @@ class Process:
             if match:
                 return line, int(match.group(1))
 
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stderr_tail(self, lines=3):
-        self.errlog.seek(0)
-        text = self.errlog.read().decode(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no output)"
-
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        self.terminate()
         self.errlog.close()
-
-    def __enter__(self):
-        return self
 
     def __exit__(self, *exc):
         self.stop()

@@ -12,7 +12,6 @@ import json
 import os
 import resource
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 from . import environment, procstat, real, report
 from .build import HERE, BuildError, build_all
 from .catalog import REPO, discover, server_env
-from .processes import CLIENT_CPU, SERVER_CPU, MeasurementError, read_line
+from .processes import CLIENT_CPU, SERVER_CPU, Child, MeasurementError, read_line
 from .processes import pin as _pin
 from .workloads import all_workloads
 
@@ -34,7 +33,7 @@ MAX_LOCAL_PORTS = 20000    # loadgen binds local ports 10000-32767
 BUSY_LOAD_AVERAGE = 0.5    # warn above this 1-minute load average at the start
 
 
-class ServerProcess:
+class ServerProcess(Child):
     """A server started for one measurement: pinned, READY awaited, stopped after."""
 
     def __init__(self, server):
@@ -53,26 +52,8 @@ class ServerProcess:
             raise MeasurementError("server did not start: %s" % why)
         self.port = int(line.split()[1])
 
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stderr_tail(self, lines=3):
-        self.errlog.seek(0)
-        text = self.errlog.read().decode(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no output)"
-
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-
-    def __enter__(self):
-        return self
+        self.terminate()
 
     def __exit__(self, *exc):
         self.stop()
