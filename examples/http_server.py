@@ -36,6 +36,24 @@ HELLO = b"Hello, world!\n"
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
+def parse(parser, data):
+    """Feed the parser: "ok", "upgrade" (not served here) or "bad" (answer 400).
+
+    httptools reports an exception raised in one of our callbacks - a bug of
+    ours, or Ctrl-C's KeyboardInterrupt arriving while one ran - as
+    HttpParserCallbackError, a kind of HttpParserError: it is raised again
+    as itself, so it neither becomes the client's 400 nor is lost."""
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserCallbackError as exc:
+        raise (exc.__context__ or exc) from None
+    except httptools.HttpParserUpgrade:  # no upgrades here: answer, then close
+        return "upgrade"
+    except httptools.HttpParserError:
+        return "bad"
+    return "ok"
+
+
 def request_line(parser, url):
     """What a complete request asks (httptools parser, its URL bytes):
     (method, path without the query, version tuple, keep-alive)."""
@@ -153,11 +171,10 @@ class Http:
     def feed(self, view):
         if self.closing:
             return
-        try:
-            self.parser.feed_data(view)
-        except httptools.HttpParserUpgrade:  # no upgrades here: answer, then close
+        parsed = parse(self.parser, view)
+        if parsed == "upgrade":  # an upgrade: the answers so far, then close
             self.closing = True
-        except httptools.HttpParserError:
+        elif parsed == "bad":
             self.answer(400, b"bad request\n", keep_alive=False)
         # The last response's write is not quiet: its result closes the connection.
         self.flush(quiet=not self.closing)

@@ -167,6 +167,28 @@ def test_http_malformed_request_gets_400_and_the_connection_closes(http):
     assert_clean_exit(http)
 
 
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit, ZeroDivisionError])
+def test_http_an_exception_in_a_parser_callback_is_not_a_bad_request(raised):
+    """Ctrl-C while httptools runs one of the example's callbacks must stop
+    the server, not become a 400 (CI once saw the example ignore its SIGINT
+    under wrk): the callback's own exception comes out of parse()."""
+    httptools = pytest.importorskip("httptools")
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from http_server import parse
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+    class Raising:
+        def on_url(self, url):
+            raise raised()
+
+    with pytest.raises(raised):
+        parse(httptools.HttpRequestParser(Raising()), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert parse(httptools.HttpRequestParser(object()), b"GET / HTTP/1.1\r\n\r\n") == "ok"
+    assert parse(httptools.HttpRequestParser(object()), b"NOT HTTP\r\n\r\n") == "bad"
+
+
 def test_http_pipelined_requests_answered_in_order(http):
     requests = []
     for i in range(60):

@@ -21,7 +21,7 @@ from _common import BACKLOG, add_loop_argument, announce, make_listener, parse_a
     set_nodelay
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from http_server import HELLO, head, request_line  # noqa: E402
+from http_server import HELLO, head, parse, request_line  # noqa: E402
 
 WRITE_HIGH = 256 * 1024
 
@@ -69,11 +69,10 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data):
         if self.closing:
             return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        parsed = parse(self.parser, data)
+        if parsed == "upgrade":
             self.closing = True
-        except httptools.HttpParserError:
+        elif parsed == "bad":
             self.answer(400, b"bad request\n", keep_alive=False)
         if self.out:
             out, self.out = self.out, []
