@@ -17,8 +17,8 @@ import time
 import pytest
 
 import gaio
-from conftest import (available_engines, collect, need_fds, open_fds, pattern, recv_exactly, reset,
-                      run_in_thread, stuck_pattern)
+from conftest import (TEST_ENGINES, available_engines, collect, need_fds, open_fds, pattern,
+                      recv_exactly, reset, run_in_thread, stuck_pattern)
 
 SANITIZED = bool(os.environ.get("GAIO_SANITIZED"))
 MIB = 1 << 20
@@ -245,7 +245,7 @@ def test_descriptor_exhaustion_while_delegating(watcher, net, engine):
     assert watcher.stats()["pending"] == 0 and watcher.stats()["watched"] == 0
 
 
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_object_with_only_a_fileno_is_a_type_error(name, pair):
     """Not a stream socket.socket and nothing to close it by: TypeError, no state."""
     reason = available_engines().get(name)

@@ -36,7 +36,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  rule, run_state_machine_as_test)
 
 import gaio
-from conftest import available_engines, pattern, run_in_thread
+from conftest import TEST_ENGINES, available_engines, pattern, run_in_thread
 
 WAIT_SLACK = 1.0            # a wait_io(t) must return within t + this
 SETTLE_LIMIT = 5.0          # a lane must settle within this
@@ -692,7 +692,7 @@ def wait_bounded(w, timeouts, limit):
 def engine_params(xfails):
     """Every engine, with strict xfail marks for the listed {engine: reason}."""
     out = []
-    for name in gaio.ENGINES:
+    for name in TEST_ENGINES:
         marks = [pytest.mark.xfail(strict=True, reason=xfails[name])] if name in xfails else []
         out.append(pytest.param(name, marks=marks, id=name))
     return out
@@ -705,7 +705,7 @@ def skip_unavailable(name):
 
 
 @pytest.mark.parametrize("deadline", [-5.0, -math.inf, -1e-9])
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_negative_deadline_does_not_hang_wait_io(name, deadline):
     """read(a, buf); read(a, buf, deadline=-5.0); wait_io(0.01) twice returns
     within a second, and the second read ends with DeadlineExceededError."""
@@ -728,7 +728,7 @@ def test_negative_deadline_does_not_hang_wait_io(name, deadline):
         b.close()
 
 
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_expiries_on_one_connection_in_deadline_order(name):
     """read(deadline=t0+0.05, ctx="a") then read(timeout=0.05, ctx="b"): "b"'s
     deadline is later, so "a" completes first (five times over)."""
@@ -757,7 +757,7 @@ def test_expiries_on_one_connection_in_deadline_order(name):
             s.close()
 
 
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_negative_deadline_after_an_expiry_does_not_hang_wait_io(name):
     """read(a, buf, timeout=0) ends by deadline; then read(a, buf,
     deadline=-5.0): its DeadlineExceededError comes within a second."""
@@ -781,7 +781,7 @@ def test_negative_deadline_after_an_expiry_does_not_hang_wait_io(name):
         b.close()
 
 
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_free_closes_the_socket_now_after_a_wait_from_another_thread(name):
     """read_full(a, buf); wait_io(0.001) from a thread that then exits;
     free(a); its ConnClosedError arrives: the peer's send now fails. Twenty
@@ -813,7 +813,7 @@ def test_free_closes_the_socket_now_after_a_wait_from_another_thread(name):
     assert lingered == 0, "the freed socket was still open in %d of 20 tries" % lingered
 
 
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_close_closes_the_sockets_now_after_a_wait_from_another_thread(name):
     """As above with the watcher's close() instead of free(): when close()
     returns the socket is closed (the peer's send fails). Twenty times over."""
@@ -840,7 +840,7 @@ def test_close_closes_the_sockets_now_after_a_wait_from_another_thread(name):
     assert lingered == 0, "a closed watcher's socket was still open in %d of 20 tries" % lingered
 
 
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_free_ends_a_tcp_connection_now_after_a_wait_from_another_thread(name, net):
     """TCP over loopback: read(server, buf); wait_io(0.001) from a thread that
     then exits; free(server): once its ConnClosedError is in, the client reads
@@ -867,7 +867,7 @@ def test_free_ends_a_tcp_connection_now_after_a_wait_from_another_thread(name, n
 
 @pytest.mark.parametrize("how", ["close", "shutdown"])
 @pytest.mark.parametrize("timeout", [0, -1])
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_read_full_tried_once_reports_end_of_stream(name, timeout, how):
     """The peer sends 10 bytes and closes (or shuts down writing);
     read_full(a, bytearray(5000), timeout=0): tried once, it gets the 10

@@ -76,7 +76,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  rule, run_state_machine_as_test)
 
 import gaio
-from conftest import available_engines, pattern, recv_exactly
+from conftest import TEST_ENGINES, available_engines, pattern, recv_exactly
 from test_fuzz_differential import (HUGE, SETTLE_LIMIT, WAIT_SLACK, error_class, read_bytes,
                                     timing_kwargs)
 
@@ -1189,7 +1189,7 @@ def test_native_engine_agrees_with_python_on_v02_strict_back_pressure(native_eng
 
 @pytest.mark.parametrize("trigger", ["connect", "free"])
 @pytest.mark.parametrize("quiet", [False, True], ids=["loud", "quiet"])
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_past_deadline_write_tried_once_when_results_are_ready_without_the_kernel(
         name, quiet, trigger, tmp_path):
     """write(a, b"A"*100, timeout=0); write(a, b"B"*1000); then, on another
@@ -1229,7 +1229,7 @@ def test_past_deadline_write_tried_once_when_results_are_ready_without_the_kerne
 
 
 @pytest.mark.parametrize("waiting", ["bytes", "eof"])
-@pytest.mark.parametrize("name", gaio.ENGINES)
+@pytest.mark.parametrize("name", TEST_ENGINES)
 def test_past_deadline_read_tried_once_when_results_are_ready_without_the_kernel(
         name, waiting):
     """read(a, deadline=-1.0) with bytes (or the end of stream) waiting, then
