@@ -177,6 +177,7 @@ int gaio__seconds_arg(PyObject *o, const char *what, double *out);
 int64_t gaio__ns_clamp(double ns);
 int gaio__deadline_arg(PyObject *timeout, PyObject *deadline, int64_t *out);
 int gaio__buffer_arg(PyObject *obj, Py_buffer *view, int writable);
+const char *gaio__type_name(PyObject *o);
 
 /* ---- connections (conns.c): R2 delegation, R9 release of dropped sockets ---- */
 
