@@ -334,6 +334,9 @@ def idle_limit(timeout):
     return None if seconds == math.inf else seconds
 
 
+# Watcher()'s defaults and bufsize's limit; the C engines' are
+# GAIO_DEFAULT_BUFSIZE, GAIO_MAX_BUFSIZE and GAIO_DEFAULT_WRITE_HIGH in
+# src/native/binding.h (tests/test_static_checks.py holds them equal).
 DEFAULT_BUFSIZE = 65536
 MAX_BUFSIZE = 1 << 30
 DEFAULT_WRITE_HIGH = 262144

@@ -52,7 +52,7 @@ from ._errors import (
     DeadlineExceededError,
     WatcherClosedError,
 )
-from ._python_backpressure import BackPressure
+from ._python_backpressure import WRITE_LOW_DIVISOR, BackPressure
 from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
 from ._python_signals import SignalWakeup
@@ -246,7 +246,7 @@ class _Core(SpecialIO, BackPressure):
     def __init__(self, bufsize, write_high=args.DEFAULT_WRITE_HIGH):
         self.bufsize = bufsize
         self.write_high = write_high  # back-pressure (R21); None: off
-        self.write_low = None if write_high is None else write_high // 4
+        self.write_low = None if write_high is None else write_high // WRITE_LOW_DIVISOR
         # id(view) -> the standing read that produced it, for this batch's
         # internal-buffer views (None when back-pressure is off)
         self.view_owner = None if write_high is None else {}

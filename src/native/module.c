@@ -347,7 +347,7 @@ static PyObject *Watcher_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
 /* R21's write_high: a positive int, or None for no limit (0 here) */
 static int write_high_arg(PyObject *o, Py_ssize_t *out)
 {
-    *out = 262144;
+    *out = GAIO_DEFAULT_WRITE_HIGH;
     if (!o)
         return 0;
     if (o == Py_None) {
@@ -385,7 +385,7 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         return -1;
     if (write_high_arg(write_high_obj, &write_high) < 0)
         return -1;
-    long long bufsize = 65536;
+    long long bufsize = GAIO_DEFAULT_BUFSIZE;
     if (bufsize_obj) {
         if (PyBool_Check(bufsize_obj) || !PyLong_Check(bufsize_obj)) {
             PyErr_Format(PyExc_TypeError, "bufsize must be an int, not %.100s",
@@ -396,7 +396,7 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         bufsize = PyLong_AsLongLongAndOverflow(bufsize_obj, &overflow);
         if (bufsize == -1 && PyErr_Occurred())
             return -1;
-        if (overflow || bufsize < 1 || bufsize > (1LL << 30)) {
+        if (overflow || bufsize < 1 || bufsize > GAIO_MAX_BUFSIZE) {
             PyErr_SetString(PyExc_ValueError, "bufsize must be from 1 to 2**30");
             return -1;
         }
