@@ -7,7 +7,8 @@
   must fail on exactly its marked lines (settings: pyproject.toml [tool.mypy]).
 - mypy.stubtest compares each stub with the module it describes, imported.
 - docs/DESIGN.md's list of the engine contract is engine.h's, and the
-  back-off constants are the same in both languages.
+  constants written in both languages (back-offs, defaults, limits, the
+  resource errors) are equal.
 
 A missing tool is a skip that says so (`pip install -e '.[test]'` brings both).
 Caches live under .pytest_cache, so a second run takes a few seconds.
@@ -189,16 +190,54 @@ def test_python_engine_imports_no_module_that_imports_it_back():
     assert "_watcher" not in seen
 
 
-def test_back_offs_are_the_same_in_python_and_c():
-    """R16's and R17's back-offs live in two languages, side by side:
-    gaio._python_special (seconds) and src/native/core.h (nanoseconds)."""
+# Constants written in both languages, side by side: (python module, name,
+# C header under src/native, macro, how many C units make one Python unit).
+TWIN_CONSTANTS = [
+    ("_python_special", "ACCEPT_RETRY", "core.h", "GAIO_ACCEPT_RETRY_NS", 10 ** 9),  # R16
+    ("_python_special", "CONNECT_RETRY", "core.h", "GAIO_CONNECT_RETRY_NS", 10 ** 9),  # R17
+    ("_python_special", "IOV_MAX", "readiness.h", "GAIO_IOV_MAX", 1),  # R18
+    ("_python_args", "DEFAULT_BUFSIZE", "binding.h", "GAIO_DEFAULT_BUFSIZE", 1),
+    ("_python_args", "MAX_BUFSIZE", "binding.h", "GAIO_MAX_BUFSIZE", 1),
+    ("_python_args", "DEFAULT_WRITE_HIGH", "binding.h", "GAIO_DEFAULT_WRITE_HIGH", 1),  # R21
+    ("_python_backpressure", "WRITE_LOW_DIVISOR", "backpressure.h", "GAIO_WRITE_LOW_DIVISOR", 1),
+    ("_python_internal_buffer", "ARENA_MULTIPLE", "core.h", "GAIO_IBUF_CHUNKS", 1),  # R4
+]
+
+
+def _c_constant(header, macro):
+    """The value of `#define macro <integer expression>` in src/native/header."""
+    text = (ROOT / "src" / "native" / header).read_text()
+    found = re.search(r"^#define %s (.+?)\s*(?:/\*.*)?$" % macro, text, re.M)
+    assert found, "%s is not defined in %s" % (macro, header)
+    expr = re.sub(r"(\d+)(?:ULL|LL|UL|U|L)\b", r"\1", found.group(1))
+    assert re.fullmatch(r"[\d\s()<*+]+", expr), "%s is not an integer expression" % macro
+    return eval(expr, {"__builtins__": {}})  # digits, <<, *, + and parentheses only
+
+
+@pytest.mark.parametrize("module,name,header,macro,scale",
+                         [pytest.param(*row, id=row[1]) for row in TWIN_CONSTANTS])
+def test_constants_are_the_same_in_python_and_c(module, name, header, macro, scale):
+    """A constant the python engine and the C core both need lives in two
+    files, each naming the other; this keeps the two values equal."""
+    value = getattr(importlib.import_module("gaio." + module), name)
+    assert round(value * scale) == _c_constant(header, macro)
+
+
+def test_resource_errors_are_the_same_in_python_and_c():
+    """R16: the errors that back a standing accept off, not end it."""
     from gaio import _python_special
-    header = (ROOT / "src" / "native" / "core.h").read_text()
-    for python_name, c_name in (("ACCEPT_RETRY", "GAIO_ACCEPT_RETRY_NS"),
-                                ("CONNECT_RETRY", "GAIO_CONNECT_RETRY_NS")):
-        found = re.search(r"^#define %s (\d+)$" % c_name, header, re.M)
-        assert found, "%s is not defined as a number in core.h" % c_name
-        assert int(found.group(1)) == round(getattr(_python_special, python_name) * 1e9)
+    header = (ROOT / "src" / "native" / "engine.h").read_text()
+    body = header[header.index("static inline int gaio_resource_error(int err)"):]
+    body = body[:body.index("}")]
+    assert set(re.findall(r"err == (E[A-Z]+)", body)) == set(_python_special.RESOURCE_ERRORS)
+
+
+def test_native_docstring_names_the_python_defaults():
+    """The native Watcher's signature line shows the defaults the front uses."""
+    from gaio import _python_args
+    module = (ROOT / "src" / "native" / "module.c").read_text()
+    assert "Watcher(bufsize=%d, *, engine, write_high=%d)" % (
+        _python_args.DEFAULT_BUFSIZE, _python_args.DEFAULT_WRITE_HIGH) in module
 
 
 def test_design_lists_the_engine_contract_as_engine_h_declares_it():

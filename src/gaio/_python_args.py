@@ -5,7 +5,14 @@ They run in the requesting thread before any state changes, so a request that
 raises leaves nothing behind. A memoryview taken of a caller's buffer exports
 it (a bytearray can then not be resized), so every error path releases the
 view it took.
+
+The messages are the native engines' too, word for word (tests/test_r01_bad_arguments.py
+and test_v02_bad_arguments.py hold them): src/native/args.c words the same
+checks, and signature_checked() below words a call that does not fit a
+method's signature as args.c's gaio__parse_args() does.
 """
+import functools
+import inspect
 import math
 import os
 import socket
@@ -13,12 +20,69 @@ import stat
 import time
 
 
+# ---------------------------------------------------------------- signatures
+
+def signature_checked(name):
+    """Decorate a method so that a call that does not fit its signature raises
+    the TypeError the native engines raise, not CPython's own (whose wording
+    changes between versions and counts self): gaio__parse_args()'s words, and
+    for a method without arguments or with one positional-only argument the
+    words CPython gives a METH_NOARGS or METH_O method. `name` is the
+    method's name in the messages ("Watcher.read")."""
+    def decorate(method):
+        params = list(inspect.signature(method).parameters.values())[1:]  # not self/cls
+
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except TypeError as exc:
+                # the call did not bind, or the method raised: only the first is ours
+                problem = signature_error(name, params, args, kwargs)
+                if problem is None:
+                    raise
+                raise TypeError(problem) from exc
+        return call
+    return decorate
+
+
+def signature_error(name, params, args, kwargs):
+    """What is wrong with calling `name` (parameters `params`) with `args`
+    and `kwargs`, worded as src/native/args.c words it, or None."""
+    if all(p.kind is p.POSITIONAL_ONLY for p in params) and len(params) <= 1:
+        if kwargs:
+            return "%s() takes no keyword arguments" % name
+        if params and len(args) != 1:
+            return "%s() takes exactly one argument (%d given)" % (name, len(args))
+        if not params and args:
+            return "%s() takes no arguments (%d given)" % (name, len(args))
+        return None
+    positional = [p.name for p in params if p.kind is not p.KEYWORD_ONLY]
+    if len(args) > len(positional):
+        return "%s() takes at most %d positional argument%s (%d given)" % (
+            name, len(positional), "" if len(positional) == 1 else "s", len(args))
+    names = [p.name for p in params]
+    for key in kwargs:
+        if key not in names:
+            return "%s() got an unexpected keyword argument '%s'" % (name, key)
+        if key in positional[:len(args)]:
+            return "%s() got multiple values for argument '%s'" % (name, key)
+    given = set(positional[:len(args)]) | set(kwargs)
+    for p in params:
+        if p.default is p.empty and p.name not in given:
+            return "%s() missing required argument '%s'" % (name, p.name)
+    return None
+
+
+# ---------------------------------------------------------------- connections
+
 def check_conn(conn):
     """TypeError unless `conn` is a socket object of a stream socket."""
-    if not isinstance(conn, socket.socket):
-        raise TypeError("conn must be a stream socket.socket, not %s" % type(conn).__name__)
+    check_free_target(conn)
     if conn.type != socket.SOCK_STREAM:
-        raise TypeError("conn must be a stream socket, not %r" % conn.type)
+        # the kind's name (SOCK_DGRAM), or its number when socket has no name for it
+        raise TypeError("conn must be a stream socket (SOCK_STREAM), not %s"
+                        % getattr(conn.type, "name", conn.type))
 
 
 def check_free_target(conn):
@@ -26,15 +90,19 @@ def check_free_target(conn):
         raise TypeError("conn must be a socket.socket, not %s" % type(conn).__name__)
 
 
+CLOSED_CONN = "conn is closed (or delegated to another watcher)"
+
+
 def _bytes_view(obj, what, writable=False):
     try:
         view = memoryview(obj)
     except TypeError:
-        raise TypeError("%s must be a bytes-like object, not %s"
-                        % (what, type(obj).__name__)) from None
+        raise TypeError("%s must be a %sbytes-like object, not %s"
+                        % (what, "writable " if writable else "", type(obj).__name__)) from None
     if not view.c_contiguous:
         view.release()
-        raise TypeError("%s must be a contiguous buffer" % what)
+        raise TypeError("%s must be a contiguous buffer, not a non-contiguous %s"
+                        % (what, type(obj).__name__))
     if writable and view.readonly:
         # before the size: a read-only buffer is the wrong kind, even empty
         view.release()
@@ -117,7 +185,7 @@ def check_listener(listener):
     """accept()'s listener, not yet delegated: a listening stream socket."""
     check_conn(listener)
     if listener.fileno() == -1:
-        raise ValueError("listener is closed (or delegated to another watcher)")
+        raise ValueError(CLOSED_CONN)
     if not is_listening(listener):
         raise ValueError("accept() needs a listening socket (call listen() first)")
 
@@ -127,7 +195,7 @@ def check_connect_socket(sock):
     stream socket."""
     check_conn(sock)
     if sock.fileno() == -1:
-        raise ValueError("socket is closed (or delegated to another watcher)")
+        raise ValueError(CLOSED_CONN)
     if is_listening(sock):
         raise ValueError("connect() on a listening socket")
     try:
@@ -175,7 +243,7 @@ def vector_views(data):
     try:
         for item in data:
             if item is None or isinstance(item, (list, tuple)):
-                raise TypeError("vectored write items must be bytes-like objects, not %s"
+                raise TypeError("data items must be bytes-like objects, not %s"
                                 % type(item).__name__)
             view = _bytes_view_or_empty(item)
             if view is None:
@@ -199,7 +267,8 @@ def _bytes_view_or_empty(obj):
                         % type(obj).__name__) from None
     if not view.c_contiguous:
         view.release()
-        raise TypeError("data items must be contiguous buffers")
+        raise TypeError("data items must be contiguous buffers, not a non-contiguous %s"
+                        % type(obj).__name__)
     if view.nbytes == 0:
         view.release()
         return None
@@ -233,7 +302,8 @@ def sendfile_source(file, offset, count):
         except (OSError, ValueError) as exc:  # io.UnsupportedOperation, closed file
             if getattr(file, "closed", False):
                 raise ValueError("file is closed") from None
-            raise TypeError("file has no descriptor: %s" % exc) from None
+            raise TypeError("file has no descriptor: %s.fileno() raised %s"
+                            % (type(file).__name__, type(exc).__name__)) from None
         if isinstance(fd, bool) or not isinstance(fd, int):
             raise TypeError("file.fileno() must return an int")
     _int_arg(offset, "offset")
@@ -264,6 +334,9 @@ def idle_limit(timeout):
     return None if seconds == math.inf else seconds
 
 
+# Watcher()'s defaults and bufsize's limit; the C engines' are
+# GAIO_DEFAULT_BUFSIZE, GAIO_MAX_BUFSIZE and GAIO_DEFAULT_WRITE_HIGH in
+# src/native/binding.h (tests/test_static_checks.py holds them equal).
 DEFAULT_BUFSIZE = 65536
 MAX_BUFSIZE = 1 << 30
 DEFAULT_WRITE_HIGH = 262144

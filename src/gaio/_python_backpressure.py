@@ -23,6 +23,10 @@ attribute test per send) and `_bp_plain_ended` for what they leave unwritten.
 """
 import time
 
+# A held read goes on at write_high // WRITE_LOW_DIVISOR or less; the C
+# engines' is GAIO_WRITE_LOW_DIVISOR in src/native/backpressure.h.
+WRITE_LOW_DIVISOR = 4
+
 _monotonic = time.monotonic
 
 

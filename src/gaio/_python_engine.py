@@ -52,7 +52,7 @@ from ._errors import (
     DeadlineExceededError,
     WatcherClosedError,
 )
-from ._python_backpressure import BackPressure
+from ._python_backpressure import WRITE_LOW_DIVISOR, BackPressure
 from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
 from ._python_signals import SignalWakeup
@@ -246,7 +246,7 @@ class _Core(SpecialIO, BackPressure):
     def __init__(self, bufsize, write_high=args.DEFAULT_WRITE_HIGH):
         self.bufsize = bufsize
         self.write_high = write_high  # back-pressure (R21); None: off
-        self.write_low = None if write_high is None else write_high // 4
+        self.write_low = None if write_high is None else write_high // WRITE_LOW_DIVISOR
         # id(view) -> the standing read that produced it, for this batch's
         # internal-buffer views (None when back-pressure is off)
         self.view_owner = None if write_high is None else {}
@@ -422,7 +422,7 @@ class _Core(SpecialIO, BackPressure):
         # socket.socket's own fileno() and detach(), not a subclass's: the
         # watcher takes the socket's real descriptor (as the native engines do)
         if _socket_fileno(owner) == -1:
-            raise ValueError("socket is closed (or delegated to another watcher)")
+            raise ValueError(args.CLOSED_CONN)
         family, kind, proto = owner.family, owner.type, owner.proto
         # detach() closes the caller's object (fileno() becomes -1, so direct
         # I/O fails at once) and hands us its descriptor: the same kernel
@@ -962,6 +962,7 @@ class PythonWatcher:
             view.release()  # nothing raised leaves an export behind
             raise
 
+    @args.signature_checked("Watcher.read")
     def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None, repeat=False):
         core, when = self._checked(conn, timeout, deadline)
         if repeat:
@@ -984,10 +985,12 @@ class PythonWatcher:
         spec.deadline = when
         return spec
 
+    @args.signature_checked("Watcher.read_full")
     def read_full(self, conn, buf, *, ctx=None, timeout=None, deadline=None):
         core, when = self._checked(conn, timeout, deadline)
         self._submit(core, _OP_READ, conn, ctx, buf, args.writable_view(buf), True, when)
 
+    @args.signature_checked("Watcher.write")
     def write(self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False):
         core, when = self._checked(conn, timeout, deadline)
         if isinstance(data, (list, tuple)):
@@ -1016,18 +1019,20 @@ class PythonWatcher:
         else:
             self._submit(core, _OP_WRITE, conn, ctx, data, args.data_view(data), False, when)
 
+    @args.signature_checked("Watcher.accept")
     def accept(self, listener, *, ctx=None, timeout=None, deadline=None, repeat=False):
         core, when = self._checked(listener, timeout, deadline)
         known = core.conns.get(id(listener))
         if known is not None and known.ref() is listener:
             if known.sock is None or not args.is_listening(known.sock):
-                raise ValueError("accept() needs a listening socket")
+                raise ValueError("accept() needs a listening socket (call listen() first)")
         else:
             args.check_listener(listener)
         spec = self._standing(timeout, when) if repeat else _Special()
         spec.deadline = when
         core.submit(_OP_ACCEPT, listener, ctx, None, None, False, when, spec)
 
+    @args.signature_checked("Watcher.connect")
     def connect(self, sock, address, *, ctx=None, timeout=None, deadline=None):
         core, when = self._checked(sock, timeout, deadline)
         known = core.conns.get(id(sock))
@@ -1039,6 +1044,7 @@ class PythonWatcher:
         spec.address = address
         core.submit(_OP_CONNECT, sock, ctx, None, None, False, when, spec)
 
+    @args.signature_checked("Watcher.sendfile")
     def sendfile(self, conn, file, offset=0, count=None, *, ctx=None, timeout=None,
                  deadline=None, quiet=False):
         core, when = self._checked(conn, timeout, deadline)
@@ -1057,12 +1063,15 @@ class PythonWatcher:
                 os.close(spec.fd)
             raise
 
+    @args.signature_checked("Watcher.fileno")
     def fileno(self):
         return self._core.fileno()
 
+    @args.signature_checked("Watcher.next_timeout")
     def next_timeout(self):
         return self._core.next_timeout()
 
+    @args.signature_checked("Watcher.free")
     def free(self, conn, /):
         core = self._core
         if core.closed:
@@ -1070,12 +1079,15 @@ class PythonWatcher:
         args.check_free_target(conn)
         core.free(conn)
 
+    @args.signature_checked("Watcher.wait_io")
     def wait_io(self, timeout=None):
         return self._core.wait_io(timeout)
 
+    @args.signature_checked("Watcher.close")
     def close(self):
         self._core.close()
 
+    @args.signature_checked("Watcher.stats")
     def stats(self):
         return self._core.stats()
 

@@ -14,8 +14,9 @@ whoever holds it and a fresh one is allocated when next needed.
 
 # The arena is 4 * bufsize (the most one batch may hand out, R4), capped at
 # 4 MiB or one bufsize, whichever is larger; it is allocated on first use, so
-# a watcher that never reads without a buffer costs nothing.
-_ARENA_MULTIPLE = 4
+# a watcher that never reads without a buffer costs nothing. The C engines'
+# budget is GAIO_IBUF_CHUNKS chunks of bufsize (src/native/core.h).
+ARENA_MULTIPLE = 4
 _MAX_ARENA = 1 << 22
 
 
@@ -25,7 +26,7 @@ class InternalBuffer:
 
     def __init__(self, bufsize):
         self.read_size = bufsize  # the most one read takes, as gaio's swap buffer
-        self.capacity = min(_ARENA_MULTIPLE * bufsize, max(bufsize, _MAX_ARENA))
+        self.capacity = min(ARENA_MULTIPLE * bufsize, max(bufsize, _MAX_ARENA))
         self.arena = None
         self._whole = None
         self._used = 0

@@ -36,11 +36,15 @@ _OP_WRITE = Op.WRITE
 _OP_ACCEPT = Op.ACCEPT
 _OP_CONNECT = Op.CONNECT
 _OP_SENDFILE = Op.SENDFILE
-_IOV_MAX = min(getattr(os, "sysconf", lambda name: 1024)("SC_IOV_MAX") or 1024, 1024)
+# The most items one sendmsg of a vectored write takes: the C engines'
+# GAIO_IOV_MAX (src/native/readiness.h), or less where the system says so.
+IOV_MAX = 1024
+_IOV_MAX = min(getattr(os, "sysconf", lambda name: IOV_MAX)("SC_IOV_MAX") or IOV_MAX, IOV_MAX)
 _SENDFILE_CHUNK = 1 << 30
+# R16's resource errors, as gaio_resource_error() in src/native/engine.h.
+RESOURCE_ERRORS = ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
 _RESOURCE_ERRNOS = frozenset(
-    getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
-    if hasattr(errno, name))
+    getattr(errno, name) for name in RESOURCE_ERRORS if hasattr(errno, name))
 # The back-offs, in seconds; the C engines' are GAIO_ACCEPT_RETRY_NS and
 # GAIO_CONNECT_RETRY_NS in src/native/core.h (tests/test_static_checks.py
 # holds them equal).

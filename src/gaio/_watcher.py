@@ -10,7 +10,13 @@ import os
 import sys
 
 from ._errors import EngineUnavailableError
-from ._python_args import DEFAULT_BUFSIZE, DEFAULT_WRITE_HIGH, check_bufsize, check_write_high
+from ._python_args import (
+    DEFAULT_BUFSIZE,
+    DEFAULT_WRITE_HIGH,
+    check_bufsize,
+    check_write_high,
+    signature_checked,
+)
 from ._python_engine import PythonWatcher
 
 try:
@@ -98,6 +104,7 @@ class Watcher(metaclass=abc.ABCMeta):
     made while no thread waits, which tries its send/recv at once.
     """
 
+    @signature_checked("Watcher")
     def __new__(cls, bufsize=DEFAULT_BUFSIZE, *, engine="auto",
                 write_high=DEFAULT_WRITE_HIGH):
         if cls is not Watcher:  # a concrete engine class built directly

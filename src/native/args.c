@@ -3,6 +3,7 @@
 #include "binding.h"
 
 #include <math.h>
+#include <string.h>
 
 int gaio__parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                       PyObject *kwnames, PyObject *const *names, int nnames, int maxpos,
@@ -11,8 +12,8 @@ int gaio__parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
     for (int i = 0; i < nnames; i++)
         out[i] = NULL;
     if (nargs > maxpos) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d positional arguments (%zd given)",
-                     fname, maxpos, nargs);
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d positional argument%s (%zd given)",
+                     fname, maxpos, maxpos == 1 ? "" : "s", nargs);
         return -1;
     }
     for (Py_ssize_t i = 0; i < nargs; i++)
@@ -54,7 +55,7 @@ int gaio__seconds_arg(PyObject *o, const char *what, double *out)
     if (!PyFloat_Check(o) &&
         (PyBool_Check(o) || !nb || (!nb->nb_float && !nb->nb_index))) {
         PyErr_Format(PyExc_TypeError, "%s must be a number of seconds, not %.100s", what,
-                     Py_TYPE(o)->tp_name);
+                     gaio__type_name(o));
         return -1;
     }
     double d = PyFloat_AsDouble(o);
@@ -105,14 +106,37 @@ int gaio__deadline_arg(PyObject *timeout, PyObject *deadline, int64_t *out)
 
 int gaio__buffer_arg(PyObject *obj, Py_buffer *view, int writable)
 {
-    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0)
-        return 0;
+    const char *what = writable ? "buf" : "data";
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a %sbytes-like object, not %.100s", what,
+                     writable ? "writable " : "", gaio__type_name(obj));
+        return -1;
+    }
+    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0) {
+        /* what PyBUF_SIMPLE refuses of a buffer: one that is not C-contiguous */
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s must be a contiguous buffer, not a non-contiguous %.100s",
+                         what, gaio__type_name(obj));
+        }
+        return -1;
+    }
     /* a read-only buffer for a read is a TypeError even when empty: the
      * kind is wrong before the size is */
-    if (PyErr_ExceptionMatches(PyExc_BufferError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "%s must be a %s contiguous bytes-like object, not %.100s",
-                     writable ? "buf" : "data", writable ? "writable" : "", Py_TYPE(obj)->tp_name);
+    if (writable && view->readonly) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "%s must be writable, not a read-only %.100s", what,
+                     gaio__type_name(obj));
+        return -1;
     }
-    return -1;
+    return 0;
+}
+
+/* type(o).__name__, as Python's messages name a type: tp_name without the
+ * module a static type's name carries ("_io.BufferedReader") */
+const char *gaio__type_name(PyObject *o)
+{
+    const char *name = Py_TYPE(o)->tp_name;
+    const char *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
 }

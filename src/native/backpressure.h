@@ -20,6 +20,12 @@
 
 #include "core.h"
 
+/* A held standing read goes on when what it owes falls to
+ * write_high / GAIO_WRITE_LOW_DIVISOR or less; the python engine's is
+ * WRITE_LOW_DIVISOR in gaio/_python_backpressure.py (tests/test_static_checks.py
+ * holds them equal). */
+#define GAIO_WRITE_LOW_DIVISOR 4
+
 /* ---- for the core (core.c), with core->lock held; no-ops when write_high is 0 ---- */
 
 /* Write w was appended to its connection's queue. */

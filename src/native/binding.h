@@ -170,6 +170,13 @@ PyObject *gaio__closed_error(void);
 
 /* ---- argument parsing (args.c), laid out as _python_args.py ---- */
 
+/* Watcher()'s defaults and bufsize's limit; the python engine's are
+ * DEFAULT_BUFSIZE, DEFAULT_WRITE_HIGH and MAX_BUFSIZE in gaio/_python_args.py
+ * (tests/test_static_checks.py holds them equal). */
+#define GAIO_DEFAULT_BUFSIZE 65536
+#define GAIO_DEFAULT_WRITE_HIGH 262144
+#define GAIO_MAX_BUFSIZE (1LL << 30)
+
 int gaio__parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                      PyObject *kwnames, PyObject *const *names, int nnames, int maxpos,
                      int required, PyObject **out);
@@ -177,6 +184,7 @@ int gaio__seconds_arg(PyObject *o, const char *what, double *out);
 int64_t gaio__ns_clamp(double ns);
 int gaio__deadline_arg(PyObject *timeout, PyObject *deadline, int64_t *out);
 int gaio__buffer_arg(PyObject *obj, Py_buffer *view, int writable);
+const char *gaio__type_name(PyObject *o);
 
 /* ---- connections (conns.c): R2 delegation, R9 release of dropped sockets ---- */
 

@@ -84,10 +84,25 @@ PyTypeObject gaio__WatcherLink_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
 };
 
+/* socket.SocketKind's name of a socket type, as the python engine words it */
+static const char *sock_kind_name(int type, char buf[16])
+{
+    switch (type) {
+    case SOCK_DGRAM:
+        return "SOCK_DGRAM";
+    case SOCK_SEQPACKET:
+        return "SOCK_SEQPACKET";
+    case SOCK_RAW:
+        return "SOCK_RAW";
+    default:
+        snprintf(buf, 16, "%d", type);
+        return buf;
+    }
+}
+
 PyObject *gaio__conn_type_error(PyObject *conn, const char *why)
 {
-    PyErr_Format(PyExc_TypeError, "conn must be a stream socket (%s), not %.100s", why,
-                 Py_TYPE(conn)->tp_name);
+    PyErr_Format(PyExc_TypeError, "conn must be %s, not %.100s", why, gaio__type_name(conn));
     return NULL;
 }
 
@@ -109,7 +124,7 @@ int gaio__socket_fd(PyObject *conn)
         return -1;
     if (!PyLong_Check(res)) {
         Py_DECREF(res);
-        gaio__conn_type_error(conn, "fileno() is not an int");
+        gaio__conn_type_error(conn, "a socket.socket (its fileno() is not an int)");
         return -1;
     }
     long fd = PyLong_AsLong(res);
@@ -117,27 +132,29 @@ int gaio__socket_fd(PyObject *conn)
     if (fd == -1 && PyErr_Occurred())
         return -1;
     if (fd < 0) {
-        PyErr_SetString(PyExc_ValueError, "conn is closed and was never delegated");
+        PyErr_SetString(PyExc_ValueError, "conn is closed (or delegated to another watcher)");
         return -1;
     }
     if (fd > INT32_MAX) {
-        gaio__conn_type_error(conn, "bad fileno()");
+        gaio__conn_type_error(conn, "a socket.socket (its fileno() is out of range)");
         return -1;
     }
     int type;
     socklen_t len = sizeof type;
     if (getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
         if (errno == ENOTSOCK) {
-            gaio__conn_type_error(conn, "its descriptor is not a socket");
+            gaio__conn_type_error(conn, "a socket.socket (its descriptor is not a socket)");
         } else if (errno == EBADF) {
-            PyErr_SetString(PyExc_ValueError, "conn is closed and was never delegated");
+            PyErr_SetString(PyExc_ValueError, "conn is closed (or delegated to another watcher)");
         } else {
             PyErr_SetFromErrno(PyExc_OSError);
         }
         return -1;
     }
     if (type != SOCK_STREAM) {
-        gaio__conn_type_error(conn, "not SOCK_STREAM");
+        char kind[16];
+        PyErr_Format(PyExc_TypeError, "conn must be a stream socket (SOCK_STREAM), not %s",
+                     sock_kind_name(type, kind));
         return -1;
     }
     if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(conn))) {

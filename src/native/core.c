@@ -47,7 +47,7 @@ gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize, size_t w
     core->runtime = runtime;
     core->bufsize = bufsize;
     core->write_high = write_high;
-    core->write_low = write_high / 4;
+    core->write_low = write_high / GAIO_WRITE_LOW_DIVISOR;
     core->backoff_ns = GAIO_NO_DEADLINE;
     int rc = engine->create(core, &core->engine_state, why, whylen);
     if (rc != 0) {

@@ -196,7 +196,8 @@ typedef struct gaio_stats {
     uint64_t quiet_done;        /* quiet requests that succeeded (delivered nothing) */
 } gaio_stats;
 
-#define GAIO_IBUF_CHUNKS 4      /* at most 4 x bufsize of internal buffer per batch */
+/* at most 4 x bufsize of internal buffer per batch (python: ARENA_MULTIPLE) */
+#define GAIO_IBUF_CHUNKS 4
 
 /* A technique an engine may use (engine.h, techniques): why is empty when it is used. */
 typedef struct gaio_technique {

@@ -47,7 +47,7 @@ static const gaio_runtime gil_runtime = {gil_release, gil_reacquire};
 
 PyObject *gaio__closed_error(void)
 {
-    PyErr_SetString(gaio__state.WatcherClosedError, "the watcher is closed");
+    PyErr_SetString(gaio__state.WatcherClosedError, "watcher is closed");
     return NULL;
 }
 
@@ -90,7 +90,7 @@ static PyObject *Watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t n
         return gaio__closed_error();
     PyObject *names[1] = {gaio__state.s_timeout};
     PyObject *a[1];
-    if (gaio__parse_args("wait_io", args, nargs, kwnames, names, 1, 1, 0, a) < 0)
+    if (gaio__parse_args("Watcher.wait_io", args, nargs, kwnames, names, 1, 1, 0, a) < 0)
         return NULL;
     int64_t until = GAIO_NO_DEADLINE;
     int guard_wanted = 1;
@@ -347,7 +347,7 @@ static PyObject *Watcher_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
 /* R21's write_high: a positive int, or None for no limit (0 here) */
 static int write_high_arg(PyObject *o, Py_ssize_t *out)
 {
-    *out = 262144;
+    *out = GAIO_DEFAULT_WRITE_HIGH;
     if (!o)
         return 0;
     if (o == Py_None) {
@@ -355,7 +355,7 @@ static int write_high_arg(PyObject *o, Py_ssize_t *out)
         return 0;
     }
     if (PyBool_Check(o) || !PyLong_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "write_high must be an int, not %.100s", Py_TYPE(o)->tp_name);
+        PyErr_Format(PyExc_TypeError, "write_high must be an int, not %.100s", gaio__type_name(o));
         return -1;
     }
     int overflow;
@@ -385,18 +385,18 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
         return -1;
     if (write_high_arg(write_high_obj, &write_high) < 0)
         return -1;
-    long long bufsize = 65536;
+    long long bufsize = GAIO_DEFAULT_BUFSIZE;
     if (bufsize_obj) {
         if (PyBool_Check(bufsize_obj) || !PyLong_Check(bufsize_obj)) {
             PyErr_Format(PyExc_TypeError, "bufsize must be an int, not %.100s",
-                         Py_TYPE(bufsize_obj)->tp_name);
+                         gaio__type_name(bufsize_obj));
             return -1;
         }
         int overflow;
         bufsize = PyLong_AsLongLongAndOverflow(bufsize_obj, &overflow);
         if (bufsize == -1 && PyErr_Occurred())
             return -1;
-        if (overflow || bufsize < 1 || bufsize > (1LL << 30)) {
+        if (overflow || bufsize < 1 || bufsize > GAIO_MAX_BUFSIZE) {
             PyErr_SetString(PyExc_ValueError, "bufsize must be from 1 to 2**30");
             return -1;
         }

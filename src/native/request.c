@@ -257,7 +257,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     gaio_req st = {0}; /* a standing read's times, checked before anything is taken */
     if (kind == GAIO_READ) {
         if (!buf && full) {
-            PyErr_SetString(PyExc_ValueError, "read_full needs a buffer");
+            PyErr_SetString(PyExc_ValueError, "buf is required");
             return NULL;
         }
         if (buf && (flags & GAIO_F_REPEAT)) {
@@ -273,7 +273,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
         }
     } else {
         if (!buf) {
-            PyErr_SetString(PyExc_ValueError, "write needs data");
+            PyErr_SetString(PyExc_ValueError, "data is required");
             return NULL;
         }
         if (gaio__buffer_arg(buf, &view, 0) < 0)
@@ -299,7 +299,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     }
     if (bufobj && view.len == 0) {
         PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "%s: empty buffer", fname);
+        PyErr_SetString(PyExc_ValueError, kind == GAIO_WRITE ? "data is empty" : "buf is empty");
         return NULL;
     }
     uint64_t id = 0;
@@ -353,15 +353,17 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         if (item == Py_None || PyList_Check(item) || PyTuple_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "vectored write items must be bytes-like objects, not %.100s",
-                         Py_TYPE(item)->tp_name);
+            PyErr_Format(PyExc_TypeError, "data items must be bytes-like objects, not %.100s",
+                         gaio__type_name(item));
             goto fail;
         }
         if (write_view(w, item, &items[used], NULL, &origin[used]) < 0) {
             if (PyErr_ExceptionMatches(PyExc_TypeError)) {
                 PyErr_Clear();
-                PyErr_Format(PyExc_TypeError, "data items must be bytes-like objects, not %.100s",
-                             Py_TYPE(item)->tp_name);
+                PyErr_Format(PyExc_TypeError, PyObject_CheckBuffer(item)
+                             ? "data items must be contiguous buffers, not a non-contiguous %.100s"
+                             : "data items must be bytes-like objects, not %.100s",
+                             gaio__type_name(item));
             }
             goto fail;
         }
@@ -423,17 +425,17 @@ fail:
 
 PyObject *gaio__watcher_read(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw)
 {
-    return submit(w, "read", GAIO_READ, 0, args, nargs, kw);
+    return submit(w, "Watcher.read", GAIO_READ, 0, args, nargs, kw);
 }
 
 PyObject *gaio__watcher_read_full(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw)
 {
-    return submit(w, "read_full", GAIO_READ, 1, args, nargs, kw);
+    return submit(w, "Watcher.read_full", GAIO_READ, 1, args, nargs, kw);
 }
 
 PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw)
 {
-    return submit(w, "write", GAIO_WRITE, 0, args, nargs, kw);
+    return submit(w, "Watcher.write", GAIO_WRITE, 0, args, nargs, kw);
 }
 
 /* ---- accept, connect, sendfile (R16, R17, R19) ---- */
@@ -481,7 +483,7 @@ static int delegated_listening(Watcher *w, PyObject *conn)
     on = fd >= 0; /* no way to ask: accept() will tell */
 #endif
     if (!on)
-        PyErr_SetString(PyExc_ValueError, "accept() needs a listening socket");
+        PyErr_SetString(PyExc_ValueError, "accept() needs a listening socket (call listen() first)");
     return on;
 }
 
@@ -493,7 +495,7 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
     PyObject *a[N] = {NULL};
     int fd;
     int64_t when;
-    int known = prologue(w, "accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when);
+    int known = prologue(w, "Watcher.accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when);
     if (known < 0)
         return NULL;
     gaio_req st = {0};
@@ -579,7 +581,7 @@ PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t na
     PyObject *a[N] = {NULL};
     int fd;
     int64_t when;
-    int known = prologue(w, "connect", args, nargs, kwnames, names, N, 2, 2, a, a + TIMEOUT, &fd, &when);
+    int known = prologue(w, "Watcher.connect", args, nargs, kwnames, names, N, 2, 2, a, a + TIMEOUT, &fd, &when);
     if (known < 0)
         return NULL;
     PyObject *sock = a[S];
@@ -639,7 +641,7 @@ PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t n
     PyObject *a[N] = {NULL};
     int fd;
     int64_t when;
-    if (prologue(w, "sendfile", args, nargs, kwnames, names, N, 4, 2, a, a + TIMEOUT, &fd, &when) < 0)
+    if (prologue(w, "Watcher.sendfile", args, nargs, kwnames, names, N, 4, 2, a, a + TIMEOUT, &fd, &when) < 0)
         return NULL;
     uint8_t flags = 0;
     if (flag_arg(a[QUIET], &flags, GAIO_F_QUIET) < 0)
@@ -690,7 +692,7 @@ PyObject *gaio__watcher_free(Watcher *w, PyObject *conn)
         if (is_sock < 0)
             return NULL;
         if (!is_sock)
-            return gaio__conn_type_error(conn, "free() takes a socket");
+            return gaio__conn_type_error(conn, "a socket.socket");
         Py_RETURN_NONE; /* unknown, never delegated or already freed */
     }
     uint64_t id = e->ref->id;
