@@ -179,10 +179,10 @@ def _package_imports(module):
 
 
 def test_python_engine_imports_no_module_that_imports_it_back():
-    seen, todo = set(), ["_python_engine"]
+    seen, todo = set(), ["_python_watcher"]
     while todo:
         for name in _package_imports(todo.pop()):
-            assert name != "_python_engine", "an import cycle leads back to _python_engine"
+            assert name != "_python_watcher", "an import cycle leads back to _python_watcher"
             if name not in seen:
                 seen.add(name)
                 todo.append(name)
@@ -191,14 +191,14 @@ def test_python_engine_imports_no_module_that_imports_it_back():
 
 def test_back_offs_are_the_same_in_python_and_c():
     """R16's and R17's back-offs live in two languages, side by side:
-    gaio._python_special (seconds) and src/native/core.h (nanoseconds)."""
-    from gaio import _python_special
+    gaio._python_accept_connect (seconds) and src/native/core.h (nanoseconds)."""
+    from gaio import _python_accept_connect
     header = (ROOT / "src" / "native" / "core.h").read_text()
     for python_name, c_name in (("ACCEPT_RETRY", "GAIO_ACCEPT_RETRY_NS"),
                                 ("CONNECT_RETRY", "GAIO_CONNECT_RETRY_NS")):
         found = re.search(r"^#define %s (\d+)$" % c_name, header, re.M)
         assert found, "%s is not defined as a number in core.h" % c_name
-        assert int(found.group(1)) == round(getattr(_python_special, python_name) * 1e9)
+        assert int(found.group(1)) == round(getattr(_python_accept_connect, python_name) * 1e9)
 
 
 def test_design_lists_the_engine_contract_as_engine_h_declares_it():

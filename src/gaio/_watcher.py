@@ -2,7 +2,7 @@
 
 `Watcher(...)` returns the engine's own watcher object: a native
 `gaio._native.Watcher` (engines "uring", "epoll", "kqueue") or a
-`gaio._python_engine.PythonWatcher`. No Python layer sits between the caller
+`gaio._python_watcher.PythonWatcher`. No Python layer sits between the caller
 and a native engine's methods; both kinds are instances of `Watcher`.
 """
 import abc
@@ -11,7 +11,7 @@ import sys
 
 from ._errors import EngineUnavailableError
 from ._python_args import DEFAULT_BUFSIZE, DEFAULT_WRITE_HIGH, check_bufsize, check_write_high
-from ._python_engine import PythonWatcher
+from ._python_watcher import PythonWatcher
 
 try:
     from . import _native
