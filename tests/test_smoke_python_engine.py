@@ -6,7 +6,7 @@ import time
 import pytest
 
 import gaio
-from gaio._python_engine import PythonWatcher
+from gaio._python_watcher import PythonWatcher
 
 
 @pytest.fixture

@@ -180,10 +180,10 @@ def _package_imports(module):
 
 
 def test_python_engine_imports_no_module_that_imports_it_back():
-    seen, todo = set(), ["_python_engine"]
+    seen, todo = set(), ["_python_watcher"]
     while todo:
         for name in _package_imports(todo.pop()):
-            assert name != "_python_engine", "an import cycle leads back to _python_engine"
+            assert name != "_python_watcher", "an import cycle leads back to _python_watcher"
             if name not in seen:
                 seen.add(name)
                 todo.append(name)
@@ -193,9 +193,9 @@ def test_python_engine_imports_no_module_that_imports_it_back():
 # Constants written in both languages, side by side: (python module, name,
 # C header under src/native, macro, how many C units make one Python unit).
 TWIN_CONSTANTS = [
-    ("_python_special", "ACCEPT_RETRY", "core.h", "GAIO_ACCEPT_RETRY_NS", 10 ** 9),  # R16
-    ("_python_special", "CONNECT_RETRY", "core.h", "GAIO_CONNECT_RETRY_NS", 10 ** 9),  # R17
-    ("_python_special", "IOV_MAX", "readiness.h", "GAIO_IOV_MAX", 1),  # R18
+    ("_python_accept_connect", "ACCEPT_RETRY", "core.h", "GAIO_ACCEPT_RETRY_NS", 10 ** 9),  # R16
+    ("_python_accept_connect", "CONNECT_RETRY", "core.h", "GAIO_CONNECT_RETRY_NS", 10 ** 9),  # R17
+    ("_python_requests", "IOV_MAX", "readiness.h", "GAIO_IOV_MAX", 1),  # R18
     ("_python_args", "DEFAULT_BUFSIZE", "binding.h", "GAIO_DEFAULT_BUFSIZE", 1),
     ("_python_args", "MAX_BUFSIZE", "binding.h", "GAIO_MAX_BUFSIZE", 1),
     ("_python_args", "DEFAULT_WRITE_HIGH", "binding.h", "GAIO_DEFAULT_WRITE_HIGH", 1),  # R21
@@ -225,11 +225,11 @@ def test_constants_are_the_same_in_python_and_c(module, name, header, macro, sca
 
 def test_resource_errors_are_the_same_in_python_and_c():
     """R16: the errors that back a standing accept off, not end it."""
-    from gaio import _python_special
+    from gaio import _python_accept_connect
     header = (ROOT / "src" / "native" / "engine.h").read_text()
     body = header[header.index("static inline int gaio_resource_error(int err)"):]
     body = body[:body.index("}")]
-    assert set(re.findall(r"err == (E[A-Z]+)", body)) == set(_python_special.RESOURCE_ERRORS)
+    assert set(re.findall(r"err == (E[A-Z]+)", body)) == set(_python_accept_connect.RESOURCE_ERRORS)
 
 
 def test_native_docstring_names_the_python_defaults():

@@ -2,7 +2,7 @@
 
 `Watcher(...)` returns the engine's own watcher object: a native
 `gaio._native.Watcher` (engines "uring", "epoll", "kqueue") or a
-`gaio._python_engine.PythonWatcher`. No Python layer sits between the caller
+`gaio._python_watcher.PythonWatcher`. No Python layer sits between the caller
 and a native engine's methods; both kinds are instances of `Watcher`.
 """
 import abc
@@ -17,7 +17,7 @@ from ._python_args import (
     check_write_high,
     signature_checked,
 )
-from ._python_engine import PythonWatcher
+from ._python_watcher import PythonWatcher
 
 try:
     from . import _native

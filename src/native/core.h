@@ -59,7 +59,7 @@ enum {
 #define GAIO_NO_DEADLINE INT64_MAX
 
 /* The back-offs; the python engine's are ACCEPT_RETRY and CONNECT_RETRY in
- * gaio/_python_special.py (tests/test_static_checks.py holds them equal).
+ * gaio/_python_accept_connect.py (tests/test_static_checks.py holds them equal).
  * A standing accept that met a resource error tries again no sooner than
  * GAIO_ACCEPT_RETRY_NS; an AF_UNIX connect that found the backlog full
  * (EAGAIN) is tried again every GAIO_CONNECT_RETRY_NS. */

@@ -139,7 +139,7 @@ typedef struct gaio_engine_ops {
 
 /* EMFILE, ENFILE, ENOMEM, ENOBUFS: the process or the system was short of
  * descriptors or memory at that moment; the kernel has the engine. The
- * python engine's are RESOURCE_ERRORS in gaio/_python_special.py. */
+ * python engine's are RESOURCE_ERRORS in gaio/_python_accept_connect.py. */
 static inline int gaio_resource_error(int err)
 {
     return err == EMFILE || err == ENFILE || err == ENOMEM || err == ENOBUFS;

@@ -48,7 +48,7 @@ ssize_t gaio_accept_head(gaio_core *core, gaio_conn *c, gaio_req *r);
  * sent or -errno reported (0: a connect's or sendfile's end), -EAGAIN when
  * the socket is full or the connect still going (nothing reported);
  * *short_write when fewer bytes than offered went: the socket is full. */
-#define GAIO_IOV_MAX 1024 /* python: IOV_MAX in gaio/_python_special.py */
+#define GAIO_IOV_MAX 1024 /* python: IOV_MAX in gaio/_python_requests.py */
 ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_write);
 
 /* Move the head requests of one direction while the connection may be ready. */
