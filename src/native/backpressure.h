@@ -20,7 +20,7 @@
 
 #include "core.h"
 
-/* ---- for the core (core.c), with core->lock held; no-ops when write_high is 0 ---- */
+/* ---- for the core (core_*.c), with core->lock held; no-ops when write_high is 0 ---- */
 
 /* Write w was appended to its connection's queue. */
 void gaio__bp_write_queued(gaio_core *core, gaio_req *w);

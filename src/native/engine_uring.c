@@ -121,7 +121,7 @@ void gaio__ur_schedule_start(gaio__ur_state *st, gaio_conn *c, int kind)
         return;
     if (work_push(st, c, WORK_START, kind) == 0)
         c->engine_flags |= BIT(TO_START, kind);
-    if (st->core->notify && !st->core->waiting)
+    if (gaio_core_fileno_asked(st->core) && !gaio_core_waiting(st->core))
         ur_wake(st); /* R23: fileno() must show that a submission waits */
 }
 
@@ -392,7 +392,7 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
         if (!more && flushed < 0 && flushed != -ETIME && flushed != -EINTR)
             break;
     }
-    if (st->core->notify) {
+    if (gaio_core_fileno_asked(st->core)) {
         /* fileno(): what the callbacks scheduled goes to the kernel now, so
          * that its completion shows on the ring's descriptor; the wake-up
          * stays armed for requests made before the next wait */
@@ -438,7 +438,7 @@ void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now)
     if (c->engine_flags & BIT(CANCEL_ASKED, kind))
         return;
     c->engine_flags |= BIT(CANCEL_ASKED, kind);
-    if ((now || c->closing) && !st->core->closing) { /* watcher close(): destroy cancels all */
+    if ((now || c->closing) && !gaio_core_closing(st->core)) { /* watcher close(): destroy cancels all */
         /* free(): the operation holds a reference to the socket, so the
          * core's close() would not end the connection while it lives, and
          * the peer must see the end at once. Cancel now, not at the next wait. */
@@ -611,7 +611,7 @@ static void choose_techniques(gaio__ur_state *st)
      * buffer; without them a buffer per read would cap a batch at a handful
      * of reads, and POLL_ADD + recv() serve better. */
     const char *no_pbuf = getenv("GAIO_URING_NO_PBUF");
-    uint32_t size = (uint32_t)st->core->bufsize;
+    uint32_t size = (uint32_t)gaio_core_bufsize(st->core);
     offer(st, TECH_PBUF, no_pbuf && no_pbuf[0] && strcmp(no_pbuf, "0") != 0 ? "GAIO_URING_NO_PBUF is set"
                                                                             : NULL);
     if (st->use[TECH_PBUF] && gaio__uring_bufring_open(ring, &st->bufs[RING_ONESHOT], 1, GAIO_IBUF_CHUNKS,
