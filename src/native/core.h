@@ -1,10 +1,11 @@
-/* gaio's C core: the types every engine sees.
+/* gaio's C core: the types every engine sees, and the core's functions for
+ * the binding (those for the engines are in engine.h).
  *
  * The core owns connections (a slot table with generation numbers), each
  * connection's read and write FIFOs, the deadline heap, the internal
  * buffer and the list of finished requests. It knows nothing of Python: a
- * request is embedded in the binding's own struct (module.c), which alone
- * interprets it.
+ * request is embedded in the binding's own struct (pyreq, binding.h), which
+ * alone interprets it. Its files are listed in core_private.h.
  *
  * Threads: the core starts none. I/O happens inside gaio_core_wait(), called
  * by the one thread in wait_io() with the GIL released; a request made while
@@ -215,7 +216,7 @@ typedef struct gaio_runtime {
     void (*reacquire)(void *token);
 } gaio_runtime;
 
-/* ---- for the binding (module.c) ----
+/* ---- for the binding (watcher.c, request.c, ...) ----
  * Called with the runtime lock (GIL) held, except gaio_core_wait and
  * gaio_core_close, which are called with it released. Any of them may
  * release it meanwhile (see gaio_runtime): the binding keeps the core alive
@@ -237,8 +238,9 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);
  * -ENOMEM when the deadline heap or the results could not grow for it: it
  * was not queued either, and the caller raises MemoryError. Room in the heap
  * and for its last result is reserved here so that neither is lost later.
- * A write's u.w.answer[0] may name the standing read whose result view it
- * was made from (R21); the core adds the standing read on its own connection. */
+ * A write's u.w.origin (or its vec's origin, per item) may name the standing
+ * read whose result view it was made from (R21); the core adds the standing
+ * read on its own connection. */
 int gaio_core_submit(gaio_core *core, gaio_req *req);
 /* A quiet write's fast path: when nothing of the connection's writes is
  * queued (nor any request still incoming), send what the socket takes now.

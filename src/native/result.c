@@ -115,7 +115,7 @@ PyTypeObject gaio__OpResult_Type = {
 
 gaio__IbufMem *gaio__ibufmem_new(unsigned char *mem)
 {
-    /* not GC-tracked: creating one never runs a collection (see module.c) */
+    /* not GC-tracked: creating one never runs a collection */
     gaio__IbufMem *m = PyObject_New(gaio__IbufMem, &gaio__IbufMem_Type);
     if (!m)
         return NULL;
