@@ -257,3 +257,19 @@ def test_design_lists_the_engine_contract_as_engine_h_declares_it():
     assert operations and flags
     assert named == operations | flags, (
         "DESIGN.md lists %s; engine.h declares %s" % (sorted(named), sorted(operations | flags)))
+
+
+def test_engines_reach_the_core_only_through_engine_h():
+    """struct gaio_core is private to the core's files (core_private.h): an
+    engine (or the binding) that read one of its fields would depend on the
+    core's insides, which engine.h and core.h exist to hide."""
+    native = ROOT / "src" / "native"
+    core_files = {"core_private.h", "backpressure.c", "deadline_heap.c", "internal_buffer.c"}
+    core_files |= {p.name for p in native.glob("core*.c")}
+    for path in sorted(native.glob("*.[ch]")):
+        text = path.read_text()
+        if path.name not in core_files:
+            assert '#include "core_private.h"' not in text, "%s includes core_private.h" % path.name
+    for path in sorted(native.glob("engine_*.c")) + sorted(native.glob("uring_*.c")) + [native / "readiness.c"]:
+        code = re.sub(r"/\*.*?\*/", "", path.read_text(), flags=re.S)
+        assert not re.search(r"\bcore->", code), "%s dereferences the core (use engine.h)" % path.name

@@ -1,7 +1,6 @@
 /* Back-pressure (R21): see backpressure.h for the rule. Every count a
  * standing read keeps (u.st.owed) is changed here and only here. */
-#include "backpressure.h"
-#include "engine.h"
+#include "core_private.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -26,7 +26,7 @@
  * holds them equal). */
 #define GAIO_WRITE_LOW_DIVISOR 4
 
-/* ---- for the core (core.c), with core->lock held; no-ops when write_high is 0 ---- */
+/* ---- for the core (core_*.c), with core->lock held; no-ops when write_high is 0 ---- */
 
 /* Write w was appended to its connection's queue. */
 void gaio__bp_write_queued(gaio_core *core, gaio_req *w);

@@ -1,5 +1,6 @@
-/* Shared by the Python binding's files (module.c, args.c, conns.c, signals.c,
- * request.c, result.c): the only place that touches Python objects. */
+/* Shared by the Python binding's files (module.c, watcher.c, args.c,
+ * conn_map.c, signals.c, request.c, request_special.c, result.c): the only
+ * place that touches Python objects. */
 #ifndef GAIO_BINDING_H
 #define GAIO_BINDING_H
 
@@ -80,7 +81,7 @@ typedef struct pyreq {
 } pyreq;
 #define PYREQ_SMALL offsetof(pyreq, view)
 
-/* ---- socket -> connection map: open addressing on the object's address (conns.c) ---- */
+/* ---- socket -> connection map: open addressing on the object's address (conn_map.c) ---- */
 
 typedef struct {
     PyWeakReference base;
@@ -100,7 +101,7 @@ typedef struct {
     size_t cap, n;   /* cap is a power of two */
 } connmap;
 
-/* ---- the Watcher (module.c) ---- */
+/* ---- the Watcher (module.c: the type and its lifetime; watcher.c: its methods) ---- */
 
 /* Writing an internal-buffer view back copies it into a new bytes (R6). A
  * copy of tens of KiB is a malloc() at the top of the heap, and freeing it
@@ -123,7 +124,7 @@ typedef struct {
     Py_ssize_t bufsize;
     int closed;
     int waiting;                  /* a thread is in wait_io (guarded by the GIL) */
-    int close_done;               /* watcher_close finished (the core may be deleted) */
+    int close_done;               /* gaio__watcher_shutdown finished (the core may be deleted) */
     int inited;                   /* __init__ ran (it may run once) */
     int pins;                     /* threads using the core with the GIL released */
     connmap map;
@@ -167,6 +168,20 @@ void gaio__core_unpin(Watcher *w);
         gaio__core_unpin(w);   \
     } while (0)
 PyObject *gaio__closed_error(void);
+/* Delete the core once the watcher is closed and no thread uses it. */
+void gaio__core_drop_if_unused(Watcher *w);
+/* close(): every descriptor closed, every request released. Idempotent. */
+void gaio__watcher_shutdown(Watcher *w);
+
+/* ---- the Watcher's methods (watcher.c) ---- */
+
+PyObject *gaio__watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
+PyObject *gaio__watcher_close(Watcher *w, PyObject *unused);
+PyObject *gaio__watcher_stats(Watcher *w, PyObject *unused);
+PyObject *gaio__watcher_fileno(Watcher *w, PyObject *unused);
+PyObject *gaio__watcher_next_timeout(Watcher *w, PyObject *unused);
+PyObject *gaio__watcher_techniques(Watcher *w, PyObject *unused);
+PyObject *gaio__watcher_debug_hold_lock(Watcher *w, PyObject *arg);
 
 /* ---- argument parsing (args.c), laid out as _python_args.py ---- */
 
@@ -186,7 +201,7 @@ int gaio__deadline_arg(PyObject *timeout, PyObject *deadline, int64_t *out);
 int gaio__buffer_arg(PyObject *obj, Py_buffer *view, int writable);
 const char *gaio__type_name(PyObject *o);
 
-/* ---- connections (conns.c): R2 delegation, R9 release of dropped sockets ---- */
+/* ---- connections (conn_map.c): R2 delegation, R9 release of dropped sockets ---- */
 
 extern PyTypeObject gaio__ConnRef_Type, gaio__WatcherLink_Type;
 extern PyMethodDef gaio__conn_gone_def;
@@ -197,10 +212,17 @@ PyObject *gaio__conn_type_error(PyObject *conn, const char *why);
 int gaio__socket_fd(PyObject *conn);
 int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id);
 
-/* ---- requests (request.c) ---- */
+/* ---- requests (request.c, request_special.c) ---- */
 
 void gaio__live_remove(pyreq *p);
 void gaio__req_dispose(Watcher *w, pyreq *p);
+/* The steps every request takes, shared by request.c and request_special.c. */
+pyreq *gaio__req_alloc(Watcher *w, int with_view);
+int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd);
+int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, uint64_t *id);
+PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, uint64_t id);
+int gaio__flag_arg(PyObject *o, uint8_t *flags, uint8_t bit);
+int gaio__standing_times(gaio_req *r, PyObject *timeout, PyObject *deadline, int64_t when);
 PyObject *gaio__watcher_read(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_read_full(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);

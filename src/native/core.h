@@ -1,10 +1,11 @@
-/* gaio's C core: the types every engine sees.
+/* gaio's C core: the types every engine sees, and the core's functions for
+ * the binding (those for the engines are in engine.h).
  *
  * The core owns connections (a slot table with generation numbers), each
  * connection's read and write FIFOs, the deadline heap, the internal
  * buffer and the list of finished requests. It knows nothing of Python: a
- * request is embedded in the binding's own struct (module.c), which alone
- * interprets it.
+ * request is embedded in the binding's own struct (pyreq, binding.h), which
+ * alone interprets it. Its files are listed in core_private.h.
  *
  * Threads: the core starts none. I/O happens inside gaio_core_wait(), called
  * by the one thread in wait_io() with the GIL released; a request made while
@@ -216,70 +217,7 @@ typedef struct gaio_runtime {
     void (*reacquire)(void *token);
 } gaio_runtime;
 
-struct gaio_core {
-    pthread_mutex_t lock;       /* protects everything below; never held while taking the GIL */
-    const gaio_runtime *runtime;/* NULL: callers hold no runtime lock */
-    pthread_cond_t idle;        /* signalled when the waiter leaves or a command was processed */
-    const struct gaio_engine_ops *engine;
-    void *engine_state;
-
-    /* connections */
-    gaio_conn **slots;          /* slot -> conn, NULL when free */
-    uint32_t *slot_gen;         /* generation of each slot, bumped when freed */
-    uint32_t nslots, cap_slots;
-    uint32_t *free_slots;
-    uint32_t nfree;
-
-    /* requests on their way in, from any thread */
-    gaio_req *incoming_head, *incoming_tail;
-    uint64_t *frees;            /* conn ids to free (free() and garbage-collected sockets) */
-    uint32_t nfrees, cap_frees;
-    uint64_t frees_done;        /* commands processed: lets free() wait for its own */
-    uint64_t *released;         /* conn ids whose standing read back-pressure let go (R21);
-                                 * room for every connection, like frees */
-    uint32_t nreleased;
-    uint64_t cancels;           /* engine.cancel() calls that returned 1 */
-    uint64_t frees_asked;
-
-    /* deadlines: binary min-heap on deadline_ns */
-    gaio_req **heap;
-    uint32_t nheap, cap_heap;
-    uint32_t heap_promised;     /* incoming requests with a deadline: cap_heap >= nheap + this */
-
-    /* results in completion order; room for the last result of every live
-     * request is kept (res_reserved), so finishing one never allocates */
-    gaio_result *res;
-    uint32_t nres, cap_res, res_reserved;
-    uint32_t next_seq;
-
-    /* R21: a standing read holds above write_high, goes on at write_low (0: no limit) */
-    size_t write_high, write_low;
-    /* R16: standing accepts in backoff, the earliest retry, a descriptor closed since */
-    uint32_t nbackoff;
-    int64_t backoff_ns;
-    uint8_t fd_closed;
-    /* R23: fileno() was asked: the engine's descriptor must show pending work */
-    uint8_t notify;
-    uint8_t notified;           /* ... and was woken since the last wait began */
-
-    /* internal buffer: chunks of bufsize bytes, filled consecutively within a batch */
-    size_t bufsize;
-    unsigned char *chunk[GAIO_IBUF_CHUNKS];
-    uint32_t chunk_cur;         /* chunk being filled */
-    size_t chunk_off;           /* bytes used in it */
-    size_t ibuf_out;            /* bytes handed out in this batch (core and engine memory) */
-
-    uint8_t waiting;            /* a thread is inside gaio_core_wait */
-    uint8_t sleeping;           /* ... and is (about to be) blocked in the kernel */
-    uint8_t woken;              /* wake() sent since it went to sleep */
-    uint8_t closing;            /* gaio_core_close() asked the waiter to leave */
-    uint8_t closed;
-    uint8_t skipped_poll;       /* the last gaio_core_wait returned results without the engine */
-
-    gaio_stats stats;
-};
-
-/* ---- for the binding (module.c) ----
+/* ---- for the binding (watcher.c, request.c, ...) ----
  * Called with the runtime lock (GIL) held, except gaio_core_wait and
  * gaio_core_close, which are called with it released. Any of them may
  * release it meanwhile (see gaio_runtime): the binding keeps the core alive
@@ -301,8 +239,9 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);
  * -ENOMEM when the deadline heap or the results could not grow for it: it
  * was not queued either, and the caller raises MemoryError. Room in the heap
  * and for its last result is reserved here so that neither is lost later.
- * A write's u.w.answer[0] may name the standing read whose result view it
- * was made from (R21); the core adds the standing read on its own connection. */
+ * A write's u.w.origin (or its vec's origin, per item) may name the standing
+ * read whose result view it was made from (R21); the core adds the standing
+ * read on its own connection. */
 int gaio_core_submit(gaio_core *core, gaio_req *req);
 /* A quiet write's fast path: when nothing of the connection's writes is
  * queued (nor any request still incoming), send what the socket takes now.
@@ -336,6 +275,12 @@ int64_t gaio_core_next_deadline(gaio_core *core);
 int gaio_core_fileno(gaio_core *core);
 /* The engine's signal_fd (engine.h): >= 0, or -errno (-ENOSYS: it has none). */
 int gaio_core_signal_fd(gaio_core *core);
+/* Internal-buffer chunk i (NULL: none now) and the size of every chunk, to
+ * find which chunk a result's bytes are in. */
+unsigned char *gaio_core_ibuf_chunk(const gaio_core *core, unsigned i, size_t *size);
+/* 1: the engine's wait sleeps with a signal mask (engine.h, wait_sigmask);
+ * 0: it offers gaio_core_signal_fd instead. */
+int gaio_core_wait_sigmask(const gaio_core *core);
 /* Start a new batch: the previous batch's views are released. */
 void gaio_core_ibuf_reset(gaio_core *core);
 /* Hand the chunk's memory over to the caller (to free() later): the core
@@ -358,60 +303,9 @@ static inline void gaio_standing_touch(gaio_req *r)
         r->u.st.active_ns = gaio_now_ns();
 }
 
-/* ---- for engines, called with core->lock held ---- */
-
-/* The live connection with this id, or NULL (stale: freed, reused or closing). */
-gaio_conn *gaio_core_conn(gaio_core *core, uint64_t conn_id);
-static inline uint64_t gaio_conn_id(const gaio_conn *c) { return c->slot | (uint64_t)c->gen << 32; }
-/* The connection with this id while the core holds it, closing ones
- * included (a completion engine finishing a cancel), else NULL. */
-gaio_conn *gaio_core_conn_held(gaio_core *core, uint64_t conn_id);
-/* Every connection the core holds, closing ones included, by slot:
- *     uint32_t s = 0;
- *     for (gaio_conn *c; (c = gaio_core_next_conn(core, &s));) ...
- * Safe when the loop's body lets the core release connections. */
-gaio_conn *gaio_core_next_conn(gaio_core *core, uint32_t *slot);
-/* The request at the head of a queue for the engine to work on; NULL when
- * empty, when the head is cancelling, held by back-pressure or in an
- * accept's backoff, and for reads while a connect is the write head. */
-gaio_req *gaio_conn_head(gaio_conn *conn, int kind);
-/* Room in the core's internal buffer for one read: *ptr and the byte count;
- * 0 when this batch's budget (4 x bufsize) is spent, or when no thread is in
- * gaio_core_wait (a request started at once by its own thread: the last
- * batch's views are still out): try again in the next wait. -ENOMEM when a
- * chunk could not be allocated: the engine ends the read with that error
- * (retrying would wait for nothing). */
-ssize_t gaio_core_ibuf_reserve(gaio_core *core, unsigned char **ptr);
-/* Bytes internal-buffer reads may still take in this batch. */
-size_t gaio_core_ibuf_room(gaio_core *core);
-/* A kernel result for req: bytes moved (> 0), 0 (end of stream on a read,
- * end of file on a sendfile, success of a connect), or -errno. For a read
- * without a buffer, the bytes are where gaio_core_ibuf_reserve said. Returns
- * 1 when the request finished (it left its queue: forget it and look at
- * gaio_conn_head for the next), 0 when it needs more I/O. A standing read
- * stays: each call with bytes is one result (appended to the previous one
- * when it continues it in the internal buffer); before reading for it an
- * engine asks gaio_core_arrival_room. A write's progress may release a
- * standing read elsewhere (engine.start of that connection, READ). */
-int gaio_core_progress(gaio_core *core, gaio_req *req, ssize_t res);
-/* An accept() for head req returned res: a descriptor (>= 0, now the
- * caller's), or -errno. -ECONNABORTED is skipped (returns 0: accept again);
- * a resource error ends a one-shot accept and puts a standing one in
- * backoff (gaio_conn_head NULL until the core restarts it). Returns 1 when
- * req finished, 0 when it stays. Before accepting for a standing accept an
- * engine asks gaio_core_arrival_room. */
-int gaio_core_accepted(gaio_core *core, gaio_req *req, int res);
-/* Room for one more result of a standing request: 1, or 0 (out of memory
- * for it now: try again in the next wait, as for a spent internal buffer). */
-int gaio_core_arrival_room(gaio_core *core);
-/* A request for which engine.cancel() returned 1 is over in the kernel: finish it. */
-void gaio_core_finish(gaio_core *core, gaio_req *req);
-/* A connection for which engine.unwatch() returned 1 has no kernel operation left. */
-void gaio_core_conn_idle(gaio_core *core, gaio_conn *conn);
-/* Finished requests are waiting: the engine should not block. */
-static inline int gaio_core_has_results(const gaio_core *core) { return core->nres != 0; }
-/* Drop / retake core->lock around the blocking syscall in engine.wait. */
-void gaio_core_unlock(gaio_core *core);
+/* Take / drop core->lock: an engine's wait() drops it around its blocking
+ * syscall (engine.h); a test of the binding holds it from a thread. */
 void gaio_core_lock(gaio_core *core);
+void gaio_core_unlock(gaio_core *core);
 
 #endif

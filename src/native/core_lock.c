@@ -1,6 +1,6 @@
 /* core->lock, and how a thread of the binding takes it without stalling the
  * other threads of its runtime (see gaio_runtime in core.h). */
-#include "core_lock.h"
+#include "core_private.h"
 
 void gaio_core_lock(gaio_core *core) { pthread_mutex_lock(&core->lock); }
 void gaio_core_unlock(gaio_core *core) { pthread_mutex_unlock(&core->lock); }

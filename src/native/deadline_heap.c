@@ -1,6 +1,6 @@
 /* The deadline heap: a binary min-heap on gaio_req.deadline_ns; each request
  * knows its index, so one leaves the heap in O(log n) when it ends early. */
-#include "deadline_heap.h"
+#include "core_private.h"
 
 #include "alloc.h"
 

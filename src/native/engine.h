@@ -3,7 +3,9 @@
  *
  * An engine turns the head request of a connection's read or write FIFO into
  * kernel work and the kernel's answers into core callbacks
- * (gaio_core_progress, gaio_core_finish, gaio_core_conn_idle; see core.h). It fits both shapes of kernel interface:
+ * (gaio_core_progress, gaio_core_finish, gaio_core_conn_idle; below). It
+ * reaches the core through the functions declared below and nothing else.
+ * It fits both shapes of kernel interface:
  *   - readiness (epoll, kqueue): the engine remembers which connections may be
  *     readable/writable and does the non-blocking recv/send itself when the
  *     caller has asked for that kind of I/O (back-pressure: a connection with
@@ -40,13 +42,6 @@
 typedef struct gaio_engine_ops {
     /* "epoll", "kqueue", "uring": the name wait_io's engine attribute shows. */
     const char *name;
-
-    /* 1: a quiet write may be sent at once by the requesting thread
-     * (gaio_core_try_send). A completion engine says 0: on io_uring each
-     * such send() runs the ring's pending task work on its way out, and the
-     * receives it re-issues contend for the socket locks (rr 1 KiB x 500,
-     * pinned: 12.7% of the server's CPU in a spin lock's slow path). */
-    int direct_send;
 
     /* 1: wait() honours its sigmask argument (below). An engine whose kernel
      * wait takes no signal mask (kqueue) says 0 and offers signal_fd. */
@@ -113,9 +108,10 @@ typedef struct gaio_engine_ops {
     void (*wake)(void *state);
 
     /* R23: a descriptor that is readable while the kernel has something for
-     * wait() (and after wake()); -1 when the engine has none to offer. Once the core set core->notify, a wait()
-     * that leaves work for the next one (reads waiting for internal-buffer
-     * room, a retry owed) calls wake() itself before returning. */
+     * wait() (and after wake()); -1 when the engine has none to offer. Once
+     * gaio_core_fileno_asked(core) is true, a wait() that leaves work for
+     * the next one (reads waiting for internal-buffer room, a retry owed)
+     * calls wake() itself before returning. */
     int (*fileno)(void *state);
 
     /* Optional (NULL: none), for an engine without wait_sigmask. A
@@ -130,12 +126,91 @@ typedef struct gaio_engine_ops {
      * (multishot) stops it. start(conn, READ) follows when it is released. */
     void (*pause)(void *state, gaio_conn *conn);
 
+    /* Optional (NULL: none). A quiet write's fast path (gaio_core_try_send):
+     * the requesting thread sends what conn's socket takes now, without
+     * blocking, nothing of conn's writes being queued. Returns the bytes sent;
+     * 0 when none went (a full socket, or an error the request will meet
+     * again and report). A completion engine offers none: on io_uring each
+     * such send() runs the ring's pending task work on its way out, and the
+     * receives it re-issues contend for the socket locks (rr 1 KiB x 500,
+     * pinned: 12.7% of the server's CPU in a spin lock's slow path). */
+    ssize_t (*send_now)(void *state, gaio_conn *conn, const void *buf, size_t len);
+
     /* Optional (NULL: none). For tests and benchmarks: the techniques the
      * engine may use, at most max of them, each with an empty why when it
      * is used, else the reason it is not (the kernel lacks it, ...).
      * Returns how many were written. */
     int (*techniques)(void *state, gaio_technique *out, int max);
 } gaio_engine_ops;
+
+/* ---- what the core offers engines (core_*.c), called with core->lock held ----
+ * An engine reaches the core through these functions only: struct gaio_core
+ * is private to the core (core_private.h). */
+
+/* The live connection with this id, or NULL (stale: freed, reused or closing). */
+gaio_conn *gaio_core_conn(gaio_core *core, uint64_t conn_id);
+static inline uint64_t gaio_conn_id(const gaio_conn *c) { return c->slot | (uint64_t)c->gen << 32; }
+/* The connection with this id while the core holds it, closing ones
+ * included (a completion engine finishing a cancel), else NULL. */
+gaio_conn *gaio_core_conn_held(gaio_core *core, uint64_t conn_id);
+/* Every connection the core holds, closing ones included, by slot:
+ *     uint32_t s = 0;
+ *     for (gaio_conn *c; (c = gaio_core_next_conn(core, &s));) ...
+ * Safe when the loop's body lets the core release connections. */
+gaio_conn *gaio_core_next_conn(gaio_core *core, uint32_t *slot);
+/* The request at the head of a queue for the engine to work on; NULL when
+ * empty, when the head is cancelling, held by back-pressure or in an
+ * accept's backoff, and for reads while a connect is the write head. */
+gaio_req *gaio_conn_head(gaio_conn *conn, int kind);
+/* Room in the core's internal buffer for one read: *ptr and the byte count;
+ * 0 when this batch's budget (4 x bufsize) is spent, or when no thread is in
+ * gaio_core_wait (a request started at once by its own thread: the last
+ * batch's views are still out): try again in the next wait. -ENOMEM when a
+ * chunk could not be allocated: the engine ends the read with that error
+ * (retrying would wait for nothing). */
+ssize_t gaio_core_ibuf_reserve(gaio_core *core, unsigned char **ptr);
+/* Bytes internal-buffer reads may still take in this batch. */
+size_t gaio_core_ibuf_room(gaio_core *core);
+/* A kernel result for req: bytes moved (> 0), 0 (end of stream on a read,
+ * end of file on a sendfile, success of a connect), or -errno. For a read
+ * without a buffer, the bytes are where gaio_core_ibuf_reserve said. Returns
+ * 1 when the request finished (it left its queue: forget it and look at
+ * gaio_conn_head for the next), 0 when it needs more I/O. A standing read
+ * stays: each call with bytes is one result (appended to the previous one
+ * when it continues it in the internal buffer); before reading for it an
+ * engine asks gaio_core_arrival_room. A write's progress may release a
+ * standing read elsewhere (engine.start of that connection, READ). */
+int gaio_core_progress(gaio_core *core, gaio_req *req, ssize_t res);
+/* An accept() for head req returned res: a descriptor (>= 0, now the
+ * caller's), or -errno. -ECONNABORTED is skipped (returns 0: accept again);
+ * a resource error ends a one-shot accept and puts a standing one in
+ * backoff (gaio_conn_head NULL until the core restarts it). Returns 1 when
+ * req finished, 0 when it stays. Before accepting for a standing accept an
+ * engine asks gaio_core_arrival_room. */
+int gaio_core_accepted(gaio_core *core, gaio_req *req, int res);
+/* Room for one more result of a standing request: 1, or 0 (out of memory
+ * for it now: try again in the next wait, as for a spent internal buffer). */
+int gaio_core_arrival_room(gaio_core *core);
+/* A request for which engine.cancel() returned 1 is over in the kernel: finish it. */
+void gaio_core_finish(gaio_core *core, gaio_req *req);
+/* A connection for which engine.unwatch() returned 1 has no kernel operation left. */
+void gaio_core_conn_idle(gaio_core *core, gaio_conn *conn);
+/* Finished requests are waiting: the engine should not block. */
+int gaio_core_has_results(const gaio_core *core);
+/* R23: fileno() was asked. A wait() that leaves work for the next one (reads
+ * waiting for internal-buffer room, a submission to make) then wakes the
+ * engine so that fileno()'s descriptor stays readable. */
+int gaio_core_fileno_asked(const gaio_core *core);
+/* A thread is inside gaio_core_wait (else a request thread runs the engine). */
+int gaio_core_waiting(const gaio_core *core);
+/* The watcher is being closed: destroy() follows and ends what is in flight. */
+int gaio_core_closing(const gaio_core *core);
+/* The internal buffer's chunk size (Watcher(bufsize=)). */
+size_t gaio_core_bufsize(const gaio_core *core);
+/* Call the engine's own wake(): for code shared by engines (readiness.c)
+ * that does not know the engine's state. */
+void gaio_core_wake_engine(gaio_core *core);
+
 
 /* EMFILE, ENFILE, ENOMEM, ENOBUFS: the process or the system was short of
  * descriptors or memory at that moment; the kernel has the engine. The

@@ -143,7 +143,7 @@ static int ep_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
         gaio_ready_reads(&st->rd, c);
         gaio_ready_writes(&st->rd, c);
     }
-    if (st->core->notify && gaio_ready_owed(&st->rd))
+    if (gaio_core_fileno_asked(st->core) && gaio_ready_owed(&st->rd))
         ep_wake(st); /* fileno() stays readable: work is left for the next wait */
     return n;
 }
@@ -156,7 +156,6 @@ static int ep_fileno(void *state)
 
 const gaio_engine_ops gaio_engine_epoll = {
     .name = "epoll",
-    .direct_send = 1,
     .wait_sigmask = 1,
     .create = ep_create,
     .destroy = ep_destroy,
@@ -167,6 +166,7 @@ const gaio_engine_ops gaio_engine_epoll = {
     .wait = ep_wait,
     .wake = ep_wake,
     .fileno = ep_fileno,
+    .send_now = gaio_ready_send_now,
 };
 
 #else /* not Linux */

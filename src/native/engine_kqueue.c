@@ -364,7 +364,7 @@ static int kq_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
     if (n == MAX_EVENTS)
         kq_sweep(st);
 #endif
-    if (st->core->notify && gaio_ready_owed(&st->rd))
+    if (gaio_core_fileno_asked(st->core) && gaio_ready_owed(&st->rd))
         kq_wake(st); /* fileno() stays readable: work is left for the next wait */
     return signalled ? -EINTR : n; /* the core hands out results first, if any */
 }
@@ -430,7 +430,6 @@ static void kq_wake(void *state)
 
 const gaio_engine_ops gaio_engine_kqueue = {
     .name = "kqueue",
-    .direct_send = 1,
     .create = kq_create,
     .destroy = kq_destroy,
     .watch = kq_watch,
@@ -440,6 +439,7 @@ const gaio_engine_ops gaio_engine_kqueue = {
     .wait = kq_wait,
     .wake = kq_wake,
     .fileno = kq_fileno,
+    .send_now = gaio_ready_send_now,
     .signal_fd = kq_signal_fd,
 };
 

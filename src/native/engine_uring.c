@@ -1,5 +1,7 @@
-/* The io_uring engine, without liburing: the kernel layer is uring_ring.c,
- * what arrives (bytes, connections) is handled in uring_recv.c.
+/* The io_uring engine, without liburing: submissions, cancellations and the
+ * wait. The kernel layer is uring_ring.c; what arrives (bytes, connections)
+ * is handled in uring_recv.c; creation and the choice of techniques are in
+ * uring_setup.c.
  *
  * Techniques, and the kernel each needs. The probe refuses kernels before
  * 5.11 (engine="auto" then picks epoll); a technique the kernel lacks falls
@@ -82,21 +84,11 @@
 
 #include "uring_engine.h"
 
-#define SQ_ENTRIES 256
-#define CQ_ENTRIES 4096   /* beyond it completions wait in the kernel (NODROP) */
 _Static_assert((GAIO_IBUF_CHUNKS & (GAIO_IBUF_CHUNKS - 1)) == 0, "a buffer ring's size is a power of two");
 
 enum { TAG_READ = GAIO_READ, TAG_WRITE = GAIO_WRITE, TAG_WAKE = 2, TAG_CANCEL = 3, TAG_MASK = 7 };
 
 enum { WORK_START, WORK_CANCEL };
-
-static const char *const TECH_NAMES[TECH_COUNT] = {
-    [TECH_PBUF] = "provided-buffers",
-    [TECH_RECV_MULTISHOT] = "multishot-recv",
-    [TECH_ACCEPT] = "accept",
-    [TECH_ACCEPT_MULTISHOT] = "multishot-accept",
-    [TECH_SENDMSG] = "sendmsg",
-};
 
 /* 0, or -1 when the list could not grow: the caller leaves its flag unset
  * and sets st->rescan, so the next wait() finds the connection by its state. */
@@ -121,7 +113,7 @@ void gaio__ur_schedule_start(gaio__ur_state *st, gaio_conn *c, int kind)
         return;
     if (work_push(st, c, WORK_START, kind) == 0)
         c->engine_flags |= BIT(TO_START, kind);
-    if (st->core->notify && !st->core->waiting)
+    if (gaio_core_fileno_asked(st->core) && !gaio_core_waiting(st->core))
         ur_wake(st); /* R23: fileno() must show that a submission waits */
 }
 
@@ -392,7 +384,7 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
         if (!more && flushed < 0 && flushed != -ETIME && flushed != -EINTR)
             break;
     }
-    if (st->core->notify) {
+    if (gaio_core_fileno_asked(st->core)) {
         /* fileno(): what the callbacks scheduled goes to the kernel now, so
          * that its completion shows on the ring's descriptor; the wake-up
          * stays armed for requests made before the next wait */
@@ -438,7 +430,7 @@ void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now)
     if (c->engine_flags & BIT(CANCEL_ASKED, kind))
         return;
     c->engine_flags |= BIT(CANCEL_ASKED, kind);
-    if ((now || c->closing) && !st->core->closing) { /* watcher close(): destroy cancels all */
+    if ((now || c->closing) && !gaio_core_closing(st->core)) { /* watcher close(): destroy cancels all */
         /* free(): the operation holds a reference to the socket, so the
          * core's close() would not end the connection while it lives, and
          * the peer must see the end at once. Cancel now, not at the next wait. */
@@ -545,7 +537,7 @@ static void cancel_everything(gaio__ur_state *st)
     }
 }
 
-static void close_bufrings(gaio__ur_state *st)
+void gaio__ur_close_bufrings(gaio__ur_state *st)
 {
     if (st->use[TECH_PBUF])
         gaio__uring_bufring_close(&st->ring, &st->bufs[RING_ONESHOT]);
@@ -558,7 +550,7 @@ static void ur_destroy(void *state)
     gaio__ur_state *st = state;
     cancel_everything(st);
     gaio__ur_drop_held(st, NULL);
-    close_bufrings(st);
+    gaio__ur_close_bufrings(st);
     gaio__uring_close(&st->ring);
     close(st->evfd);
     free(st->work);
@@ -567,121 +559,10 @@ static void ur_destroy(void *state)
     free(st);
 }
 
-/* Techniques not used unless GAIO_URING_AVOID is set (to "" for none):
- * measured slower. A multishot RECV per standing read cost 3x the server CPU
- * per message of a RECV per arrival (13.6 against 5.8 us, rr 64 B x 50
- * connections, the server and its clients pinned to different CPUs as in
- * the benchmark harness); unpinned it was on a par. */
-#define AVOIDED_BY_DEFAULT "multishot-recv"
-
-/* Whether GAIO_URING_AVOID (a comma-separated list) names technique t. */
-static int avoided(int t)
-{
-    const char *p = getenv("GAIO_URING_AVOID");
-    if (!p)
-        p = AVOIDED_BY_DEFAULT;
-    size_t want = strlen(TECH_NAMES[t]);
-    while (p && *p) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len == want && strncmp(p, TECH_NAMES[t], len) == 0)
-            return 1;
-        p = comma ? comma + 1 : NULL;
-    }
-    return 0;
-}
-
-/* Use technique t unless what it needs is missing (why not) or it is avoided. */
-static void offer(gaio__ur_state *st, int t, const char *missing)
-{
-    if (missing)
-        snprintf(st->why[t], sizeof st->why[t], "%s", missing);
-    else if (avoided(t))
-        snprintf(st->why[t], sizeof st->why[t], getenv("GAIO_URING_AVOID")
-                                                    ? "avoided (GAIO_URING_AVOID)"
-                                                    : "off by default (GAIO_URING_AVOID= turns it on)");
-    else
-        st->use[t] = 1;
-}
-
-static void choose_techniques(gaio__ur_state *st)
-{
-    struct gaio__uring *ring = &st->ring;
-    /* Incremental provided buffers (6.12) let many small reads share one
-     * buffer; without them a buffer per read would cap a batch at a handful
-     * of reads, and POLL_ADD + recv() serve better. */
-    const char *no_pbuf = getenv("GAIO_URING_NO_PBUF");
-    uint32_t size = (uint32_t)st->core->bufsize;
-    offer(st, TECH_PBUF, no_pbuf && no_pbuf[0] && strcmp(no_pbuf, "0") != 0 ? "GAIO_URING_NO_PBUF is set"
-                                                                            : NULL);
-    if (st->use[TECH_PBUF] && gaio__uring_bufring_open(ring, &st->bufs[RING_ONESHOT], 1, GAIO_IBUF_CHUNKS,
-                                                       size, GAIO__IOU_PBUF_RING_INC, st->why[TECH_PBUF]))
-        st->use[TECH_PBUF] = 0;
-    offer(st, TECH_RECV_MULTISHOT,
-          !st->use[TECH_PBUF] ? "needs provided buffers"
-          : !gaio__uring_has_op(ring, GAIO__IORING_OP_SEND_ZC) ? "IORING_RECV_MULTISHOT needs Linux 6.0"
-                                                                : NULL);
-    if (st->use[TECH_RECV_MULTISHOT] &&
-        gaio__uring_bufring_open(ring, &st->bufs[RING_MULTISHOT], 2, GAIO_IBUF_CHUNKS, size,
-                                 GAIO__IOU_PBUF_RING_INC, st->why[TECH_RECV_MULTISHOT]))
-        st->use[TECH_RECV_MULTISHOT] = 0;
-    offer(st, TECH_ACCEPT,
-          gaio__uring_has_op(ring, GAIO__IORING_OP_ACCEPT) ? NULL : "io_uring lacks IORING_OP_ACCEPT");
-    offer(st, TECH_ACCEPT_MULTISHOT,
-          !st->use[TECH_ACCEPT] ? "needs accept"
-          : !gaio__uring_has_op(ring, GAIO__IORING_OP_SOCKET) ? "IORING_ACCEPT_MULTISHOT needs Linux 5.19"
-                                                              : NULL);
-    offer(st, TECH_SENDMSG,
-          gaio__uring_has_op(ring, GAIO__IORING_OP_SENDMSG) ? NULL : "io_uring lacks IORING_OP_SENDMSG");
-}
-
-static int ur_create(gaio_core *core, void **out, char *why, size_t whylen)
-{
-    gaio__ur_state *st = gaio_calloc(1, sizeof *st);
-    if (!st) {
-        snprintf(why, whylen, "out of memory");
-        return ENOMEM;
-    }
-    st->core = core;
-    char reason[GAIO__URING_REASON_MAX];
-    if (gaio__uring_open(&st->ring, SQ_ENTRIES, CQ_ENTRIES, GAIO__URING_TASKRUN_ANY_THREAD,
-                         reason) < 0) {
-        int err = errno;
-        snprintf(why, whylen, "%s", reason);
-        free(st);
-        /* io_uring_setup's ENOMEM is RLIMIT_MEMLOCK too low for the rings
-         * (kernels before 5.12): it lasts, so the engine is unavailable. */
-        return err != ENOMEM && gaio_resource_error(err) ? err : -1;
-    }
-    choose_techniques(st);
-    st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (st->evfd < 0) {
-        int err = errno;
-        snprintf(why, whylen, "eventfd: %s", strerror(err));
-        close_bufrings(st);
-        gaio__uring_close(&st->ring);
-        free(st);
-        return gaio_resource_error(err) ? err : -1;
-    }
-    *out = st;
-    return 0;
-}
-
-static int ur_techniques(void *state, gaio_technique *out, int max)
-{
-    gaio__ur_state *st = state;
-    int n = 0;
-    for (; n < TECH_COUNT && n < max; n++) {
-        snprintf(out[n].name, sizeof out[n].name, "%s", TECH_NAMES[n]);
-        snprintf(out[n].why, sizeof out[n].why, "%s", st->use[n] ? "" : st->why[n]);
-    }
-    return n;
-}
-
 const gaio_engine_ops gaio_engine_uring = {
     .name = "uring",
     .wait_sigmask = 1,
-    .create = ur_create,
+    .create = gaio__ur_create,
     .destroy = ur_destroy,
     .watch = ur_watch,
     .unwatch = ur_unwatch,
@@ -691,7 +572,7 @@ const gaio_engine_ops gaio_engine_uring = {
     .wake = ur_wake,
     .fileno = ur_fileno,
     .pause = ur_pause,
-    .techniques = ur_techniques,
+    .techniques = gaio__ur_techniques,
 };
 
 #else /* not Linux */

@@ -1,7 +1,7 @@
 /* The internal buffer: GAIO_IBUF_CHUNKS chunks of bufsize bytes that reads
  * without a buffer land in, filled one after another within a batch and
  * reused from the start when the binding says the batch's views are gone. */
-#include "core_lock.h"
+#include "core_private.h"
 
 #include "alloc.h"
 

@@ -40,9 +40,8 @@ void gaio_ready_free(gaio_ready *rd)
  * back-pressure, a request drained by the waiter or made between waits). */
 static void owe_wait(gaio_ready *rd)
 {
-    gaio_core *core = rd->core;
-    if (core->notify && !rd->ntodo && !rd->rescan)
-        core->engine->wake(core->engine_state);
+    if (gaio_core_fileno_asked(rd->core) && !rd->ntodo && !rd->rescan)
+        gaio_core_wake_engine(rd->core);
 }
 
 static void todo_add(gaio_ready *rd, gaio_conn *c)
@@ -345,4 +344,13 @@ int gaio_ready_timeout_ms(gaio_ready *rd, int64_t timeout_ns)
     if (timeout_ns >= (int64_t)INT_MAX * 1000000)
         return INT_MAX;
     return (int)((timeout_ns + 999999) / 1000000);
+}
+
+ssize_t gaio_ready_send_now(void *state, gaio_conn *c, const void *buf, size_t len)
+{
+    ssize_t n;
+    do
+        n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? 0 : n; /* full, or an error the request will meet again and report */
 }

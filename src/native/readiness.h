@@ -51,6 +51,10 @@ ssize_t gaio_accept_head(gaio_core *core, gaio_conn *c, gaio_req *r);
 #define GAIO_IOV_MAX 1024 /* python: IOV_MAX in gaio/_python_requests.py */
 ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_write);
 
+/* engine.send_now: one non-blocking send() of a quiet write, made by the
+ * requesting thread (state is unused). */
+ssize_t gaio_ready_send_now(void *state, gaio_conn *c, const void *buf, size_t len);
+
 /* Move the head requests of one direction while the connection may be ready. */
 void gaio_ready_reads(gaio_ready *rd, gaio_conn *c);
 void gaio_ready_writes(gaio_ready *rd, gaio_conn *c);
@@ -59,7 +63,7 @@ void gaio_ready_start(gaio_ready *rd, gaio_conn *c, int kind);
 /* At the start of engine.wait: reads that found the internal buffer spent go on. */
 void gaio_ready_retry(gaio_ready *rd);
 /* Work is left for the next wait (reads waiting for room): with
- * core->notify, the engine wakes itself so that fileno() stays readable. */
+ * gaio_core_fileno_asked, the engine wakes itself so that fileno() stays readable. */
 int gaio_ready_owed(const gaio_ready *rd);
 /* engine.wait's timeout in whole milliseconds, rounded up (wait at least that
  * long); 0 when results are already waiting; -1 for no limit. */

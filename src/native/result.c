@@ -115,7 +115,7 @@ PyTypeObject gaio__OpResult_Type = {
 
 gaio__IbufMem *gaio__ibufmem_new(unsigned char *mem)
 {
-    /* not GC-tracked: creating one never runs a collection (see module.c) */
+    /* not GC-tracked: creating one never runs a collection */
     gaio__IbufMem *m = PyObject_New(gaio__IbufMem, &gaio__IbufMem_Type);
     if (!m)
         return NULL;
@@ -280,10 +280,10 @@ void gaio__release_batch(Watcher *w, int closing)
 /* The owner object of internal-buffer bytes at ptr (a new reference). */
 static gaio__IbufMem *ibuf_owner(Watcher *w, const unsigned char *ptr)
 {
-    gaio_core *core = w->core;
     for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++) {
-        unsigned char *c = core->chunk[i];
-        if (!c || ptr < c || ptr >= c + core->bufsize)
+        size_t size;
+        unsigned char *c = gaio_core_ibuf_chunk(w->core, i, &size);
+        if (!c || ptr < c || ptr >= c + size)
             continue;
         gaio__IbufMem *m = w->chunk_mem[i];
         if (!m || m->mem != c) {

@@ -112,7 +112,7 @@ int gaio__sig_guard_wanted(void)
 int gaio__sig_guard_enter(Watcher *w, gaio__sig_guard *g)
 {
     g->how = GAIO_GUARD_NONE;
-    if (w->core->engine->wait_sigmask) {
+    if (gaio_core_wait_sigmask(w->core)) {
         pthread_sigmask(SIG_BLOCK, &async_signals, &g->old);
         g->how = GAIO_GUARD_MASK;
     } else {

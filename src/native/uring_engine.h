@@ -1,5 +1,6 @@
-/* What engine_uring.c (submissions, cancels, the wait) and uring_recv.c (what
- * arrives: bytes of buffer-select receives, connections of accepts) share.
+/* What engine_uring.c (submissions, cancels, the wait), uring_recv.c (what
+ * arrives: bytes of buffer-select receives, connections of accepts) and
+ * uring_setup.c (creation, the techniques chosen) share.
  * Private to the io_uring engine; see engine_uring.c's header comment. */
 #ifndef GAIO_URING_ENGINE_H
 #define GAIO_URING_ENGINE_H
@@ -96,11 +97,17 @@ static inline int grow(void **items, uint32_t *cap, size_t size)
 }
 
 /* engine_uring.c */
+/* Give the provided-buffer rings back to the kernel. */
+void gaio__ur_close_bufrings(gaio__ur_state *st);
 /* c's kind queue has a new head: submitted with the next wait (work list). */
 void gaio__ur_schedule_start(gaio__ur_state *st, gaio_conn *c, int kind);
 /* Cancel the operation of c's kind queue in flight: with the next wait, or
  * at once when now (or when c is being freed). */
 void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now);
+
+/* uring_setup.c: engine.create and engine.techniques */
+int gaio__ur_create(gaio_core *core, void **state, char *why, size_t whylen);
+int gaio__ur_techniques(void *state, gaio_technique *out, int max);
 
 /* uring_recv.c */
 /* c's read waits for room (internal buffer, results): on the starved list,

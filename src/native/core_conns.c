@@ -1,0 +1,250 @@
+/* Connections: a slot table with generation numbers (an id is slot | gen << 32,
+ * so a stale id never finds a reused slot), each connection's read and write
+ * FIFOs, and free() of a connection, done here or by the waiter. */
+#include "core_private.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+gaio_conn *gaio_core_conn(gaio_core *core, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
+    if (slot >= core->nslots)
+        return NULL;
+    gaio_conn *c = core->slots[slot];
+    if (!c || c->gen != gen || c->closing)
+        return NULL;
+    return c;
+}
+
+gaio_conn *gaio_core_conn_held(gaio_core *core, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id;
+    gaio_conn *c = slot < core->nslots ? core->slots[slot] : NULL;
+    return c && c->gen == (uint32_t)(id >> 32) ? c : NULL;
+}
+
+gaio_conn *gaio_core_next_conn(gaio_core *core, uint32_t *slot)
+{
+    while (*slot < core->nslots) {
+        gaio_conn *c = core->slots[(*slot)++];
+        if (c)
+            return c;
+    }
+    return NULL;
+}
+
+uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
+{
+    gaio_conn *c = gaio_calloc(1, sizeof *c);
+    if (!c) {
+        *err = ENOMEM;
+        return 0;
+    }
+    void *token = gaio__binding_enter(core);
+    if (core->closing || core->closed) {
+        gaio__binding_leave(core, token);
+        free(c);
+        *err = EBADF;
+        return 0;
+    }
+    uint32_t slot;
+    if (core->nfree) {
+        slot = core->free_slots[--core->nfree];
+    } else {
+        if (core->nslots == core->cap_slots) {
+            uint32_t cap = core->cap_slots ? core->cap_slots * 2 : 64;
+            gaio_conn **s = gaio_realloc(core->slots, cap * sizeof *s);
+            if (s)
+                core->slots = s;
+            uint32_t *g = s ? gaio_realloc(core->slot_gen, cap * sizeof *g) : NULL;
+            if (g)
+                core->slot_gen = g;
+            uint32_t *f = g ? gaio_realloc(core->free_slots, cap * sizeof *f) : NULL;
+            if (f)
+                core->free_slots = f;
+            /* room to queue a free() for every connection: free() never allocates */
+            uint64_t *q = !f                       ? NULL
+                          : cap <= core->cap_frees ? core->frees
+                                                   : gaio_realloc(core->frees, cap * sizeof *q);
+            if (q)
+                core->frees = q;
+            /* and to restart the standing read of every connection (R21) */
+            uint64_t *rl = q ? gaio_realloc(core->released, cap * sizeof *rl) : NULL;
+            if (!rl) {
+                gaio__binding_leave(core, token);
+                free(c);
+                *err = ENOMEM;
+                return 0;
+            }
+            core->released = rl;
+            if (cap > core->cap_frees)
+                core->cap_frees = cap;
+            core->cap_slots = cap;
+        }
+        slot = core->nslots++;
+        core->slot_gen[slot] = 1;
+    }
+    c->fd = fd;
+    c->slot = slot;
+    c->gen = core->slot_gen[slot];
+    core->slots[slot] = c;
+    int rc = core->engine->watch(core->engine_state, c);
+    if (rc < 0) {
+        core->slots[slot] = NULL;
+        core->free_slots[core->nfree++] = slot;
+        gaio__binding_leave(core, token);
+        free(c);
+        *err = -rc;
+        return 0;
+    }
+    core->stats.watched++;
+    uint64_t id = gaio_conn_id(c);
+    gaio__binding_leave(core, token);
+    return id;
+}
+
+static void conn_release_slot(gaio_core *core, gaio_conn *c)
+{
+    core->slots[c->slot] = NULL;
+    /* generation 0 is never used, so an id of 0 means "no connection" */
+    if (++core->slot_gen[c->slot] == 0)
+        core->slot_gen[c->slot] = 1;
+    core->free_slots[core->nfree++] = c->slot;
+    free(c);
+}
+
+void gaio__conn_maybe_release(gaio_core *core, gaio_conn *c)
+{
+    if (c->closing && !c->engine_busy && !c->head[0] && !c->head[1])
+        conn_release_slot(core, c);
+}
+
+gaio_req *gaio_conn_head(gaio_conn *c, int kind)
+{
+    gaio_req *r = c->head[kind];
+    if (!r || r->state != GAIO_REQ_QUEUED || (r->flags & (GAIO_F_HELD | GAIO_F_BACKOFF)))
+        return NULL;
+    /* R17: reads start when the connect succeeded */
+    if (kind == GAIO_READ && c->head[GAIO_WRITE] && c->head[GAIO_WRITE]->op == GAIO_OP_CONNECT)
+        return NULL;
+    return r;
+}
+
+void gaio__queue_append(gaio_conn *c, gaio_req *r)
+{
+    int k = r->kind;
+    r->prev = c->tail[k];
+    if (c->tail[k])
+        c->tail[k]->next = r;
+    else
+        c->head[k] = r;
+    c->tail[k] = r;
+}
+
+void gaio__queue_remove(gaio_conn *c, gaio_req *r)
+{
+    int k = r->kind;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->head[k] = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        c->tail[k] = r->prev;
+    r->next = r->prev = NULL;
+}
+
+void gaio__conn_close(gaio_core *core, gaio_conn *c)
+{
+    gaio_req *h = c->head[GAIO_WRITE];
+    if (h && h->op == GAIO_OP_CONNECT && h->state == GAIO_REQ_QUEUED)
+        gaio__req_abort(core, h, GAIO_ERR_CLOSED); /* R17: its result first, then the rest in request order */
+    c->closing = 1;
+    for (int k = 0; k < 2; k++) {
+        /* Only the head is aborted: gaio__req_complete ends the rest behind it, at
+         * once or after an in-flight head's cancellation (io_uring), so no
+         * deadline may jump the queue meanwhile. */
+        for (gaio_req *r = c->head[k]; r; r = r->next)
+            gaio__heap_remove(core, r);
+        if (c->head[k])
+            gaio__req_abort(core, c->head[k], GAIO_ERR_CLOSED);
+    }
+    c->engine_busy = core->engine->unwatch(core->engine_state, c) == 1;
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+        core->fd_closed = core->nbackoff != 0; /* R16: standing accepts may try again */
+    }
+    core->stats.watched--;
+    gaio__conn_maybe_release(core, c);
+}
+
+static int queue_free(gaio_core *core, uint64_t id)
+{
+    if (core->nfrees == core->cap_frees) {
+        uint32_t cap = core->cap_frees ? core->cap_frees * 2 : 16;
+        uint64_t *f = gaio_realloc(core->frees, cap * sizeof *f);
+        if (!f)
+            return -1;
+        core->frees = f;
+        core->cap_frees = cap;
+    }
+    core->frees[core->nfrees++] = id;
+    core->frees_asked++;
+    return 0;
+}
+
+/* No thread runs the engine: free the connection in this one. Requests still
+ * incoming for it will find it gone and end with GAIO_ERR_CLOSED. */
+static void close_here(gaio_core *core, uint64_t id)
+{
+    gaio_conn *c = gaio_core_conn(core, id);
+    if (c)
+        gaio__conn_close(core, c);
+    gaio__notify(core);
+}
+
+static void free_conn(gaio_core *core, uint64_t id, int wait_done)
+{
+    void *token = gaio__binding_enter(core);
+    for (;;) {
+        if (core->closing || core->closed) {
+            /* close() closes every descriptor anyway */
+            gaio__binding_leave(core, token);
+            return;
+        }
+        if (!core->waiting) {
+            close_here(core, id);
+            gaio__binding_leave(core, token);
+            return;
+        }
+        if (queue_free(core, id) == 0)
+            break;
+        /* not expected: gaio_core_watch keeps room for a free() of every
+         * connection. Never drop the free: let the waiter run those queued,
+         * or do it here once it has left. */
+        core->woken = 1;
+        core->engine->wake(core->engine_state);
+        gaio__binding_wait_idle(core, &token);
+    }
+    uint64_t ticket = core->frees_asked;
+    /* the waiter is in engine.wait with the lock dropped: always kick it */
+    core->woken = 1;
+    core->engine->wake(core->engine_state);
+    while (wait_done && core->waiting && core->frees_done < ticket && !core->closed)
+        gaio__binding_wait_idle(core, &token);
+    gaio__binding_leave(core, token);
+}
+
+void gaio_core_free(gaio_core *core, uint64_t id) { free_conn(core, id, 1); }
+
+void gaio_core_release(gaio_core *core, uint64_t id) { free_conn(core, id, 0); }
+
+void gaio_core_conn_idle(gaio_core *core, gaio_conn *c)
+{
+    c->engine_busy = 0;
+    gaio__conn_maybe_release(core, c);
+}

@@ -1,0 +1,123 @@
+/* The core's own state and the helpers its files share (core*.c,
+ * backpressure.c, deadline_heap.c, internal_buffer.c, core_lock.c). No other
+ * file includes this: engines reach the core through engine.h, the binding
+ * through core.h, so neither can depend on a field of struct gaio_core.
+ *
+ * Which file does what:
+ *   core.c                 lifetime (new, close, delete) and the binding's queries
+ *   core_conns.c           connections (slots, ids, watch, free) and their FIFOs
+ *   core_requests.c        requests in (submit, the incoming list), aborted, progressing
+ *   core_results.c         the result array: room, arrivals, completions, take_results
+ *   core_accept_connect.c  accept's and connect's outcomes, and their back-offs (R16, R17)
+ *   core_wait.c            gaio_core_wait: the engine's timeout, deadlines expiring, wake-ups
+ */
+#ifndef GAIO_CORE_PRIVATE_H
+#define GAIO_CORE_PRIVATE_H
+
+#include "backpressure.h"
+#include "core_lock.h"
+#include "deadline_heap.h"
+#include "engine.h"
+
+struct gaio_core {
+    pthread_mutex_t lock;       /* protects everything below; never held while taking the GIL */
+    const gaio_runtime *runtime;/* NULL: callers hold no runtime lock */
+    pthread_cond_t idle;        /* signalled when the waiter leaves or a command was processed */
+    const struct gaio_engine_ops *engine;
+    void *engine_state;
+
+    /* connections */
+    gaio_conn **slots;          /* slot -> conn, NULL when free */
+    uint32_t *slot_gen;         /* generation of each slot, bumped when freed */
+    uint32_t nslots, cap_slots;
+    uint32_t *free_slots;
+    uint32_t nfree;
+
+    /* requests on their way in, from any thread */
+    gaio_req *incoming_head, *incoming_tail;
+    uint64_t *frees;            /* conn ids to free (free() and garbage-collected sockets) */
+    uint32_t nfrees, cap_frees;
+    uint64_t frees_done;        /* commands processed: lets free() wait for its own */
+    uint64_t *released;         /* conn ids whose standing read back-pressure let go (R21);
+                                 * room for every connection, like frees */
+    uint32_t nreleased;
+    uint64_t cancels;           /* engine.cancel() calls that returned 1 */
+    uint64_t frees_asked;
+
+    /* deadlines: binary min-heap on deadline_ns */
+    gaio_req **heap;
+    uint32_t nheap, cap_heap;
+    uint32_t heap_promised;     /* incoming requests with a deadline: cap_heap >= nheap + this */
+
+    /* results in completion order; room for the last result of every live
+     * request is kept (res_reserved), so finishing one never allocates */
+    gaio_result *res;
+    uint32_t nres, cap_res, res_reserved;
+    uint32_t next_seq;
+
+    /* R21: a standing read holds above write_high, goes on at write_low (0: no limit) */
+    size_t write_high, write_low;
+    /* R16: standing accepts in backoff, the earliest retry, a descriptor closed since */
+    uint32_t nbackoff;
+    int64_t backoff_ns;
+    uint8_t fd_closed;
+    /* R23: fileno() was asked: the engine's descriptor must show pending work */
+    uint8_t notify;
+    uint8_t notified;           /* ... and was woken since the last wait began */
+
+    /* internal buffer: chunks of bufsize bytes, filled consecutively within a batch */
+    size_t bufsize;
+    unsigned char *chunk[GAIO_IBUF_CHUNKS];
+    uint32_t chunk_cur;         /* chunk being filled */
+    size_t chunk_off;           /* bytes used in it */
+    size_t ibuf_out;            /* bytes handed out in this batch (core and engine memory) */
+
+    uint8_t waiting;            /* a thread is inside gaio_core_wait */
+    uint8_t sleeping;           /* ... and is (about to be) blocked in the kernel */
+    uint8_t woken;              /* wake() sent since it went to sleep */
+    uint8_t closing;            /* gaio_core_close() asked the waiter to leave */
+    uint8_t closed;
+    uint8_t skipped_poll;       /* the last gaio_core_wait returned results without the engine */
+
+    gaio_stats stats;
+};
+
+/* ---- core_conns.c ---- */
+
+/* Append r to its connection's kind queue (r->conn set). */
+void gaio__queue_append(gaio_conn *c, gaio_req *r);
+void gaio__queue_remove(gaio_conn *c, gaio_req *r);
+/* Free c's slot once it is closing, the engine let go and its queues are empty. */
+void gaio__conn_maybe_release(gaio_core *core, gaio_conn *c);
+/* free(): end c's requests, unwatch it, close its descriptor. */
+void gaio__conn_close(gaio_core *core, gaio_conn *c);
+
+/* ---- core_results.c ---- */
+
+/* Room for need results: 0, or -1 (out of memory, nothing changed). */
+int gaio__res_grow(gaio_core *core, uint64_t need);
+void gaio__done_append(gaio_core *core, gaio_req *r);
+void gaio__arrival(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t size, int error, int fd);
+void gaio__req_complete(gaio_core *core, gaio_req *r, int error);
+
+/* ---- core_requests.c ---- */
+
+void gaio__drain_incoming(gaio_core *core);
+void gaio__start_next(gaio_core *core, gaio_conn *c, int kind);
+void gaio__req_abort(gaio_core *core, gaio_req *r, int error);
+
+/* ---- core_accept_connect.c ---- */
+
+/* Connect r ended with error (0: connected): its result, then R17's consequences. */
+void gaio__connect_finished(gaio_core *core, gaio_req *r, int error);
+void gaio__connect_backoff(gaio_core *core, gaio_req *r, int64_t now);
+void gaio__serve_backoff(gaio_core *core, int64_t now);
+
+/* ---- core_wait.c ---- */
+
+void gaio__notify(gaio_core *core);
+void gaio__wake_waiter(gaio_core *core);
+/* The earliest deadline or back-off retry; GAIO_NO_DEADLINE when none. */
+int64_t gaio__first_deadline(gaio_core *core);
+
+#endif

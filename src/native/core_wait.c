@@ -1,0 +1,179 @@
+/* gaio_core_wait: the loop the waiter runs with the GIL released (drain the
+ * incoming requests, run the engine until the first deadline, expire
+ * deadlines), and the wake-ups other threads send it. */
+#include "core_private.h"
+
+#include <errno.h>
+
+/* R23: no thread waits and fileno() was asked: its descriptor must become
+ * readable for what a request or a free() made this thread do (results, a
+ * read owed to the next wait, a submission to make). Once per wait. */
+void gaio__notify(gaio_core *core)
+{
+    if (core->notify && !core->waiting && !core->notified) {
+        core->notified = 1;
+        core->engine->wake(core->engine_state);
+    }
+}
+
+void gaio__wake_waiter(gaio_core *core)
+{
+    if (core->sleeping && !core->woken) {
+        core->woken = 1;
+        core->engine->wake(core->engine_state);
+    }
+}
+
+/* When standing request r's idle limit runs out: its heap key may be
+ * earlier, as it moves only when it comes up (R20). The limit counts from the
+ * last result, and not while back-pressure holds r (R21). */
+static int64_t standing_due(const gaio_req *r, int64_t now)
+{
+    int64_t when = (r->flags & GAIO_F_HELD) ? now : r->u.st.active_ns;
+    when = when > GAIO_NO_DEADLINE - r->u.st.idle_ns ? GAIO_NO_DEADLINE : when + r->u.st.idle_ns;
+    return when > r->u.st.until_ns ? r->u.st.until_ns : when;
+}
+
+/* Move the standing requests at the top of the heap to their real
+ * deadlines, so that heap[0] is the earliest one (next_timeout, R23). */
+static void heap_settle(gaio_core *core, int64_t now)
+{
+    while (core->nheap) {
+        gaio_req *r = core->heap[0];
+        if (!(r->flags & GAIO_F_REPEAT) || !r->u.st.idle_ns)
+            return;
+        int64_t when = standing_due(r, now);
+        if (when <= r->deadline_ns)
+            return;
+        gaio__heap_rekey(core, r, when);
+    }
+}
+
+static void expire_deadlines(gaio_core *core, int64_t now)
+{
+    while (core->nheap && core->heap[0]->deadline_ns <= now) {
+        gaio_req *r = core->heap[0];
+        if ((r->flags & GAIO_F_REPEAT) && r->u.st.idle_ns) {
+            int64_t when = standing_due(r, now);
+            if (when > now) {
+                gaio__heap_rekey(core, r, when);
+                continue;
+            }
+        }
+        /* The heap leaves equal deadlines in no set order: end the requests
+         * queued ahead of r with the same deadline first (R3). Linked in the
+         * queue and still in the heap means still waiting. */
+        while (r->prev && r->prev->heap_index != GAIO__NO_HEAP && r->prev->deadline_ns <= r->deadline_ns)
+            r = r->prev;
+        gaio__req_abort(core, r, GAIO_ERR_DEADLINE);
+    }
+}
+
+int64_t gaio__first_deadline(gaio_core *core)
+{
+    if (core->nheap && (core->heap[0]->flags & GAIO_F_REPEAT))
+        heap_settle(core, gaio_now_ns());
+    int64_t until = core->nheap ? core->heap[0]->deadline_ns : GAIO_NO_DEADLINE;
+    if (core->nbackoff && core->backoff_ns < until)
+        until = core->backoff_ns;
+    return until;
+}
+
+/* The engine's wait in ns: -1 for no limit, else until the earlier of
+ * until_ns and the first deadline (any time, negative ones included). */
+static int64_t engine_timeout(gaio_core *core, int64_t until_ns)
+{
+    if (core->nres || core->incoming_head || core->nfrees || (core->nbackoff && core->fd_closed))
+        return 0;
+    int64_t until = until_ns;
+    int64_t first = gaio__first_deadline(core); /* once: it may settle the heap's top */
+    if (first < until)
+        until = first;
+    if (until == GAIO_NO_DEADLINE)
+        return -1;
+    int64_t now = gaio_now_ns();
+    return until > now ? until - now : 0;
+}
+
+int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
+                   const sigset_t *sigmask)
+{
+    int rc;
+    pthread_mutex_lock(&core->lock);
+    core->waiting = 1;
+    core->notified = 0;
+    int cancel_round = 0;
+    for (;;) {
+        if (core->closing || core->closed) {
+            rc = GAIO_WAIT_CLOSED;
+            break;
+        }
+        gaio__drain_incoming(core);
+        if (core->nbackoff)
+            gaio__serve_backoff(core, gaio_now_ns());
+        if (core->nres && !core->skipped_poll) {
+            /* Results are ready without the kernel (requests finished when
+             * they were made): hand them out now. The next call polls, so
+             * the kernel is asked at least every other call. */
+            core->skipped_poll = 1;
+            /* no deadline is expired here: a request whose time is up
+             * may not have been tried yet (a timeout <= 0 is tried once
+             * first); the next call polls, then expires it */
+            rc = GAIO_WAIT_RESULTS;
+            break;
+        }
+        core->skipped_poll = 0;
+        int64_t timeout = engine_timeout(core, until_ns);
+        if (timeout != 0 && stop_before_sleep) {
+            if (stop_before_sleep == 1) {
+                /* a look first (bytes already there, say): a wait that
+                 * finds work needs no guard against signals */
+                stop_before_sleep = 2;
+                timeout = 0;
+            } else {
+                rc = GAIO_WAIT_SLEEPY;
+                break;
+            }
+        }
+        core->sleeping = timeout != 0;
+        core->woken = 0;
+        int erc = core->engine->wait(core->engine_state, timeout, sigmask);
+        core->sleeping = 0;
+        core->stats.wakeups++;
+        gaio__bp_restart_released(core);
+        int64_t now = gaio_now_ns();
+        uint64_t cancels = core->cancels;
+        expire_deadlines(core, now);
+        if (core->nbackoff)
+            gaio__serve_backoff(core, now);
+        if (core->nres) {
+            rc = GAIO_WAIT_RESULTS;
+            break;
+        }
+        if (core->closing) {
+            rc = GAIO_WAIT_CLOSED;
+            break;
+        }
+        if (erc == -EINTR) {
+            rc = GAIO_WAIT_EINTR;
+            break;
+        }
+        if (core->cancels != cancels && !cancel_round) {
+            /* deadlines made the engine cancel operations in the kernel:
+             * one more round (not blocking once time is up) collects them */
+            cancel_round = 1;
+            continue;
+        }
+        if (until_ns != GAIO_NO_DEADLINE && now >= until_ns) {
+            rc = GAIO_WAIT_TIMEOUT;
+            break;
+        }
+    }
+    /* frees queued while we leave are ours to run */
+    if (!core->closing && !core->closed)
+        gaio__drain_incoming(core);
+    core->waiting = 0;
+    pthread_cond_broadcast(&core->idle);
+    pthread_mutex_unlock(&core->lock);
+    return rc;
+}
