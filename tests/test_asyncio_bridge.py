@@ -92,8 +92,10 @@ def test_other_tasks_keep_running_under_load(watcher, net):
     lateness.sort()
     assert len(lateness) > 10
     # The loop got its turn between batches: a batch is bounded (4 x bufsize).
+    # Not the maximum: on a loaded machine (CI, pytest-xdist) any one tick may
+    # wait for the CPU itself, which says nothing about the watcher.
     assert lateness[len(lateness) // 2] < 0.02, lateness[-10:]
-    assert lateness[-1] < 0.25, lateness[-10:]
+    assert lateness[len(lateness) * 9 // 10] < 0.1, lateness[-10:]
 
 
 def test_idle_watcher_does_not_wake_the_loop(watcher, net):
