@@ -194,7 +194,7 @@ map_entry *gaio__map_find(connmap *m, uintptr_t key);
 int gaio__map_insert(connmap *m, ConnRef *ref);
 ConnRef *gaio__map_remove(connmap *m, map_entry *hole);
 PyObject *gaio__conn_type_error(PyObject *conn, const char *why);
-int gaio__socket_fd(PyObject *conn);
+int gaio__socket_fd(PyObject *conn, const char *dgram_engine);
 int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id);
 
 /* ---- requests (request.c) ---- */

@@ -232,7 +232,9 @@ static PyObject *Watcher_stats(Watcher *w, PyObject *unused)
         put(d, "internal_buffer_bytes", s.ibuf_bytes_batch) < 0 ||
         put(d, "internal_buffer_chunks", s.ibuf_chunks) < 0 ||
         put(d, "engine_wakeups", s.wakeups) < 0 || put(d, "threads", 0) < 0 ||
-        put(d, "accepted", s.accepted) < 0 || put(d, "quiet_done", s.quiet_done) < 0) {
+        put(d, "accepted", s.accepted) < 0 || put(d, "quiet_done", s.quiet_done) < 0 ||
+        /* datagrams are the python engine's until issue 19's next step */
+        put(d, "datagrams_read", 0) < 0 || put(d, "datagrams_written", 0) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -569,7 +571,7 @@ static PyMethodDef Watcher_methods[] = {
     {"read_full", (PyCFunction)(void (*)(void))gaio__watcher_read_full, FASTKW,
      "read_full($self, conn, buf, *, ctx=None, timeout=None, deadline=None)\n--\n\nRequest a read of len(buf) bytes."},
     {"write", (PyCFunction)(void (*)(void))gaio__watcher_write, FASTKW,
-     "write($self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False)\n--\n\n"
+     "write($self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False, address=None)\n--\n\n"
      "Request a write of every byte of data (bytes-like, or a list/tuple of them)."},
     {"accept", (PyCFunction)(void (*)(void))gaio__watcher_accept, FASTKW,
      "accept($self, listener, *, ctx=None, timeout=None, deadline=None, repeat=False)\n--\n\n"

@@ -90,13 +90,14 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
 /* ---- the steps every request takes ---- */
 
 /* Before the checks that may run Python code: conn is known (delegated) or
- * a stream socket whose descriptor *fd will be delegated. */
-static int conn_first_look(Watcher *w, PyObject *conn, int *fd)
+ * a stream socket whose descriptor *fd will be delegated. `dgram`: the
+ * request takes datagram sockets on the python engine (gaio__socket_fd). */
+static int conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram)
 {
     *fd = -1;
     if (gaio__map_find(&w->map, (uintptr_t)conn))
         return 1;
-    return (*fd = gaio__socket_fd(conn)) < 0 ? -1 : 0;
+    return (*fd = gaio__socket_fd(conn, dgram ? w->engine_name : NULL)) < 0 ? -1 : 0;
 }
 
 /* After them: fileno(), buffer exports, GC callbacks and the Python checks
@@ -215,7 +216,8 @@ static int write_view(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable,
 
 /* ---- read, read_full, write ---- */
 
-enum { ARG_CONN, ARG_BUF, ARG_CTX, ARG_TIMEOUT, ARG_DEADLINE, ARG_FLAG, NARGS };
+enum { ARG_CONN, ARG_BUF, ARG_CTX, ARG_TIMEOUT, ARG_DEADLINE, ARG_FLAG, NARGS,
+       ARG_ADDRESS = NARGS /* write's only */ };
 
 static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data, PyObject *ctx,
                               int64_t when, uint8_t flags);
@@ -225,18 +227,19 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
 {
     if (w->closed)
         return gaio__closed_error();
-    PyObject *names[NARGS] = {gaio__state.s_conn,
-                              kind == GAIO_WRITE ? gaio__state.s_data : gaio__state.s_buf,
-                              gaio__state.s_ctx, gaio__state.s_timeout, gaio__state.s_deadline,
-                              kind == GAIO_WRITE ? gaio__state.s_quiet : gaio__state.s_repeat};
-    PyObject *a[NARGS] = {NULL};
+    PyObject *names[NARGS + 1] = {gaio__state.s_conn,
+                                  kind == GAIO_WRITE ? gaio__state.s_data : gaio__state.s_buf,
+                                  gaio__state.s_ctx, gaio__state.s_timeout, gaio__state.s_deadline,
+                                  kind == GAIO_WRITE ? gaio__state.s_quiet : gaio__state.s_repeat,
+                                  gaio__state.s_address};
+    PyObject *a[NARGS + 1] = {NULL};
     int required = (kind == GAIO_READ && !full) ? 1 : 2;
-    if (gaio__parse_args(fname, args, nargs, kwnames, names, full ? NARGS - 1 : NARGS, 2, required,
-                         a) < 0)
+    int nnames = full ? NARGS - 1 : kind == GAIO_WRITE ? NARGS + 1 : NARGS;
+    if (gaio__parse_args(fname, args, nargs, kwnames, names, nnames, 2, required, a) < 0)
         return NULL;
     PyObject *conn = a[ARG_CONN], *buf = a[ARG_BUF];
     int fd;
-    if (conn_first_look(w, conn, &fd) < 0)
+    if (conn_first_look(w, conn, &fd, !full) < 0)
         return NULL;
     int64_t deadline;
     if (gaio__deadline_arg(a[ARG_TIMEOUT], a[ARG_DEADLINE], &deadline) < 0)
@@ -244,6 +247,12 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     uint8_t flags = 0;
     if (flag_arg(a[ARG_FLAG], &flags, kind == GAIO_WRITE ? GAIO_F_QUIET : GAIO_F_REPEAT) < 0)
         return NULL;
+    if (a[ARG_ADDRESS] && a[ARG_ADDRESS] != Py_None) {
+        /* conn is a stream socket: datagram sockets are refused above (R25) */
+        PyErr_SetString(PyExc_ValueError,
+                        "address= is for datagram sockets (a stream socket writes to its peer)");
+        return NULL;
+    }
     if (buf == Py_None)
         buf = NULL;
     if (kind == GAIO_WRITE && buf && (PyList_Check(buf) || PyTuple_Check(buf)))
@@ -447,7 +456,7 @@ PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t narg
 static int prologue(Watcher *w, const char *fname, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames, PyObject *const *names, int nnames, int maxpos,
                     int required, PyObject **a, PyObject *timeout_deadline[2], int *fd,
-                    int64_t *when)
+                    int64_t *when, int dgram)
 {
     if (w->closed) {
         gaio__closed_error();
@@ -455,7 +464,7 @@ static int prologue(Watcher *w, const char *fname, PyObject *const *args, Py_ssi
     }
     if (gaio__parse_args(fname, args, nargs, kwnames, names, nnames, maxpos, required, a) < 0)
         return -1;
-    int known = conn_first_look(w, a[0], fd);
+    int known = conn_first_look(w, a[0], fd, dgram);
     if (known < 0 || gaio__deadline_arg(timeout_deadline[0], timeout_deadline[1], when) < 0)
         return -1;
     return known;
@@ -495,7 +504,7 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
     PyObject *a[N] = {NULL};
     int fd;
     int64_t when;
-    int known = prologue(w, "Watcher.accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when);
+    int known = prologue(w, "Watcher.accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when, 0);
     if (known < 0)
         return NULL;
     gaio_req st = {0};
@@ -581,7 +590,7 @@ PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t na
     PyObject *a[N] = {NULL};
     int fd;
     int64_t when;
-    int known = prologue(w, "Watcher.connect", args, nargs, kwnames, names, N, 2, 2, a, a + TIMEOUT, &fd, &when);
+    int known = prologue(w, "Watcher.connect", args, nargs, kwnames, names, N, 2, 2, a, a + TIMEOUT, &fd, &when, 1);
     if (known < 0)
         return NULL;
     PyObject *sock = a[S];
@@ -641,7 +650,7 @@ PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t n
     PyObject *a[N] = {NULL};
     int fd;
     int64_t when;
-    if (prologue(w, "Watcher.sendfile", args, nargs, kwnames, names, N, 4, 2, a, a + TIMEOUT, &fd, &when) < 0)
+    if (prologue(w, "Watcher.sendfile", args, nargs, kwnames, names, N, 4, 2, a, a + TIMEOUT, &fd, &when, 0) < 0)
         return NULL;
     uint8_t flags = 0;
     if (flag_arg(a[QUIET], &flags, GAIO_F_QUIET) < 0)
