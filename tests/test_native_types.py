@@ -59,13 +59,34 @@ def test_opresult_is_native_immutable_without_dict(nw):
     assert not hasattr(res, "__dict__")
     assert res.op is gaio.Op.READ and res.conn is conn and res.ctx == "c"
     assert res.size == 3 and res.error is None and res.is_swap_buffer is True
-    for field in ("op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer"):
+    assert res.address is None and res.truncated is False  # 0.3's datagram fields
+    for field in ("op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer",
+                  "address", "truncated"):
         with pytest.raises(AttributeError):
             setattr(res, field, None)
     with pytest.raises(AttributeError):
         res.extra = 1
     assert repr(res).startswith("OpResult(op=READ, conn=")
     nw.free(conn)
+
+
+@pytest.mark.parametrize("call", ["read", "write", "connect"])
+def test_datagram_sockets_are_refused_until_issue_19(nw, native_engine, call):
+    """Until the native engines have datagrams (issue 19's next step), the
+    requests that take them on the python engine say where they are."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        with pytest.raises(TypeError) as info:
+            if call == "read":
+                nw.read(a)
+            elif call == "write":
+                nw.write(a, b"x")
+            else:
+                nw.connect(a, "/nonexistent")
+        assert str(info.value) == ("datagram sockets are not supported by engine '%s' yet "
+                                   "(engine='python' has them)" % native_engine)
+        assert a.fileno() != -1 and nw.stats()["watched"] == 0
+        assert (nw.stats()["datagrams_read"], nw.stats()["datagrams_written"]) == (0, 0)
 
 
 def test_attributes_are_read_only(nw):

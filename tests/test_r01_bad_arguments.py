@@ -16,7 +16,9 @@ rows are in docs/SPEC.md, "Edge cases, settled":
   NaN -> ValueError; an int too big for a float -> OverflowError, as float()
   raises it.
 - conn: a socket.socket (or subclass) of a stream socket; any other object,
-  even one whose fileno() is a stream socket -> TypeError.
+  even one whose fileno() is a stream socket -> TypeError. Since 0.3 read
+  and write also take datagram sockets (R24, tests/test_r24_datagrams.py);
+  read_full (and accept and sendfile) on one -> TypeError (DATAGRAM_CONNS).
 - buffers: a read-only buffer for a read -> TypeError even when it is empty
   (the type is wrong before the size is); an empty one -> ValueError; a
   missing one (None) -> ValueError; bool and other non-buffers -> TypeError.
@@ -93,14 +95,19 @@ BAD_CONNS = [  # (id, builder(net), exception, message)
     ("int-fd", lambda net: 0, TypeError, SOCKET % "int"),
     ("str", lambda net: "127.0.0.1:80", TypeError, SOCKET % "str"),
     ("bool", lambda net: True, TypeError, SOCKET % "bool"),
-    ("udp", _udp, TypeError, "conn must be a stream socket (SOCK_STREAM), not SOCK_DGRAM"),
-    ("unix-dgram", _unix_dgram, TypeError,
-     "conn must be a stream socket (SOCK_STREAM), not SOCK_DGRAM"),
     ("file", _file, TypeError, SOCKET % "BufferedReader"),
     ("pipe", _pipe, TypeError, SOCKET % "BufferedReader"),
     ("fileno-object", _fileno_object, TypeError, SOCKET % "HasFileno"),
     ("closed-socket", _closed_socket, ValueError,
      "conn is closed (or delegated to another watcher)"),
+]
+
+# for the requests that take stream sockets only: read_full here, accept and
+# sendfile in test_v02_bad_arguments.py (R24)
+NOT_STREAM = "conn must be a stream socket (SOCK_STREAM), not SOCK_DGRAM"
+DATAGRAM_CONNS = [
+    ("udp", _udp, TypeError, NOT_STREAM),
+    ("unix-dgram", _unix_dgram, TypeError, NOT_STREAM),
 ]
 
 NOT_SECONDS = "{name} must be a number of seconds, not %s"
@@ -202,7 +209,7 @@ def _rows():
     """(id, call(w, server, net), exception, message): the whole table."""
     rows = []
     for req, (method, call) in REQUESTS.items():
-        for cid, build, exc, msg in BAD_CONNS:
+        for cid, build, exc, msg in BAD_CONNS + (DATAGRAM_CONNS if req == "read_full" else []):
             rows.append(("%s/conn=%s" % (req, cid),
                          lambda w, s, net, call=call, build=build: call(w, build(net)),
                          exc, msg))
@@ -260,7 +267,7 @@ def _rows():
          "Watcher.stats() takes no keyword arguments"),
     ]
     for cid, build, exc, msg in BAD_CONNS:
-        if cid in ("udp", "unix-dgram", "closed-socket"):
+        if cid == "closed-socket":
             continue  # socket objects: free() never raises for those (see GOOD below)
         rows.append(("free/conn=%s" % cid, lambda w, s, net, build=build: w.free(build(net)),
                      TypeError, msg))

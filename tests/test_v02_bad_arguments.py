@@ -15,6 +15,8 @@ not delegated. Decisions (docs/SPEC.md, "Edge cases, settled (0.2)"):
   standing request's timeout <= 0 -> ValueError.
 - vectored write: empty sequence or all items empty -> ValueError; an item
   that is not bytes-like -> TypeError.
+- write(address=) (0.3) on a stream socket -> ValueError, checked after the
+  times and before the data. (Datagram sockets: tests/test_r25_addresses.py.)
 - sendfile: count 0 or negative, offset negative, a closed file or a
   descriptor that is not open -> ValueError; a non-regular file (device,
   pipe, socket, directory, an object without a descriptor) or a non-int
@@ -36,6 +38,7 @@ import gaio
 from conftest import collect
 from test_r01_bad_arguments import (
     BAD_CONNS,
+    DATAGRAM_CONNS,
     BAD_SECONDS,
     BOTH_TIMES,
     MISSING,
@@ -113,6 +116,7 @@ IDLE_LIMIT = "a standing request's timeout (an idle limit) must be > 0"
 NO_BYTES = "vectored write of no bytes (empty sequence or all items empty)"
 NOT_REGULAR = "sendfile() sends a regular file"
 NOT_LISTENING = "accept() needs a listening socket (call listen() first)"
+ADDRESS_ON_STREAM = "address= is for datagram sockets (a stream socket writes to its peer)"
 NOT_WRITE_HIGH = "write_high must be an int, not %s"
 WRITE_HIGH_RANGE = "write_high must be > 0 (or None for no limit)"
 
@@ -126,7 +130,8 @@ def _rows():
     rows = []
     for name, call in NEW_REQUESTS.items():
         target = GOOD_TARGET[name]
-        for cid, build, exc, msg in BAD_CONNS:
+        # connect() takes datagram sockets too (R25)
+        for cid, build, exc, msg in BAD_CONNS + (DATAGRAM_CONNS if name != "connect" else []):
             rows.append(("%s/conn=%s" % (name, cid),
                          lambda w, s, net, call=call, build=build: call(w, build(net), net),
                          exc, msg))
@@ -292,6 +297,25 @@ def _rows():
          "data must be a bytes-like object, not str"),
         ("write/quiet-None", lambda w, s, net: w.write(s, None, quiet=True), ValueError,
          "data is required"),
+        # address= (0.3, R25): datagram sockets only
+        ("write/address-on-stream", lambda w, s, net: w.write(s, b"x", address=("127.0.0.1", 9)),
+         ValueError, ADDRESS_ON_STREAM),
+        ("write/address-on-stream-vector",
+         lambda w, s, net: w.write(s, [b"x", b"y"], address=("127.0.0.1", 9)),
+         ValueError, ADDRESS_ON_STREAM),
+        ("write/address-on-stream-quiet",
+         lambda w, s, net: w.write(s, b"x", quiet=True, address="/tmp/x"),
+         ValueError, ADDRESS_ON_STREAM),
+        ("write/address-on-stream-before-data",
+         lambda w, s, net: w.write(s, b"", address=("127.0.0.1", 9)),
+         ValueError, ADDRESS_ON_STREAM),
+        ("read/address", lambda w, s, net: w.read(s, address=("127.0.0.1", 9)), TypeError,
+         UNEXPECTED % ("read", "address")),
+        ("read_full/address",
+         lambda w, s, net: w.read_full(s, bytearray(4), address=("127.0.0.1", 9)), TypeError,
+         UNEXPECTED % ("read_full", "address")),
+        ("write/address-positional", lambda w, s, net: w.write(s, b"x", None, None), TypeError,
+         TOO_MANY % ("write", "2 positional arguments", 4)),
         # vectored writes
         ("write/vector=[]", lambda w, s, net: w.write(s, []), ValueError,
          NO_BYTES),

@@ -103,6 +103,13 @@ class OpResult(metaclass=abc.ABCMeta):
     def accepted(self) -> socket.socket | None:
         """The new connection of an ACCEPT result (the caller's, not delegated);
         None otherwise."""
+    @property
+    def address(self) -> Any:
+        """A datagram's sender (as socket.recvfrom gives it) on a read of an
+        unconnected datagram socket; None otherwise."""
+    @property
+    def truncated(self) -> bool:
+        """True when a datagram was longer than the buffer it landed in."""
 
 class Watcher(metaclass=abc.ABCMeta):
     # Watcher(...) returns the chosen engine's own watcher object (registered
@@ -142,6 +149,7 @@ class Watcher(metaclass=abc.ABCMeta):
         timeout: float | None = None,
         deadline: float | None = None,
         quiet: bool = False,
+        address: tuple[Any, ...] | str | bytes | None = None,
     ) -> None: ...
     def accept(
         self,

@@ -44,6 +44,10 @@ class OpResult:
     def is_swap_buffer(self) -> bool: ...
     @property
     def accepted(self) -> Optional[socket.socket]: ...
+    @property
+    def address(self) -> object: ...  # None: no datagram sockets yet (issue 19)
+    @property
+    def truncated(self) -> bool: ...  # False, likewise
 
 @final
 class Watcher:
@@ -67,7 +71,8 @@ class Watcher:
     def write(self, conn: socket.socket,
               data: Union[_Buffer, list[_Buffer], tuple[_Buffer, ...]], *, ctx: object = None,
               timeout: Optional[_Seconds] = None, deadline: Optional[_Seconds] = None,
-              quiet: bool = False) -> None: ...
+              quiet: bool = False,
+              address: Union[tuple[object, ...], str, bytes, None] = None) -> None: ...
     def accept(self, listener: socket.socket, *, ctx: object = None,
                timeout: Optional[_Seconds] = None, deadline: Optional[_Seconds] = None,
                repeat: bool = False) -> None: ...

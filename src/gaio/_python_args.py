@@ -85,6 +85,28 @@ def check_conn(conn):
                         % getattr(conn.type, "name", conn.type))
 
 
+# R24: the datagram sockets a watcher takes (read, write, free, connect)
+DATAGRAM_FAMILIES = tuple(getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX")
+                          if hasattr(socket, name))
+
+
+def check_io_conn(conn):
+    """read()'s, write()'s and connect()'s conn: a stream socket, or a
+    datagram socket of AF_INET, AF_INET6 or AF_UNIX (R24). True for a
+    datagram socket."""
+    check_free_target(conn)
+    kind = conn.type
+    if kind == socket.SOCK_STREAM:
+        return False
+    if kind == socket.SOCK_DGRAM:
+        if conn.family in DATAGRAM_FAMILIES:
+            return True
+        raise TypeError("datagram sockets of AF_INET, AF_INET6 and AF_UNIX only, not %s"
+                        % getattr(conn.family, "name", conn.family))
+    check_conn(conn)  # words the refusal of any other kind
+    return False
+
+
 def check_free_target(conn):
     if not isinstance(conn, socket.socket):
         raise TypeError("conn must be a socket.socket, not %s" % type(conn).__name__)
@@ -93,7 +115,7 @@ def check_free_target(conn):
 CLOSED_CONN = "conn is closed (or delegated to another watcher)"
 
 
-def _bytes_view(obj, what, writable=False):
+def _bytes_view(obj, what, writable=False, empty_ok=False):
     try:
         view = memoryview(obj)
     except TypeError:
@@ -107,7 +129,7 @@ def _bytes_view(obj, what, writable=False):
         # before the size: a read-only buffer is the wrong kind, even empty
         view.release()
         raise TypeError("%s must be writable, not a read-only %s" % (what, type(obj).__name__))
-    if view.nbytes == 0:
+    if view.nbytes == 0 and not empty_ok:
         view.release()
         raise ValueError("%s is empty" % what)
     if view.ndim != 1 or view.format != "B":
@@ -129,6 +151,13 @@ def data_view(data):
     if data is None:
         raise ValueError("data is required")
     return _bytes_view(data, "data")
+
+
+def datagram_view(data):
+    """A flat memoryview of `data`, a datagram: empty is a datagram too (R24)."""
+    if data is None:
+        raise ValueError("data is required")
+    return _bytes_view(data, "data", empty_ok=True)
 
 
 def _seconds(value, name):
@@ -192,8 +221,8 @@ def check_listener(listener):
 
 def check_connect_socket(sock):
     """connect()'s socket, not delegated: an open, unconnected, non-listening
-    stream socket."""
-    check_conn(sock)
+    stream socket, or an unconnected datagram socket (R25)."""
+    check_io_conn(sock)
     if sock.fileno() == -1:
         raise ValueError(CLOSED_CONN)
     if is_listening(sock):
@@ -205,14 +234,15 @@ def check_connect_socket(sock):
     raise ValueError("connect() on a socket that is connected already")
 
 
-def check_address(family, address):
-    """A numeric address for a socket of `family`: nothing needs DNS."""
+def check_address(family, address, call="connect()"):
+    """A numeric address for a socket of `family`: nothing needs DNS.
+    `call` names the request in the messages."""
     if family == getattr(socket, "AF_UNIX", None):
         if isinstance(address, (str, bytes, bytearray)) or hasattr(address, "__fspath__"):
             return
         raise TypeError("an AF_UNIX address is a path, not %s" % type(address).__name__)
     if family not in (socket.AF_INET, socket.AF_INET6):
-        raise TypeError("connect() supports AF_INET, AF_INET6 and AF_UNIX sockets")
+        raise TypeError("%s supports AF_INET, AF_INET6 and AF_UNIX sockets" % call)
     if not isinstance(address, tuple):
         raise TypeError("address must be a tuple (host, port), not %s"
                         % type(address).__name__)
@@ -232,12 +262,44 @@ def check_address(family, address):
         socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0,
                            socket.AI_NUMERICHOST)
     except (socket.gaierror, UnicodeError):
-        raise ValueError("connect() takes a numeric address, not %r "
-                         "(resolve names before, e.g. with getaddrinfo)" % (host,)) from None
+        raise ValueError("%s takes a numeric address, not %r "
+                         "(resolve names before, e.g. with getaddrinfo)" % (call, host)) from None
 
 
-def vector_views(data):
-    """[(item, flat view)] of a vectored write's non-empty items."""
+# write(address=) (R25); the native engines word ADDRESS_ON_STREAM in args.c
+ADDRESS_ON_STREAM = "address= is for datagram sockets (a stream socket writes to its peer)"
+ADDRESS_ON_CONNECTED = "address= on a connected datagram socket (it writes to its peer)"
+ADDRESS_MISSING = "a write on an unconnected datagram socket needs address="
+
+
+def has_peer(sock):
+    """Whether datagram socket `sock` (open, not delegated) is connected."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def datagram_address(family, address, connected):
+    """write()'s address= on a datagram socket of `family`: where the
+    datagram goes (None: to the peer), after checking it (R25)."""
+    if connected:
+        if address is not None:
+            raise ValueError(ADDRESS_ON_CONNECTED)
+        return None
+    if address is None:
+        raise ValueError(ADDRESS_MISSING)
+    check_address(family, address, "write()")
+    if hasattr(address, "__fspath__"):
+        return os.fspath(address)
+    return address
+
+
+def vector_views(data, empty_ok=False):
+    """[(item, flat view)] of a vectored write's non-empty items; with
+    `empty_ok` (a datagram's) items that are all empty are one empty
+    datagram, and only an empty sequence is refused."""
     pairs = []
     total = 0
     try:
@@ -254,7 +316,7 @@ def vector_views(data):
         for _, view in pairs:
             view.release()
         raise
-    if not total:
+    if not total and not (empty_ok and len(data)):
         raise ValueError("vectored write of no bytes (empty sequence or all items empty)")
     return pairs
 

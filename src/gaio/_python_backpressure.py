@@ -52,8 +52,8 @@ class BackPressure:
         """The head of conn's reads is a standing read that does not count
         yet: it answers for the writes queued on conn from now on, and for
         those queued already."""
-        if self.write_high is None:
-            return
+        if self.write_high is None or conn.dgram:
+            return  # R27: write_high never holds a datagram socket's standing read
         standing = conn.reads[0]
         conn.standing = standing
         owed = 0

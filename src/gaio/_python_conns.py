@@ -41,9 +41,9 @@ class _Conn:
     pending requests hold that object, the connection does not.
     """
     __slots__ = ("ref", "sock", "fd", "reads", "writes", "interest", "deferred",
-                 "stalled", "connecting", "behind", "standing")
+                 "stalled", "connecting", "behind", "standing", "dgram", "peer")
 
-    def __init__(self, ref, sock):
+    def __init__(self, ref, sock, dgram=False, peer=False):
         self.ref = ref
         self.sock = sock  # None once closed
         self.fd = sock.fileno()
@@ -55,6 +55,9 @@ class _Conn:
         self.connecting = None  # the connect request under way
         self.behind = None  # ... and the requests made on conn meanwhile, in order
         self.standing = None  # the standing read that answers for conn's writes (R21)
+        # a datagram socket (R24): its reads and writes go to _python_datagrams
+        self.dgram = dgram
+        self.peer = peer  # ... connected, or connect() requested (R25)
 
 
 class Conns:
@@ -85,7 +88,9 @@ class Conns:
                 sock.detach()  # fd is closed once, below
             os.close(fd)
             raise
-        conn = _Conn(weakref.KeyedRef(owner, self.socket_dropped, key), sock)
+        dgram = kind == socket.SOCK_DGRAM
+        conn = _Conn(weakref.KeyedRef(owner, self.socket_dropped, key), sock, dgram,
+                     dgram and args.has_peer(sock))
         self.conns[key] = conn
         return conn
 

@@ -10,6 +10,8 @@ Its files mirror the C core's, by name, to be read side by side:
   _python_requests.py        core_requests.c: requests in, started, aborted, progressing
   _python_results.py         core_results.c: the batch of results
   _python_accept_connect.py  core_accept_connect.c: accept, connect, their back-offs
+  _python_datagrams.py       datagram sockets' reads and writes (R24-R27; the
+                             native engines' twin is issue 19's next step)
   _python_wait.py            core_wait.c: the wait loop, deadlines expiring, wake-ups
   _python_backpressure.py _python_deadlines.py _python_internal_buffer.py
   _python_signals.py         backpressure.c deadline_heap.c internal_buffer.c signals.c
@@ -34,6 +36,7 @@ from ._errors import WatcherClosedError
 from ._python_accept_connect import AcceptConnect
 from ._python_backpressure import WRITE_LOW_DIVISOR, BackPressure
 from ._python_conns import Conns
+from ._python_datagrams import Datagrams
 from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
 from ._python_requests import Requests
@@ -44,7 +47,7 @@ from ._python_wait import WaitLoop, _Waker
 _monotonic = time.monotonic
 
 
-class _Core(Requests, Results, Conns, AcceptConnect, WaitLoop, BackPressure):
+class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, WaitLoop, BackPressure):
     """All of a watcher's state; the PythonWatcher object is its front.
 
     Kept apart so that the weakref callbacks and the connections, which
@@ -102,6 +105,8 @@ class _Core(Requests, Results, Conns, AcceptConnect, WaitLoop, BackPressure):
         self.timeouts = 0
         self.accepted = 0
         self.quiet_done = 0
+        self.datagrams_read = 0
+        self.datagrams_written = 0
 
     # ------------------------------------------------------------ closing
 
@@ -198,6 +203,8 @@ class _Core(Requests, Results, Conns, AcceptConnect, WaitLoop, BackPressure):
                 "timeouts": self.timeouts,
                 "accepted": self.accepted,
                 "quiet_done": self.quiet_done,
+                "datagrams_read": self.datagrams_read,
+                "datagrams_written": self.datagrams_written,
                 "threads": 0,
                 "internal_buffer_views": self.internal.views_out(),
                 "internal_buffers_abandoned": self.internal.abandoned,

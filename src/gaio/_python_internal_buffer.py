@@ -11,12 +11,15 @@ ctypes, ...): memoryview.release() then raises BufferError. Reusing the arena
 would show that exporter another connection's bytes, so the arena is left to
 whoever holds it and a fresh one is allocated when next needed.
 """
+import socket
 
 # The arena is 4 * bufsize (the most one batch may hand out, R4), capped at
 # 4 MiB or one bufsize, whichever is larger; it is allocated on first use, so
 # a watcher that never reads without a buffer costs nothing. The C engines'
 # budget is GAIO_IBUF_CHUNKS chunks of bufsize (src/native/core.h).
 ARENA_MULTIPLE = 4
+_MSG_PEEK = socket.MSG_PEEK
+_MSG_TRUNC = socket.MSG_TRUNC
 _MAX_ARENA = 1 << 22
 
 
@@ -56,6 +59,32 @@ class InternalBuffer:
         view = self._whole[start:start + size].toreadonly()
         self._handed_out.append(view)
         return size, view
+
+    def recv_datagram(self, sock):
+        """recvmsg_into the free part of the arena: one datagram, cut at
+        read_size (R24).
+
+        Returns (size, view, address, truncated), or None when a datagram of
+        up to read_size bytes might not fit in what is left: it waits, whole,
+        for the next batch (a peek tells whether the next one fits).
+        Raises what sock.recvmsg_into raises (BlockingIOError: none there).
+        """
+        if self.arena is None:
+            self.arena = bytearray(self.capacity)
+            self._whole = memoryview(self.arena)
+        start = self._used
+        room = min(self.read_size, self.capacity - start)
+        if room < self.read_size:
+            with self._whole[start:start + room] as window:
+                _, _, flags, _ = sock.recvmsg_into([window], 0, _MSG_PEEK)
+            if flags & _MSG_TRUNC:
+                return None
+        with self._whole[start:start + room] as window:
+            size, _, flags, address = sock.recvmsg_into([window])
+        self._used = start + size
+        view = self._whole[start:start + size].toreadonly()
+        self._handed_out.append(view)
+        return size, view, address, bool(flags & _MSG_TRUNC)
 
     def release_batch(self):
         """Revoke every view handed out since the last call; reuse the arena."""

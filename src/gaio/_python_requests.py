@@ -147,6 +147,8 @@ class Requests:
                 conn = self._delegate(owner)
             elif spec is not None and op is _OP_CONNECT:
                 raise ValueError("connect() on a delegated socket")
+            if conn.dgram and not (conn.reads or conn.writes or conn.connecting):
+                self._drop_socket_error(conn)
             if spec is None:
                 if op is _OP_READ or origin is None:
                     # _submitted(), inlined on purpose: every plain 0.1
@@ -180,6 +182,7 @@ class Requests:
             if op is _OP_CONNECT:
                 conn.connecting = req
                 conn.behind = []
+                conn.peer = conn.dgram  # a datagram socket is connected from now on (R25)
                 self.submitted += 1
                 self.pending += 1
                 self.fresh.append(req)
@@ -276,6 +279,8 @@ class Requests:
 
     def _pump_reads(self, conn):
         """Perform the reads at the head of conn's queue until one must wait."""
+        if conn.dgram:
+            return self._pump_datagram_reads(conn)
         reads = conn.reads
         sock = conn.sock
         while reads:
@@ -331,6 +336,8 @@ class Requests:
 
     def _pump_writes(self, conn):
         """Perform the writes at the head of conn's queue until one must wait."""
+        if conn.dgram:
+            return self._pump_datagram_writes(conn)
         writes = conn.writes
         sock = conn.sock
         while writes:

@@ -8,7 +8,7 @@ one per arrival and stays, and wait_io() takes the batch.
 import os
 import time
 
-from ._result import Op, OpResult
+from ._result import DatagramResult, Op, OpResult
 
 _monotonic = time.monotonic
 # Enum member lookups cost more than a global on the hot path.
@@ -46,6 +46,26 @@ def _result_builder():
 
 
 new_result = _result_builder()
+
+
+def _datagram_result_builder():
+    """new_result's twin for a datagram read's result (R24, R25)."""
+    new = object.__new__
+    setters = [getattr(DatagramResult, name).__set__ for name in (
+        "op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer", "address",
+        "truncated")]
+
+    def build(op, conn, ctx, buffer, size, error, is_swap, address, truncated):
+        res = new(DatagramResult)
+        for setter, value in zip(setters, (op, conn, ctx, buffer, size, error, is_swap,
+                                           address, truncated)):
+            setter(res, value)
+        return res
+
+    return build
+
+
+new_datagram_result = _datagram_result_builder()
 
 
 class Results:
@@ -93,6 +113,31 @@ class Results:
         if req.view is not None:
             req.view.release()
         # the result holds these now; a lingering request must not keep them
+        req.owner = req.ctx = req.buffer = req.view = None
+
+    def _finish_datagram_read(self, req, size, buffer, is_swap, address, truncated):
+        """_finish for a one-shot read of a datagram socket that got its
+        datagram: the same steps, and a result that says `address` and
+        `truncated` (R24, R25). A datagram socket's reads never answer for
+        writes (R27), so no head read is adopted."""
+        req.finished = True
+        self.pending -= 1
+        reads = req.conn.reads
+        if reads and reads[0] is req:
+            del reads[0]
+        elif req in reads:
+            reads.remove(req)
+        if not req.special:
+            if req.deadline is not None:
+                self.deadlines.forget(req)
+        else:
+            if req.timed:
+                self.deadlines.forget(req)
+            self._finish_special(req)
+        self.results.append(new_datagram_result(_OP_READ, req.owner, req.ctx, buffer, size,
+                                                None, is_swap, address, truncated))
+        if req.view is not None:
+            req.view.release()
         req.owner = req.ctx = req.buffer = req.view = None
 
     def _finish_special(self, req):

@@ -3,6 +3,7 @@ a _Core (_python_core). It checks a request's arguments (_python_args), makes
 its request object and hands it to the core.
 """
 import os
+import socket
 
 from . import _python_args as args
 from ._errors import WatcherClosedError
@@ -16,6 +17,7 @@ _OP_WRITE = Op.WRITE
 _OP_ACCEPT = Op.ACCEPT
 _OP_CONNECT = Op.CONNECT
 _OP_SENDFILE = Op.SENDFILE
+_DGRAM = socket.SOCK_DGRAM
 
 
 class PythonWatcher:
@@ -37,19 +39,24 @@ class PythonWatcher:
     def bufsize(self):
         return self._core.bufsize
 
-    def _checked(self, conn, timeout, deadline):
-        """The core and the deadline of a request, after the checks every request makes
-        (a closed watcher first, then the connection, then the times)."""
+    def _checked(self, conn, timeout, deadline, check=args.check_io_conn):
+        """The core, the deadline and the connection (None: not delegated yet)
+        of a request, after the checks every request makes (a closed watcher
+        first, then the connection, then the times). `check` is the
+        connection's check: stream-only requests give args.check_conn."""
         core = self._core
         if core.closed:
             raise WatcherClosedError("watcher is closed")
         known = core.conns.get(id(conn))
         if known is None or known.ref() is not conn:
-            args.check_conn(conn)
+            known = None
+            check(conn)
+        elif known.dgram and check is args.check_conn:
+            check(known.sock)  # refuses it, worded as for a new one
         when = None
         if timeout is not None or deadline is not None:
             when = args.deadline_of(timeout, deadline)
-        return core, when
+        return core, when, known
 
     @staticmethod
     def _submit(core, op, conn, ctx, buf, view, full, when):
@@ -61,7 +68,7 @@ class PythonWatcher:
 
     @args.signature_checked("Watcher.read")
     def read(self, conn, buf=None, *, ctx=None, timeout=None, deadline=None, repeat=False):
-        core, when = self._checked(conn, timeout, deadline)
+        core, when, _ = self._checked(conn, timeout, deadline)
         if repeat:
             if buf is not None:
                 raise ValueError("a standing read (repeat=True) takes no buffer")
@@ -84,12 +91,17 @@ class PythonWatcher:
 
     @args.signature_checked("Watcher.read_full")
     def read_full(self, conn, buf, *, ctx=None, timeout=None, deadline=None):
-        core, when = self._checked(conn, timeout, deadline)
+        core, when, _ = self._checked(conn, timeout, deadline, args.check_conn)
         self._submit(core, _OP_READ, conn, ctx, buf, args.writable_view(buf), True, when)
 
     @args.signature_checked("Watcher.write")
-    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False):
-        core, when = self._checked(conn, timeout, deadline)
+    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False,
+              address=None):
+        core, when, known = self._checked(conn, timeout, deadline)
+        # one test for a stream's write; a new socket's kind is read once
+        if address is not None or (known.dgram if known is not None else conn.type == _DGRAM):
+            self._write_datagram(core, conn, known, data, ctx, when, quiet, address)
+            return
         if isinstance(data, (list, tuple)):
             pairs = args.vector_views(data)
             spec = _Special()
@@ -116,9 +128,41 @@ class PythonWatcher:
         else:
             self._submit(core, _OP_WRITE, conn, ctx, data, args.data_view(data), False, when)
 
+    def _write_datagram(self, core, conn, known, data, ctx, when, quiet, address):
+        """write() on a datagram socket (R24, R25), or with address=: one
+        datagram, which may be empty, to the peer or to `address`."""
+        if known is not None:
+            dgram, sock = known.dgram, known.sock
+        else:
+            dgram, sock = conn.type == _DGRAM, conn
+            if dgram and conn.fileno() == -1:
+                raise ValueError(args.CLOSED_CONN)
+        if not dgram:
+            raise ValueError(args.ADDRESS_ON_STREAM)
+        connected = known.peer if known is not None else args.has_peer(sock)
+        address = args.datagram_address(sock.family, address, connected)
+        spec = _Special()
+        spec.quiet = bool(quiet)
+        spec.address = address
+        if isinstance(data, (list, tuple)):
+            pairs = args.vector_views(data, empty_ok=True)
+            spec.items = [view for _, view in pairs]
+            spec.buffer = [item for item, _ in pairs]  # until submit: the originals
+            spec.total = sum(view.nbytes for view in spec.items)
+            view = None
+        else:
+            view = args.datagram_view(data)
+            spec.total = view.nbytes
+        try:
+            core.submit(_OP_WRITE, conn, ctx, data, view, False, when, spec)
+        except BaseException:
+            for item in spec.items or (view,):
+                item.release()
+            raise
+
     @args.signature_checked("Watcher.accept")
     def accept(self, listener, *, ctx=None, timeout=None, deadline=None, repeat=False):
-        core, when = self._checked(listener, timeout, deadline)
+        core, when, _ = self._checked(listener, timeout, deadline, args.check_conn)
         known = core.conns.get(id(listener))
         if known is not None and known.ref() is listener:
             if known.sock is None or not args.is_listening(known.sock):
@@ -131,9 +175,8 @@ class PythonWatcher:
 
     @args.signature_checked("Watcher.connect")
     def connect(self, sock, address, *, ctx=None, timeout=None, deadline=None):
-        core, when = self._checked(sock, timeout, deadline)
-        known = core.conns.get(id(sock))
-        if known is not None and known.ref() is sock:
+        core, when, known = self._checked(sock, timeout, deadline)
+        if known is not None:
             raise ValueError("connect() on a delegated socket")
         args.check_connect_socket(sock)
         args.check_address(sock.family, address)
@@ -144,7 +187,7 @@ class PythonWatcher:
     @args.signature_checked("Watcher.sendfile")
     def sendfile(self, conn, file, offset=0, count=None, *, ctx=None, timeout=None,
                  deadline=None, quiet=False):
-        core, when = self._checked(conn, timeout, deadline)
+        core, when, _ = self._checked(conn, timeout, deadline, args.check_conn)
         fd, count = args.sendfile_source(file, offset, count)
         spec = _Special()
         spec.quiet = bool(quiet)

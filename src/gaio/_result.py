@@ -30,6 +30,10 @@ class OpResult(metaclass=abc.ABCMeta):
     is_swap_buffer  True when buffer views the internal buffer
     accepted        the new connection (a socket.socket that belongs to the
                     caller, not delegated) of an ACCEPT result; None otherwise
+    address         a datagram's sender, as socket.recvfrom gives it, on a read
+                    of an unconnected datagram socket; None otherwise (R25)
+    truncated       True when a datagram was longer than the buffer it landed
+                    in (the rest is lost); False otherwise (R24)
 
     The buffer of an ACCEPT, CONNECT or SENDFILE result is None; that of a
     vectored write is the list or tuple given.
@@ -49,6 +53,11 @@ class OpResult(metaclass=abc.ABCMeta):
         setattr_(self, "is_swap_buffer", is_swap_buffer)
         setattr_(self, "accepted", accepted)
 
+    # Neutral values of DatagramResult's fields: a stream's result pays
+    # nothing for them (the pattern of _python_requests._Request).
+    address = None
+    truncated = False
+
     def __setattr__(self, name, value):
         raise AttributeError("OpResult is immutable")
 
@@ -58,3 +67,16 @@ class OpResult(metaclass=abc.ABCMeta):
     def __repr__(self):
         return "OpResult(op=%s, conn=%r, size=%d, error=%r, is_swap_buffer=%s)" % (
             self.op.name, self.conn, self.size, self.error, self.is_swap_buffer)
+
+
+class DatagramResult(OpResult):
+    """The result of a read on a datagram socket: an OpResult with its own
+    `address` and `truncated` (R24, R25)."""
+
+    __slots__ = ("address", "truncated")
+
+    def __init__(self, op, conn, ctx, buffer, size, error, is_swap_buffer, address=None,
+                 truncated=False):
+        OpResult.__init__(self, op, conn, ctx, buffer, size, error, is_swap_buffer)
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "truncated", truncated)

@@ -149,6 +149,13 @@ class Watcher(metaclass=abc.ABCMeta):
         limit (> 0), counted again from each result. Back-pressure (see
         write_high) may hold it: still pending, reading nothing, its idle
         limit paused. Later reads on the connection queue behind it.
+
+        On a datagram socket (python engine) a read completes with exactly
+        one datagram: `truncated` says it was longer than `buf` (or than
+        bufsize), `address` its sender on an unconnected socket; an empty
+        datagram is a result of size 0 with no error. A standing read
+        delivers one result per datagram, and a socket error (an ICMP
+        refusal) as one result, and goes on standing.
         """
 
     @abc.abstractmethod
@@ -157,7 +164,8 @@ class Watcher(metaclass=abc.ABCMeta):
         error set and size = bytes read so far."""
 
     @abc.abstractmethod
-    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False):
+    def write(self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False,
+              address=None):
         """Request a write of every byte of `data` (a bytes-like object, or a
         list or tuple of them: a vectored write, sent with sendmsg; its
         result's buffer is the list or tuple given).
@@ -167,6 +175,15 @@ class Watcher(metaclass=abc.ABCMeta):
         written back directly: the watcher copies it at the request.
         quiet=True: a write that succeeds delivers no result (it counts in
         stats()["quiet_done"]); one that fails delivers its result.
+
+        On a datagram socket (python engine; the native engines refuse them
+        with TypeError until their step of issue 19) a write sends exactly
+        one datagram, which may be empty (a vectored write's items gathered),
+        or fails whole with size 0. `address` is where it goes: required on
+        an unconnected datagram socket, a numeric address as for connect()
+        (a host name is a ValueError: no DNS lookup blocks), e.g. a read
+        result's `address`; a ValueError on a connected datagram socket and
+        on a stream socket.
         """
 
     @abc.abstractmethod
@@ -195,6 +212,8 @@ class Watcher(metaclass=abc.ABCMeta):
         Reads and writes requested before it completes start when it
         succeeds; if it fails, each completes after it, in request order,
         with an error of the same class. The socket stays delegated.
+        A datagram socket (python engine) takes its peer at once: it counts
+        as connected from this call on.
         """
 
     @abc.abstractmethod
@@ -244,7 +263,8 @@ class Watcher(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def stats(self):
         """Counters: submitted, completed, bytes_read, bytes_written, watched,
-        pending, timeouts, accepted, quiet_done (and engine-specific extras)."""
+        pending, timeouts, accepted, quiet_done, datagrams_read,
+        datagrams_written (and engine-specific extras)."""
 
     def __enter__(self):
         return self

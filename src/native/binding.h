@@ -209,7 +209,7 @@ map_entry *gaio__map_find(connmap *m, uintptr_t key);
 int gaio__map_insert(connmap *m, ConnRef *ref);
 ConnRef *gaio__map_remove(connmap *m, map_entry *hole);
 PyObject *gaio__conn_type_error(PyObject *conn, const char *why);
-int gaio__socket_fd(PyObject *conn);
+int gaio__socket_fd(PyObject *conn, const char *dgram_engine);
 int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id);
 
 /* ---- requests (request.c, request_special.c) ---- */
@@ -218,7 +218,7 @@ void gaio__live_remove(pyreq *p);
 void gaio__req_dispose(Watcher *w, pyreq *p);
 /* The steps every request takes, shared by request.c and request_special.c. */
 pyreq *gaio__req_alloc(Watcher *w, int with_view);
-int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd);
+int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram);
 int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, uint64_t *id);
 PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, uint64_t id);
 int gaio__flag_arg(PyObject *o, uint8_t *flags, uint8_t bit);

@@ -108,8 +108,11 @@ PyObject *gaio__conn_type_error(PyObject *conn, const char *why)
 
 /* The descriptor of a socket not delegated yet, after checking it is a
  * socket.socket of a stream socket (another object with a fileno(), even of a
- * stream socket, is refused: it could not be closed for the caller, R2). */
-int gaio__socket_fd(PyObject *conn)
+ * stream socket, is refused: it could not be closed for the caller, R2).
+ * A request that takes datagram sockets on the python engine (read, write,
+ * connect: R24) gives its engine's name, which the refusal names until the
+ * native engines have them (issue 19). */
+int gaio__socket_fd(PyObject *conn, const char *dgram_engine)
 {
     int is_sock = PyObject_IsInstance(conn, gaio__state.SocketType);
     if (is_sock <= 0) {
@@ -149,6 +152,12 @@ int gaio__socket_fd(PyObject *conn)
         } else {
             PyErr_SetFromErrno(PyExc_OSError);
         }
+        return -1;
+    }
+    if (type == SOCK_DGRAM && dgram_engine) {
+        PyErr_Format(PyExc_TypeError,
+                     "datagram sockets are not supported by engine '%s' yet "
+                     "(engine='python' has them)", dgram_engine);
         return -1;
     }
     if (type != SOCK_STREAM) {

@@ -262,7 +262,7 @@ static PyMethodDef Watcher_methods[] = {
     {"read_full", (PyCFunction)(void (*)(void))gaio__watcher_read_full, FASTKW,
      "read_full($self, conn, buf, *, ctx=None, timeout=None, deadline=None)\n--\n\nRequest a read of len(buf) bytes."},
     {"write", (PyCFunction)(void (*)(void))gaio__watcher_write, FASTKW,
-     "write($self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False)\n--\n\n"
+     "write($self, conn, data, *, ctx=None, timeout=None, deadline=None, quiet=False, address=None)\n--\n\n"
      "Request a write of every byte of data (bytes-like, or a list/tuple of them)."},
     {"accept", (PyCFunction)(void (*)(void))gaio__watcher_accept, FASTKW,
      "accept($self, listener, *, ctx=None, timeout=None, deadline=None, repeat=False)\n--\n\n"

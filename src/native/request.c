@@ -87,12 +87,12 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
 
 /* Before the checks that may run Python code: conn is known (delegated) or
  * a stream socket whose descriptor *fd will be delegated. */
-int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd)
+int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram)
 {
     *fd = -1;
     if (gaio__map_find(&w->map, (uintptr_t)conn))
         return 1;
-    return (*fd = gaio__socket_fd(conn)) < 0 ? -1 : 0;
+    return (*fd = gaio__socket_fd(conn, dgram ? w->engine_name : NULL)) < 0 ? -1 : 0;
 }
 
 /* After them: fileno(), buffer exports, GC callbacks and the Python checks
@@ -211,7 +211,8 @@ static int write_view(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable,
 
 /* ---- read, read_full, write ---- */
 
-enum { ARG_CONN, ARG_BUF, ARG_CTX, ARG_TIMEOUT, ARG_DEADLINE, ARG_FLAG, NARGS };
+enum { ARG_CONN, ARG_BUF, ARG_CTX, ARG_TIMEOUT, ARG_DEADLINE, ARG_FLAG, NARGS,
+       ARG_ADDRESS = NARGS /* write's only */ };
 
 static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data, PyObject *ctx,
                               int64_t when, uint8_t flags);
@@ -221,18 +222,19 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
 {
     if (w->closed)
         return gaio__closed_error();
-    PyObject *names[NARGS] = {gaio__state.s_conn,
-                              kind == GAIO_WRITE ? gaio__state.s_data : gaio__state.s_buf,
-                              gaio__state.s_ctx, gaio__state.s_timeout, gaio__state.s_deadline,
-                              kind == GAIO_WRITE ? gaio__state.s_quiet : gaio__state.s_repeat};
-    PyObject *a[NARGS] = {NULL};
+    PyObject *names[NARGS + 1] = {gaio__state.s_conn,
+                                  kind == GAIO_WRITE ? gaio__state.s_data : gaio__state.s_buf,
+                                  gaio__state.s_ctx, gaio__state.s_timeout, gaio__state.s_deadline,
+                                  kind == GAIO_WRITE ? gaio__state.s_quiet : gaio__state.s_repeat,
+                                  gaio__state.s_address};
+    PyObject *a[NARGS + 1] = {NULL};
     int required = (kind == GAIO_READ && !full) ? 1 : 2;
-    if (gaio__parse_args(fname, args, nargs, kwnames, names, full ? NARGS - 1 : NARGS, 2, required,
-                         a) < 0)
+    int nnames = full ? NARGS - 1 : kind == GAIO_WRITE ? NARGS + 1 : NARGS;
+    if (gaio__parse_args(fname, args, nargs, kwnames, names, nnames, 2, required, a) < 0)
         return NULL;
     PyObject *conn = a[ARG_CONN], *buf = a[ARG_BUF];
     int fd;
-    if (gaio__conn_first_look(w, conn, &fd) < 0)
+    if (gaio__conn_first_look(w, conn, &fd, !full) < 0)
         return NULL;
     int64_t deadline;
     if (gaio__deadline_arg(a[ARG_TIMEOUT], a[ARG_DEADLINE], &deadline) < 0)
@@ -240,6 +242,12 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     uint8_t flags = 0;
     if (gaio__flag_arg(a[ARG_FLAG], &flags, kind == GAIO_WRITE ? GAIO_F_QUIET : GAIO_F_REPEAT) < 0)
         return NULL;
+    if (a[ARG_ADDRESS] && a[ARG_ADDRESS] != Py_None) {
+        /* conn is a stream socket: datagram sockets are refused above (R25) */
+        PyErr_SetString(PyExc_ValueError,
+                        "address= is for datagram sockets (a stream socket writes to its peer)");
+        return NULL;
+    }
     if (buf == Py_None)
         buf = NULL;
     if (kind == GAIO_WRITE && buf && (PyList_Check(buf) || PyTuple_Check(buf)))

@@ -18,7 +18,7 @@
 static int prologue(Watcher *w, const char *fname, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames, PyObject *const *names, int nnames, int maxpos,
                     int required, PyObject **a, PyObject *timeout_deadline[2], int *fd,
-                    int64_t *when)
+                    int64_t *when, int dgram)
 {
     if (w->closed) {
         gaio__closed_error();
@@ -26,7 +26,7 @@ static int prologue(Watcher *w, const char *fname, PyObject *const *args, Py_ssi
     }
     if (gaio__parse_args(fname, args, nargs, kwnames, names, nnames, maxpos, required, a) < 0)
         return -1;
-    int known = gaio__conn_first_look(w, a[0], fd);
+    int known = gaio__conn_first_look(w, a[0], fd, dgram);
     if (known < 0 || gaio__deadline_arg(timeout_deadline[0], timeout_deadline[1], when) < 0)
         return -1;
     return known;
@@ -66,7 +66,7 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
     PyObject *a[N] = {NULL};
     int fd;
     int64_t when;
-    int known = prologue(w, "Watcher.accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when);
+    int known = prologue(w, "Watcher.accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when, 0);
     if (known < 0)
         return NULL;
     gaio_req st = {0};
@@ -152,7 +152,7 @@ PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t na
     PyObject *a[N] = {NULL};
     int fd;
     int64_t when;
-    int known = prologue(w, "Watcher.connect", args, nargs, kwnames, names, N, 2, 2, a, a + TIMEOUT, &fd, &when);
+    int known = prologue(w, "Watcher.connect", args, nargs, kwnames, names, N, 2, 2, a, a + TIMEOUT, &fd, &when, 1);
     if (known < 0)
         return NULL;
     PyObject *sock = a[S];
@@ -212,7 +212,7 @@ PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t n
     PyObject *a[N] = {NULL};
     int fd;
     int64_t when;
-    if (prologue(w, "Watcher.sendfile", args, nargs, kwnames, names, N, 4, 2, a, a + TIMEOUT, &fd, &when) < 0)
+    if (prologue(w, "Watcher.sendfile", args, nargs, kwnames, names, N, 4, 2, a, a + TIMEOUT, &fd, &when, 0) < 0)
         return NULL;
     uint8_t flags = 0;
     if (gaio__flag_arg(a[QUIET], &flags, GAIO_F_QUIET) < 0)

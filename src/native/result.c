@@ -98,6 +98,19 @@ static PyMemberDef opresult_members[] = {
     {NULL},
 };
 
+/* 0.3's datagram fields (R24, R25): the native engines take no datagram
+ * socket yet (issue 19), so every result has the neutral values. */
+static PyObject *opresult_address(OpResult *r, void *c) { Py_RETURN_NONE; }
+static PyObject *opresult_truncated(OpResult *r, void *c) { Py_RETURN_FALSE; }
+
+static PyGetSetDef opresult_getset[] = {
+    {"address", (getter)opresult_address, NULL,
+     "a datagram's sender on an unconnected datagram socket; None otherwise", NULL},
+    {"truncated", (getter)opresult_truncated, NULL,
+     "True when a datagram was longer than its buffer; False otherwise", NULL},
+    {NULL},
+};
+
 PyTypeObject gaio__OpResult_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "gaio._native.OpResult",
@@ -109,6 +122,7 @@ PyTypeObject gaio__OpResult_Type = {
     .tp_traverse = (traverseproc)opresult_traverse,
     .tp_clear = (inquiry)opresult_clear,
     .tp_members = opresult_members,
+    .tp_getset = opresult_getset,
 };
 
 /* ---- IbufMem ---- */
