@@ -23,12 +23,20 @@ not delegated. Decisions (docs/SPEC.md, "Edge cases, settled (0.2)"):
   offset/count -> TypeError.
 - Watcher(write_high=): a positive int or None; bool/float/str -> TypeError,
   0 or negative -> ValueError.
+- start_tls() (0.3, R28): a context that is not an ssl.SSLContext, a
+  server_side that is not a bool, a server_hostname that is not a str ->
+  TypeError; server_side missing -> TypeError; server_side=True with a
+  server_hostname, or a client without server_hostname whose context checks
+  host names -> ValueError. Checked in this order: the socket, these, the
+  times. (Listeners, unconnected sockets, a second start_tls:
+  tests/test_r28_start_tls.py.)
 """
 import io
 import math
 import os
 import re
 import socket
+import ssl
 import tempfile
 import time
 
@@ -96,10 +104,22 @@ def _tcp_unconnected(net):
 LISTEN_ADDRESS = None  # filled per test by the fixture below
 
 
+def _tls_client():
+    return ssl.create_default_context()
+
+
+def _tls_unchecked():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    return ctx
+
+
 NEW_REQUESTS = {  # name -> call(w, conn, net, **kwargs) with good other arguments
     "accept": lambda w, c, net, **kw: w.accept(c, **kw),
     "connect": lambda w, c, net, **kw: w.connect(c, ("127.0.0.1", 9), **kw),
     "sendfile": lambda w, c, net, **kw: w.sendfile(c, _regular(net), **kw),
+    "start_tls": lambda w, c, net, **kw: w.start_tls(c, _tls_client(), server_side=False,
+                                                     server_hostname="localhost", **kw),
 }
 
 # the socket each new request takes when the row is not about the socket
@@ -107,6 +127,7 @@ GOOD_TARGET = {
     "accept": lambda net, s: net.listener(),
     "connect": lambda net, s: _tcp_unconnected(net),
     "sendfile": lambda net, s: s,
+    "start_tls": lambda net, s: s,
 }
 
 
@@ -271,6 +292,52 @@ def _rows():
          UNEXPECTED % ("sendfile", "repeat")),
         ("sendfile/no-file", lambda w, s, net: w.sendfile(s), TypeError,
          MISSING % ("sendfile", "file")),
+        # start_tls (0.3, R28)
+        ("start_tls/context=None",
+         lambda w, s, net: w.start_tls(s, None, server_side=True), TypeError,
+         "context must be an ssl.SSLContext, not NoneType"),
+        ("start_tls/context=str",
+         lambda w, s, net: w.start_tls(s, "TLS", server_side=True), TypeError,
+         "context must be an ssl.SSLContext, not str"),
+        ("start_tls/context=module",
+         lambda w, s, net: w.start_tls(s, ssl, server_side=True), TypeError,
+         "context must be an ssl.SSLContext, not module"),
+        ("start_tls/no-server_side",
+         lambda w, s, net: w.start_tls(s, _tls_client()), TypeError,
+         MISSING % ("start_tls", "server_side")),
+        ("start_tls/no-context", lambda w, s, net: w.start_tls(s, server_side=True), TypeError,
+         MISSING % ("start_tls", "context")),
+        ("start_tls/server_side-positional",
+         lambda w, s, net: w.start_tls(s, _tls_client(), True), TypeError,
+         TOO_MANY % ("start_tls", "2 positional arguments", 3)),
+        ("start_tls/server_side=1",
+         lambda w, s, net: w.start_tls(s, _tls_unchecked(), server_side=1), TypeError,
+         "server_side must be a bool, not int"),
+        ("start_tls/server_side=None",
+         lambda w, s, net: w.start_tls(s, _tls_unchecked(), server_side=None), TypeError,
+         "server_side must be a bool, not NoneType"),
+        ("start_tls/server_hostname=bytes",
+         lambda w, s, net: w.start_tls(s, _tls_client(), server_side=False,
+                                       server_hostname=b"localhost"), TypeError,
+         "server_hostname must be a str or None, not bytes"),
+        ("start_tls/server-with-hostname",
+         lambda w, s, net: w.start_tls(s, _tls_unchecked(), server_side=True,
+                                       server_hostname="localhost"), ValueError,
+         "server_hostname is for the client side (server_side=False)"),
+        ("start_tls/check_hostname-without-hostname",
+         lambda w, s, net: w.start_tls(s, _tls_client(), server_side=False), ValueError,
+         "check_hostname requires server_hostname"),
+        ("start_tls/repeat",
+         lambda w, s, net: w.start_tls(s, _tls_client(), server_side=False,
+                                       server_hostname="localhost", repeat=True), TypeError,
+         UNEXPECTED % ("start_tls", "repeat")),
+        ("start_tls/quiet",
+         lambda w, s, net: w.start_tls(s, _tls_client(), server_side=False,
+                                       server_hostname="localhost", quiet=True), TypeError,
+         UNEXPECTED % ("start_tls", "quiet")),
+        ("start_tls/context-before-times",
+         lambda w, s, net: w.start_tls(s, None, server_side=True, timeout=math.nan), TypeError,
+         "context must be an ssl.SSLContext, not NoneType"),
         # read / read_full / write: repeat and quiet
         ("read/repeat+buf", lambda w, s, net: w.read(s, bytearray(4), repeat=True), ValueError,
          'a standing read (repeat=True) takes no buffer'),
@@ -389,6 +456,7 @@ CLOSED_CALLS = [  # (name, call(w)): arguments that are all wrong
     ("accept", lambda w: w.accept(None, repeat=True, timeout=-1)),
     ("connect", lambda w: w.connect(None, "not an address")),
     ("sendfile", lambda w: w.sendfile(None, None, -1, 0)),
+    ("start_tls", lambda w: w.start_tls(None, None, server_side=None)),
     ("fileno", lambda w: w.fileno()),
     ("next_timeout", lambda w: w.next_timeout()),
     # the closed watcher is checked before the keywords too, on every engine
