@@ -12,7 +12,6 @@ import re
 import socket
 import ssl
 import sys
-import threading
 import time
 
 import pytest
@@ -436,11 +435,22 @@ def test_the_context_is_never_modified(watcher, net):
 def test_start_tls_from_another_thread_while_waiting(watcher, net):
     client, server = net.pair()
     p = Peer(lambda: _serve_one(server))
-    t = threading.Timer(0.1, lambda: watcher.start_tls(
-        client, client_context(), server_side=False, server_hostname=HOST, ctx="tls"))
-    t.start()
-    res = collect(watcher, 1)[0]
-    t.join()
+
+    def later():
+        time.sleep(0.1)  # the test thread is blocked in wait_io() by then
+        try:
+            watcher.start_tls(client, client_context(), server_side=False,
+                              server_hostname=HOST, ctx="tls")
+        except BaseException:
+            watcher.close()  # wakes the waiter: the test fails now, not at a timeout
+            raise
+
+    starter = Peer(later)
+    try:
+        res = collect(watcher, 1)[0]
+    finally:
+        starter.thread.join(5)
+    starter.finish()
     assert res.ctx == "tls" and res.error is None
     watcher.free(client)
     p.finish()

@@ -27,6 +27,7 @@
 import abc
 import enum
 import socket
+import ssl
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, TypeVar
 
@@ -68,6 +69,7 @@ class Op(enum.IntEnum):
     ACCEPT = 2
     CONNECT = 3
     SENDFILE = 4
+    TLS = 5
 
 class OpResult(metaclass=abc.ABCMeta):
     def __init__(
@@ -110,6 +112,10 @@ class OpResult(metaclass=abc.ABCMeta):
     @property
     def truncated(self) -> bool:
         """True when a datagram was longer than the buffer it landed in."""
+    @property
+    def tls(self) -> ssl.SSLObject | None:
+        """The session (for inspection only) on the result of a start_tls()
+        that succeeded; None otherwise."""
 
 class Watcher(metaclass=abc.ABCMeta):
     # Watcher(...) returns the chosen engine's own watcher object (registered
@@ -180,6 +186,17 @@ class Watcher(metaclass=abc.ABCMeta):
         timeout: float | None = None,
         deadline: float | None = None,
         quiet: bool = False,
+    ) -> None: ...
+    def start_tls(
+        self,
+        conn: socket.socket,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        ctx: object = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> None: ...
     def fileno(self) -> int: ...
     def next_timeout(self) -> float | None: ...

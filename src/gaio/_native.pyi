@@ -6,6 +6,7 @@ I/O happens inside wait_io(), in the caller's thread, without the GIL, and in a
 request made while no thread waits, which tries its send/recv at once.
 """
 import socket
+import ssl
 from typing import Any, Literal, Optional, Protocol, Union, final
 
 from gaio._result import Op
@@ -48,6 +49,8 @@ class OpResult:
     def address(self) -> object: ...  # None: no datagram sockets yet (issue 19)
     @property
     def truncated(self) -> bool: ...  # False, likewise
+    @property
+    def tls(self) -> Optional[ssl.SSLObject]: ...  # None: no TLS yet (issue 20)
 
 @final
 class Watcher:
@@ -83,6 +86,10 @@ class Watcher:
                  count: Optional[int] = None, *, ctx: object = None,
                  timeout: Optional[_Seconds] = None, deadline: Optional[_Seconds] = None,
                  quiet: bool = False) -> None: ...
+    def start_tls(self, conn: socket.socket, context: ssl.SSLContext, *, server_side: bool,
+                  server_hostname: Optional[str] = None, ctx: object = None,
+                  timeout: Optional[_Seconds] = None,
+                  deadline: Optional[_Seconds] = None) -> None: ...  # NotImplementedError (issue 20)
     def fileno(self) -> int: ...
     def next_timeout(self) -> Optional[float]: ...
     def free(self, conn: socket.socket, /) -> None: ...

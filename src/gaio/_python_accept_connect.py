@@ -163,6 +163,8 @@ class AcceptConnect:
         conn.connecting = None
         behind = conn.behind
         conn.behind = None
+        if error is not None and not conn.dgram:
+            conn.peer = error  # a later start_tls() completes with its class (R28)
         self._finish(req, 0, error, None, False)
         if conn.sock is None:
             return

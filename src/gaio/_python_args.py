@@ -16,6 +16,7 @@ import inspect
 import math
 import os
 import socket
+import ssl
 import stat
 import time
 
@@ -294,6 +295,44 @@ def datagram_address(family, address, connected):
     if hasattr(address, "__fspath__"):
         return os.fspath(address)
     return address
+
+
+# ---------------------------------------------------------------- 0.3: TLS
+
+TLS_ON_LISTENER = "start_tls() on a listening socket"
+TLS_UNCONNECTED = "start_tls() needs a connected socket (or one on which connect() was requested)"
+TLS_AGAIN = "start_tls() on a connection already in TLS"
+TLS_SERVER_HOSTNAME = "server_hostname is for the client side (server_side=False)"
+# CPython's words for the check SSLContext.wrap_socket makes and wrap_bio does not
+TLS_NO_HOSTNAME = "check_hostname requires server_hostname"
+
+
+def check_tls_arguments(conn, context, server_side, server_hostname):
+    """start_tls()'s arguments, but for the connection's state (R28); the
+    native engines call this too."""
+    check_conn(conn)
+    if not isinstance(context, ssl.SSLContext):
+        raise TypeError("context must be an ssl.SSLContext, not %s" % type(context).__name__)
+    if not isinstance(server_side, bool):
+        raise TypeError("server_side must be a bool, not %s" % type(server_side).__name__)
+    if server_hostname is not None and not isinstance(server_hostname, str):
+        raise TypeError("server_hostname must be a str or None, not %s"
+                        % type(server_hostname).__name__)
+    if server_side and server_hostname is not None:
+        raise ValueError(TLS_SERVER_HOSTNAME)
+    if not server_side and server_hostname is None and context.check_hostname:
+        raise ValueError(TLS_NO_HOSTNAME)
+
+
+def check_tls_socket(sock):
+    """start_tls()'s socket when no connect() was requested on it: open,
+    connected, not listening."""
+    if sock.fileno() == -1:
+        raise ValueError(CLOSED_CONN)
+    if is_listening(sock):
+        raise ValueError(TLS_ON_LISTENER)
+    if not has_peer(sock):
+        raise ValueError(TLS_UNCONNECTED)
 
 
 def vector_views(data, empty_ok=False):

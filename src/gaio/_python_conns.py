@@ -41,7 +41,8 @@ class _Conn:
     pending requests hold that object, the connection does not.
     """
     __slots__ = ("ref", "sock", "fd", "reads", "writes", "interest", "deferred",
-                 "stalled", "connecting", "behind", "standing", "dgram", "peer")
+                 "stalled", "connecting", "behind", "standing", "dgram", "peer", "routed",
+                 "tls")
 
     def __init__(self, ref, sock, dgram=False, peer=False):
         self.ref = ref
@@ -57,7 +58,13 @@ class _Conn:
         self.standing = None  # the standing read that answers for conn's writes (R21)
         # a datagram socket (R24): its reads and writes go to _python_datagrams
         self.dgram = dgram
-        self.peer = peer  # ... connected, or connect() requested (R25)
+        # ... connected, or connect() requested (R25); a stream socket: connect()
+        # was requested (True), or the error it failed with (start_tls, R28)
+        self.peer = peer
+        self.tls = None  # the TLS session (_python_tls), from start_tls() on
+        # reads and writes go elsewhere (datagrams, TLS): the one test the
+        # stream loops make per pass
+        self.routed = dgram
 
 
 class Conns:
@@ -103,6 +110,8 @@ class Conns:
             conn = self.conns.get(ref.key)
             if conn is not None and conn.ref is ref:
                 del self.conns[ref.key]
+                if conn.tls is not None:
+                    self._tls_drop(conn)  # sends nothing (R30)
                 self._close_conn(conn)
 
     def free(self, owner):
@@ -114,6 +123,8 @@ class Conns:
             if conn is None or conn.ref() is not owner:
                 return
             del self.conns[key]
+            if conn.tls is not None:
+                self._tls_goodbye(conn)  # R30: close_notify, if it goes at once
             self._close_conn(conn)
             ended = conn.reads + conn.writes
             if conn.connecting is not None:
@@ -145,19 +156,22 @@ class Conns:
         if conn.sock is None:
             return
         want = 0
-        if conn.deferred or conn.stalled:
-            pass  # tried directly next batch, or held: readiness would only be noise
-        elif conn.connecting is not None:
-            if conn.connecting.retry_at is not None:
-                if conn.interest:  # a connect to try again (EAGAIN): no readiness will tell
-                    self.selector.unregister(conn.fd)
-                    conn.interest = 0
-                return
-            want = _WRITE  # reads and writes start once it is connected
-        elif conn.reads or (keep_read and conn.interest & _READ):
-            want = _READ
-        if conn.writes:
-            want |= _WRITE
+        if conn.tls is not None and conn.connecting is None:
+            want = self._tls_interest(conn)  # the handshake reads and writes by itself
+        else:
+            if conn.deferred or conn.stalled:
+                pass  # tried directly next batch, or held: readiness would only be noise
+            elif conn.connecting is not None:
+                if conn.connecting.retry_at is not None:
+                    if conn.interest:  # a connect to try again (EAGAIN): no readiness will tell
+                        self.selector.unregister(conn.fd)
+                        conn.interest = 0
+                    return
+                want = _WRITE  # reads and writes start once it is connected
+            elif conn.reads or (keep_read and conn.interest & _READ):
+                want = _READ
+            if conn.writes:
+                want |= _WRITE
         if want == conn.interest:
             return
         if not want:

@@ -12,6 +12,9 @@ Its files mirror the C core's, by name, to be read side by side:
   _python_accept_connect.py  core_accept_connect.c: accept, connect, their back-offs
   _python_datagrams.py       datagram sockets' reads and writes (R24-R27; the
                              native engines' twin is issue 19's next step)
+  _python_tls.py             TLS sessions: start_tls, plaintext in and out
+                             (R28-R31; the native engines' twin is issue 20's
+                             next step)
   _python_wait.py            core_wait.c: the wait loop, deadlines expiring, wake-ups
   _python_backpressure.py _python_deadlines.py _python_internal_buffer.py
   _python_signals.py         backpressure.c deadline_heap.c internal_buffer.c signals.c
@@ -42,12 +45,13 @@ from ._python_internal_buffer import InternalBuffer
 from ._python_requests import Requests
 from ._python_results import Results
 from ._python_signals import SignalWakeup
+from ._python_tls import TLS
 from ._python_wait import WaitLoop, _Waker
 
 _monotonic = time.monotonic
 
 
-class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, WaitLoop, BackPressure):
+class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, TLS, WaitLoop, BackPressure):
     """All of a watcher's state; the PythonWatcher object is its front.
 
     Kept apart so that the weakref callbacks and the connections, which
@@ -107,6 +111,7 @@ class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, WaitLoop, BackPr
         self.quiet_done = 0
         self.datagrams_read = 0
         self.datagrams_written = 0
+        self.tls_handshakes = 0
 
     # ------------------------------------------------------------ closing
 
@@ -205,6 +210,7 @@ class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, WaitLoop, BackPr
                 "quiet_done": self.quiet_done,
                 "datagrams_read": self.datagrams_read,
                 "datagrams_written": self.datagrams_written,
+                "tls_handshakes": self.tls_handshakes,
                 "threads": 0,
                 "internal_buffer_views": self.internal.views_out(),
                 "internal_buffers_abandoned": self.internal.abandoned,

@@ -60,6 +60,27 @@ class InternalBuffer:
         self._handed_out.append(view)
         return size, view
 
+    def fill(self, read):
+        """recv()'s twin for bytes that come from elsewhere: `read(room,
+        window)` stores up to `room` bytes in `window` and returns how many
+        (SSLObject.read: a TLS session's plaintext, R29).
+
+        Returns (size, view) as recv() does; raises what `read` raises.
+        """
+        if self.arena is None:
+            self.arena = bytearray(self.capacity)
+            self._whole = memoryview(self.arena)
+        start = self._used
+        room = min(self.read_size, self.capacity - start)
+        with self._whole[start:start + room] as window:
+            size = read(room, window)
+        if size == 0:
+            return 0, None
+        self._used = start + size
+        view = self._whole[start:start + size].toreadonly()
+        self._handed_out.append(view)
+        return size, view
+
     def recv_datagram(self, sock):
         """recvmsg_into the free part of the arena: one datagram, cut at
         read_size (R24).

@@ -37,6 +37,7 @@ _OP_WRITE = Op.WRITE
 _OP_ACCEPT = Op.ACCEPT
 _OP_CONNECT = Op.CONNECT
 _OP_SENDFILE = Op.SENDFILE
+_OP_TLS = Op.TLS
 
 
 class _Request:
@@ -69,7 +70,7 @@ class _Special(_Request):
     """Every 0.2 request, and a plain write back-pressure accounts for."""
     __slots__ = ("repeat", "quiet", "answer", "held", "timed", "gen",
                  "idle", "owed", "total", "items", "index", "offset", "fd", "address",
-                 "retry_at", "reported")
+                 "retry_at", "reported", "session")
 
     def __init__(self):
         self.special = True
@@ -89,6 +90,7 @@ class _Special(_Request):
         self.address = None  # connect
         self.retry_at = None  # a standing accept or a connect in backoff
         self.reported = None  # ... when it last reported a resource error
+        self.session = None  # start_tls: the TLS session it begins (_python_tls)
 
     def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
         _Request.__init__(self, op, conn, owner, ctx, buffer, view, full, deadline)
@@ -182,7 +184,9 @@ class Requests:
             if op is _OP_CONNECT:
                 conn.connecting = req
                 conn.behind = []
-                conn.peer = conn.dgram  # a datagram socket is connected from now on (R25)
+                # a datagram socket is connected from now on (R25); a stream
+                # socket counts as connecting for start_tls() (R28)
+                conn.peer = True
                 self.submitted += 1
                 self.pending += 1
                 self.fresh.append(req)
@@ -196,6 +200,10 @@ class Requests:
                 queue.append(req)
                 if req.repeat and op is _OP_READ and queue[0] is req:
                     self._bp_adopt(conn)
+            elif op is _OP_TLS:
+                queue = conn.writes
+                self._tls_begin(conn, req)  # reads wait for the handshake from now on
+                queue.append(req)
             else:
                 queue = conn.writes
                 req.answer = origin
@@ -279,8 +287,10 @@ class Requests:
 
     def _pump_reads(self, conn):
         """Perform the reads at the head of conn's queue until one must wait."""
-        if conn.dgram:
-            return self._pump_datagram_reads(conn)
+        if conn.routed:
+            if conn.dgram:
+                return self._pump_datagram_reads(conn)
+            return self._tls_pump(conn)
         reads = conn.reads
         sock = conn.sock
         while reads:
@@ -336,8 +346,10 @@ class Requests:
 
     def _pump_writes(self, conn):
         """Perform the writes at the head of conn's queue until one must wait."""
-        if conn.dgram:
-            return self._pump_datagram_writes(conn)
+        if conn.routed:
+            if conn.dgram:
+                return self._pump_datagram_writes(conn)
+            return self._tls_pump(conn)
         writes = conn.writes
         sock = conn.sock
         while writes:

@@ -16,6 +16,7 @@ _OP_READ = Op.READ
 _OP_WRITE = Op.WRITE
 _OP_ACCEPT = Op.ACCEPT
 _OP_SENDFILE = Op.SENDFILE
+_OP_TLS = Op.TLS
 
 
 def _result_builder():
@@ -85,7 +86,7 @@ class Results:
         elif op is _OP_ACCEPT:
             queue = conn.reads
         else:
-            queue = conn.writes if op is _OP_SENDFILE else ()
+            queue = conn.writes if op is _OP_SENDFILE or op is _OP_TLS else ()
         if queue and queue[0] is req:
             del queue[0]
         elif req in queue:
@@ -103,6 +104,8 @@ class Results:
             self._finish_special(req)
             if req.quiet and error is None:
                 self.quiet_done += 1
+            elif op is _OP_TLS:
+                self._tls_finished(req, error)  # its result, and the session's fate
             else:
                 self.results.append(new_result(op, req.owner, req.ctx, buffer, size, error,
                                                is_swap, accepted))

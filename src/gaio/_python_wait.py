@@ -196,6 +196,10 @@ class WaitLoop:
             if conn.connecting is not None:
                 self._check_connect(conn)
                 continue
+            if conn.tls is not None:
+                self._tls_pump(conn)  # the session reads and writes for itself
+                self._sync_interest(conn)
+                continue
             reads_waited = bool(conn.reads)
             if mask & _READ and reads_waited:
                 self._pump_reads(conn)

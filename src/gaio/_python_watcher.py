@@ -9,6 +9,7 @@ from . import _python_args as args
 from ._errors import WatcherClosedError
 from ._python_core import _Core
 from ._python_requests import _Special
+from ._python_tls import Session
 from ._result import Op
 
 # Enum member lookups cost more than a global on the hot path.
@@ -17,6 +18,7 @@ _OP_WRITE = Op.WRITE
 _OP_ACCEPT = Op.ACCEPT
 _OP_CONNECT = Op.CONNECT
 _OP_SENDFILE = Op.SENDFILE
+_OP_TLS = Op.TLS
 _DGRAM = socket.SOCK_DGRAM
 
 
@@ -202,6 +204,30 @@ class PythonWatcher:
             if spec.fd >= 0:
                 os.close(spec.fd)
             raise
+
+    @args.signature_checked("Watcher.start_tls")
+    def start_tls(self, conn, context, *, server_side, server_hostname=None, ctx=None,
+                  timeout=None, deadline=None):
+        # the order of the native engines' checks: the socket, the TLS
+        # arguments, then the times
+        core, _, known = self._checked(conn, None, None, args.check_conn)
+        if known is None and conn.fileno() == -1:
+            raise ValueError(args.CLOSED_CONN)
+        args.check_tls_arguments(conn if known is None else known.sock, context, server_side,
+                                 server_hostname)
+        when = None
+        if timeout is not None or deadline is not None:
+            when = args.deadline_of(timeout, deadline)
+        if known is None:
+            args.check_tls_socket(conn)
+        elif known.tls is not None:
+            raise ValueError(args.TLS_AGAIN)
+        elif not known.peer:  # no connect() requested: it must be connected
+            args.check_tls_socket(known.sock)
+        spec = _Special()
+        # made now: what wrap_bio refuses (a bad host name) is raised here
+        spec.session = Session(context, server_side, server_hostname)
+        core.submit(_OP_TLS, conn, ctx, None, None, False, when, spec)
 
     @args.signature_checked("Watcher.fileno")
     def fileno(self):

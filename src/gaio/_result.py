@@ -13,12 +13,13 @@ class Op(enum.IntEnum):
     ACCEPT = 2
     CONNECT = 3
     SENDFILE = 4
+    TLS = 5
 
 
 class OpResult(metaclass=abc.ABCMeta):
     """The completion of one request. Immutable.
 
-    op              Op.READ, Op.WRITE, Op.ACCEPT, Op.CONNECT or Op.SENDFILE
+    op              Op.READ, Op.WRITE, Op.ACCEPT, Op.CONNECT, Op.SENDFILE or Op.TLS
     conn            the socket object the request was made with
     ctx             the request's ctx, passed through unchanged
     buffer          the caller's buffer object; for a read without a buffer,
@@ -34,8 +35,10 @@ class OpResult(metaclass=abc.ABCMeta):
                     of an unconnected datagram socket; None otherwise (R25)
     truncated       True when a datagram was longer than the buffer it landed
                     in (the rest is lost); False otherwise (R24)
+    tls             the session's ssl.SSLObject on the successful result of
+                    start_tls() (for inspection only); None otherwise (R28)
 
-    The buffer of an ACCEPT, CONNECT or SENDFILE result is None; that of a
+    The buffer of an ACCEPT, CONNECT, SENDFILE or TLS result is None; that of a
     vectored write is the list or tuple given.
     """
 
@@ -57,6 +60,7 @@ class OpResult(metaclass=abc.ABCMeta):
     # nothing for them (the pattern of _python_requests._Request).
     address = None
     truncated = False
+    tls = None
 
     def __setattr__(self, name, value):
         raise AttributeError("OpResult is immutable")
@@ -80,3 +84,14 @@ class DatagramResult(OpResult):
         OpResult.__init__(self, op, conn, ctx, buffer, size, error, is_swap_buffer)
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "truncated", truncated)
+
+
+class TLSResult(OpResult):
+    """The result of a handshake that succeeded: an OpResult with its own
+    `tls` (R28)."""
+
+    __slots__ = ("tls",)
+
+    def __init__(self, op, conn, ctx, buffer, size, error, is_swap_buffer, tls=None):
+        OpResult.__init__(self, op, conn, ctx, buffer, size, error, is_swap_buffer)
+        object.__setattr__(self, "tls", tls)

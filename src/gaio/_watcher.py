@@ -231,6 +231,41 @@ class Watcher(metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
+    def start_tls(self, conn, context, *, server_side, server_hostname=None, ctx=None,
+                  timeout=None, deadline=None):
+        """Begin a TLS session on `conn`, a connected stream socket (or one on
+        which connect() was requested: the handshake waits for it), configured
+        by `context`, a standard ssl.SSLContext (certificates, verification,
+        ALPN, SNI callback), which gaio never modifies. Engine 'python' only
+        for now; the native engines raise NotImplementedError (issue 20).
+
+        It queues with conn's writes: the handshake starts once every write
+        requested before it has completed (those go out in plaintext). From
+        this call on no read takes bytes from the socket until the handshake
+        is done; reads pending now or requested later receive only decrypted
+        bytes. It completes, once the handshake is done and its last flight
+        handed to the kernel, with op Op.TLS, size 0, buffer None and `tls`
+        the session's ssl.SSLObject, for inspection only (version(),
+        cipher(), selected_alpn_protocol(), getpeercert()); or with `error`
+        (ssl.SSLError and its subclasses, such as SSLCertVerificationError
+        and SSLEOFError, DeadlineExceededError, ConnClosedError, a reset's
+        OSError) and tls None, after which every request on conn completes
+        with the same error class until it is freed.
+
+        Then read, read_full, standing reads, write (vectored, quiet) and
+        sendfile carry plaintext; sizes and stats count plaintext bytes.
+        Reads end with EOFError at the peer's close_notify, with
+        ssl.SSLEOFError when the stream ends without it. free(conn) sends
+        close_notify when it can go at once; close() sends nothing.
+
+        server_side is required. A client (server_side=False) whose context
+        checks host names needs server_hostname (ValueError otherwise); a
+        server takes none. A listener, an unconnected socket or a connection
+        already in TLS is a ValueError; a context that is not an SSLContext
+        a TypeError.
+        """
+
+    @abc.abstractmethod
     def fileno(self):
         """A descriptor readable whenever wait_io(0) has work to do, and not
         while there is nothing to do: drive the watcher from another event
@@ -264,7 +299,7 @@ class Watcher(metaclass=abc.ABCMeta):
     def stats(self):
         """Counters: submitted, completed, bytes_read, bytes_written, watched,
         pending, timeouts, accepted, quiet_done, datagrams_read,
-        datagrams_written (and engine-specific extras)."""
+        datagrams_written, tls_handshakes (and engine-specific extras)."""
 
     def __enter__(self):
         return self

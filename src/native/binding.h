@@ -230,6 +230,8 @@ PyObject *gaio__watcher_free(Watcher *w, PyObject *conn);
 PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
+/* request_tls.c: checked, then refused until issue 20's next step */
+PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 
 /* ---- the batch of results (result.c): R4 views, R6 copies ---- */
 

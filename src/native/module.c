@@ -273,6 +273,10 @@ static PyMethodDef Watcher_methods[] = {
     {"sendfile", (PyCFunction)(void (*)(void))gaio__watcher_sendfile, FASTKW,
      "sendfile($self, conn, file, offset=0, count=None, *, ctx=None, timeout=None, deadline=None, "
      "quiet=False)\n--\n\nRequest a send of a regular file's bytes (R19)."},
+    {"start_tls", (PyCFunction)(void (*)(void))gaio__watcher_start_tls, FASTKW,
+     "start_tls($self, conn, context, *, server_side, server_hostname=None, ctx=None, "
+     "timeout=None, deadline=None)\n--\n\n"
+     "Begin a TLS session on conn (R28): engine='python' only, until issue 20's next step."},
     {"fileno", (PyCFunction)gaio__watcher_fileno, METH_NOARGS,
      "fileno($self, /)\n--\n\nA descriptor readable whenever wait_io(0) has work (R23)."},
     {"next_timeout", (PyCFunction)gaio__watcher_next_timeout, METH_NOARGS,

@@ -84,7 +84,7 @@ static PyObject *opresult_repr(OpResult *r)
 
 static PyMemberDef opresult_members[] = {
     {"op", T_OBJECT, offsetof(OpResult, op), READONLY,
-     "Op.READ, Op.WRITE, Op.ACCEPT, Op.CONNECT or Op.SENDFILE"},
+     "Op.READ, Op.WRITE, Op.ACCEPT, Op.CONNECT, Op.SENDFILE or Op.TLS"},
     {"conn", T_OBJECT, offsetof(OpResult, conn), READONLY, "the socket object of the request"},
     {"ctx", T_OBJECT, offsetof(OpResult, ctx), READONLY, "the request's ctx, unchanged"},
     {"buffer", T_OBJECT, offsetof(OpResult, buffer), READONLY,
@@ -102,12 +102,16 @@ static PyMemberDef opresult_members[] = {
  * socket yet (issue 19), so every result has the neutral values. */
 static PyObject *opresult_address(OpResult *r, void *c) { Py_RETURN_NONE; }
 static PyObject *opresult_truncated(OpResult *r, void *c) { Py_RETURN_FALSE; }
+/* 0.3's TLS field (R28): no native engine runs start_tls yet (issue 20). */
+static PyObject *opresult_tls(OpResult *r, void *c) { Py_RETURN_NONE; }
 
 static PyGetSetDef opresult_getset[] = {
     {"address", (getter)opresult_address, NULL,
      "a datagram's sender on an unconnected datagram socket; None otherwise", NULL},
     {"truncated", (getter)opresult_truncated, NULL,
      "True when a datagram was longer than its buffer; False otherwise", NULL},
+    {"tls", (getter)opresult_tls, NULL,
+     "the session's ssl.SSLObject on the result of start_tls(); None otherwise", NULL},
     {NULL},
 };
 
