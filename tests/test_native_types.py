@@ -5,6 +5,7 @@ behavioural suite (tests/test_r*.py) covers what every engine must do.
 """
 import gc
 import socket
+import ssl
 import types
 
 import pytest
@@ -60,8 +61,9 @@ def test_opresult_is_native_immutable_without_dict(nw):
     assert res.op is gaio.Op.READ and res.conn is conn and res.ctx == "c"
     assert res.size == 3 and res.error is None and res.is_swap_buffer is True
     assert res.address is None and res.truncated is False  # 0.3's datagram fields
+    assert res.tls is None  # ... and TLS's
     for field in ("op", "conn", "ctx", "buffer", "size", "error", "is_swap_buffer",
-                  "address", "truncated"):
+                  "address", "truncated", "tls"):
         with pytest.raises(AttributeError):
             setattr(res, field, None)
     with pytest.raises(AttributeError):
@@ -87,6 +89,20 @@ def test_datagram_sockets_are_refused_until_issue_19(nw, native_engine, call):
                                    "(engine='python' has them)" % native_engine)
         assert a.fileno() != -1 and nw.stats()["watched"] == 0
         assert (nw.stats()["datagrams_read"], nw.stats()["datagrams_written"]) == (0, 0)
+
+
+def test_start_tls_is_refused_until_issue_20(nw, native_engine):
+    """Until the native engines have TLS (issue 20's next step), start_tls
+    checks its arguments as the python engine does, then says where TLS is."""
+    a, b = socket.socketpair()
+    with a, b:
+        with pytest.raises(NotImplementedError) as info:
+            nw.start_tls(a, ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
+                         server_side=True)
+        assert str(info.value) == ("start_tls is not available on engine '%s' yet "
+                                   "(engine='python' has it)" % native_engine)
+        assert a.fileno() != -1 and nw.stats()["watched"] == 0
+        assert nw.stats()["tls_handshakes"] == 0 and gaio.Op.TLS == 5
 
 
 def test_attributes_are_read_only(nw):

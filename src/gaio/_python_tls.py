@@ -119,7 +119,7 @@ class TLS:
         session's fate."""
         session = req.session
         conn = req.conn
-        req.session = None
+        req.session = session.request = None  # no cycle left behind
         if error is None:
             session.state = OPEN
             self.tls_handshakes += 1
