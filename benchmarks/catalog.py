@@ -3,6 +3,7 @@
 A server whose dependency is missing, or a gaio engine that cannot run on
 this machine, is reported as skipped with the reason, never as an error.
 """
+import fnmatch
 import importlib.util
 import json
 import os
@@ -22,15 +23,22 @@ class Server:
     argv: tuple           # the command, without --port
     group: str            # "gaio", "ceiling" or "baseline"
     needs: str = ""       # module that must be importable
+    only: tuple = ()      # workload-name globs it runs (empty: every workload)
 
     @property
     def is_gaio(self):
         return self.group == "gaio"
 
+    def runs(self, workload_name):
+        return not self.only or any(fnmatch.fnmatch(workload_name, p) for p in self.only)
+
 
 def _python(script, *args):
     return (sys.executable, str(SERVERS_DIR / script), *args)
 
+
+# The batch_wait of the gaio-ENGINE-bwN servers, in microseconds.
+BATCH_WAIT_US = 100
 
 # (name, script, module needed); in the order tables list them after gaio and C.
 BASELINES = (
@@ -83,6 +91,13 @@ def discover(c_epoll_binary):
             servers.append(Server(name, _python("gaio_server.py", "--engine", engine), "gaio"))
         else:
             skipped[name] = engines[engine]
+    # Watcher(batch_wait=) trades latency for fewer wake-ups: it only matters
+    # where the load is spread out in time, the fixed-rate workloads.
+    for engine in engines:
+        if engines[engine] is None and engine != "python":
+            servers.append(Server("gaio-%s-bw%d" % (engine, BATCH_WAIT_US),
+                                  _python("gaio_server.py", "--engine", engine, "--batch-wait",
+                                          str(BATCH_WAIT_US / 1e6)), "gaio", only=("rate*",)))
     if c_epoll_binary is not None:
         servers.append(Server("c-epoll", (str(c_epoll_binary),), "ceiling"))
     for name, script, module in BASELINES:

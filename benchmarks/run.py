@@ -204,11 +204,13 @@ def _progress(i, total, rep, workload, server, record, seconds):
 
 def _run_all(run, loadgen, servers, workloads, repeat, raw_path):
     """Round r runs every workload against every server before round r + 1."""
-    total = repeat * len(workloads) * len(servers)
+    total = repeat * sum(s.runs(w.name) for w in workloads for s in servers)
     i = 0
     for rep in range(repeat):
         for workload in workloads:
             for server in servers:
+                if not server.runs(workload.name):
+                    continue
                 i += 1
                 t0 = time.monotonic()
                 try:
@@ -354,8 +356,9 @@ def main(argv=None):
                workloads=[{"name": w.name, "title": w.title, "metric": w.metric,
                            "unit": w.unit, "higher_is_better": w.higher_is_better,
                            "loadgen": [w.mode, *w.args]} for w in workloads])
-    total = args.repeat * len(workloads) * len(servers)
-    estimate = args.repeat * sum(w.seconds * len(servers) for w in workloads)
+    total = args.repeat * sum(s.runs(w.name) for w in workloads for s in servers)
+    estimate = args.repeat * sum(w.seconds * sum(s.runs(w.name) for s in servers)
+                                 for w in workloads)
     _announce(run, len(servers), len(workloads), args.repeat, total, estimate)
     return _finish(run, raw_path, args, lambda: _run_all(
         run, binaries["loadgen"], servers, workloads, args.repeat, raw_path))

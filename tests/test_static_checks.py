@@ -199,6 +199,7 @@ TWIN_CONSTANTS = [
     ("_python_args", "DEFAULT_BUFSIZE", "binding.h", "GAIO_DEFAULT_BUFSIZE", 1),
     ("_python_args", "MAX_BUFSIZE", "binding.h", "GAIO_MAX_BUFSIZE", 1),
     ("_python_args", "DEFAULT_WRITE_HIGH", "binding.h", "GAIO_DEFAULT_WRITE_HIGH", 1),  # R21
+    ("_python_args", "MAX_BATCH_WAIT", "binding.h", "GAIO_MAX_BATCH_WAIT_S", 1),
     ("_python_backpressure", "WRITE_LOW_DIVISOR", "backpressure.h", "GAIO_WRITE_LOW_DIVISOR", 1),
     ("_python_internal_buffer", "ARENA_MULTIPLE", "core.h", "GAIO_IBUF_CHUNKS", 1),  # R4
 ]
@@ -236,7 +237,7 @@ def test_native_docstring_names_the_python_defaults():
     """The native Watcher's signature line shows the defaults the front uses."""
     from gaio import _python_args
     module = (ROOT / "src" / "native" / "module.c").read_text()
-    assert "Watcher(bufsize=%d, *, engine, write_high=%d)" % (
+    assert "Watcher(bufsize=%d, *, engine, write_high=%d, batch_wait=0.0)" % (
         _python_args.DEFAULT_BUFSIZE, _python_args.DEFAULT_WRITE_HIGH) in module
 
 

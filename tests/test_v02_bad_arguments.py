@@ -23,6 +23,8 @@ not delegated. Decisions (docs/SPEC.md, "Edge cases, settled (0.2)"):
   offset/count -> TypeError.
 - Watcher(write_high=): a positive int or None; bool/float/str -> TypeError,
   0 or negative -> ValueError.
+- Watcher(batch_wait=): None or seconds from 0 to 1; bool/str -> TypeError,
+  negative, over 1, inf or NaN -> ValueError.
 - start_tls() (0.3, R28): a context that is not an ssl.SSLContext, a
   server_side that is not a bool, a server_hostname that is not a str ->
   TypeError; server_side missing -> TypeError; server_side=True with a
@@ -140,6 +142,8 @@ NOT_LISTENING = "accept() needs a listening socket (call listen() first)"
 ADDRESS_ON_STREAM = "address= is for datagram sockets (a stream socket writes to its peer)"
 NOT_WRITE_HIGH = "write_high must be an int, not %s"
 WRITE_HIGH_RANGE = "write_high must be > 0 (or None for no limit)"
+NOT_BATCH_WAIT = "batch_wait must be a number of seconds, not %s"
+BATCH_WAIT_RANGE = "batch_wait must be from 0 to 1 second (or None for off)"
 
 
 def _unix_unconnected(net):
@@ -423,6 +427,17 @@ def _rows():
         rows.append(("Watcher/write_high=%s" % wid,
                      lambda w, s, net, value=value:
                      gaio.Watcher(engine=w.engine, write_high=value), exc, msg))
+    for wid, value, exc, msg in [("bool", True, TypeError, NOT_BATCH_WAIT % "bool"),
+                                 ("str", "0.1", TypeError, NOT_BATCH_WAIT % "str"),
+                                 ("list", [0.1], TypeError, NOT_BATCH_WAIT % "list"),
+                                 ("negative", -0.001, ValueError, BATCH_WAIT_RANGE),
+                                 ("too-long", 1.5, ValueError, BATCH_WAIT_RANGE),
+                                 ("inf", float("inf"), ValueError, BATCH_WAIT_RANGE),
+                                 ("nan", float("nan"), ValueError,
+                                  "batch_wait must not be NaN")]:
+        rows.append(("Watcher/batch_wait=%s" % wid,
+                     lambda w, s, net, value=value:
+                     gaio.Watcher(engine=w.engine, batch_wait=value), exc, msg))
     return rows
 
 

@@ -39,8 +39,10 @@ def main():
     def options(p):
         p.add_argument("--engine", default="auto")
         p.add_argument("--bufsize", type=int, default=65536)
+        p.add_argument("--batch-wait", type=float, default=None,
+                       help="Watcher(batch_wait=): seconds a wait that slept gathers for")
     args = parse_args(__doc__, options)
-    watcher = gaio.Watcher(args.bufsize, engine=args.engine)
+    watcher = gaio.Watcher(args.bufsize, engine=args.engine, batch_wait=args.batch_wait)
     listener = make_listener(args.port)
     port = listener.getsockname()[1]  # the watcher takes the listener over at accept()
     watcher.accept(listener, repeat=True)

@@ -122,7 +122,12 @@ class Watcher(metaclass=abc.ABCMeta):
     # as a Watcher), hence __new__. The methods are abstract at run time but
     # not here: a type checker would otherwise refuse `Watcher()`.
     def __new__(
-        cls, bufsize: int = 65536, *, engine: str = "auto", write_high: int | None = 262144
+        cls,
+        bufsize: int = 65536,
+        *,
+        engine: str = "auto",
+        write_high: int | None = 262144,
+        batch_wait: float | None = None,
     ) -> Watcher: ...
     # Read-only attributes of every engine's watcher object.
     engine: Final[_EngineName]

@@ -54,14 +54,14 @@ class OpResult:
 
 @final
 class Watcher:
-    """Watcher(bufsize=65536, *, engine, write_high=262144): native engines only.
+    """Watcher(bufsize=65536, *, engine, write_high=262144, batch_wait=0.0): native engines only.
 
     Raises gaio.EngineUnavailableError (with the reason) when the engine
     cannot run here, ValueError for a name that is not a native engine.
     """
     def __init__(self, bufsize: int = ..., *,
                  engine: Literal["uring", "epoll", "kqueue"],
-                 write_high: Optional[int] = ...) -> None: ...
+                 write_high: Optional[int] = ..., batch_wait: float = ...) -> None: ...
     @property
     def engine(self) -> str: ...
     @property

@@ -441,6 +441,8 @@ def idle_limit(timeout):
 DEFAULT_BUFSIZE = 65536
 MAX_BUFSIZE = 1 << 30
 DEFAULT_WRITE_HIGH = 262144
+# The longest batch_wait: it adds up to that much to a batch's latency.
+MAX_BATCH_WAIT = 1.0
 
 
 def check_bufsize(bufsize):
@@ -448,6 +450,17 @@ def check_bufsize(bufsize):
         raise TypeError("bufsize must be an int, not %s" % type(bufsize).__name__)
     if not 1 <= bufsize <= MAX_BUFSIZE:
         raise ValueError("bufsize must be from 1 to 2**30, got %d" % bufsize)
+
+
+def check_batch_wait(batch_wait):
+    """Watcher(batch_wait=): seconds a wait_io() that slept gathers results
+    for, counted from when it began to sleep; None or 0 is off."""
+    if batch_wait is None:
+        return 0.0
+    seconds = _seconds(batch_wait, "batch_wait")
+    if not 0 <= seconds <= MAX_BATCH_WAIT:
+        raise ValueError("batch_wait must be from 0 to 1 second (or None for off)")
+    return seconds
 
 
 def check_write_high(write_high):

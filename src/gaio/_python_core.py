@@ -62,6 +62,9 @@ class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, TLS, WaitLoop, B
     def __init__(self, bufsize, write_high=args.DEFAULT_WRITE_HIGH):
         self.bufsize = bufsize
         self.write_high = write_high  # back-pressure (R21); None: off
+        # Watcher(batch_wait=): seconds a wait_io() that slept gathers for
+        # (0.0: off; _python_wait.py), set by PythonWatcher
+        self.batch_wait = 0.0
         self.write_low = None if write_high is None else write_high // WRITE_LOW_DIVISOR
         # id(view) -> the standing read that produced it, for this batch's
         # internal-buffer views (None when back-pressure is off)

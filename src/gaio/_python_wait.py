@@ -33,6 +33,7 @@ from ._result import Op
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _monotonic = time.monotonic
+_sleep = time.sleep
 _main_thread = threading.main_thread
 _MAX_SELECT_WAIT = 86400.0  # seconds
 _OP_READ = Op.READ
@@ -143,6 +144,7 @@ class WaitLoop:
                     wait = min(max(wait, 0), _MAX_SELECT_WAIT)
             if wait != 0 and not self.signals.armed and self.waiter == _main_thread().ident:
                 self.signals.arm()  # until wait_io() returns; see _python_signals
+            slept_at = _monotonic() if wait != 0 and self.batch_wait else None
             self.blocked = True
             try:
                 lock.release()  # inside: a handler may raise as it returns
@@ -157,6 +159,8 @@ class WaitLoop:
                 self.waker.drain()
             self._handle_events(events)
             self._run_queued_work()
+            if slept_at is not None and self.results:
+                self._gather(slept_at, end)
             if self.results:
                 results = self._take_results()
                 if self.external:
@@ -166,6 +170,29 @@ class WaitLoop:
                 if self.external:
                     self._keep_fileno_honest()
                 return []
+
+    def _gather(self, slept_at, end):
+        """batch_wait: the wait slept and has results; what else arrives
+        within batch_wait of the start of its sleep joins the batch. One
+        sleep and one look, not a wake-up per arrival (core_wait.c's twin)."""
+        until = slept_at + self.batch_wait
+        if end is not None and end < until:
+            until = end
+        left = until - _monotonic()
+        if left <= 0:
+            return
+        self.blocked = True
+        try:
+            self.lock.release()
+            _sleep(left)
+            events = self.selector.select(0)
+        finally:
+            self.lock.acquire()
+            self.blocked = False
+        if self.closed:
+            raise WatcherClosedError("watcher was closed while waiting")
+        self._handle_events(events)
+        self._run_queued_work()
 
     def _run_queued_work(self):
         """Everything that needs no readiness: ended, deferred, new and expired

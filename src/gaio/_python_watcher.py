@@ -27,11 +27,12 @@ class PythonWatcher:
     # interface's docstring: this module imports nothing that imports it.
 
     def __init__(self, bufsize=args.DEFAULT_BUFSIZE, *, engine="python",
-                 write_high=args.DEFAULT_WRITE_HIGH):
+                 write_high=args.DEFAULT_WRITE_HIGH, batch_wait=None):
         args.check_bufsize(bufsize)
         if engine not in ("python", "auto"):
             raise ValueError("PythonWatcher runs engine 'python', not %r" % (engine,))
         self._core = _Core(bufsize, args.check_write_high(write_high))
+        self._core.batch_wait = args.check_batch_wait(batch_wait)
 
     @property
     def engine(self):

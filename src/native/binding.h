@@ -190,6 +190,9 @@ PyObject *gaio__watcher_debug_hold_lock(Watcher *w, PyObject *arg);
  * (tests/test_static_checks.py holds them equal). */
 #define GAIO_DEFAULT_BUFSIZE 65536
 #define GAIO_DEFAULT_WRITE_HIGH 262144
+/* The longest batch_wait, in seconds; the python engine's is MAX_BATCH_WAIT
+ * in gaio/_python_args.py (tests/test_static_checks.py holds them equal). */
+#define GAIO_MAX_BATCH_WAIT_S 1
 #define GAIO_MAX_BUFSIZE (1LL << 30)
 
 int gaio__parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,

@@ -52,6 +52,11 @@ gaio_core *gaio_core_new(const gaio_engine_ops *engine, size_t bufsize, size_t w
     return core;
 }
 
+void gaio_core_set_batch_wait(gaio_core *core, int64_t batch_wait_ns)
+{
+    core->batch_wait_ns = batch_wait_ns;
+}
+
 int gaio_core_conn_fd(gaio_core *core, uint64_t id)
 {
     void *token = gaio__binding_enter(core);

@@ -226,6 +226,10 @@ typedef struct gaio_runtime {
 /* NULL and a reason in why on failure; runtime may be NULL */
 gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize, size_t write_high,
                          const gaio_runtime *runtime, char *why, size_t whylen);
+/* Watcher(batch_wait=): a wait that slept and has results keeps gathering
+ * until batch_wait_ns after it began to sleep (0: off; core_wait.c). Set once,
+ * before the core is shared. */
+void gaio_core_set_batch_wait(gaio_core *core, int64_t batch_wait_ns);
 /* Adopt a non-blocking stream descriptor; returns its id (slot | gen << 32) or
  * 0 and sets *err to an errno (EBADF once the core is closed). */
 uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);

@@ -57,6 +57,7 @@ struct gaio_core {
 
     /* R21: a standing read holds above write_high, goes on at write_low (0: no limit) */
     size_t write_high, write_low;
+    int64_t batch_wait_ns;      /* Watcher(batch_wait=), 0: off (core_wait.c) */
     /* R16: standing accepts in backoff, the earliest retry, a descriptor closed since */
     uint32_t nbackoff;
     int64_t backoff_ns;

@@ -4,6 +4,7 @@
 #include "core_private.h"
 
 #include <errno.h>
+#include <time.h>
 
 /* R23: no thread waits and fileno() was asked: its descriptor must become
  * readable for what a request or a free() made this thread do (results, a
@@ -95,6 +96,33 @@ static int64_t engine_timeout(gaio_core *core, int64_t until_ns)
     return until > now ? until - now : 0;
 }
 
+/* batch_wait: the engine's wait slept and brought results. What else comes
+ * within batch_wait of the start of that sleep joins the batch: one sleep and
+ * one look (the engine's wait with no timeout), not a wake-up per arrival,
+ * which would cost what it is meant to save. Never past the caller's
+ * until_ns; the lock is free meanwhile, so requests from other threads go
+ * on. A wake() (close(), a request) does not cut the sleep short: it is at
+ * most GAIO_MAX_BATCH_WAIT_S, and what it asks is done at the look. A signal
+ * of the sleep stays pending (the guard blocks it) until that look. */
+static int gather(gaio_core *core, int64_t slept_at, int64_t until_ns, const sigset_t *sigmask)
+{
+    int64_t until = slept_at + core->batch_wait_ns;
+    if (until_ns < until)
+        until = until_ns;
+    int64_t left = until - gaio_now_ns();
+    if (left <= 0)
+        return 0;
+    struct timespec ts = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
+    pthread_mutex_unlock(&core->lock);
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+    pthread_mutex_lock(&core->lock);
+    if (core->closing)
+        return 0;
+    gaio__drain_incoming(core);
+    return core->engine->wait(core->engine_state, 0, sigmask);
+}
+
 int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
                    const sigset_t *sigmask)
 {
@@ -137,7 +165,10 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
         }
         core->sleeping = timeout != 0;
         core->woken = 0;
+        int64_t slept_at = timeout != 0 && core->batch_wait_ns ? gaio_now_ns() : 0;
         int erc = core->engine->wait(core->engine_state, timeout, sigmask);
+        if (slept_at && core->nres && erc != -EINTR)
+            erc = gather(core, slept_at, until_ns, sigmask);
         core->sleeping = 0;
         core->stats.wakeups++;
         gaio__bp_restart_released(core);

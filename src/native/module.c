@@ -94,17 +94,22 @@ static int write_high_arg(PyObject *o, Py_ssize_t *out)
 
 static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"bufsize", "engine", "write_high", NULL};
+    static char *kwlist[] = {"bufsize", "engine", "write_high", "batch_wait", NULL};
     PyObject *bufsize_obj = NULL, *write_high_obj = NULL;
     const char *engine = NULL;
     Py_ssize_t write_high;
+    double batch_wait = 0; /* checked by gaio.Watcher (_python_args.check_batch_wait) */
     if (w->inited) {
         PyErr_SetString(PyExc_RuntimeError, "Watcher.__init__() may run only once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$sO:Watcher", kwlist, &bufsize_obj, &engine,
-                                     &write_high_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$sOd:Watcher", kwlist, &bufsize_obj, &engine,
+                                     &write_high_obj, &batch_wait))
         return -1;
+    if (!(batch_wait >= 0 && batch_wait <= GAIO_MAX_BATCH_WAIT_S)) {
+        PyErr_SetString(PyExc_ValueError, "batch_wait must be from 0 to 1 second (or None for off)");
+        return -1;
+    }
     if (write_high_arg(write_high_obj, &write_high) < 0)
         return -1;
     long long bufsize = GAIO_DEFAULT_BUFSIZE;
@@ -176,6 +181,7 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
     w->copies = copies;
     w->copies_old = copies_old;
     w->core = core;
+    gaio_core_set_batch_wait(core, (int64_t)(batch_wait * 1e9));
     w->engine_name = chosen->name;
     w->bufsize = (Py_ssize_t)bufsize;
     w->write_high = write_high;
@@ -303,7 +309,7 @@ static PyTypeObject Watcher_Type = {
     .tp_basicsize = sizeof(Watcher),
     .tp_dealloc = (destructor)Watcher_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Watcher(bufsize=65536, *, engine, write_high=262144)\n--\n\n"
+    .tp_doc = "Watcher(bufsize=65536, *, engine, write_high=262144, batch_wait=0.0)\n--\n\n"
               "gaio's native watcher (engines uring, epoll, kqueue). Starts no thread.",
     .tp_traverse = (traverseproc)Watcher_traverse,
     .tp_clear = (inquiry)Watcher_clear,
