@@ -15,9 +15,6 @@ import pytest
 import gaio
 from conftest import collect
 
-# the native engines' cases are strict expected failures (conftest.py)
-pytestmark = pytest.mark.usefixtures("datagram_engine")
-
 FAMILIES = ["udp4", "udp6", "unix"]
 
 

@@ -138,6 +138,7 @@ gaio_req *gaio_core_close(gaio_core *core)
         if (e->final)
             chain(&all, e->req); /* an arrival's request is still queued: found below */
     }
+    gaio__datagram_forget(core->res, core->nres);
     core->nres = 0;
     for (uint32_t s = 0; s < core->nslots; s++) {
         gaio_conn *c = core->slots[s];

@@ -41,6 +41,15 @@ ssize_t gaio_core_ibuf_reserve(gaio_core *core, unsigned char **ptr)
     return (ssize_t)(left < room ? left : room);
 }
 
+int gaio_core_ibuf_next_chunk(gaio_core *core)
+{
+    if (core->chunk_cur + 1 >= GAIO_IBUF_CHUNKS || !core->chunk[core->chunk_cur])
+        return 0;
+    core->chunk_cur++;
+    core->chunk_off = 0;
+    return 1;
+}
+
 void gaio_core_ibuf_reset(gaio_core *core)
 {
     void *token = gaio__binding_enter(core);
