@@ -203,6 +203,7 @@ void gaio_core_delete(gaio_core *core)
         return;
     for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++)
         free(core->chunk[i]);
+    free(core->spill);
     free(core->slots);
     free(core->slot_gen);
     free(core->free_slots);

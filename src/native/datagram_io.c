@@ -4,10 +4,11 @@
  * the core makes of it is core_datagrams.c. python engine: _python_datagrams.py.
  *
  * Kernel facts relied on:
- *   - recvmsg on a datagram socket takes exactly one datagram; MSG_TRUNC in
- *     msg_flags says it was longer than the buffer (the rest is gone), and
- *     MSG_PEEK leaves it queued: a peek into the room left tells whether the
- *     next one fits (MSG_TRUNC as an input flag is Linux-only);
+ *   - recvmsg on a datagram socket takes exactly one datagram, filling its
+ *     iovecs in order; MSG_TRUNC in msg_flags says it was longer than them
+ *     (the rest is gone), and MSG_PEEK leaves it queued: a peek into the
+ *     room left tells whether the next one fits (MSG_TRUNC as an input flag
+ *     is Linux-only);
  *   - sendmsg sends one datagram or nothing (EMSGSIZE, EAGAIN, ...);
  *   - a pending socket error (an ICMP refusal on a connected UDP socket) is
  *     returned, and cleared, by the next recv or send, a peek included. A
@@ -50,15 +51,16 @@ static int peek_fits(int fd, unsigned char *ptr, size_t room)
 
 /* Room in the internal buffer for c's next datagram, at *ptr: at most
  * bufsize bytes (a longer datagram is cut there), and never less than the
- * datagram when it is at most bufsize (R24): a fresh chunk takes it, or the
- * next batch. 0: the next batch; -ENOMEM; -errno of the peek. */
-static ssize_t datagram_room(gaio_core *core, int fd, unsigned char **ptr)
+ * datagram when it is at most bufsize (R24): *spill takes the rest for a
+ * fresh chunk, or a peek says whether it fits, or the next batch takes it.
+ * 0: the next batch; -ENOMEM; -errno of the peek. */
+static ssize_t datagram_room(gaio_core *core, int fd, unsigned char **ptr, unsigned char **spill)
 {
     size_t bufsize = gaio_core_bufsize(core);
     for (int fresh = 0;; fresh = 1) {
-        ssize_t room = gaio_core_ibuf_reserve(core, ptr);
-        if (room <= 0 || (size_t)room >= bufsize)
-            return room > 0 ? (ssize_t)bufsize : room;
+        ssize_t room = gaio_core_ibuf_reserve_datagram(core, ptr, fresh ? NULL : spill);
+        if (room <= 0 || (size_t)room >= bufsize || *spill)
+            return room;
         int fits = peek_fits(fd, *ptr, (size_t)room);
         if (fits)
             return fits > 0 ? room : fits;
@@ -71,10 +73,10 @@ ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
 {
     if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
         return GAIO_RECV_NO_ROOM;
-    unsigned char *ptr = r->buf;
+    unsigned char *ptr = r->buf, *spill = NULL;
     size_t want = r->len;
     if (!ptr) {
-        ssize_t room = datagram_room(core, c->fd, &ptr);
+        ssize_t room = datagram_room(core, c->fd, &ptr, &spill);
         if (room == 0)
             return GAIO_RECV_NO_ROOM;
         if (room == -EAGAIN)
@@ -86,10 +88,10 @@ ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
         want = (size_t)room;
     }
     struct sockaddr_storage from;
-    struct iovec io = {ptr, want};
+    struct iovec io[2] = {{ptr, want}, {spill, spill ? gaio_core_bufsize(core) - want : 0}};
     struct msghdr msg = {0};
-    msg.msg_iov = &io;
-    msg.msg_iovlen = 1;
+    msg.msg_iov = io;
+    msg.msg_iovlen = spill ? 2 : 1;
     if (!c->peer) {
         msg.msg_name = &from;
         msg.msg_namelen = sizeof from;
@@ -100,6 +102,8 @@ ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
     while (n < 0 && errno == EINTR);
     if ((n = sys_result(n)) == -EAGAIN)
         return n;
+    if (n > 0 && (size_t)n > want)
+        gaio_core_ibuf_unspill(core, want, (size_t)n); /* it goes whole to the fresh chunk */
     gaio_core_datagram(core, r, n, n >= 0 ? msg.msg_name : NULL, n >= 0 ? msg.msg_namelen : 0,
                        n >= 0 && (msg.msg_flags & MSG_TRUNC));
     return n;

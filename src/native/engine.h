@@ -191,10 +191,18 @@ int gaio_core_accepted(gaio_core *core, gaio_req *req, int res);
 /* ---- datagram sockets (R24-R27, core_datagrams.c): conn->dgram ---- */
 
 /* Datagram reads of the internal buffer: a datagram of up to bufsize bytes
- * is delivered whole (R24). When what gaio_core_ibuf_reserve offers is less
- * and the datagram does not fit there, the next chunk may take it: returns
- * 1 when the core moved to a fresh chunk (reserve again), 0 when there is
- * none (the datagram waits for the next batch). */
+ * is delivered whole (R24). gaio_core_ibuf_reserve_datagram is
+ * gaio_core_ibuf_reserve for one datagram: at most bufsize bytes at *ptr;
+ * when fewer and a fresh chunk can take the rest, *spill (spill may be NULL:
+ * not asked) gets bufsize minus that many bytes where recvmsg puts what
+ * does not fit, and gaio_core_ibuf_unspill(core, room, n) then moves the n
+ * bytes received into the fresh chunk, where gaio_core_datagram finds
+ * them. With *spill NULL and less than bufsize offered, the engine peeks:
+ * a datagram that does not fit may go to the next chunk
+ * (gaio_core_ibuf_next_chunk: 1, reserve again; 0: there is none, the
+ * datagram waits for the next batch). */
+ssize_t gaio_core_ibuf_reserve_datagram(gaio_core *core, unsigned char **ptr, unsigned char **spill);
+void gaio_core_ibuf_unspill(gaio_core *core, size_t room, size_t n);
 int gaio_core_ibuf_next_chunk(gaio_core *core);
 /* For head read r of a datagram socket: one datagram of res bytes (>= 0;
  * without a buffer, where gaio_core_ibuf_reserve said), with its sender
