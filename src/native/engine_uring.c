@@ -230,9 +230,9 @@ static void datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind)
 {
     gaio_req *r;
     for (int n = 0; n < GAIO_DATAGRAMS_PER_PASS && (r = gaio_conn_head(c, kind)); n++) {
-        ssize_t res = kind == GAIO_READ ? gaio_recv_datagram(st->core, c, r)
-                                        : r->op == GAIO_OP_WRITE ? gaio_send_datagram(st->core, c, r)
-                                                                 : gaio_send_head(st->core, c, r, &(int){0});
+        int unused; /* a datagram is never short */
+        ssize_t res = kind == GAIO_READ ? gaio_recv_head(st->core, c, r, &unused)
+                                        : gaio_send_head(st->core, c, r, &unused);
         if (res == GAIO_RECV_NO_ROOM) {
             gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
             return;
