@@ -10,8 +10,8 @@ Its files mirror the C core's, by name, to be read side by side:
   _python_requests.py        core_requests.c: requests in, started, aborted, progressing
   _python_results.py         core_results.c: the batch of results
   _python_accept_connect.py  core_accept_connect.c: accept, connect, their back-offs
-  _python_datagrams.py       datagram sockets' reads and writes (R24-R27; the
-                             native engines' twin is issue 19's next step)
+  _python_datagrams.py       core_datagrams.c, datagram_io.c: datagram sockets'
+                             reads and writes (R24-R27)
   _python_wait.py            core_wait.c: the wait loop, deadlines expiring, wake-ups
   _python_backpressure.py _python_deadlines.py _python_internal_buffer.py
   _python_signals.py         backpressure.c deadline_heap.c internal_buffer.c signals.c
