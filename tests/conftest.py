@@ -13,7 +13,7 @@ Leak accounting runs around every test: the set of open descriptors and the
 number of threads (Python's and the kernel's) must be the same after the test's
 own fixtures are torn down as before the test started.
 
-Fixtures: engine, datagram_engine, tls_engine, watcher, make_watcher(bufsize), net (a Net: listener(),
+Fixtures: engine, tls_engine, watcher, make_watcher(bufsize), net (a Net: listener(),
 pair(unix=False), pairs(n), track(sock), forget()), pair.
 
 Helpers that tests import directly (`from conftest import collect, ...`):
@@ -133,22 +133,6 @@ def needs_fileno(request, engine):
         request.node.add_marker(pytest.mark.xfail(
             strict=True, raises=io.UnsupportedOperation,
             reason="libkqueue: its kqueue descriptor is a pipe's write end, never readable"))
-    return engine
-
-
-# Datagram sockets (R24-R27) are in the python engine; the native engines
-# refuse them until issue 19's next step.
-NATIVE_DATAGRAMS_PENDING = "issue 19: datagrams on the native engines are the next step"
-
-
-@pytest.fixture
-def datagram_engine(request, engine):
-    """For the datagram tests (tests/test_r24_*, test_r25_*, through
-    `pytestmark = pytest.mark.usefixtures("datagram_engine")`): on a native
-    engine each is a strict expected failure, so that the mark goes the day
-    they pass."""
-    if engine != "python":
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=NATIVE_DATAGRAMS_PENDING))
     return engine
 
 

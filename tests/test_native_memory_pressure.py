@@ -229,6 +229,67 @@ def test_writes_sweep(engine_variant, net):
     assert caused, "no allocation failed: the sweep tested nothing"
 
 
+# ---------------------------------------------------------------- datagrams
+
+def _datagrams(engine, net, after, count):
+    """An unconnected UDP socket's standing read takes datagrams from several
+    senders while allocations fail (the senders' copies, the internal
+    buffer's chunks, results): each result is a whole datagram with its own
+    sender, or a MemoryError; none is duplicated or reordered, and the read
+    stands or ends with its MemoryError."""
+    w = gaio.Watcher(1024, engine=engine)
+    server = net.track(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    server.bind(("127.0.0.1", 0))
+    address = server.getsockname()
+    senders = []
+    for _ in range(4):
+        s = net.track(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        s.bind(("127.0.0.1", 0))
+        senders.append(s)
+    w.read(server, repeat=True, ctx="standing")
+    native._fail_allocations(after, count)
+    sent = {}
+    for i in range(60):
+        s = senders[i % len(senders)]
+        payload = b"%04d" % i * (1 + i % 50)
+        s.sendto(payload, address)
+        sent.setdefault(s.getsockname(), []).append(payload)
+    got = {}
+    taken = 0            # datagrams delivered, or lost with a MemoryError
+    end = time.monotonic() + WORKLOAD
+    while taken < 60 and w.stats()["pending"] == 1:
+        assert time.monotonic() < end, "datagrams stopped arriving (%d of 60)" % taken
+        t0 = time.monotonic()
+        batch = w.wait_io(0.05)
+        assert time.monotonic() - t0 < 0.05 + BOUND
+        for res in batch:
+            assert res.ctx == "standing"
+            taken += 1
+            if res.error is not None:
+                assert _is_oom(res.error), res
+                continue
+            got.setdefault(res.address, []).append(bytes(res.buffer))
+    for sender, datagrams in got.items():
+        # each sender's datagrams whole and in order, none twice (some lost to MemoryError)
+        expected = iter(sent[sender])
+        assert all(d in expected for d in datagrams), (sender, datagrams)
+    caused = _failures_caused()
+    w.free(server)
+    while w.stats()["pending"]:
+        assert time.monotonic() < end + BOUND, "the standing read never ended"
+        w.wait_io(0.05)
+    w.close()
+    return caused
+
+
+def test_datagrams_sweep(native_engine, net):
+    caused = 0
+    for after in SWEEP:
+        caused += _datagrams(native_engine, net, after, 1)
+        net.close_all()
+    assert caused, "no allocation failed: the sweep tested nothing"
+
+
 # ---------------------------------------------------------------- deadlines
 
 def _deadlines(engine, net, after, count):

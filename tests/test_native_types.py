@@ -72,25 +72,6 @@ def test_opresult_is_native_immutable_without_dict(nw):
     nw.free(conn)
 
 
-@pytest.mark.parametrize("call", ["read", "write", "connect"])
-def test_datagram_sockets_are_refused_until_issue_19(nw, native_engine, call):
-    """Until the native engines have datagrams (issue 19's next step), the
-    requests that take them on the python engine say where they are."""
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    with a, b:
-        with pytest.raises(TypeError) as info:
-            if call == "read":
-                nw.read(a)
-            elif call == "write":
-                nw.write(a, b"x")
-            else:
-                nw.connect(a, "/nonexistent")
-        assert str(info.value) == ("datagram sockets are not supported by engine '%s' yet "
-                                   "(engine='python' has them)" % native_engine)
-        assert a.fileno() != -1 and nw.stats()["watched"] == 0
-        assert (nw.stats()["datagrams_read"], nw.stats()["datagrams_written"]) == (0, 0)
-
-
 def test_start_tls_is_refused_until_issue_20(nw, native_engine):
     """Until the native engines have TLS (issue 20's next step), start_tls
     checks its arguments as the python engine does, then says where TLS is."""

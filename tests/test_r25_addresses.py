@@ -17,9 +17,6 @@ import gaio
 from conftest import collect
 from test_r24_datagrams import _has_ipv6, dgram_pair, recv_datagrams
 
-# the native engines' cases are strict expected failures (conftest.py)
-pytestmark = pytest.mark.usefixtures("datagram_engine")
-
 
 def bound(net, family=socket.AF_INET, host="127.0.0.1"):
     s = net.track(socket.socket(family, socket.SOCK_DGRAM))

@@ -46,9 +46,9 @@ class OpResult:
     @property
     def accepted(self) -> Optional[socket.socket]: ...
     @property
-    def address(self) -> object: ...  # None: no datagram sockets yet (issue 19)
+    def address(self) -> object: ...  # a datagram's sender (unconnected socket), else None
     @property
-    def truncated(self) -> bool: ...  # False, likewise
+    def truncated(self) -> bool: ...  # a datagram cut to fit its buffer
     @property
     def tls(self) -> Optional[ssl.SSLObject]: ...  # None: no TLS yet (issue 20)
 

@@ -10,8 +10,8 @@ Its files mirror the C core's, by name, to be read side by side:
   _python_requests.py        core_requests.c: requests in, started, aborted, progressing
   _python_results.py         core_results.c: the batch of results
   _python_accept_connect.py  core_accept_connect.c: accept, connect, their back-offs
-  _python_datagrams.py       datagram sockets' reads and writes (R24-R27; the
-                             native engines' twin is issue 19's next step)
+  _python_datagrams.py       core_datagrams.c, datagram_io.c: datagram sockets'
+                             reads and writes (R24-R27)
   _python_tls.py             TLS sessions: start_tls, plaintext in and out
                              (R28-R31; the native engines' twin is issue 20's
                              next step)

@@ -1,6 +1,7 @@
 """The pure-Python engine's datagram sockets (R24-R27): reads and writes of
 SOCK_DGRAM sockets of AF_INET, AF_INET6 and AF_UNIX. The native engines'
-twin is the next step of issue 19.
+twins: core_datagrams.c (results, errors), datagram_io.c (the syscalls),
+request_datagram.c (address=, the sender's object).
 
 A connection is a datagram socket from delegation on (`conn.dgram`): the
 core's read and write loops hand such a connection here, once per pass, so a
@@ -40,7 +41,8 @@ _AF_UNIX = getattr(socket, "AF_UNIX", None)
 _monotonic = time.monotonic
 # The most datagrams a standing read takes in one readiness pass, so that a
 # flood on one socket cannot keep a pass from the others (what is left is
-# reported ready again: the selector is level-triggered).
+# reported ready again: the selector is level-triggered). C: readiness.h's
+# GAIO_DATAGRAMS_PER_PASS.
 DATAGRAMS_PER_PASS = 64
 
 

@@ -159,7 +159,7 @@ class Watcher(metaclass=abc.ABCMeta):
         write_high) may hold it: still pending, reading nothing, its idle
         limit paused. Later reads on the connection queue behind it.
 
-        On a datagram socket (python engine) a read completes with exactly
+        On a datagram socket a read completes with exactly
         one datagram: `truncated` says it was longer than `buf` (or than
         bufsize), `address` its sender on an unconnected socket; an empty
         datagram is a result of size 0 with no error. A standing read
@@ -185,10 +185,9 @@ class Watcher(metaclass=abc.ABCMeta):
         quiet=True: a write that succeeds delivers no result (it counts in
         stats()["quiet_done"]); one that fails delivers its result.
 
-        On a datagram socket (python engine; the native engines refuse them
-        with TypeError until their step of issue 19) a write sends exactly
-        one datagram, which may be empty (a vectored write's items gathered),
-        or fails whole with size 0. `address` is where it goes: required on
+        On a datagram socket a write sends exactly one datagram, which may
+        be empty (a vectored write's items gathered), or fails whole with
+        size 0. `address` is where it goes: required on
         an unconnected datagram socket, a numeric address as for connect()
         (a host name is a ValueError: no DNS lookup blocks), e.g. a read
         result's `address`; a ValueError on a connected datagram socket and
@@ -221,7 +220,7 @@ class Watcher(metaclass=abc.ABCMeta):
         Reads and writes requested before it completes start when it
         succeeds; if it fails, each completes after it, in request order,
         with an error of the same class. The socket stays delegated.
-        A datagram socket (python engine) takes its peer at once: it counts
+        A datagram socket takes its peer at once: it counts
         as connected from this call on.
         """
 

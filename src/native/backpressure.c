@@ -109,7 +109,9 @@ static size_t own_bytes_left(const gaio_req *w)
 void gaio__bp_read_head(gaio_core *core, gaio_conn *c)
 {
     gaio_req *s = c->head[GAIO_READ];
-    if (!core->write_high || c->closing || !s || s->op != GAIO_OP_READ ||
+    /* a datagram socket's standing read never counts (R27): UDP drops what
+     * cannot be taken, and AF_UNIX senders wait, so no one is slowed */
+    if (!core->write_high || c->closing || c->dgram || !s || s->op != GAIO_OP_READ ||
         (s->flags & (GAIO_F_REPEAT | GAIO_F_COUNTING)) != GAIO_F_REPEAT)
         return;
     s->flags |= GAIO_F_COUNTING;

@@ -1,6 +1,6 @@
 /* Shared by the Python binding's files (module.c, watcher.c, args.c,
- * conn_map.c, signals.c, request.c, request_special.c, result.c): the only
- * place that touches Python objects. */
+ * conn_map.c, signals.c, request.c, request_special.c, request_datagram.c,
+ * result.c): the only place that touches Python objects. */
 #ifndef GAIO_BINDING_H
 #define GAIO_BINDING_H
 
@@ -40,6 +40,7 @@ typedef struct {
     PyObject *SocketType, *UnsupportedOperation;
     /* the checks of gaio._python_args the rarer requests share with the python engine */
     PyObject *check_listener, *check_connect_socket, *check_address, *sendfile_source;
+    PyObject *check_io_conn, *datagram_address; /* R24, R25 */
     /* _socket.socket's own family/type/proto getters (no enum conversion) */
     PyObject *sock_family, *sock_type, *sock_proto;
     PyObject *zero;
@@ -85,9 +86,16 @@ typedef struct pyreq {
 
 typedef struct {
     PyWeakReference base;
-    uintptr_t key;
+    uintptr_t key;   /* the socket object's address | its GAIO_CONN_* flags: an object's
+                      * address is a multiple of 8, and a field more would cost 16 bytes
+                      * per connection (pymalloc's size classes) */
     uint64_t id;
 } ConnRef;
+#define CONNREF_FLAGS 7u
+_Static_assert((GAIO_CONN_DGRAM | GAIO_CONN_PEER | GAIO_CONN_LOCAL) <= CONNREF_FLAGS,
+               "the connection's flags fit below an object's alignment");
+static inline uintptr_t connref_key(const ConnRef *r) { return r->key & ~(uintptr_t)CONNREF_FLAGS; }
+static inline unsigned connref_flags(const ConnRef *r) { return (unsigned)(r->key & CONNREF_FLAGS); }
 
 /* An entry is only the ConnRef pointer (NULL: empty); the key is ref->key.
  * One pointer per slot and a load of at most 3/4 keep the table near 11-21
@@ -212,8 +220,10 @@ map_entry *gaio__map_find(connmap *m, uintptr_t key);
 int gaio__map_insert(connmap *m, ConnRef *ref);
 ConnRef *gaio__map_remove(connmap *m, map_entry *hole);
 PyObject *gaio__conn_type_error(PyObject *conn, const char *why);
-int gaio__socket_fd(PyObject *conn, const char *dgram_engine);
-int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id);
+/* The descriptor of a socket.socket not delegated yet, and its GAIO_CONN_*
+ * flags; a datagram socket is refused unless dgram_ok (R24). */
+int gaio__socket_fd(PyObject *conn, int dgram_ok, unsigned *flags);
+int gaio__delegate(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t *id);
 
 /* ---- requests (request.c, request_special.c) ---- */
 
@@ -221,8 +231,19 @@ void gaio__live_remove(pyreq *p);
 void gaio__req_dispose(Watcher *w, pyreq *p);
 /* The steps every request takes, shared by request.c and request_special.c. */
 pyreq *gaio__req_alloc(Watcher *w, int with_view);
-int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram);
-int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, uint64_t *id);
+int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram_ok, unsigned *flags);
+int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t *id);
+/* "conn must be a stream socket (SOCK_STREAM), not ..." (R24's stream-only requests) */
+PyObject *gaio__stream_only_error(int type);
+
+/* ---- datagram sockets (request_datagram.c): R24, R25 ---- */
+
+/* Where a datagram write goes: *to (PyMem_Malloc'd, the request's until it is
+ * disposed of) for an unconnected socket, NULL to its peer; checked and
+ * worded as the python engine does (_python_args.datagram_address). */
+int gaio__datagram_to(PyObject *conn, unsigned flags, PyObject *address, gaio_addr **to);
+/* The sender of a datagram as socket.recvfrom shows it. */
+PyObject *gaio__sender_object(const gaio_addr *a);
 PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, uint64_t id);
 int gaio__flag_arg(PyObject *o, uint8_t *flags, uint8_t bit);
 int gaio__standing_times(gaio_req *r, PyObject *timeout, PyObject *deadline, int64_t when);

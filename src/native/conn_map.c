@@ -23,7 +23,7 @@ map_entry *gaio__map_find(connmap *m, uintptr_t key)
     for (size_t i = map_hash(key, m->cap);; i = (i + 1) & (m->cap - 1)) {
         if (!m->e[i].ref)
             return NULL;
-        if (m->e[i].ref->key == key)
+        if (connref_key(m->e[i].ref) == key)
             return &m->e[i];
     }
 }
@@ -38,7 +38,7 @@ int gaio__map_insert(connmap *m, ConnRef *ref)
         for (size_t i = 0; i < m->cap; i++) {
             if (!m->e[i].ref)
                 continue;
-            size_t j = map_hash(m->e[i].ref->key, cap);
+            size_t j = map_hash(connref_key(m->e[i].ref), cap);
             while (e[j].ref)
                 j = (j + 1) & (cap - 1);
             e[j] = m->e[i];
@@ -47,7 +47,7 @@ int gaio__map_insert(connmap *m, ConnRef *ref)
         m->e = e;
         m->cap = cap;
     }
-    size_t i = map_hash(ref->key, m->cap);
+    size_t i = map_hash(connref_key(ref), m->cap);
     while (m->e[i].ref)
         i = (i + 1) & (m->cap - 1);
     m->e[i].ref = ref;
@@ -65,7 +65,7 @@ ConnRef *gaio__map_remove(connmap *m, map_entry *hole)
         j = (j + 1) & (m->cap - 1);
         if (!m->e[j].ref)
             break;
-        size_t home = map_hash(m->e[j].ref->key, m->cap);
+        size_t home = map_hash(connref_key(m->e[j].ref), m->cap);
         /* can e[j] move to i? only if its home is not in (i, j] cyclically */
         if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
             m->e[i] = m->e[j];
@@ -100,6 +100,40 @@ static const char *sock_kind_name(int type, char buf[16])
     }
 }
 
+PyObject *gaio__stream_only_error(int type)
+{
+    char kind[16];
+    PyErr_Format(PyExc_TypeError, "conn must be a stream socket (SOCK_STREAM), not %s",
+                 sock_kind_name(type, kind));
+    return NULL;
+}
+
+/* A datagram socket's GAIO_CONN_* flags: its family, whether it has a peer.
+ * A family gaio does not take is refused by the python engine's check,
+ * which names it as socket.AddressFamily does. */
+static int datagram_flags(PyObject *conn, int fd, unsigned *flags)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    int family = sa.ss_family;
+    if (family != AF_INET && family != AF_INET6 && family != AF_UNIX) {
+        PyObject *r = PyObject_CallOneArg(gaio__state.check_io_conn, conn);
+        Py_XDECREF(r);
+        if (r)
+            PyErr_SetString(PyExc_TypeError, "datagram sockets of AF_INET, AF_INET6 and AF_UNIX only");
+        return -1;
+    }
+    *flags = GAIO_CONN_DGRAM | (family == AF_UNIX ? GAIO_CONN_LOCAL : 0);
+    len = sizeof sa;
+    if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0)
+        *flags |= GAIO_CONN_PEER;
+    return 0;
+}
+
 PyObject *gaio__conn_type_error(PyObject *conn, const char *why)
 {
     PyErr_Format(PyExc_TypeError, "conn must be %s, not %.100s", why, gaio__type_name(conn));
@@ -107,13 +141,14 @@ PyObject *gaio__conn_type_error(PyObject *conn, const char *why)
 }
 
 /* The descriptor of a socket not delegated yet, after checking it is a
- * socket.socket of a stream socket (another object with a fileno(), even of a
- * stream socket, is refused: it could not be closed for the caller, R2).
- * A request that takes datagram sockets on the python engine (read, write,
- * connect: R24) gives its engine's name, which the refusal names until the
- * native engines have them (issue 19). */
-int gaio__socket_fd(PyObject *conn, const char *dgram_engine)
+ * socket.socket of a stream socket, or of a datagram socket of AF_INET,
+ * AF_INET6 or AF_UNIX when the request takes them (dgram_ok: read, write,
+ * connect, R24); *flags says which (GAIO_CONN_*). Another object with a
+ * fileno(), even of a socket, is refused: it could not be closed for the
+ * caller (R2). */
+int gaio__socket_fd(PyObject *conn, int dgram_ok, unsigned *flags)
 {
+    *flags = 0;
     int is_sock = PyObject_IsInstance(conn, gaio__state.SocketType);
     if (is_sock <= 0) {
         if (is_sock == 0)
@@ -154,16 +189,11 @@ int gaio__socket_fd(PyObject *conn, const char *dgram_engine)
         }
         return -1;
     }
-    if (type == SOCK_DGRAM && dgram_engine) {
-        PyErr_Format(PyExc_TypeError,
-                     "datagram sockets are not supported by engine '%s' yet "
-                     "(engine='python' has them)", dgram_engine);
-        return -1;
-    }
-    if (type != SOCK_STREAM) {
-        char kind[16];
-        PyErr_Format(PyExc_TypeError, "conn must be a stream socket (SOCK_STREAM), not %s",
-                     sock_kind_name(type, kind));
+    if (type == SOCK_DGRAM && dgram_ok) {
+        if (datagram_flags(conn, (int)fd, flags) < 0)
+            return -1;
+    } else if (type != SOCK_STREAM) {
+        gaio__stream_only_error(type);
         return -1;
     }
     if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(conn))) {
@@ -176,7 +206,7 @@ int gaio__socket_fd(PyObject *conn, const char *dgram_engine)
 /* R2: take the descriptor from the caller's object and watch it, non-blocking.
  * socket.socket.detach() hands it over and leaves the object closed even
  * while makefile() objects hold it open (close() would only mark it). */
-int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
+int gaio__delegate(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t *id)
 {
     ConnRef *ref = (ConnRef *)PyObject_CallFunctionObjArgs((PyObject *)&gaio__ConnRef_Type, conn,
                                                            w->callback, NULL);
@@ -199,8 +229,8 @@ int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
         return -1;
     }
     int own_fd = fd;
-    int flags = fcntl(own_fd, F_GETFL);
-    if (flags < 0 || fcntl(own_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    int fl = fcntl(own_fd, F_GETFL);
+    if (fl < 0 || fcntl(own_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         Py_DECREF(ref);
         close(own_fd);
@@ -217,7 +247,7 @@ int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
         return -1;
     }
     int err = 0;
-    PINNED(w, *id = gaio_core_watch(w->core, own_fd, &err));
+    PINNED(w, *id = gaio_core_watch(w->core, own_fd, flags, &err));
     if (!*id || w->closed) {
         /* w->closed: closed by another thread while the core had the GIL out */
         if (*id)
@@ -233,7 +263,7 @@ int gaio__delegate(Watcher *w, PyObject *conn, int fd, uint64_t *id)
             PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    ref->key = (uintptr_t)conn;
+    ref->key = (uintptr_t)conn | flags;
     ref->id = *id;
     if (gaio__map_insert(&w->map, ref) < 0) {
         Py_DECREF(ref);
@@ -251,7 +281,7 @@ static PyObject *conn_gone(PyObject *link, PyObject *arg)
     if (!w || w->closed || !PyObject_TypeCheck(arg, &gaio__ConnRef_Type))
         Py_RETURN_NONE;
     ConnRef *ref = (ConnRef *)arg;
-    map_entry *e = gaio__map_find(&w->map, ref->key);
+    map_entry *e = gaio__map_find(&w->map, connref_key(ref));
     if (!e || e->ref != ref)
         Py_RETURN_NONE;
     uint64_t id = ref->id;

@@ -143,6 +143,7 @@ gaio_req *gaio_core_close(gaio_core *core)
         if (e->final)
             chain(&all, e->req); /* an arrival's request is still queued: found below */
     }
+    gaio__datagram_forget(core->res, core->nres);
     core->nres = 0;
     for (uint32_t s = 0; s < core->nslots; s++) {
         gaio_conn *c = core->slots[s];
@@ -207,6 +208,7 @@ void gaio_core_delete(gaio_core *core)
         return;
     for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++)
         free(core->chunk[i]);
+    free(core->spill);
     free(core->slots);
     free(core->slot_gen);
     free(core->free_slots);

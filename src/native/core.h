@@ -28,6 +28,7 @@
 typedef struct gaio_core gaio_core;
 typedef struct gaio_conn gaio_conn;
 typedef struct gaio_req gaio_req;
+typedef struct gaio_addr gaio_addr;
 struct gaio_engine_ops;
 
 /* The queue a request waits in: reads and accepts in READ, writes,
@@ -152,6 +153,8 @@ struct gaio_req {
         } c;
         struct {                /* GAIO_WRITE kind */
             gaio_answer origin; /* a one-buffer write made from a view (R21) */
+            gaio_addr *to;      /* GAIO_OP_WRITE on an unconnected datagram socket: where
+                                 * (the binding's memory, freed with the request) */
             union {
                 gaio_vec *vec;  /* GAIO_OP_WRITE: NULL for one buffer */
                 struct {
@@ -163,25 +166,47 @@ struct gaio_req {
     } u;
 };
 
+/* The sender of a datagram (R25), for a read's result on an unconnected
+ * datagram socket: allocated by the core (gaio_malloc), freed with free() by
+ * whoever disposes of the result (the binding once it made the Python
+ * object; gaio_core_close for a result never delivered). */
+struct gaio_addr {
+    socklen_t len;
+    struct sockaddr_storage sa;
+};
+
 /* One result for the binding: the last of its request (final), or one
  * arrival of a standing request, which stays queued. */
 typedef struct gaio_result {
     gaio_req *req;
-    unsigned char *ptr;         /* internal-buffer bytes of a read */
+    unsigned char *ptr;         /* internal-buffer bytes of a read (a datagram's: even empty) */
     size_t size;
     int error;                  /* as gaio_req.error */
     int fd;                     /* an accepted descriptor, or -1 */
     uint8_t final;              /* the request is over: the binding disposes of it */
     uint8_t silent;             /* a quiet request that succeeded: nothing is delivered */
+    uint8_t datagram;           /* a read of a datagram socket: never a view back-pressure counts */
+    uint8_t truncated;          /* the datagram was longer than the room it landed in */
+    gaio_addr *addr;            /* the sender (unconnected datagram socket), or NULL */
 } gaio_result;
+
+/* gaio_core_watch's flags: what kind of socket (the binding knows it) */
+enum {
+    GAIO_CONN_DGRAM = 1,        /* SOCK_DGRAM (R24) */
+    GAIO_CONN_PEER = 2,         /* ... connected, or connect() was requested (R25) */
+    GAIO_CONN_LOCAL = 4,        /* ... of AF_UNIX */
+};
 
 /* 56 bytes on LP64, so that malloc's chunk is 64: one per idle connection. */
 struct gaio_conn {
     int fd;                     /* -1 once free() closed it */
     uint32_t slot, gen;
     uint16_t engine_flags;      /* engine-private */
-    uint8_t closing;            /* freed: waiting for the engine to let go */
-    uint8_t engine_busy;        /* unwatch() returned 1: wait for gaio_core_conn_idle */
+    uint8_t closing : 1;        /* freed: waiting for the engine to let go */
+    uint8_t engine_busy : 1;    /* unwatch() returned 1: wait for gaio_core_conn_idle */
+    uint8_t dgram : 1;          /* a datagram socket (GAIO_CONN_DGRAM) */
+    uint8_t peer : 1;           /* ... that has a peer: its reads say no sender */
+    uint8_t local : 1;          /* ... of AF_UNIX */
     gaio_req *head[2], *tail[2];/* FIFOs by enum gaio_kind */
     void *engine_data;          /* engine-private */
 };
@@ -195,6 +220,7 @@ typedef struct gaio_stats {
     uint64_t wakeups;           /* engine waits that returned */
     uint64_t accepted;          /* connections accepted */
     uint64_t quiet_done;        /* quiet requests that succeeded (delivered nothing) */
+    uint64_t datagrams_read, datagrams_written;
 } gaio_stats;
 
 /* at most 4 x bufsize of internal buffer per batch (python: ARENA_MULTIPLE) */
@@ -230,9 +256,10 @@ gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize, s
  * until batch_wait_ns after it began to sleep (0: off; core_wait.c). Set once,
  * before the core is shared. */
 void gaio_core_set_batch_wait(gaio_core *core, int64_t batch_wait_ns);
-/* Adopt a non-blocking stream descriptor; returns its id (slot | gen << 32) or
- * 0 and sets *err to an errno (EBADF once the core is closed). */
-uint64_t gaio_core_watch(gaio_core *core, int fd, int *err);
+/* Adopt a non-blocking socket descriptor (flags: GAIO_CONN_*, 0 for a
+ * stream); returns its id (slot | gen << 32) or 0 and sets *err to an errno
+ * (EBADF once the core is closed). */
+uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err);
 /* Queue a filled request (conn_id, buf, len, kind, op, flags, full,
  * deadline_ns, and u for standing requests, vectored writes, sendfile; a
  * connect's error: 0 when connect() succeeded at once, EINPROGRESS, EAGAIN

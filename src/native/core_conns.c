@@ -35,7 +35,7 @@ gaio_conn *gaio_core_next_conn(gaio_core *core, uint32_t *slot)
     return NULL;
 }
 
-uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
+uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err)
 {
     gaio_conn *c = gaio_calloc(1, sizeof *c);
     if (!c) {
@@ -87,6 +87,9 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, int *err)
         core->slot_gen[slot] = 1;
     }
     c->fd = fd;
+    c->dgram = (flags & GAIO_CONN_DGRAM) != 0;
+    c->peer = (flags & GAIO_CONN_PEER) != 0;
+    c->local = (flags & GAIO_CONN_LOCAL) != 0;
     c->slot = slot;
     c->gen = core->slot_gen[slot];
     core->slots[slot] = c;

@@ -9,6 +9,7 @@
  *   core_requests.c        requests in (submit, the incoming list), aborted, progressing
  *   core_results.c         the result array: room, arrivals, completions, take_results
  *   core_accept_connect.c  accept's and connect's outcomes, and their back-offs (R16, R17)
+ *   core_datagrams.c       datagram sockets' results, senders and errors (R24-R27)
  *   core_wait.c            gaio_core_wait: the engine's timeout, deadlines expiring, wake-ups
  */
 #ifndef GAIO_CORE_PRIVATE_H
@@ -72,6 +73,8 @@ struct gaio_core {
     uint32_t chunk_cur;         /* chunk being filled */
     size_t chunk_off;           /* bytes used in it */
     size_t ibuf_out;            /* bytes handed out in this batch (core and engine memory) */
+    unsigned char *spill;       /* bufsize bytes: the part of a datagram past a chunk's end
+                                 * (gaio_core_ibuf_reserve_datagram), made on first use */
 
     uint8_t waiting;            /* a thread is inside gaio_core_wait */
     uint8_t sleeping;           /* ... and is (about to be) blocked in the kernel */
@@ -99,6 +102,10 @@ void gaio__conn_close(gaio_core *core, gaio_conn *c);
 int gaio__res_grow(gaio_core *core, uint64_t need);
 void gaio__done_append(gaio_core *core, gaio_req *r);
 void gaio__arrival(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t size, int error, int fd);
+/* One result of standing request r, never joined to the previous one; NULL
+ * when no room could be had (r then ended with ENOMEM). */
+gaio_result *gaio__arrival_append(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t size,
+                                  int error, int fd);
 void gaio__req_complete(gaio_core *core, gaio_req *r, int error);
 
 /* ---- core_requests.c ---- */
@@ -113,6 +120,14 @@ void gaio__req_abort(gaio_core *core, gaio_req *r, int error);
 void gaio__connect_finished(gaio_core *core, gaio_req *r, int error);
 void gaio__connect_backoff(gaio_core *core, gaio_req *r, int64_t now);
 void gaio__serve_backoff(gaio_core *core, int64_t now);
+
+/* ---- core_datagrams.c ---- */
+
+/* A request reaches datagram socket c (before it is queued): an error that
+ * came while nothing of c was pending concerned nobody (R27). */
+void gaio__datagram_idle(gaio_core *core, gaio_conn *c);
+/* Free the senders of results never delivered. */
+void gaio__datagram_forget(gaio_result *res, uint32_t n);
 
 /* ---- core_wait.c ---- */
 

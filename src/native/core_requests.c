@@ -11,9 +11,11 @@ ssize_t gaio_core_try_send(gaio_core *core, uint64_t id, const void *buf, size_t
     ssize_t n = 0;
     gaio_conn *c;
     /* Nothing may go out before what is queued: no write of this connection
-     * waits, and no request of any (incoming) is still on its way. */
+     * waits, and no request of any (incoming) is still on its way. Not for a
+     * datagram socket: a send that fails there may have taken a socket error
+     * that belongs to a pending read (R27). */
     if (core->engine->send_now && !core->closing && !core->closed && !core->incoming_head &&
-        (c = gaio_core_conn(core, id)) && c->fd >= 0 && !c->head[GAIO_WRITE]) {
+        (c = gaio_core_conn(core, id)) && c->fd >= 0 && !c->head[GAIO_WRITE] && !c->dgram) {
         n = core->engine->send_now(core->engine_state, c, buf, len);
         core->stats.bytes_written += (uint64_t)n;
         if ((size_t)n == len) {
@@ -118,6 +120,8 @@ void gaio__drain_incoming(gaio_core *core)
             continue;
         }
         int k = r->kind;
+        if (c->dgram)
+            gaio__datagram_idle(core, c);
         gaio__queue_append(c, r);
         if (k == GAIO_WRITE)
             gaio__bp_write_queued(core, r);

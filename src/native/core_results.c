@@ -48,6 +48,21 @@ void gaio__done_append(gaio_core *core, gaio_req *r)
 /* A result of standing request r that leaves it queued. The engine asked
  * gaio_core_arrival_room before the I/O; should there be no room after all,
  * r ends with ENOMEM rather than lose what arrived silently. */
+static gaio_result *arrival_new(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t size,
+                                int error, int fd)
+{
+    if (!gaio_core_arrival_room(core)) {
+        if (fd >= 0)
+            close(fd);
+        gaio__req_complete(core, r, ENOMEM);
+        return NULL;
+    }
+    gaio_result *e = &core->res[core->nres++];
+    *e = (gaio_result){
+        .req = r, .ptr = ptr, .size = size, .error = error, .fd = fd, .final = 0, .silent = 0};
+    return e;
+}
+
 void gaio__arrival(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t size, int error, int fd)
 {
     gaio_result *last = core->nres ? &core->res[core->nres - 1] : NULL;
@@ -57,14 +72,14 @@ void gaio__arrival(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t size
         last->size += size; /* one pass over a socket, contiguous: one result */
         return;
     }
-    if (!gaio_core_arrival_room(core)) {
-        if (fd >= 0)
-            close(fd);
-        gaio__req_complete(core, r, ENOMEM);
-        return;
-    }
-    core->res[core->nres++] = (gaio_result){
-        .req = r, .ptr = ptr, .size = size, .error = error, .fd = fd, .final = 0, .silent = 0};
+    arrival_new(core, r, ptr, size, error, fd);
+}
+
+gaio_result *gaio__arrival_append(gaio_core *core, gaio_req *r, unsigned char *ptr, size_t size,
+                                  int error, int fd)
+{
+    gaio_standing_touch(r);
+    return arrival_new(core, r, ptr, size, error, fd);
 }
 
 /* Take r off its connection (and the heap) and append it to the results. */

@@ -188,6 +188,40 @@ int gaio_core_progress(gaio_core *core, gaio_req *req, ssize_t res);
  * req finished, 0 when it stays. Before accepting for a standing accept an
  * engine asks gaio_core_arrival_room. */
 int gaio_core_accepted(gaio_core *core, gaio_req *req, int res);
+/* ---- datagram sockets (R24-R27, core_datagrams.c): conn->dgram ---- */
+
+/* Datagram reads of the internal buffer: a datagram of up to bufsize bytes
+ * is delivered whole (R24). gaio_core_ibuf_reserve_datagram is
+ * gaio_core_ibuf_reserve for one datagram: at most bufsize bytes at *ptr;
+ * when fewer and a fresh chunk can take the rest, *spill (spill may be NULL:
+ * not asked) gets bufsize minus that many bytes where recvmsg puts what
+ * does not fit, and gaio_core_ibuf_unspill(core, room, n) then moves the n
+ * bytes received into the fresh chunk, where gaio_core_datagram finds
+ * them. With *spill NULL and less than bufsize offered, the engine peeks:
+ * a datagram that does not fit may go to the next chunk
+ * (gaio_core_ibuf_next_chunk: 1, reserve again; 0: there is none, the
+ * datagram waits for the next batch). */
+ssize_t gaio_core_ibuf_reserve_datagram(gaio_core *core, unsigned char **ptr, unsigned char **spill);
+void gaio_core_ibuf_unspill(gaio_core *core, size_t room, size_t n);
+int gaio_core_ibuf_next_chunk(gaio_core *core);
+/* For head read r of a datagram socket: one datagram of res bytes (>= 0;
+ * without a buffer, where gaio_core_ibuf_reserve said), with its sender
+ * (addr, addrlen as recvmsg gave them; kept for the result only when the
+ * socket has no peer) and MSG_TRUNC (truncated); or a socket error
+ * (-errno). Each is one result, never joined to another. A standing read
+ * stays, an error included (R27); -ENOMEM ends it (no memory for its bytes).
+ * Returns 1 when r finished. */
+int gaio_core_datagram(gaio_core *core, gaio_req *r, ssize_t res, const struct sockaddr *addr,
+                       socklen_t addrlen, int truncated);
+/* A datagram write's sendmsg returned res: the whole datagram (>= 0), or
+ * -errno (the write fails whole, R24). As gaio_core_progress. */
+int gaio_core_datagram_sent(gaio_core *core, gaio_req *r, ssize_t res);
+/* Socket error err of datagram socket c, learnt apart from a recv or send
+ * (libkqueue reads it with SO_ERROR): the pending read's result, else the
+ * first pending write's; with nothing pending it is dropped (R27). The
+ * engine then goes on with the heads of both queues. */
+void gaio_core_datagram_error(gaio_core *core, gaio_conn *c, int err);
+
 /* Room for one more result of a standing request: 1, or 0 (out of memory
  * for it now: try again in the next wait, as for a spent internal buffer). */
 int gaio_core_arrival_room(gaio_core *core);

@@ -256,7 +256,13 @@ static void kq_reads(kq_state *st, gaio_conn *c)
      * kernel kqueue leaves the error for recv() to report (ECONNRESET after a
      * reset). kq_wait kept the error in engine_data; the next read gets it. */
     gaio_req *r;
-    if (c->engine_data && (r = gaio_conn_head(c, GAIO_READ))) {
+    if (c->engine_data && c->dgram) {
+        /* a datagram socket's error is one request's, or nobody's (R27) */
+        int err = (int)(intptr_t)c->engine_data;
+        c->engine_data = NULL;
+        gaio_core_datagram_error(st->core, c, err);
+        gaio_ready_writes(&st->rd, c);
+    } else if (c->engine_data && (r = gaio_conn_head(c, GAIO_READ))) {
         int err = (int)(intptr_t)c->engine_data;
         c->engine_data = NULL;
         gaio_core_progress(st->core, r, -err);
@@ -309,7 +315,7 @@ static int kq_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
     if (gaio_core_has_results(st->core))
         timeout_ns = 0;
     else if (st->rd.rescan && (timeout_ns < 0 || timeout_ns > 10000000))
-        timeout_ns = 10000000; /* a retry is owed (todo_add failed): come back soon */
+        timeout_ns = 10000000; /* a retry is owed (gaio_ready_later failed): come back soon */
     struct timespec ts, *tsp = NULL;
     if (timeout_ns >= 0) {
         ts.tv_sec = (time_t)(timeout_ns / 1000000000);

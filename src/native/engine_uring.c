@@ -39,6 +39,8 @@
  *     waiting turns accepts to POLL_ADD + accept4();
  *   - connect and sendfile: POLL_ADD(POLLOUT), then readiness.c's SO_ERROR
  *     or sendfile(2);
+ *   - datagram sockets: POLL_ADD(POLLIN / POLLOUT), then datagram_io.c's
+ *     recvmsg() / sendmsg(), a datagram per request (R24-R27);
  *   - back-pressure: nothing is submitted for a direction with no request;
  *   - every submission of a wait() and the wait itself are ONE io_uring_enter,
  *     the timeout in IORING_ENTER_EXT_ARG (5.11), and wait_io()'s signal
@@ -135,6 +137,11 @@ static uint32_t prep_write(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, g
                            gaio_req *r, uint64_t ud)
 {
     gaio_vec *v = r->op == GAIO_OP_WRITE ? r->u.w.vec : NULL;
+    if (c->dgram) {
+        /* one datagram per write: datagram_io.c's sendmsg() once writable */
+        gaio__uring_prep_poll_add(sqe, c->fd, POLLOUT, ud);
+        return BIT(POLL_IN_FLIGHT, GAIO_WRITE);
+    }
     if (r->op == GAIO_OP_WRITE && !v) {
         gaio__uring_prep_send(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
         return 0;
@@ -216,11 +223,34 @@ static void run_work(gaio__ur_state *st)
     st->nwork -= i;
 }
 
+/* A POLL_ADD for datagram socket c's kind head said ready (or an error,
+ * POLLERR: the syscall reports it): a datagram per head while the socket
+ * takes them, at most GAIO_DATAGRAMS_PER_PASS (complete_op polls again). */
+static void datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind)
+{
+    gaio_req *r;
+    for (int n = 0; n < GAIO_DATAGRAMS_PER_PASS && (r = gaio_conn_head(c, kind)); n++) {
+        int unused; /* a datagram is never short */
+        ssize_t res = kind == GAIO_READ ? gaio_recv_head(st->core, c, r, &unused)
+                                        : gaio_send_head(st->core, c, r, &unused);
+        if (res == GAIO_RECV_NO_ROOM) {
+            gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
+            return;
+        }
+        if (res == -EAGAIN)
+            return;
+    }
+}
+
 /* A POLL_ADD for c's kind head said ready: do what the heads ask while the
  * socket takes it (accepts; connect, sendfile, vectored writes). */
 static void poll_ready(gaio__ur_state *st, gaio_conn *c, int kind)
 {
     gaio_req *r;
+    if (c->dgram) {
+        datagrams_ready(st, c, kind);
+        return;
+    }
     while ((r = gaio_conn_head(c, kind)) && r->op != GAIO_OP_READ &&
            !(r->op == GAIO_OP_WRITE && !r->u.w.vec)) {
         if (kind == GAIO_READ) {

@@ -6,6 +6,7 @@
 #include "alloc.h"
 
 #include <errno.h>
+#include <string.h>
 
 size_t gaio_core_ibuf_room(gaio_core *core)
 {
@@ -39,6 +40,54 @@ ssize_t gaio_core_ibuf_reserve(gaio_core *core, unsigned char **ptr)
     size_t room = gaio_core_ibuf_room(core);
     *ptr = core->chunk[core->chunk_cur] + core->chunk_off;
     return (ssize_t)(left < room ? left : room);
+}
+
+int gaio_core_ibuf_next_chunk(gaio_core *core)
+{
+    if (core->chunk_cur + 1 >= GAIO_IBUF_CHUNKS || !core->chunk[core->chunk_cur])
+        return 0;
+    core->chunk_cur++;
+    core->chunk_off = 0;
+    return 1;
+}
+
+/* Datagrams: a datagram is one view, so it may not straddle two chunks. When
+ * the room left in this chunk is less than bufsize, the next chunk (made
+ * now, while failing costs nothing) stands by: recvmsg's second iovec is
+ * the spill buffer, and a datagram longer than the room is copied whole to
+ * the next chunk (gaio_core_ibuf_unspill). Without that, one more syscall
+ * per datagram (a peek) said whether it fits: measured, a fifth of a
+ * standing read's cost per small datagram. */
+ssize_t gaio_core_ibuf_reserve_datagram(gaio_core *core, unsigned char **ptr, unsigned char **spill)
+{
+    size_t bs = core->bufsize;
+    ssize_t room = gaio_core_ibuf_reserve(core, ptr);
+    if (spill)
+        *spill = NULL;
+    if (room <= 0 || (size_t)room >= bs)
+        return room > 0 ? (ssize_t)bs : room;
+    uint32_t next = core->chunk_cur + 1;
+    if (!spill || next >= GAIO_IBUF_CHUNKS || gaio_core_ibuf_room(core) < bs)
+        return room; /* no fresh chunk (or budget) for the rest: the engine peeks */
+    if (!core->spill && !(core->spill = gaio_malloc(bs)))
+        return room;
+    if (!core->chunk[next]) {
+        if (!(core->chunk[next] = gaio_malloc(bs)))
+            return room;
+        core->stats.ibuf_chunks++;
+    }
+    *spill = core->spill;
+    return room;
+}
+
+void gaio_core_ibuf_unspill(gaio_core *core, size_t room, size_t n)
+{
+    unsigned char *from = core->chunk[core->chunk_cur] + core->chunk_off;
+    core->chunk_cur++;
+    core->chunk_off = 0;
+    unsigned char *to = core->chunk[core->chunk_cur];
+    memcpy(to, from, room);
+    memcpy(to + room, core->spill, n - room);
 }
 
 void gaio_core_ibuf_reset(gaio_core *core)

@@ -408,6 +408,8 @@ PyMODINIT_FUNC PyInit__native(void)
         !(S->check_listener = import_attr("gaio._python_args", "check_listener")) ||
         !(S->check_connect_socket = import_attr("gaio._python_args", "check_connect_socket")) ||
         !(S->check_address = import_attr("gaio._python_args", "check_address")) ||
+        !(S->check_io_conn = import_attr("gaio._python_args", "check_io_conn")) ||
+        !(S->datagram_address = import_attr("gaio._python_args", "datagram_address")) ||
         !(S->sendfile_source = import_attr("gaio._python_args", "sendfile_source")))
         return NULL;
     PyObject *base = import_attr("_socket", "socket");

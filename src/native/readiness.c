@@ -44,7 +44,7 @@ static void owe_wait(gaio_ready *rd)
         gaio_core_wake_engine(rd->core);
 }
 
-static void todo_add(gaio_ready *rd, gaio_conn *c)
+void gaio_ready_later(gaio_ready *rd, gaio_conn *c)
 {
     if (c->engine_flags & GAIO_IN_TODO)
         return;
@@ -81,6 +81,8 @@ ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_re
     unsigned char *ptr;
     size_t want;
     *short_read = 0;
+    if (c->dgram)
+        return gaio_recv_datagram(core, c, r);
     if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
         return GAIO_RECV_NO_ROOM; /* no memory for one more result now */
     if (r->buf) {
@@ -202,6 +204,8 @@ static ssize_t send_file_nosigpipe(gaio_conn *c, gaio_req *r, size_t want)
 ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_write)
 {
     *short_write = 0;
+    if (c->dgram && r->op == GAIO_OP_WRITE)
+        return gaio_send_datagram(core, c, r);
     if (r->op == GAIO_OP_CONNECT) {
         int err;
         if (connecting(c->fd, &err))
@@ -244,11 +248,15 @@ ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_wr
 void gaio_ready_reads(gaio_ready *rd, gaio_conn *c)
 {
     gaio_req *r;
+    if (c->dgram) {
+        gaio_ready_datagram_reads(rd, c);
+        return;
+    }
     while ((c->engine_flags & GAIO_MAY_READ) && (r = gaio_conn_head(c, GAIO_READ))) {
         if (r->op == GAIO_OP_ACCEPT) {
             ssize_t n = gaio_accept_head(rd->core, c, r);
             if (n == GAIO_RECV_NO_ROOM) {
-                todo_add(rd, c);
+                gaio_ready_later(rd, c);
                 return;
             }
             if (n == -EAGAIN)
@@ -258,7 +266,7 @@ void gaio_ready_reads(gaio_ready *rd, gaio_conn *c)
         int short_read;
         ssize_t n = gaio_recv_head(rd->core, c, r, &short_read);
         if (n == GAIO_RECV_NO_ROOM) {
-            todo_add(rd, c); /* this batch's internal buffer is spent */
+            gaio_ready_later(rd, c); /* this batch's internal buffer is spent */
             return;
         }
         if (n == -EAGAIN || (short_read && !(c->engine_flags & GAIO_HUP)))
@@ -294,7 +302,7 @@ void gaio_ready_start(gaio_ready *rd, gaio_conn *c, int kind)
         gaio_ready_writes(rd, c);
 }
 
-/* todo_add could not grow the list: every connection whose internal-buffer
+/* gaio_ready_later could not grow the list: every connection whose internal-buffer
  * read waits is tried (only after an allocation failed). */
 static void retry_all(gaio_ready *rd)
 {
@@ -338,7 +346,7 @@ int gaio_ready_timeout_ms(gaio_ready *rd, int64_t timeout_ns)
     if (gaio_core_has_results(rd->core))
         return 0;
     if (rd->rescan && (timeout_ns < 0 || timeout_ns > 10000000))
-        timeout_ns = 10000000; /* a retry is owed (todo_add failed): come back soon */
+        timeout_ns = 10000000; /* a retry is owed (gaio_ready_later failed): come back soon */
     if (timeout_ns < 0)
         return -1;
     if (timeout_ns >= (int64_t)INT_MAX * 1000000)

@@ -51,6 +51,22 @@ ssize_t gaio_accept_head(gaio_core *core, gaio_conn *c, gaio_req *r);
 #define GAIO_IOV_MAX 1024 /* python: IOV_MAX in gaio/_python_requests.py */
 ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_write);
 
+/* Datagram sockets (c->dgram; datagram_io.c): gaio_recv_head and
+ * gaio_send_head come here for them. One recvmsg, one datagram, reported
+ * with gaio_core_datagram; returns as gaio_recv_head (0 is an empty
+ * datagram, not an end). One sendmsg of write r's whole datagram. */
+ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r);
+ssize_t gaio_send_datagram(gaio_core *core, gaio_conn *c, gaio_req *r);
+/* The most datagrams one readiness pass takes for a connection (python:
+ * DATAGRAMS_PER_PASS in gaio/_python_datagrams.py): the rest waits for the
+ * next wait, so that a flood on one socket holds up no other. */
+#define GAIO_DATAGRAMS_PER_PASS 64
+/* gaio_ready_reads of a datagram socket: until EAGAIN, the bound above, or
+ * a spent internal buffer. */
+void gaio_ready_datagram_reads(gaio_ready *rd, gaio_conn *c);
+/* c's reads go on at the start of the next wait (gaio_ready_retry). */
+void gaio_ready_later(gaio_ready *rd, gaio_conn *c);
+
 /* engine.send_now: one non-blocking send() of a quiet write, made by the
  * requesting thread (state is unused). */
 ssize_t gaio_ready_send_now(void *state, gaio_conn *c, const void *buf, size_t len);

@@ -4,6 +4,7 @@
  * read, read_full, write and free. accept, connect and sendfile are in
  * request_special.c. */
 #include "binding.h"
+#include "readiness.h" /* GAIO_IOV_MAX */
 
 #include <string.h>
 #include <unistd.h>
@@ -59,6 +60,10 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
     } else if (p->has_view && p->view.obj) {
         PyBuffer_Release(&p->view);
     }
+    if (p->req.op == GAIO_OP_WRITE && p->req.u.w.to) {
+        PyMem_Free(p->req.u.w.to);
+        p->req.u.w.to = NULL;
+    }
     if (p->req.op == GAIO_OP_CONNECT && p->req.u.c.addr) {
         PyMem_Free(p->req.u.c.addr);
         p->req.u.c.addr = NULL;
@@ -86,19 +91,27 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
 /* ---- the steps every request takes ---- */
 
 /* Before the checks that may run Python code: conn is known (delegated) or
- * a stream socket whose descriptor *fd will be delegated. */
-int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram)
+ * a socket whose descriptor *fd will be delegated; *flags: GAIO_CONN_*.
+ * Datagram sockets only where dgram_ok (R24), delegated or not. */
+int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram_ok, unsigned *flags)
 {
     *fd = -1;
-    if (gaio__map_find(&w->map, (uintptr_t)conn))
+    map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
+    if (e) {
+        *flags = connref_flags(e->ref);
+        if ((*flags & GAIO_CONN_DGRAM) && !dgram_ok) {
+            gaio__stream_only_error(SOCK_DGRAM);
+            return -1;
+        }
         return 1;
-    return (*fd = gaio__socket_fd(conn, dgram ? w->engine_name : NULL)) < 0 ? -1 : 0;
+    }
+    return (*fd = gaio__socket_fd(conn, dgram_ok, flags)) < 0 ? -1 : 0;
 }
 
 /* After them: fileno(), buffer exports, GC callbacks and the Python checks
  * may have run Python code: the watcher may be closed, the map reshaped.
  * Look again, and delegate conn if it is new. */
-int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, uint64_t *id)
+int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t *id)
 {
     map_entry *e;
     if (w->closed) {
@@ -113,7 +126,7 @@ int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, uint64_t *id)
         PyErr_SetString(PyExc_ValueError, "conn was freed meanwhile");
         return -1;
     }
-    return gaio__delegate(w, conn, fd, id);
+    return gaio__delegate(w, conn, fd, flags, id);
 }
 
 /* Hand p (filled) to the core. On failure p is disposed of. */
@@ -214,8 +227,8 @@ static int write_view(Watcher *w, PyObject *obj, Py_buffer *view, int *poolable,
 enum { ARG_CONN, ARG_BUF, ARG_CTX, ARG_TIMEOUT, ARG_DEADLINE, ARG_FLAG, NARGS,
        ARG_ADDRESS = NARGS /* write's only */ };
 
-static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data, PyObject *ctx,
-                              int64_t when, uint8_t flags);
+static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, unsigned cflags, PyObject *data,
+                              PyObject *ctx, int64_t when, uint8_t flags, gaio_addr *to);
 
 static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
                         PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -234,24 +247,30 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
         return NULL;
     PyObject *conn = a[ARG_CONN], *buf = a[ARG_BUF];
     int fd;
-    if (gaio__conn_first_look(w, conn, &fd, !full) < 0)
+    unsigned cflags = 0;
+    if (gaio__conn_first_look(w, conn, &fd, !full, &cflags) < 0)
         return NULL;
+    int dgram = (cflags & GAIO_CONN_DGRAM) != 0;
     int64_t deadline;
     if (gaio__deadline_arg(a[ARG_TIMEOUT], a[ARG_DEADLINE], &deadline) < 0)
         return NULL;
     uint8_t flags = 0;
     if (gaio__flag_arg(a[ARG_FLAG], &flags, kind == GAIO_WRITE ? GAIO_F_QUIET : GAIO_F_REPEAT) < 0)
         return NULL;
-    if (a[ARG_ADDRESS] && a[ARG_ADDRESS] != Py_None) {
-        /* conn is a stream socket: datagram sockets are refused above (R25) */
-        PyErr_SetString(PyExc_ValueError,
-                        "address= is for datagram sockets (a stream socket writes to its peer)");
-        return NULL;
+    gaio_addr *to = NULL; /* a datagram's address (R25), the request's once queued */
+    if (kind == GAIO_WRITE && (dgram || (a[ARG_ADDRESS] && a[ARG_ADDRESS] != Py_None))) {
+        if (!dgram) {
+            PyErr_SetString(PyExc_ValueError,
+                            "address= is for datagram sockets (a stream socket writes to its peer)");
+            return NULL;
+        }
+        if (gaio__datagram_to(conn, cflags, a[ARG_ADDRESS], &to) < 0)
+            return NULL;
     }
     if (buf == Py_None)
         buf = NULL;
     if (kind == GAIO_WRITE && buf && (PyList_Check(buf) || PyTuple_Check(buf)))
-        return vector_write(w, conn, fd, buf, a[ARG_CTX], deadline, flags);
+        return vector_write(w, conn, fd, cflags, buf, a[ARG_CTX], deadline, flags, to);
 
     Py_buffer view = {0};
     PyObject *bufobj = NULL;
@@ -277,12 +296,15 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
         }
     } else {
         if (!buf) {
+            PyMem_Free(to);
             PyErr_SetString(PyExc_ValueError, "data is required");
             return NULL;
         }
-        if (gaio__buffer_arg(buf, &view, 0) < 0)
+        if (gaio__buffer_arg(buf, &view, 0) < 0) {
+            PyMem_Free(to);
             return NULL;
-        if ((flags & GAIO_F_QUIET) && fd < 0 && view.len > 0 && !w->closed) {
+        }
+        if ((flags & GAIO_F_QUIET) && fd < 0 && view.len > 0 && !w->closed && !dgram) {
             /* A quiet write to a connection with nothing queued to send is
              * tried now: when the socket takes it all, it needs no request,
              * no copy and no result (as uv_try_write). */
@@ -297,20 +319,24 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
             already = (size_t)sent;
         }
         int was_copied = own_bytes(w, buf, &view, &copied, &origin);
-        if (was_copied < 0)
+        if (was_copied < 0) {
+            PyMem_Free(to);
             return NULL;
+        }
         bufobj = was_copied ? view.obj : buf;
     }
-    if (bufobj && view.len == 0) {
+    if (bufobj && view.len == 0 && !(dgram && kind == GAIO_WRITE)) {
+        /* an empty datagram is a datagram (R24) */
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, kind == GAIO_WRITE ? "data is empty" : "buf is empty");
         return NULL;
     }
     uint64_t id = 0;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, conn, fd, &id) < 0 || !(p = gaio__req_alloc(w, bufobj != NULL))) {
+    if (gaio__conn_resolve(w, conn, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, bufobj != NULL))) {
         if (bufobj)
             PyBuffer_Release(&view);
+        PyMem_Free(to);
         return NULL;
     }
     if (bufobj) {
@@ -332,17 +358,50 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
         p->req.deadline_ns = st.deadline_ns;
     } else if (kind == GAIO_WRITE) {
         p->req.u.w.origin = origin;
+        p->req.u.w.to = to;
     }
     return gaio__req_queue(w, p, conn, a[ARG_CTX], id);
 }
 
-/* R18: write(conn, [b1, b2, ...]): one request, sent with sendmsg. */
-static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data, PyObject *ctx,
-                              int64_t when, uint8_t flags)
+/* A datagram of more items than one sendmsg takes is still one datagram
+ * (R24): its items become one bytes copy, item 0. The copy answers for no
+ * standing read (R21), as a copy made by the caller would not. */
+static int join_items(Watcher *w, Py_buffer *items, Py_ssize_t *used, gaio_answer *origin,
+                      int *from_views)
 {
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < *used; i++)
+        total += (size_t)items[i].len;
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!joined)
+        return -1;
+    char *dst = PyBytes_AS_STRING(joined);
+    for (Py_ssize_t i = 0; i < *used; i++) {
+        memcpy(dst, items[i].buf, (size_t)items[i].len);
+        dst += items[i].len;
+        PyBuffer_Release(&items[i]);
+    }
+    *used = 0;
+    int rc = gaio__buffer_arg(joined, &items[0], 0); /* the export keeps the copy */
+    Py_DECREF(joined);
+    if (rc < 0)
+        return -1;
+    *used = 1;
+    origin[0] = (gaio_answer){0, 0};
+    *from_views = 0;
+    return 0;
+}
+
+/* R18: write(conn, [b1, b2, ...]): one request, sent with sendmsg. */
+static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, unsigned cflags, PyObject *data,
+                              PyObject *ctx, int64_t when, uint8_t flags, gaio_addr *to)
+{
+    int dgram = (cflags & GAIO_CONN_DGRAM) != 0;
     PyObject *seq = PySequence_Fast(data, "data"); /* a list may change while we look */
-    if (!seq)
+    if (!seq) {
+        PyMem_Free(to);
         return NULL;
+    }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), used = 0;
     Py_buffer *items = PyMem_Calloc(n ? (size_t)n : 1, sizeof *items);
     gaio_answer *origin = PyMem_Calloc(n ? (size_t)n : 1, sizeof *origin); /* R21, per item */
@@ -352,6 +411,7 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
         Py_DECREF(seq);
         PyMem_Free(items);
         PyMem_Free(origin);
+        PyMem_Free(to);
         return PyErr_NoMemory();
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -382,10 +442,13 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
     }
     Py_DECREF(seq);
     seq = NULL;
-    if (!total) {
+    if (!total && !(dgram && n)) {
+        /* items that are all empty are one empty datagram (R24) */
         PyErr_SetString(PyExc_ValueError, "vectored write of no bytes (empty sequence or all items empty)");
         goto fail;
     }
+    if (dgram && used > GAIO_IOV_MAX && join_items(w, items, &used, origin, &from_views) < 0)
+        goto fail;
     size_t origin_size = from_views ? (size_t)used * sizeof *origin : 0;
     gaio_vec *vec = PyMem_Malloc(sizeof *vec + (size_t)used * sizeof(struct iovec) + origin_size);
     if (!vec) {
@@ -404,7 +467,7 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
     origin = NULL;
     uint64_t id = 0;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, conn, fd, &id) < 0 || !(p = gaio__req_alloc(w, 1))) {
+    if (gaio__conn_resolve(w, conn, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, 1))) {
         PyMem_Free(vec);
         goto fail;
     }
@@ -419,10 +482,12 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, PyObject *data
     p->req.len = total;
     p->req.deadline_ns = when;
     p->req.u.w.vec = vec;
+    p->req.u.w.to = to;
     return gaio__req_queue(w, p, conn, ctx, id);
 fail:
     Py_XDECREF(seq);
     PyMem_Free(origin);
+    PyMem_Free(to);
     release_items(items, used);
     return NULL;
 }

@@ -18,7 +18,7 @@
 static int prologue(Watcher *w, const char *fname, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames, PyObject *const *names, int nnames, int maxpos,
                     int required, PyObject **a, PyObject *timeout_deadline[2], int *fd,
-                    int64_t *when, int dgram)
+                    int64_t *when, int dgram_ok, unsigned *flags)
 {
     if (w->closed) {
         gaio__closed_error();
@@ -26,7 +26,7 @@ static int prologue(Watcher *w, const char *fname, PyObject *const *args, Py_ssi
     }
     if (gaio__parse_args(fname, args, nargs, kwnames, names, nnames, maxpos, required, a) < 0)
         return -1;
-    int known = gaio__conn_first_look(w, a[0], fd, dgram);
+    int known = gaio__conn_first_look(w, a[0], fd, dgram_ok, flags);
     if (known < 0 || gaio__deadline_arg(timeout_deadline[0], timeout_deadline[1], when) < 0)
         return -1;
     return known;
@@ -65,8 +65,9 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
                           gaio__state.s_deadline, gaio__state.s_repeat};
     PyObject *a[N] = {NULL};
     int fd;
+    unsigned cflags;
     int64_t when;
-    int known = prologue(w, "Watcher.accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when, 0);
+    int known = prologue(w, "Watcher.accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when, 0, &cflags);
     if (known < 0)
         return NULL;
     gaio_req st = {0};
@@ -80,7 +81,7 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
         return NULL;
     uint64_t id;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, a[L], fd, &id) < 0 || !(p = gaio__req_alloc(w, 0)))
+    if (gaio__conn_resolve(w, a[L], fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, 0)))
         return NULL;
     p->req.kind = GAIO_READ;
     p->req.op = GAIO_OP_ACCEPT;
@@ -151,8 +152,9 @@ PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t na
                           gaio__state.s_timeout, gaio__state.s_deadline};
     PyObject *a[N] = {NULL};
     int fd;
+    unsigned cflags;
     int64_t when;
-    int known = prologue(w, "Watcher.connect", args, nargs, kwnames, names, N, 2, 2, a, a + TIMEOUT, &fd, &when, 1);
+    int known = prologue(w, "Watcher.connect", args, nargs, kwnames, names, N, 2, 2, a, a + TIMEOUT, &fd, &when, 1, &cflags);
     if (known < 0)
         return NULL;
     PyObject *sock = a[S];
@@ -190,7 +192,9 @@ PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t na
         return NULL;
     uint64_t id;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, sock, fd, &id) < 0 || !(p = gaio__req_alloc(w, 0))) {
+    if (cflags & GAIO_CONN_DGRAM)
+        cflags |= GAIO_CONN_PEER; /* connected from the moment connect() is requested (R25) */
+    if (gaio__conn_resolve(w, sock, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, 0))) {
         PyMem_Free(retry);
         return NULL;
     }
@@ -211,8 +215,9 @@ PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t n
                           gaio__state.s_deadline, gaio__state.s_quiet};
     PyObject *a[N] = {NULL};
     int fd;
+    unsigned cflags;
     int64_t when;
-    if (prologue(w, "Watcher.sendfile", args, nargs, kwnames, names, N, 4, 2, a, a + TIMEOUT, &fd, &when, 0) < 0)
+    if (prologue(w, "Watcher.sendfile", args, nargs, kwnames, names, N, 4, 2, a, a + TIMEOUT, &fd, &when, 0, &cflags) < 0)
         return NULL;
     uint8_t flags = 0;
     if (gaio__flag_arg(a[QUIET], &flags, GAIO_F_QUIET) < 0)
@@ -238,7 +243,7 @@ PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t n
         return PyErr_SetFromErrno(PyExc_OSError);
     uint64_t id;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, a[C], fd, &id) < 0 || !(p = gaio__req_alloc(w, 0))) {
+    if (gaio__conn_resolve(w, a[C], fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, 0))) {
         if (own >= 0)
             close(own);
         return NULL;

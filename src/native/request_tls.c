@@ -24,7 +24,8 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
     if (gaio__parse_args("Watcher.start_tls", args, nargs, kwnames, names, N, 2, 3, a) < 0)
         return NULL;
     int fd; /* the socket's checks as for every stream-only request */
-    if (gaio__conn_first_look(w, a[C], &fd, 0) < 0)
+    unsigned flags;
+    if (gaio__conn_first_look(w, a[C], &fd, 0, &flags) < 0)
         return NULL;
     if (!check) {
         PyObject *mod = PyImport_ImportModule("gaio._python_args");

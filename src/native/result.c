@@ -9,8 +9,10 @@
 typedef struct {
     PyObject_HEAD
     PyObject *op, *conn, *ctx, *buffer, *error, *accepted;
+    PyObject *address;          /* NULL: None */
     Py_ssize_t size;
     char is_swap_buffer;
+    char truncated;
 } OpResult;
 
 PyObject *gaio__opresult_new(PyObject *op, PyObject *conn, PyObject *ctx, PyObject *buffer,
@@ -27,6 +29,8 @@ PyObject *gaio__opresult_new(PyObject *op, PyObject *conn, PyObject *ctx, PyObje
         return NULL;
     }
     r->accepted = accepted;
+    r->address = NULL;
+    r->truncated = 0;
     Py_INCREF(op);
     r->op = op;
     r->conn = conn;
@@ -47,6 +51,7 @@ static int opresult_traverse(OpResult *r, visitproc visit, void *arg)
     Py_VISIT(r->buffer);
     Py_VISIT(r->error);
     Py_VISIT(r->accepted);
+    Py_VISIT(r->address);
     return 0;
 }
 
@@ -58,6 +63,7 @@ static int opresult_clear(OpResult *r)
     Py_CLEAR(r->buffer);
     Py_CLEAR(r->error);
     Py_CLEAR(r->accepted);
+    Py_CLEAR(r->address);
     return 0;
 }
 
@@ -98,10 +104,15 @@ static PyMemberDef opresult_members[] = {
     {NULL},
 };
 
-/* 0.3's datagram fields (R24, R25): the native engines take no datagram
- * socket yet (issue 19), so every result has the neutral values. */
-static PyObject *opresult_address(OpResult *r, void *c) { Py_RETURN_NONE; }
-static PyObject *opresult_truncated(OpResult *r, void *c) { Py_RETURN_FALSE; }
+/* 0.3's datagram fields (R24, R25): neutral on every result they do not concern. */
+static PyObject *opresult_address(OpResult *r, void *c)
+{
+    PyObject *a = r->address ? r->address : Py_None;
+    Py_INCREF(a);
+    return a;
+}
+
+static PyObject *opresult_truncated(OpResult *r, void *c) { return PyBool_FromLong(r->truncated); }
 /* 0.3's TLS field (R28): no native engine runs start_tls yet (issue 20). */
 static PyObject *opresult_tls(OpResult *r, void *c) { Py_RETURN_NONE; }
 
@@ -352,6 +363,7 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
     if (!items) {
         /* the batch is lost to the caller: dispose of the finished requests */
         for (Py_ssize_t i = 0; i < n; i++) {
+            free(res[i].addr);
             if (res[i].fd >= 0)
                 close(res[i].fd);
             if (res[i].final) {
@@ -375,7 +387,9 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
         Py_INCREF(it->conn);
         Py_INCREF(it->ctx);
         it->owner = NULL;
-        it->conn_id = w->write_high && !e->final && it->op == GAIO_OP_READ ? p->req.conn_id : 0;
+        /* a datagram socket's views count for no standing read (R27) */
+        it->conn_id = w->write_high && !e->final && it->op == GAIO_OP_READ && !e->datagram
+                          ? p->req.conn_id : 0;
         it->seq = p->req.seq;
         if (e->ptr && e->size) {
             it->owner = ibuf_owner(w, e->ptr); /* no GC: IbufMem is not tracked */
@@ -407,6 +421,13 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
             } else {
                 Py_CLEAR(buffer);
             }
+        } else if (e->ptr && e->datagram) {
+            /* an empty datagram read into the internal buffer: an empty view (R24) */
+            buffer = PyMemoryView_FromMemory((char *)e->ptr, 0, PyBUF_READ);
+            if (buffer && PyList_Append(w->views, buffer) == 0)
+                is_ibuf = 1;
+            else
+                Py_CLEAR(buffer);
         } else if (p && p->bufobj && (it->op == GAIO_OP_READ || it->op == GAIO_OP_WRITE)) {
             buffer = p->bufobj;
             Py_INCREF(buffer);
@@ -425,12 +446,21 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
             Py_INCREF(accepted);
         }
         error = buffer && accepted ? gaio__error_object(e->error) : NULL;
+        PyObject *sender = NULL;
+        if (error && e->addr && !(sender = gaio__sender_object(e->addr)))
+            Py_CLEAR(error);
         if (error) {
             r = gaio__opresult_new(gaio__state.Op[it->op], it->conn, it->ctx, buffer,
                                    (Py_ssize_t)e->size, error, is_ibuf, accepted);
             it->conn = it->ctx = NULL; /* stolen */
             buffer = accepted = error = NULL;
+            if (r) {
+                ((OpResult *)r)->address = sender;
+                ((OpResult *)r)->truncated = (char)e->truncated;
+                sender = NULL;
+            }
         }
+        Py_XDECREF(sender);
         if (r) {
             PyList_SET_ITEM(list, j++, r);
         } else {
@@ -439,6 +469,8 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
             Py_CLEAR(list);
         }
     next:
+        free(e->addr); /* the core's (gaio_malloc) */
+        e->addr = NULL;
         if (e->fd >= 0)
             close(e->fd); /* not handed out: never leak a descriptor */
         Py_XDECREF(it->conn);

@@ -208,7 +208,7 @@ void gaio__ur_retry_starved(gaio__ur_state *st)
         gaio_req *r = gaio_conn_head(c, GAIO_READ);
         if (!gaio_core_ibuf_room(st->core))
             gaio__ur_starve(st, c);
-        else if (!st->use[TECH_PBUF] && r && r->op == GAIO_OP_READ)
+        else if (!st->use[TECH_PBUF] && !c->dgram && r && r->op == GAIO_OP_READ)
             gaio__ur_ibuf_reads(st, c);
         else
             gaio__ur_schedule_start(st, c, GAIO_READ); /* parked bytes first, then a new operation */
@@ -219,6 +219,10 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
                             gaio_req *r, uint64_t ud)
 {
     int standing = (r->flags & GAIO_F_REPEAT) != 0;
+    if (c->dgram) {
+        gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* then datagram_io.c's recvmsg() */
+        return BIT(POLL_IN_FLIGHT, GAIO_READ);
+    }
     if (r->op == GAIO_OP_ACCEPT) {
         if (standing && st->use[TECH_ACCEPT_MULTISHOT]) {
             gaio__uring_prep_accept_multishot(sqe, c->fd, SOCK_CLOEXEC, ud);

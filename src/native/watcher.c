@@ -199,9 +199,9 @@ PyObject *gaio__watcher_stats(Watcher *w, PyObject *unused)
         put(d, "internal_buffer_chunks", s.ibuf_chunks) < 0 ||
         put(d, "engine_wakeups", s.wakeups) < 0 || put(d, "threads", 0) < 0 ||
         put(d, "accepted", s.accepted) < 0 || put(d, "quiet_done", s.quiet_done) < 0 ||
-        /* datagrams are the python engine's until issue 19's next step */
-        put(d, "datagrams_read", 0) < 0 || put(d, "datagrams_written", 0) < 0 ||
-        /* ... and TLS until issue 20's */
+        put(d, "datagrams_read", s.datagrams_read) < 0 ||
+        put(d, "datagrams_written", s.datagrams_written) < 0 ||
+        /* TLS is the python engine's until issue 20's next step */
         put(d, "tls_handshakes", 0) < 0) {
         Py_DECREF(d);
         return NULL;
