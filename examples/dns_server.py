@@ -101,10 +101,8 @@ class Zone:
             node = self._node(wire_name(name).lower())
             for type_name, values in types.items():
                 rtype = {"A": A, "AAAA": AAAA}[type_name]
-                family = socket.AF_INET if rtype == A else socket.AF_INET6
                 node.setdefault(rtype, []).extend(
-                    rr(TO_QUESTION, rtype, socket.inet_pton(family, str(ipaddress.ip_address(v))))
-                    for v in values)
+                    rr(TO_QUESTION, rtype, ipaddress.ip_address(v).packed) for v in values)
         apex = self._node(self.origin.lower())
         apex[SOA_TYPE] = [rr(TO_QUESTION, SOA_TYPE, soa_rdata)]
         apex[NS] = [rr(TO_QUESTION, NS, wire_name(mname))]
@@ -148,12 +146,11 @@ class Zone:
         if not answers:
             return header(ident, flags | AA, 1, 0, 1) + question + self.soa_authority
         room = UDP_LIMIT - 12 - len(question)
-        fit = 0
-        for fit, record in enumerate(answers):
+        for count, record in enumerate(answers):
             room -= len(record)
             if room < 0:
                 flags |= TC
-                answers = answers[:fit]
+                answers = answers[:count]
                 break
         return header(ident, flags | AA, 1, len(answers)) + question + b"".join(answers)
 
