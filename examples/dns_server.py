@@ -89,7 +89,7 @@ class Zone:
     look-ups and a join."""
 
     def __init__(self, origin=ORIGIN, records=RECORDS, soa=SOA):
-        self.origin = wire_name(origin)
+        self.origin = wire_name(origin).lower()
         mname, rname, *numbers = soa
         soa_rdata = wire_name(mname) + wire_name(rname) + struct.pack(">5I", *numbers)
         # The negative answers' authority section: the owner written out whole.
