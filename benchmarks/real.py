@@ -2,10 +2,11 @@
 
 `python -m benchmarks --workloads real` runs examples/http_server.py under
 wrk, examples/resp_server.py under redis-benchmark (GET, with and without
-pipelining) and examples/proxy.py under iperf3, each on every gaio engine
-that runs here, against the same program written as an asyncio Protocol
-(benchmarks/servers/*_protocol.py) on uvloop and on asyncio, and, for RESP,
-against redis-server itself as the ceiling.
+pipelining), examples/proxy.py under iperf3 and examples/dns_server.py under
+dnsperf, each on every gaio engine that runs here, against the same program
+written as an asyncio Protocol (benchmarks/servers/*_protocol.py; for DNS a
+DatagramProtocol) on uvloop and on asyncio, and, for RESP, against
+redis-server itself as the ceiling.
 
 Each measurement starts a fresh server pinned to CPU 0 and the client (and,
 for the proxy, the iperf3 server behind it) pinned to CPU 1, both before they
@@ -37,7 +38,13 @@ WRK_CONNS = 100
 RESP_CONNS = 50
 RESP_KEY = b"key:__rand_int__"  # the key redis-benchmark's GET asks for (no -r)
 RESP_VALUE = b"VXK"             # what its SET would have written there (-d 3)
-TOOLS = ("wrk", "redis-benchmark", "redis-server", "iperf3")
+DNS_CLIENTS = 4      # dnsperf -c: sockets, so the server answers several addresses
+DNS_OUTSTANDING = 100  # dnsperf -q (its default): queries in flight at most
+# What dnsperf asks, in turn: names with records of the type, one without
+# (NXDOMAIN). Every answer fits in 512 bytes.
+DNS_QUERIES = ("www.example.test A", "www.example.test AAAA", "v6.example.test AAAA",
+               "nope.example.test A")
+TOOLS = ("wrk", "redis-benchmark", "redis-server", "iperf3", "dnsperf")
 # The clients are not under test: a sanitizer's LD_PRELOAD is for Python only.
 TOOL_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 
@@ -66,10 +73,15 @@ REAL_WORKLOADS = (
                  targets=(("redis-server", 0.8),)),
     RealWorkload("proxy", "TCP proxy, iperf3 -c through it", "proxy", "iperf3",
                  "Gbit/s", "Gbit per proxy CPU-s", targets=(("uvloop-protocol", 1.0),)),
+    RealWorkload("dns", "DNS A/AAAA over UDP, dnsperf -c %d -q %d" % (
+        DNS_CLIENTS, DNS_OUTSTANDING), "dns", "dnsperf", "queries/s",
+                 "queries per server CPU-s"),
 )
 REAL_NAMES = tuple(w.name for w in REAL_WORKLOADS)
-EXAMPLE = {"http": "http_server.py", "resp": "resp_server.py", "proxy": "proxy.py"}
-PROTOCOL = {"http": "http_protocol.py", "resp": "resp_protocol.py", "proxy": "proxy_protocol.py"}
+EXAMPLE = {"http": "http_server.py", "resp": "resp_server.py", "proxy": "proxy.py",
+           "dns": "dns_server.py"}
+PROTOCOL = {"http": "http_protocol.py", "resp": "resp_protocol.py", "proxy": "proxy_protocol.py",
+            "dns": "dns_protocol.py"}
 LOOPS = {"uvloop-protocol": "uvloop", "asyncio-protocol": "asyncio"}
 CEILING = "redis-server"
 
@@ -133,7 +145,8 @@ def discover():
 def tool_versions():
     versions = {}
     for name, flag in (("wrk", "-v"), ("redis-benchmark", "--version"),
-                       ("redis-server", "--version"), ("iperf3", "--version")):
+                       ("redis-server", "--version"), ("iperf3", "--version"),
+                       ("dnsperf", "-h")):
         path = shutil.which(name)
         if path is None:
             versions[name] = None
@@ -141,7 +154,9 @@ def tool_versions():
         try:
             done = subprocess.run([path, flag], capture_output=True, text=True, timeout=10,
                                   env=TOOL_ENV)
-            versions[name] = (done.stdout or done.stderr).strip().splitlines()[0]
+            lines = (done.stdout or done.stderr).strip().splitlines()
+            # dnsperf has no version flag: its help's second line is "Version X".
+            versions[name] = "dnsperf " + lines[1] if name == "dnsperf" else lines[0]
         except (OSError, subprocess.SubprocessError, IndexError):
             versions[name] = "?"
     return versions
@@ -357,6 +372,33 @@ def measure_proxy(server, workload, duration, warmup, upstream):
     return record
 
 
+def parse_dnsperf(out):
+    def number(label):
+        match = re.search(r"%s:\s+([\d.]+)" % label, out)
+        if match is None:
+            raise MeasurementError("dnsperf printed no %r: %s" % (label, out[-300:]))
+        return float(match.group(1))
+    return {"sent": int(number("Queries sent")), "requests": int(number("Queries completed")),
+            "lost": int(number("Queries lost")), "rate": number("Queries per second"),
+            "avg_ms": number("Average Latency \\(s\\)") * 1e3}
+
+
+def measure_dns(server, workload, duration, warmup):
+    """dnsperf for `duration` seconds (after a `warmup` run of it); a query
+    unanswered for 5 s counts as lost, and the report flags it."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as queries:
+        queries.write("\n".join(DNS_QUERIES) + "\n")
+        queries.flush()
+        argv = [shutil.which("dnsperf"), "-s", "127.0.0.1", "-p", str(server.port),
+                "-d", queries.name, "-c", str(DNS_CLIENTS), "-q", str(DNS_OUTSTANDING)]
+        if warmup > 0:
+            run_client(argv + ["-l", "%g" % warmup], 60)
+        out, _, record = measured(server, argv + ["-l", "%g" % duration], duration + 60)
+    record.update(parse_dnsperf(out))
+    record["per_cpu"] = record["requests"] / record["server_cpu_s"]
+    return record
+
+
 def measure(server, workload, duration, warmup):
     """One measurement of `workload` against a fresh `server` (and upstream)."""
     if workload.program == "proxy":
@@ -372,6 +414,8 @@ def measure(server, workload, duration, warmup):
             raise MeasurementError("not on its engine: %s" % proc.first_line)
         if workload.program == "http":
             return measure_http(proc, workload, duration, warmup)
+        if workload.program == "dns":
+            return measure_dns(proc, workload, duration, warmup)
         return measure_resp(proc, workload, duration, warmup)
 
 
@@ -412,6 +456,7 @@ def run_all(run, servers, workloads, repeat, duration, warmup, write_raw):
 
 def estimate_seconds(servers, workloads, repeat, duration, warmup):
     per = {"http": _whole_seconds(duration) + (_whole_seconds(warmup) if warmup else 0) + 0.6,
-           "resp": duration + warmup + 0.8, "proxy": _whole_seconds(duration) + 0.8}
+           "resp": duration + warmup + 0.8, "proxy": _whole_seconds(duration) + 0.8,
+           "dns": duration + warmup + 0.6}
     return repeat * sum(per[w.program] for w in workloads for s in servers
                         if w.program in s.programs)

@@ -379,6 +379,9 @@ class RealCell:
         if any(r["server_busy"] < CONTENDED_BUSY and r["client_busy"] < CONTENDED_BUSY
                for r in self.ok):
             self.flags.append("CPU contended")
+        lost = sum(r.get("lost", 0) for r in self.ok)
+        if lost:
+            self.flags.append("%d queries lost" % lost)
         if self.errors:
             self.flags.append("%d/%d failed" % (len(self.errors), len(records)))
 
@@ -447,11 +450,16 @@ def real_ratio_table(run, cells):
     return _table(header, rows)
 
 
+# The latencies each client reports: iperf3 none, dnsperf only a mean.
+REAL_LATENCY = {"http": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
+                "resp": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
+                "dns": (("mean ms", "avg_ms"),), "proxy": ()}
+
+
 def _real_detail(run, wl, cells):
-    latency = wl["program"] != "proxy"  # iperf3 measures no latency
-    kind = "count" if latency else "num"
-    header = ["server", wl["unit"], wl["per_cpu_unit"]] + (["p50 ms", "p99 ms"] if latency
-                                                           else []) + [
+    latency = REAL_LATENCY[wl["program"]]
+    kind = "num" if wl["program"] == "proxy" else "count"
+    header = ["server", wl["unit"], wl["per_cpu_unit"]] + [title for title, _ in latency] + [
         "server CPU s", "server busy", "client busy", "flags"]
     rows = []
     for server in run["servers"]:
@@ -460,8 +468,7 @@ def _real_detail(run, wl, cells):
             continue
         name = "**%s**" % server if server.startswith("gaio-") else server
         row = [name, cell.text("rate", kind), cell.text("per_cpu", kind)]
-        if latency:
-            row += [cell.text("p50_ms", "num"), cell.text("p99_ms", "num")]
+        row += [cell.text(key, "num") for _, key in latency]
         row += [fmt(cell.median("server_cpu_s"), "s"), fmt(cell.median("server_busy"), "percent"),
                 fmt(cell.median("client_busy"), "percent"), ", ".join(cell.flags)]
         rows.append(row)
@@ -497,21 +504,25 @@ def _real_setup(run):
 
 def real_markdown(run):
     cells = _real_cells(run)
-    parts = [REAL_BEGIN, "## Real servers: the examples under wrk, redis-benchmark, iperf3", "",
+    parts = [REAL_BEGIN, "## Real servers: the examples under wrk, redis-benchmark, iperf3, "
+             "dnsperf", "",
              _real_setup(run), ""]
     if run["skipped"]:
         parts += ["Skipped (not runnable here): " + "; ".join(
             "%s: %s" % (n, r) for n, r in run["skipped"].items()), ""]
     parts += [
-        "gaio's examples (examples/http_server.py, resp_server.py, proxy.py; "
+        "gaio's examples (examples/http_server.py, resp_server.py, proxy.py, dns_server.py; "
         "`GAIO_ENGINE` per engine) against the same programs written as asyncio Protocols "
-        "(benchmarks/servers/http_protocol.py, resp_protocol.py, proxy_protocol.py: the same "
+        "(benchmarks/servers/http_protocol.py, resp_protocol.py, proxy_protocol.py, "
+        "dns_protocol.py, a DatagramProtocol: the same "
         "parser, commands and response bytes, the same 256 KiB back-pressure) on uvloop "
         "(`uvloop-protocol`) and on asyncio (`asyncio-protocol`), and `redis-server` (no "
         "persistence) as the RESP ceiling. HTTP: `wrk -t 1 -c 100 GET /` (keep-alive). RESP: "
         "`redis-benchmark -t get -c 50` with `-P 16` and without pipelining, the key set "
         "first so every reply is a 3-byte value. Proxy: `iperf3 -c` through the proxy to an "
-        "`iperf3 -s`, one stream, client to server.", "",
+        "`iperf3 -s`, one stream, client to server. DNS: `dnsperf -c 4 -q 100` (4 sockets, "
+        "at most 100 queries in flight) asking A and AAAA of names the zone has and A of one "
+        "it lacks (NXDOMAIN), in turn; every answer under 512 bytes.", "",
         "Ratio of medians, gaio engine ÷ reference, as *wall-clock rate / per server "
         "CPU-second*: above 1× gaio serves more requests (bytes) per second, or per second of "
         "its core. When the two disagree, a stall took the server's core or the client "

@@ -1,7 +1,8 @@
 """Smoke test of the harness's real workloads (python -m benchmarks --workloads real).
 
 A tiny run end to end: the HTTP example under wrk, the RESP example under
-redis-benchmark (and redis-server beside it), the proxy under iperf3, each on
+redis-benchmark (and redis-server beside it), the proxy under iperf3, the DNS
+example under dnsperf, each on
 gaio's python engine and as an asyncio Protocol, one second each. Skips when
 a client is not installed. Numbers are not judged: only that they are there,
 and that BENCHMARKS.md gets the real section without losing what it had.
@@ -18,31 +19,33 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import report  # noqa: E402
-from benchmarks.real import parse_redis_benchmark, parse_wrk  # noqa: E402
+from benchmarks.real import parse_dnsperf, parse_redis_benchmark, parse_wrk  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness is Linux-only"),
 ]
 
-TOOLS = ("wrk", "redis-benchmark", "redis-server", "iperf3")
+TOOLS = ("wrk", "redis-benchmark", "redis-server", "iperf3", "dnsperf")
 
 
 def test_real_workloads_end_to_end(tmp_path):
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        pytest.skip("not installed: %s (apt-get install wrk redis-tools redis-server iperf3)"
+        pytest.skip("not installed: %s (apt-get install wrk redis-tools redis-server iperf3 "
+                    "dnsperf)"
                     % ", ".join(missing))
     pytest.importorskip("httptools", reason="the HTTP example needs httptools")
     (tmp_path / "BENCHMARKS.md").write_text("# gaio benchmarks\n\nthe echo run's tables\n")
-    cmd = [sys.executable, "-m", "benchmarks", "--workloads", "http,resp-get-P1,proxy",
+    cmd = [sys.executable, "-m", "benchmarks", "--workloads", "http,resp-get-P1,proxy,dns",
            "--servers", "gaio-python,asyncio-protocol,redis-server", "--repeat", "1",
            "--duration", "0.3", "--warmup", "0", "--output", str(tmp_path)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=55)
     assert done.returncode == 0, done.stderr
     raw = json.loads(next((tmp_path / "raw").glob("*-real.json")).read_text())
     got = sorted((m["workload"], m["server"]) for m in raw["measurements"])
-    assert got == [("http", "asyncio-protocol"), ("http", "gaio-python"),
+    assert got == [("dns", "asyncio-protocol"), ("dns", "gaio-python"),
+                   ("http", "asyncio-protocol"), ("http", "gaio-python"),
                    ("proxy", "asyncio-protocol"), ("proxy", "gaio-python"),
                    ("resp-get-P1", "asyncio-protocol"), ("resp-get-P1", "gaio-python"),
                    ("resp-get-P1", "redis-server")], done.stderr
@@ -54,6 +57,8 @@ def test_real_workloads_end_to_end(tmp_path):
     assert table.startswith("# gaio benchmarks\n\nthe echo run's tables\n")
     assert report.REAL_BEGIN in table and table.rstrip().endswith(report.REAL_END)
     assert "| HTTP hello, wrk -c 100 ÷ asyncio-protocol |" in table
+    assert "| DNS A/AAAA over UDP, dnsperf -c 4 -q 100 ÷ asyncio-protocol |" in table
+    assert "| server | queries/s | queries per server CPU-s | mean ms |" in table
     assert "÷ redis-server (target ≥ 0.8×)" in table
     assert raw["command"] in table
 
@@ -94,3 +99,10 @@ def test_client_outputs_are_parsed():
            '"p95_latency_ms","p99_latency_ms","max_latency_ms"\n'
            '"GET","200000.00","1.0","0.1","0.900","2.0","3.000","9.0"\n')
     assert parse_redis_benchmark(csv) == {"rate": 200000.0, "p50_ms": 0.9, "p99_ms": 3.0}
+    dnsperf = ("Statistics:\n\n  Queries sent:         74992\n"
+               "  Queries completed:    74990 (100.00%)\n  Queries lost:         2 (0.00%)\n\n"
+               "  Response codes:       NOERROR 59994 (80.00%), NXDOMAIN 14996 (20.00%)\n"
+               "  Run time (s):         2.003716\n  Queries per second:   37426.461634\n\n"
+               "  Average Latency (s):  0.002306 (min 0.000042, max 0.017431)\n")
+    assert parse_dnsperf(dnsperf) == {"sent": 74992, "requests": 74990, "lost": 2,
+                                      "rate": 37426.461634, "avg_ms": 2.306}
