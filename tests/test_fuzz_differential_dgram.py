@@ -16,7 +16,13 @@ own datagram sockets and their scripted far ends (the *peers*):
     twice that: truncation both ways), standing reads, writes plain,
     vectored, quiet, empty and too long (EMSGSIZE), with address= on the
     unconnected sockets (and where it is wrong), deadlines and idle limits,
-    free(), and peers that send datagrams of random sizes.
+    free(), and peers that send datagrams of random sizes;
+  - a connected UDP socket's peer that closes (R27): a write to it draws
+    an ICMP error, ConnectionRefusedError to a pending read (a standing
+    read keeps standing), else to the first pending write, else dropped.
+    It closes only with no datagram unread: the kernel reports the error
+    before datagrams queued earlier, so which comes first would be when
+    an engine tried the write.
 
 Nothing is ever dropped: AF_UNIX datagrams never are, and a peer never
 leaves more than a few datagrams unread on a UDP socket, so every outcome
@@ -25,7 +31,8 @@ done, every request with a deadline completed, and no read pending on a
 socket with a datagram unread. The lanes must then agree on
 
   - what raised, step by step;
-  - per request, every result in order: op, error class, size,
+  - per request, every result in order (results of different requests
+    interleave in completion order, not compared): op, error class, size,
     `truncated`, the bytes, and on unconnected sockets the sender mapped to
     the lane's own name for it (a standing read has one result per
     datagram, R26);
@@ -121,10 +128,12 @@ class Sock:
         self.delegated = False
         self.connect = None            # its pending connect request
         self.remake = None             # makes a socket like it (after free)
+        self.peer_gone = False         # its one UDP peer closed: writes echo ICMP errors
+        self.echoing = False           # a write reached the closed peer this step
 
     def drain(self):
         for name, p in self.peers.items():
-            while True:
+            while p.fileno() != -1:
                 try:
                     data = p.recv(1 << 17)
                 except BlockingIOError:
@@ -163,7 +172,7 @@ class Lane:
         self.w = gaio.Watcher(BUFSIZE, engine=engine)
         self.conns = []
         self.pending = {}              # ctx -> Request
-        self.outcomes = {}             # seq -> list of result tuples
+        self.outcomes = {}             # ctx -> list of result tuples
         self.events = []
         self.order = 0
         self.paths = 0
@@ -288,11 +297,13 @@ class Lane:
 
     # ------------------------------------------------------------ results
     def record(self, req, outcome):
+        """Per request (its ctx): how results of different requests
+        interleave in a batch is completion order, left to timing."""
         if self.engine != "python":
             what = outcome[:2] + (outcome[3:4] == (True,), bool(outcome[5:6] and outcome[5]))
             what = (req.conn.connected is None,) + what if req.kind != "write" else outcome[:2]
             STATS[what] = STATS.get(what, 0) + 1
-        self.outcomes.setdefault(req.seq, []).append(outcome)
+        self.outcomes.setdefault(req.ctx, []).append(outcome)
 
     def check(self, res):
         assert res.ctx in self.pending, "%s: unknown or duplicate result %r" % (self.engine, res)
@@ -320,7 +331,8 @@ class Lane:
         if res.error is None:
             assert res.size == len(req.data), (self.engine, res)
             self.counts["datagrams_written"] += 1
-            req.ok = True
+            req.ok = not req.conn.peer_gone
+            req.conn.echoing = req.conn.peer_gone
         else:
             assert res.size == 0, "%s: a datagram write failed part way: %r" % (self.engine, res)
         del self.pending[res.ctx]
@@ -336,7 +348,10 @@ class Lane:
                 self.engine)
             if isinstance(res.error, gaio.DeadlineExceededError):
                 assert req.due is not None, "%s: a deadline ended %r" % (self.engine, res)
-            del self.pending[res.ctx]
+            refused = isinstance(res.error, ConnectionRefusedError)
+            assert not refused or c.peer_gone, (self.engine, res)
+            if not (refused and req.kind == "standing"):
+                del self.pending[res.ctx]    # R27: a standing read keeps standing
             self.record(req, (req.kind, error_class(res.error)))
             return
         assert c.queue, "%s, socket %d: a datagram nobody sent: %r" % (self.engine, c.index, res)
@@ -358,6 +373,7 @@ class Lane:
         self.record(req, (req.kind, None, res.size, res.truncated, data, got))
 
     def submitted(self, ctx, req):
+        req.ctx = ctx
         self.pending[ctx] = req
         self.counts["submitted"] += 1
         req.conn.delegated = True
@@ -395,7 +411,7 @@ class Lane:
                 assert req.quiet, (self.engine, req)
                 del self.pending[ctx]
                 self.counts["datagrams_written"] += 1
-                req.ok = True
+                req.ok = not req.conn.peer_gone
                 self.record(req, ("write", None, len(req.data), "quiet"))
         for c in self.conns + self.retired:
             c.drain()
@@ -454,6 +470,18 @@ class DifferentialDgramMachine(RuleBasedStateMachine):
             for lane, why in stalled:
                 assert time.monotonic() < end, "%s did not settle: %s" % (lane.engine, why)
                 lane.wait(0.005)
+        # a write to a closed UDP peer brings an ICMP error back (R27): let
+        # every lane take it before comparing
+        if any(c.echoing or c.peer_gone and any(r.conn is c and r.kind == "write" for r in
+                                                lane.pending.values())
+               for lane in self.lanes for c in lane.conns):
+            for _ in range(3):
+                for lane in self.lanes:
+                    lane.wait(0.005)
+            for lane in self.lanes:
+                for c in lane.conns:
+                    c.echoing = False
+            assert not any(lane.stalled() for lane in self.lanes)
         for lane in self.lanes:
             lane.settled()
         oracle, native = (lane.summary() for lane in self.lanes)
@@ -482,7 +510,8 @@ class DifferentialDgramMachine(RuleBasedStateMachine):
             return "read", sent
         self.each(read)
 
-    @rule(index=st.integers(0, MAX_CONNS - 1), size=st.sampled_from([None, None, 100, 2000]),
+    # a standing read takes no buffer: one that has one is a ValueError
+    @rule(index=st.integers(0, MAX_CONNS - 1), size=st.sampled_from([None, None, None, 100]),
           timing=STANDING_TIMINGS)
     def standing_read(self, index, size, timing):
         def standing(lane):
@@ -529,7 +558,7 @@ class DifferentialDgramMachine(RuleBasedStateMachine):
         self.each(lambda lane: self.send(lane, self.conn(lane, index), sender, size))
 
     def send(self, lane, c, sender, size):
-        if c.freed or len(c.queue) >= UNREAD_LIMIT:
+        if c.freed or c.peer_gone or len(c.queue) >= UNREAD_LIMIT:
             return "skipped"
         name = c.connected or sender
         if name not in c.peers:
@@ -552,6 +581,41 @@ class DifferentialDgramMachine(RuleBasedStateMachine):
             return tuple(self.send(lane, self.conn(lane, index), sender, size)
                          for sender, size in sends)
         self.each(burst)
+
+    @rule(index=st.integers(0, MAX_CONNS - 1),
+          then=st.sampled_from([None, "write", "read+write", "standing+write+write"]))
+    def peer_close(self, index, then):
+        """A connected UDP socket's peer goes: what the lane writes to it
+        comes back as ConnectionRefusedError to a pending read, else the
+        first pending write, else nowhere (R27)."""
+        def close(lane):
+            c = self.conn(lane, index)
+            if c.connected is None or c.peer_gone or c.peers["p0"].family != socket.AF_INET:
+                return "skipped"
+            if c.queue:
+                # the kernel reports a pending ICMP error before datagrams
+                # queued earlier: whether a datagram came before the write
+                # that drew the error is when an engine tried the write
+                return "skipped"
+            c.peers["p0"].close()
+            c.peer_gone = True
+            events = ["closed"]
+            for i, kind in enumerate((then or "").split("+")):
+                ctx = ("g", self.seq, i)
+                try:
+                    if kind == "write":
+                        events.append(self.make_write(lane, c, "bytes", 10 + i, None, False,
+                                                      None, ctx=ctx))
+                    elif kind:
+                        req = Request(lane, self.seq, c, kind, buf=None if kind == "standing"
+                                      else bytearray(100))
+                        lane.w.read(c.sock, req.buf, ctx=ctx, repeat=kind == "standing")
+                        lane.submitted(ctx, req)
+                        events.append(kind)
+                except (ValueError, TypeError) as exc:
+                    events.append(type(exc).__name__)
+            return tuple(events)
+        self.each(close)
 
     @rule(index=st.integers(0, MAX_CONNS - 1))
     def free(self, index):
