@@ -106,6 +106,34 @@ def error_class(exc):
     return type(exc).__name__
 
 
+
+def watched_wait_io(lane, timeout, bound, hung):
+    """lane.w.wait_io(timeout) under a watchdog that closes the watcher (and
+    sets lane.hung) if it has not returned within `bound` seconds, which
+    fails the test; returns the batch (`hung` if the watchdog fired while the
+    call was raising WatcherClosedError, for the assertion to report)."""
+    fired = threading.Event()
+
+    def bark():
+        fired.set()
+        lane.hung = True
+        lane.w.close()
+
+    dog = threading.Timer(bound, bark)
+    dog.start()
+    try:
+        batch = lane.w.wait_io(timeout)
+    except gaio.WatcherClosedError:
+        if not fired.is_set():
+            raise
+        batch = hung
+    finally:
+        dog.cancel()
+        dog.join()
+    assert not fired.is_set(), "%s: wait_io(%r) did not return within %.1fs" % (
+        lane.engine, timeout, bound)
+    return batch
+
 class Conn:
     """One connection of one lane: the delegated socket and its scripted peer."""
 
@@ -178,28 +206,9 @@ class Lane:
         bound = (0 if timeout is None or timeout < 0 else timeout) + WAIT_SLACK
         if timeout is None:
             bound = SETTLE_LIMIT
-        fired = threading.Event()
-
-        def bark():
-            fired.set()
-            self.hung = True
-            self.w.close()
-
-        dog = threading.Timer(bound, bark)
-        dog.start()
         start = time.monotonic()
-        try:
-            batch = self.w.wait_io(timeout)
-        except gaio.WatcherClosedError:
-            if not fired.is_set():
-                raise
-            batch = None
-        finally:
-            dog.cancel()
-            dog.join()
+        batch = watched_wait_io(self, timeout, bound, hung=None)
         took = time.monotonic() - start
-        assert not fired.is_set(), "%s: wait_io(%r) did not return within %.1fs" % (
-            self.engine, timeout, bound)
         assert took <= bound, "%s: wait_io(%r) took %.2fs" % (self.engine, timeout, took)
         if not batch and timeout is not None and timeout > 0:
             assert took >= timeout - 0.001, "%s: wait_io(%r) gave [] after %.4fs" % (

@@ -66,7 +66,6 @@ import math
 import os
 import socket
 import tempfile
-import threading
 import time
 
 import pytest
@@ -78,7 +77,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 import gaio
 from conftest import TEST_ENGINES, available_engines, pattern, recv_exactly
 from test_fuzz_differential import (HUGE, SETTLE_LIMIT, WAIT_SLACK, error_class, read_bytes,
-                                    timing_kwargs)
+                                    timing_kwargs, watched_wait_io)
 
 EXAMPLES = int(os.environ.get("GAIO_FUZZ_EXAMPLES", "0")) or (
     5 if os.environ.get("GAIO_SANITIZED") else 12)
@@ -285,26 +284,7 @@ class Lane:
     def wait(self, timeout):
         """wait_io(timeout) under a watchdog; checks and records the batch."""
         bound = (0 if timeout < 0 else timeout) + WAIT_SLACK
-        fired = threading.Event()
-
-        def bark():
-            fired.set()
-            self.hung = True
-            self.w.close()
-
-        dog = threading.Timer(bound, bark)
-        dog.start()
-        try:
-            batch = self.w.wait_io(timeout)
-        except gaio.WatcherClosedError:
-            if not fired.is_set():
-                raise
-            batch = []
-        finally:
-            dog.cancel()
-            dog.join()
-        assert not fired.is_set(), "%s: wait_io(%r) did not return within %.1fs" % (
-            self.engine, timeout, bound)
+        batch = watched_wait_io(self, timeout, bound, hung=[])
         if self.old_view is not None:
             with pytest.raises(ValueError):
                 bytes(self.old_view)
