@@ -88,7 +88,6 @@
 
 _Static_assert((GAIO_IBUF_CHUNKS & (GAIO_IBUF_CHUNKS - 1)) == 0, "a buffer ring's size is a power of two");
 
-enum { TAG_READ = GAIO_READ, TAG_WRITE = GAIO_WRITE, TAG_WAKE = 2, TAG_CANCEL = 3, TAG_MASK = 7 };
 
 enum { WORK_START, WORK_CANCEL };
 
@@ -119,7 +118,7 @@ void gaio__ur_schedule_start(gaio__ur_state *st, gaio_conn *c, int kind)
         ur_wake(st); /* R23: fileno() must show that a submission waits */
 }
 
-static struct gaio__io_uring_sqe *get_sqe(gaio__ur_state *st)
+struct gaio__io_uring_sqe *gaio__ur_get_sqe(gaio__ur_state *st)
 {
     struct gaio__io_uring_sqe *sqe = gaio__uring_get_sqe(&st->ring);
     if (!sqe) {
@@ -179,7 +178,7 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
         gaio__ur_starve(st, c); /* no room for its next result: the next wait tries again */
         return 0;
     }
-    struct gaio__io_uring_sqe *sqe = get_sqe(st);
+    struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
     if (!sqe)
         return -1;
     uint64_t ud = (uint64_t)(uintptr_t)c | (uint64_t)kind;
@@ -196,7 +195,7 @@ static int run_item(gaio__ur_state *st, const gaio__ur_work *w)
         gaio_conn *c = gaio_core_conn_held(st->core, w->id);
         if (!c || !(c->engine_flags & BIT(IN_FLIGHT, w->kind)))
             return 0; /* it completed before the cancel went out */
-        struct gaio__io_uring_sqe *sqe = get_sqe(st);
+        struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
         if (!sqe)
             return -1;
         gaio__uring_prep_cancel(sqe, (uint64_t)(uintptr_t)c | w->kind, TAG_CANCEL);
@@ -329,7 +328,7 @@ static void drop_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t fla
         close(res);
 }
 
-static int reap(gaio__ur_state *st, int with_callbacks)
+int gaio__ur_reap(gaio__ur_state *st, int with_callbacks)
 {
     uint32_t first, n = gaio__uring_cq_ready(&st->ring, &first);
     for (uint32_t i = 0; i < n; i++) {
@@ -360,7 +359,7 @@ static void arm_wake(gaio__ur_state *st)
 {
     if (st->wake_armed)
         return;
-    struct gaio__io_uring_sqe *sqe = get_sqe(st);
+    struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
     if (!sqe)
         return; /* next time: a wake-up is a hint, the caller's timeout still holds */
     gaio__uring_prep_poll_add(sqe, st->evfd, POLLIN, TAG_WAKE);
@@ -405,11 +404,11 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
     gaio_core_unlock(st->core);
     int ret = gaio__uring_submit_and_wait_sigmask(&st->ring, timeout_ns, sigmask);
     gaio_core_lock(st->core);
-    int n = reap(st, 1);
+    int n = gaio__ur_reap(st, 1);
     while (gaio__uring_cq_overflowed(&st->ring)) {
         /* the CQ ring was full: the kernel kept the rest, a zero wait flushes them */
         int flushed = gaio__uring_submit_and_wait(&st->ring, 0);
-        int more = reap(st, 1);
+        int more = gaio__ur_reap(st, 1);
         n += more;
         if (!more && flushed < 0 && flushed != -ETIME && flushed != -EINTR)
             break;
@@ -464,7 +463,7 @@ void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now)
         /* free(): the operation holds a reference to the socket, so the
          * core's close() would not end the connection while it lives, and
          * the peer must see the end at once. Cancel now, not at the next wait. */
-        struct gaio__io_uring_sqe *sqe = get_sqe(st);
+        struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
         if (sqe) {
             gaio__uring_prep_cancel(sqe, (uint64_t)(uintptr_t)c | (uint64_t)kind, TAG_CANCEL);
             gaio__uring_submit(&st->ring);
@@ -533,67 +532,11 @@ static int ur_cancel(void *state, gaio_req *r)
     return 1;
 }
 
-/* Cancel every operation still in the kernel and reap them all, so that no
- * completion can write into a buffer the core is about to release. */
-static void cancel_everything(gaio__ur_state *st)
-{
-    st->nwork = 0;
-    uint32_t s = 0;
-    for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));) {
-        gaio__ur_drop_parked(c);
-        for (int kind = 0; kind < 2; kind++) {
-            if (!(c->engine_flags & BIT(IN_FLIGHT, kind)))
-                continue;
-            struct gaio__io_uring_sqe *sqe;
-            while (!(sqe = get_sqe(st)) && st->in_flight) {
-                gaio__uring_submit_and_wait(&st->ring, 10000000);
-                reap(st, 0);
-            }
-            if (sqe)
-                gaio__uring_prep_cancel(sqe, (uint64_t)(uintptr_t)c | (uint64_t)kind, TAG_CANCEL);
-        }
-    }
-    if (st->wake_armed) {
-        struct gaio__io_uring_sqe *sqe = get_sqe(st);
-        if (sqe)
-            gaio__uring_prep_cancel(sqe, TAG_WAKE, TAG_CANCEL);
-    }
-    /* Socket operations end at once when cancelled; the bound only guards
-     * against a kernel bug turning close() into a hang. */
-    int64_t give_up = gaio_now_ns() + 5000000000LL;
-    while (st->in_flight && gaio_now_ns() < give_up) {
-        gaio__uring_submit_and_wait(&st->ring, 100000000);
-        reap(st, 0);
-    }
-}
-
-void gaio__ur_close_bufrings(gaio__ur_state *st)
-{
-    if (st->use[TECH_PBUF])
-        gaio__uring_bufring_close(&st->ring, &st->bufs[RING_ONESHOT]);
-    if (st->use[TECH_RECV_MULTISHOT])
-        gaio__uring_bufring_close(&st->ring, &st->bufs[RING_MULTISHOT]);
-}
-
-static void ur_destroy(void *state)
-{
-    gaio__ur_state *st = state;
-    cancel_everything(st);
-    gaio__ur_drop_held(st, NULL);
-    gaio__ur_close_bufrings(st);
-    gaio__uring_close(&st->ring);
-    close(st->evfd);
-    free(st->work);
-    free(st->starved);
-    free(st->held);
-    free(st);
-}
-
 const gaio_engine_ops gaio_engine_uring = {
     .name = "uring",
     .wait_sigmask = 1,
     .create = gaio__ur_create,
-    .destroy = ur_destroy,
+    .destroy = gaio__ur_destroy,
     .watch = ur_watch,
     .unwatch = ur_unwatch,
     .start = ur_start,

@@ -96,7 +96,17 @@ static inline int grow(void **items, uint32_t *cap, size_t size)
     return 0;
 }
 
+/* user_data: a gaio_conn pointer | direction (TAG_READ/TAG_WRITE), or a tag. */
+enum { TAG_READ = GAIO_READ, TAG_WRITE = GAIO_WRITE, TAG_WAKE = 2, TAG_CANCEL = 3, TAG_MASK = 7 };
+
 /* engine_uring.c */
+/* An SQE to fill (the SQ ring handed to the kernel first if it is full), or NULL. */
+struct gaio__io_uring_sqe *gaio__ur_get_sqe(gaio__ur_state *st);
+/* Take the completions the CQ ring holds; returns how many. */
+int gaio__ur_reap(gaio__ur_state *st, int with_callbacks);
+
+/* uring_close.c: engine.destroy */
+void gaio__ur_destroy(void *state);
 /* Give the provided-buffer rings back to the kernel. */
 void gaio__ur_close_bufrings(gaio__ur_state *st);
 /* c's kind queue has a new head: submitted with the next wait (work list). */
