@@ -75,14 +75,15 @@ class Cell:
         return (min(vals), max(vals)) if vals else None
 
 
-def summarize(run):
+def summarize(run, make_cell=Cell):
+    """{(server, workload name): make_cell(records, workload)} of what was measured."""
     cells = {}
     for wl in run["workloads"]:
         for server in run["servers"]:
             records = [m for m in run["measurements"]
                        if m["server"] == server and m["workload"] == wl["name"]]
             if records:
-                cells[server, wl["name"]] = Cell(records, wl)
+                cells[server, wl["name"]] = make_cell(records, wl)
     return cells
 
 
@@ -403,14 +404,7 @@ class RealCell:
 
 
 def _real_cells(run):
-    cells = {}
-    for wl in run["workloads"]:
-        for server in run["servers"]:
-            records = [m for m in run["measurements"]
-                       if m["server"] == server and m["workload"] == wl["name"]]
-            if records:
-                cells[server, wl["name"]] = RealCell(records)
-    return cells
+    return summarize(run, lambda records, wl: RealCell(records))
 
 
 def _real_ratio(cells, server, reference, workload):
