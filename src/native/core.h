@@ -258,7 +258,10 @@ gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize, s
 void gaio_core_set_batch_wait(gaio_core *core, int64_t batch_wait_ns);
 /* Adopt a non-blocking socket descriptor (flags: GAIO_CONN_*, 0 for a
  * stream); returns its id (slot | gen << 32) or 0 and sets *err to an errno
- * (EBADF once the core is closed). */
+ * (EBADF once the core is closed, EMFILE past GAIO_MAX_SLOTS connections).
+ * A slot is below GAIO_MAX_SLOTS: the binding's map uses an id's bits 30
+ * and 31 as its own marks. */
+#define GAIO_MAX_SLOTS (1u << 30)
 uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err);
 /* Queue a filled request (conn_id, buf, len, kind, op, flags, full,
  * deadline_ns, and u for standing requests, vectored writes, sendfile; a

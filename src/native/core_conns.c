@@ -52,6 +52,11 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err)
     uint32_t slot;
     if (core->nfree) {
         slot = core->free_slots[--core->nfree];
+    } else if (core->nslots >= GAIO_MAX_SLOTS) {
+        gaio__binding_leave(core, token);
+        free(c);
+        *err = EMFILE;
+        return 0;
     } else {
         if (core->nslots == core->cap_slots) {
             uint32_t cap = core->cap_slots ? core->cap_slots * 2 : 64;

@@ -204,6 +204,9 @@ static int Watcher_traverse(Watcher *w, visitproc visit, void *arg)
             Py_VISIT(p->view.obj); /* the export holds its own reference */
         }
     }
+    for (size_t i = 0; i < w->map.cap; i++)
+        if (w->map.e[i].id & ENTRY_OWNED)
+            Py_VISIT((PyObject *)(w->map.e[i].word & ~(uintptr_t)CONNREF_FLAGS));
     Py_VISIT(w->views);
     Py_VISIT(w->copies);
     Py_VISIT(w->copies_old);

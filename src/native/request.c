@@ -50,9 +50,16 @@ static void release_items(Py_buffer *items, Py_ssize_t n)
     PyMem_Free(items);
 }
 
+static int is_standing_read(const pyreq *p)
+{
+    return (p->req.flags & GAIO_F_REPEAT) && p->req.op == GAIO_OP_READ;
+}
+
 /* Drop a request's references and recycle its struct (GIL held). */
 void gaio__req_dispose(Watcher *w, pyreq *p)
 {
+    if (is_standing_read(p) && p->conn && !w->closed)
+        gaio__conn_weak(w, p->conn, p->req.conn_id); /* R9 again, before its reference goes */
     if (p->is_vector) {
         release_items(p->vec.items, p->vec.n);
         PyMem_Free(p->req.u.w.vec);
@@ -98,7 +105,7 @@ int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram_ok, uns
     *fd = -1;
     map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
     if (e) {
-        *flags = connref_flags(e->ref);
+        *flags = entry_flags(e);
         if ((*flags & GAIO_CONN_DGRAM) && !dgram_ok) {
             gaio__stream_only_error(SOCK_DGRAM);
             return -1;
@@ -119,7 +126,7 @@ int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, unsigned flags, uint6
         return -1;
     }
     if ((e = gaio__map_find(&w->map, (uintptr_t)conn))) {
-        *id = e->ref->id;
+        *id = entry_id(e);
         return 0;
     }
     if (fd < 0) {
@@ -138,6 +145,11 @@ PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, u
     Py_INCREF(p->ctx);
     p->req.conn_id = id;
     live_add(w, p);
+    /* The standing read holds conn from now until it is disposed of, which
+     * makes the entry weak again (done before the core may finish it in
+     * another thread): the weakref is not needed meanwhile. */
+    if (is_standing_read(p))
+        gaio__conn_strong(w, conn, id);
     int rc;
     PINNED(w, rc = gaio_core_submit(w->core, &p->req));
     if (rc < 0) {
@@ -311,7 +323,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
             map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
             ssize_t sent = 0;
             if (e)
-                PINNED(w, sent = gaio_core_try_send(w->core, e->ref->id, view.buf, (size_t)view.len));
+                PINNED(w, sent = gaio_core_try_send(w->core, entry_id(e), view.buf, (size_t)view.len));
             if (sent == view.len) {
                 PyBuffer_Release(&view);
                 Py_RETURN_NONE;
@@ -520,9 +532,8 @@ PyObject *gaio__watcher_free(Watcher *w, PyObject *conn)
             return gaio__conn_type_error(conn, "a socket.socket");
         Py_RETURN_NONE; /* unknown, never delegated or already freed */
     }
-    uint64_t id = e->ref->id;
-    ConnRef *ref = gaio__map_remove(&w->map, e);
+    uint64_t id = entry_id(e);
+    gaio__map_drop(&w->map, e); /* conn is the caller's: nothing is deallocated */
     PINNED(w, gaio_core_free(w->core, id));
-    Py_DECREF(ref);
     Py_RETURN_NONE;
 }
