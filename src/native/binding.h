@@ -63,16 +63,15 @@ extern gaio__live_counts gaio__live;
 /* ---- requests (request.c) ---- */
 
 typedef struct pyreq {
-    gaio_req req;               /* first: the core hands back &req */
+    gaio_req req;               /* first: the core hands back &req; req.owner: PYREQ_* */
     PyObject *conn, *ctx;       /* strong */
-    PyObject *bufobj;           /* caller's buffer (or our bytes copy), NULL for internal-buffer reads */
     struct pyreq *live_prev, *live_next; /* every undelivered request, for GC traversal */
-    uint8_t has_view;           /* allocated with room for view (a request with a buffer) */
-    uint8_t is_vector;          /* ... used as vec: a vectored write */
-    uint8_t copied;             /* bufobj is the watcher's bytes copy of an internal-buffer view
-                                 * large enough to be recycled (see copy_pool) */
-    union {                     /* last: a read into the internal buffer is allocated
-                                 * without it, so an idle connection's pending read stays small */
+    /* A request without a buffer (a read into the internal buffer, accept,
+     * connect, sendfile) is allocated without what follows (PYREQ_SMALL,
+     * 160 bytes: pymalloc's class), so an idle connection's standing read
+     * stays small. */
+    PyObject *bufobj;           /* caller's buffer (or our bytes copy) */
+    union {
         Py_buffer view;         /* export of bufobj held until completion */
         struct {
             Py_buffer *items;   /* exports of a vectored write's items (or their R6 copies) */
@@ -80,7 +79,14 @@ typedef struct pyreq {
         } vec;
     };
 } pyreq;
-#define PYREQ_SMALL offsetof(pyreq, view)
+#define PYREQ_SMALL offsetof(pyreq, bufobj)
+enum {
+    PYREQ_HAS_VIEW = 1,         /* allocated whole (bufobj, view or vec) */
+    PYREQ_IS_VECTOR = 2,        /* ... used as vec: a vectored write */
+    PYREQ_COPIED = 4,           /* bufobj is the watcher's bytes copy of an internal-buffer view
+                                 * large enough to be recycled (see copy_pool) */
+};
+static inline int pyreq_has_view(const pyreq *p) { return (p->req.owner & PYREQ_HAS_VIEW) != 0; }
 
 /* ---- socket -> connection map: open addressing on the object's address (conn_map.c) ---- */
 

@@ -54,6 +54,7 @@ enum {
                          * connect waiting to be tried again (EAGAIN, R17) */
     GAIO_F_RESTART = 16,/* released by back-pressure, in core->released */
     GAIO_F_COUNTING = 32,/* standing read that counts its connection's writes (R21) */
+    GAIO_F_FULL = 64,   /* read_full: complete only when done == len */
 };
 
 /* "No deadline" for gaio_req.deadline_ns and gaio_core_wait's until_ns: the
@@ -123,11 +124,11 @@ struct gaio_req {
     uint32_t seq;               /* submission number (order across queues; answers) */
     uint8_t kind;               /* enum gaio_kind */
     uint8_t op;                 /* enum gaio_op */
-    uint8_t full;               /* read_full: complete only when done == len */
     uint8_t state;              /* GAIO_REQ_* */
     uint8_t flags;              /* GAIO_F_* */
-    int error;                  /* 0, errno > 0, or GAIO_ERR_* */
-    int cancel_reason;          /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
+    int16_t error;              /* 0, errno > 0 (errnos are small), or GAIO_ERR_* */
+    int8_t cancel_reason;       /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
+    uint8_t owner;              /* the binding's own bits: the core never reads them */
     unsigned char *ibuf_ptr;    /* read without a buffer: where its bytes are */
     union {
         struct {                /* GAIO_F_REPEAT */
@@ -165,6 +166,11 @@ struct gaio_req {
         } w;
     } u;
 };
+
+/* 128 bytes on LP64: the binding allocates a standing read with it (an
+ * idle connection's memory), and every request with a buffer. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_req) <= 128,
+               "gaio_req outgrew 128 bytes (per idle connection memory)");
 
 /* The sender of a datagram (R25), for a read's result on an unconnected
  * datagram socket: allocated by the core (gaio_malloc), freed with free() by

@@ -23,7 +23,7 @@ pyreq *gaio__req_alloc(Watcher *w, int with_view)
         return NULL;
     }
     memset(p, 0, size);
-    p->has_view = with_view;
+    p->req.owner = with_view ? PYREQ_HAS_VIEW : 0;
     gaio__live.requests++;
     return p;
 }
@@ -60,11 +60,12 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
 {
     if (is_standing_read(p) && p->conn && !w->closed)
         gaio__conn_weak(w, p->conn, p->req.conn_id); /* R9 again, before its reference goes */
-    if (p->is_vector) {
+    int k = pyreq_has_view(p);
+    PyObject *buf = k ? p->bufobj : NULL;
+    if (p->req.owner & PYREQ_IS_VECTOR) {
         release_items(p->vec.items, p->vec.n);
         PyMem_Free(p->req.u.w.vec);
-        p->is_vector = 0;
-    } else if (p->has_view && p->view.obj) {
+    } else if (k && p->view.obj) {
         PyBuffer_Release(&p->view);
     }
     if (p->req.op == GAIO_OP_WRITE && p->req.u.w.to) {
@@ -79,9 +80,8 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
         close(p->req.u.w.file_fd);
         p->req.u.w.file_fd = -1;
     }
-    PyObject *conn = p->conn, *ctx = p->ctx, *buf = p->bufobj;
-    p->conn = p->ctx = p->bufobj = NULL;
-    int k = p->has_view;
+    PyObject *conn = p->conn, *ctx = p->ctx;
+    p->conn = p->ctx = NULL;
     gaio__live.requests--;
     if (w->nspare[k] < MAX_SPARE) {
         p->live_next = w->spare[k];
@@ -354,7 +354,8 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     if (bufobj) {
         Py_INCREF(bufobj);
         p->bufobj = bufobj;
-        p->copied = copied;
+        if (copied)
+            p->req.owner |= PYREQ_COPIED;
         p->view = view;
         p->req.buf = view.buf;
         p->req.len = (size_t)view.len;
@@ -362,8 +363,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     }
     p->req.kind = (uint8_t)kind;
     p->req.op = kind == GAIO_WRITE ? GAIO_OP_WRITE : GAIO_OP_READ;
-    p->req.full = (uint8_t)full;
-    p->req.flags = flags;
+    p->req.flags = flags | (full ? GAIO_F_FULL : 0);
     p->req.deadline_ns = deadline;
     if (flags & GAIO_F_REPEAT) {
         p->req.u.st = st.u.st;
@@ -483,7 +483,7 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, unsigned cflag
         PyMem_Free(vec);
         goto fail;
     }
-    p->is_vector = 1;
+    p->req.owner |= PYREQ_IS_VECTOR;
     p->vec.items = items;
     p->vec.n = used;
     p->bufobj = data; /* the result's buffer: the list or tuple given */
