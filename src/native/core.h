@@ -203,7 +203,7 @@ enum {
     GAIO_CONN_LOCAL = 4,        /* ... of AF_UNIX */
 };
 
-/* 56 bytes on LP64, so that malloc's chunk is 64: one per idle connection. */
+/* 56 bytes on LP64, in the core's slab (core_conns.c): one per idle connection. */
 struct gaio_conn {
     int fd;                     /* -1 once free() closed it */
     uint32_t slot, gen;
@@ -213,11 +213,12 @@ struct gaio_conn {
     uint8_t dgram : 1;          /* a datagram socket (GAIO_CONN_DGRAM) */
     uint8_t peer : 1;           /* ... that has a peer: its reads say no sender */
     uint8_t local : 1;          /* ... of AF_UNIX */
+    uint8_t live : 1;           /* the slot is held (core_conns.c's slab) */
     gaio_req *head[2], *tail[2];/* FIFOs by enum gaio_kind */
     void *engine_data;          /* engine-private */
 };
 _Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 56,
-               "gaio_conn outgrew malloc's 64-byte chunk (per idle connection memory)");
+               "gaio_conn outgrew 56 bytes (per idle connection memory)");
 
 typedef struct gaio_stats {
     uint64_t submitted, completed, bytes_read, bytes_written, timeouts, watched, pending;
