@@ -375,7 +375,10 @@ def test_many_connections_sweep(engine_variant, net):
         native._fail_allocations(after)
         ok = [i for i in range(len(pairs))
               if t.request(w.read_full, pairs[i][1], bytearray(4), ctx=i, timeout=30)]
-        assert _failures_caused() == 1
+        # connections come from slabs: the workload makes a few dozen
+        # allocations, not one per connection, and the sweep ends past them
+        caused = _failures_caused()
+        assert caused == 1 or (caused == 0 and after > 10), after
         assert len(ok) >= len(pairs) - 1
         for i in ok:
             pairs[i][0].sendall(b"%04d" % i)
@@ -388,6 +391,8 @@ def test_many_connections_sweep(engine_variant, net):
             assert res.error is None and bytes(res.buffer) == b"%04d" % i, res
         t.finish([pairs[i][1] for i in ok])
         net.close_all()
+        if not caused:
+            break
 
 
 def test_free_while_waiting_never_allocates(native_engine, net):

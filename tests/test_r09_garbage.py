@@ -2,6 +2,7 @@
 the watcher; when the caller drops it, the descriptor is released within one
 second or by the next wait_io(), whichever is later."""
 import gc
+import socket
 import threading
 import time
 import weakref
@@ -149,3 +150,66 @@ def test_sockets_dropped_while_another_thread_waits(watcher, net):
     for c in clients:
         c.settimeout(2)
         assert c.recv(2) == b"w" and c.recv(1) == b""
+
+
+@pytest.mark.parametrize("end", ["idle", "deadline", "eof"])
+def test_socket_dropped_after_its_standing_read_ended_is_released(watcher, net, end):
+    # the native engines keep no weak reference while a standing read holds
+    # the socket: when it ends, the socket must be weakly held again
+    client, server = net.pair()
+    net.forget()
+    net.track(client)
+    inode = fd_inode(server)
+    if end == "idle":
+        watcher.read(server, repeat=True, timeout=0.05)
+    elif end == "deadline":
+        watcher.read(server, repeat=True, deadline=time.monotonic() + 0.05)
+    else:
+        watcher.read(server, repeat=True)
+    ref = weakref.ref(server)
+    del server
+    gc.collect()
+    assert ref() is not None, "a standing read holds its socket"
+    if end == "eof":
+        client.shutdown(socket.SHUT_WR)
+    res = collect(watcher, 1)[0]
+    assert res.error is not None and res.conn is ref()
+    del res
+    assert _released_within(watcher, [inode]) == [], "descriptor not released"
+
+
+def test_second_standing_read_keeps_the_socket_until_it_ends(watcher, net):
+    client, server = net.pair()
+    net.forget()
+    net.track(client)
+    inode = fd_inode(server)
+    watcher.read(server, repeat=True, timeout=0.05)
+    watcher.read(server, repeat=True, ctx="second")
+    ref = weakref.ref(server)
+    del server
+    first = collect(watcher, 1)[0]
+    assert first.error is not None and first.ctx is None
+    del first
+    gc.collect()
+    assert ref() is not None, "the second standing read holds its socket"
+    assert len(fds_of_inode(inode)) == 1
+    client.sendall(b"s")
+    client.shutdown(socket.SHUT_WR)
+    results = collect(watcher, 2)
+    assert [r.ctx for r in results] == ["second", "second"]
+    assert results[-1].error is not None
+    del results
+    assert _released_within(watcher, [inode]) == []
+
+
+def test_standing_read_on_a_freed_and_dropped_socket(watcher, net):
+    client, server = net.pair()
+    net.forget()
+    net.track(client)
+    watcher.read(server, repeat=True)
+    watcher.free(server)
+    res = collect(watcher, 1)[0]
+    assert res.conn is server and res.error is not None
+    del res, server
+    gc.collect()
+    assert watcher.stats()["watched"] == 0

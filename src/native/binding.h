@@ -63,16 +63,15 @@ extern gaio__live_counts gaio__live;
 /* ---- requests (request.c) ---- */
 
 typedef struct pyreq {
-    gaio_req req;               /* first: the core hands back &req */
+    gaio_req req;               /* first: the core hands back &req; req.owner: PYREQ_* */
     PyObject *conn, *ctx;       /* strong */
-    PyObject *bufobj;           /* caller's buffer (or our bytes copy), NULL for internal-buffer reads */
     struct pyreq *live_prev, *live_next; /* every undelivered request, for GC traversal */
-    uint8_t has_view;           /* allocated with room for view (a request with a buffer) */
-    uint8_t is_vector;          /* ... used as vec: a vectored write */
-    uint8_t copied;             /* bufobj is the watcher's bytes copy of an internal-buffer view
-                                 * large enough to be recycled (see copy_pool) */
-    union {                     /* last: a read into the internal buffer is allocated
-                                 * without it, so an idle connection's pending read stays small */
+    /* A request without a buffer (a read into the internal buffer, accept,
+     * connect, sendfile) is allocated without what follows (PYREQ_SMALL,
+     * 160 bytes: pymalloc's class), so an idle connection's standing read
+     * stays small. */
+    PyObject *bufobj;           /* caller's buffer (or our bytes copy) */
+    union {
         Py_buffer view;         /* export of bufobj held until completion */
         struct {
             Py_buffer *items;   /* exports of a vectored write's items (or their R6 copies) */
@@ -80,7 +79,14 @@ typedef struct pyreq {
         } vec;
     };
 } pyreq;
-#define PYREQ_SMALL offsetof(pyreq, view)
+#define PYREQ_SMALL offsetof(pyreq, bufobj)
+enum {
+    PYREQ_HAS_VIEW = 1,         /* allocated whole (bufobj, view or vec) */
+    PYREQ_IS_VECTOR = 2,        /* ... used as vec: a vectored write */
+    PYREQ_COPIED = 4,           /* bufobj is the watcher's bytes copy of an internal-buffer view
+                                 * large enough to be recycled (see copy_pool) */
+};
+static inline int pyreq_has_view(const pyreq *p) { return (p->req.owner & PYREQ_HAS_VIEW) != 0; }
 
 /* ---- socket -> connection map: open addressing on the object's address (conn_map.c) ---- */
 
@@ -97,12 +103,32 @@ _Static_assert((GAIO_CONN_DGRAM | GAIO_CONN_PEER | GAIO_CONN_LOCAL) <= CONNREF_F
 static inline uintptr_t connref_key(const ConnRef *r) { return r->key & ~(uintptr_t)CONNREF_FLAGS; }
 static inline unsigned connref_flags(const ConnRef *r) { return (unsigned)(r->key & CONNREF_FLAGS); }
 
-/* An entry is only the ConnRef pointer (NULL: empty); the key is ref->key.
- * One pointer per slot and a load of at most 3/4 keep the table near 11-21
- * bytes per connection: this is per idle connection memory (SPEC's idea). */
+/* An entry: its connection's id, and either the socket's ConnRef (the weak
+ * reference that releases a dropped socket, R9) or, while a standing read
+ * holds the socket strongly, the socket's address | its flags with no
+ * ConnRef at all: an idle connection with a standing read (a server's every
+ * connection) saves the 96 bytes of a weakref. Which one is told by the id's
+ * bit 31 (the core keeps slots below 2^30); bit 30 marks an entry that holds
+ * the socket itself because a ConnRef could not be made (out of memory), so
+ * it is released by free() or close() only. word 0: empty. The table's load
+ * of at most 3/4 keeps it at 21-43 bytes per connection. */
+#define ENTRY_WEAK ((uint64_t)1 << 31)
+#define ENTRY_OWNED ((uint64_t)1 << 30)
 typedef struct {
-    ConnRef *ref;    /* strong; NULL: empty */
+    uintptr_t word;  /* ConnRef * (ENTRY_WEAK), else the socket's address | flags */
+    uint64_t id;     /* the connection's id | ENTRY_WEAK | ENTRY_OWNED */
 } map_entry;
+static inline ConnRef *entry_ref(const map_entry *e)
+{
+    return (e->id & ENTRY_WEAK) ? (ConnRef *)e->word : NULL;
+}
+static inline uintptr_t entry_word_key(const map_entry *e)
+{
+    return (e->id & ENTRY_WEAK) ? ((ConnRef *)e->word)->key : e->word;
+}
+static inline uintptr_t entry_key(const map_entry *e) { return entry_word_key(e) & ~(uintptr_t)CONNREF_FLAGS; }
+static inline unsigned entry_flags(const map_entry *e) { return (unsigned)(entry_word_key(e) & CONNREF_FLAGS); }
+static inline uint64_t entry_id(const map_entry *e) { return e->id & ~(ENTRY_WEAK | ENTRY_OWNED); }
 
 typedef struct {
     map_entry *e;
@@ -218,7 +244,14 @@ extern PyTypeObject gaio__ConnRef_Type, gaio__WatcherLink_Type;
 extern PyMethodDef gaio__conn_gone_def;
 map_entry *gaio__map_find(connmap *m, uintptr_t key);
 int gaio__map_insert(connmap *m, ConnRef *ref);
-ConnRef *gaio__map_remove(connmap *m, map_entry *hole);
+/* Take e out of the map, dropping what it holds (its ConnRef, or the socket
+ * it owns): no Python code runs (the ConnRef's callback is the watcher's). */
+void gaio__map_drop(connmap *m, map_entry *e);
+/* R9 with a standing read: while one stands the socket is held by it, and
+ * its entry keeps no weak reference (conn_strong); when a standing read is
+ * disposed of, its connection (still id) is weakly held again (conn_weak). */
+void gaio__conn_strong(Watcher *w, PyObject *conn, uint64_t id);
+void gaio__conn_weak(Watcher *w, PyObject *conn, uint64_t id);
 PyObject *gaio__conn_type_error(PyObject *conn, const char *why);
 /* The descriptor of a socket.socket not delegated yet, and its GAIO_CONN_*
  * flags; a datagram socket is refused unless dgram_ok (R24). */

@@ -21,9 +21,9 @@ map_entry *gaio__map_find(connmap *m, uintptr_t key)
     if (!m->cap)
         return NULL;
     for (size_t i = map_hash(key, m->cap);; i = (i + 1) & (m->cap - 1)) {
-        if (!m->e[i].ref)
+        if (!m->e[i].word)
             return NULL;
-        if (connref_key(m->e[i].ref) == key)
+        if (entry_key(&m->e[i]) == key)
             return &m->e[i];
     }
 }
@@ -36,10 +36,10 @@ int gaio__map_insert(connmap *m, ConnRef *ref)
         if (!e)
             return -1;
         for (size_t i = 0; i < m->cap; i++) {
-            if (!m->e[i].ref)
+            if (!m->e[i].word)
                 continue;
-            size_t j = map_hash(connref_key(m->e[i].ref), cap);
-            while (e[j].ref)
+            size_t j = map_hash(entry_key(&m->e[i]), cap);
+            while (e[j].word)
                 j = (j + 1) & (cap - 1);
             e[j] = m->e[i];
         }
@@ -48,33 +48,84 @@ int gaio__map_insert(connmap *m, ConnRef *ref)
         m->cap = cap;
     }
     size_t i = map_hash(connref_key(ref), m->cap);
-    while (m->e[i].ref)
+    while (m->e[i].word)
         i = (i + 1) & (m->cap - 1);
-    m->e[i].ref = ref;
+    m->e[i] = (map_entry){(uintptr_t)ref, ref->id | ENTRY_WEAK};
     m->n++;
     return 0;
 }
 
-/* Remove an entry (backward-shift deletion keeps probe chains intact); returns its ref. */
-ConnRef *gaio__map_remove(connmap *m, map_entry *hole)
+/* Remove an entry (backward-shift deletion keeps probe chains intact); returns it. */
+static map_entry map_remove(connmap *m, map_entry *hole)
 {
-    ConnRef *ref = hole->ref;
+    map_entry gone = *hole;
     size_t i = (size_t)(hole - m->e);
     size_t j = i;
     for (;;) {
         j = (j + 1) & (m->cap - 1);
-        if (!m->e[j].ref)
+        if (!m->e[j].word)
             break;
-        size_t home = map_hash(connref_key(m->e[j].ref), m->cap);
+        size_t home = map_hash(entry_key(&m->e[j]), m->cap);
         /* can e[j] move to i? only if its home is not in (i, j] cyclically */
         if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
             m->e[i] = m->e[j];
             i = j;
         }
     }
-    m->e[i].ref = NULL;
+    m->e[i] = (map_entry){0, 0};
     m->n--;
-    return ref;
+    return gone;
+}
+
+void gaio__map_drop(connmap *m, map_entry *e)
+{
+    map_entry gone = map_remove(m, e);
+    if (gone.id & ENTRY_WEAK)
+        Py_DECREF((PyObject *)gone.word);
+    else if (gone.id & ENTRY_OWNED)
+        Py_DECREF((PyObject *)(gone.word & ~(uintptr_t)CONNREF_FLAGS));
+}
+
+void gaio__conn_strong(Watcher *w, PyObject *conn, uint64_t id)
+{
+    map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
+    if (!e || entry_id(e) != id || !(e->id & (ENTRY_WEAK | ENTRY_OWNED)))
+        return;
+    PyObject *held = (e->id & ENTRY_WEAK) ? (PyObject *)e->word : conn;
+    e->word = entry_word_key(e);
+    e->id = id;
+    /* a weakref going away with its object alive calls nothing; the socket
+     * has more references than this one (the standing read's) */
+    Py_DECREF(held);
+}
+
+void gaio__conn_weak(Watcher *w, PyObject *conn, uint64_t id)
+{
+    map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
+    if (!e || entry_id(e) != id || (e->id & (ENTRY_WEAK | ENTRY_OWNED)))
+        return;
+    PyObject *type, *value, *tb; /* called while a batch's error may be set */
+    PyErr_Fetch(&type, &value, &tb);
+    ConnRef *ref = (ConnRef *)PyObject_CallFunctionObjArgs((PyObject *)&gaio__ConnRef_Type, conn,
+                                                           w->callback, NULL);
+    /* making it may have run a collection, and Python code: look again */
+    e = w->closed ? NULL : gaio__map_find(&w->map, (uintptr_t)conn);
+    if (e && entry_id(e) == id && !(e->id & (ENTRY_WEAK | ENTRY_OWNED))) {
+        if (ref) {
+            ref->key = e->word;
+            ref->id = id;
+            *e = (map_entry){(uintptr_t)ref, id | ENTRY_WEAK};
+            ref = NULL;
+        } else {
+            /* no memory for it: hold the socket until free() or close() */
+            PyErr_Clear();
+            Py_INCREF(conn);
+            e->id = id | ENTRY_OWNED;
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(ref);
+    PyErr_Restore(type, value, tb);
 }
 
 PyTypeObject gaio__WatcherLink_Type = {
@@ -282,14 +333,13 @@ static PyObject *conn_gone(PyObject *link, PyObject *arg)
         Py_RETURN_NONE;
     ConnRef *ref = (ConnRef *)arg;
     map_entry *e = gaio__map_find(&w->map, connref_key(ref));
-    if (!e || e->ref != ref)
+    if (!e || entry_ref(e) != ref)
         Py_RETURN_NONE;
     uint64_t id = ref->id;
-    gaio__map_remove(&w->map, e);
     Py_INCREF(w); /* the link is borrowed; the GIL may be released below */
+    gaio__map_drop(&w->map, e); /* the map's reference; the caller still holds one */
     PINNED(w, gaio_core_release(w->core, id));
     Py_DECREF(w);
-    Py_DECREF(ref); /* the map's reference; the caller still holds one */
     Py_RETURN_NONE;
 }
 

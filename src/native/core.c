@@ -146,7 +146,7 @@ gaio_req *gaio_core_close(gaio_core *core)
     gaio__datagram_forget(core->res, core->nres);
     core->nres = 0;
     for (uint32_t s = 0; s < core->nslots; s++) {
-        gaio_conn *c = core->slots[s];
+        gaio_conn *c = gaio__slot_conn(core, s);
         if (!c)
             continue;
         if (!c->closing) {
@@ -161,7 +161,7 @@ gaio_req *gaio_core_close(gaio_core *core)
     core->engine->destroy(core->engine_state);
     core->engine_state = NULL;
     for (uint32_t s = 0; s < core->nslots; s++) {
-        gaio_conn *c = core->slots[s];
+        gaio_conn *c = gaio__slot_conn(core, s);
         if (!c)
             continue;
         for (int k = 0; k < 2; k++)
@@ -169,8 +169,7 @@ gaio_req *gaio_core_close(gaio_core *core)
                 n = r->next;
                 chain(&all, r);
             }
-        core->slots[s] = NULL;
-        free(c);
+        c->live = 0;
     }
     core->nheap = 0;
     core->heap_promised = 0;
@@ -209,8 +208,9 @@ void gaio_core_delete(gaio_core *core)
     for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++)
         free(core->chunk[i]);
     free(core->spill);
-    free(core->slots);
-    free(core->slot_gen);
+    for (uint32_t i = 0; i < core->nchunks; i++)
+        free(core->chunks[i]);
+    free(core->chunks);
     free(core->free_slots);
     free(core->frees);
     free(core->released);

@@ -54,6 +54,7 @@ enum {
                          * connect waiting to be tried again (EAGAIN, R17) */
     GAIO_F_RESTART = 16,/* released by back-pressure, in core->released */
     GAIO_F_COUNTING = 32,/* standing read that counts its connection's writes (R21) */
+    GAIO_F_FULL = 64,   /* read_full: complete only when done == len */
 };
 
 /* "No deadline" for gaio_req.deadline_ns and gaio_core_wait's until_ns: the
@@ -123,11 +124,11 @@ struct gaio_req {
     uint32_t seq;               /* submission number (order across queues; answers) */
     uint8_t kind;               /* enum gaio_kind */
     uint8_t op;                 /* enum gaio_op */
-    uint8_t full;               /* read_full: complete only when done == len */
     uint8_t state;              /* GAIO_REQ_* */
     uint8_t flags;              /* GAIO_F_* */
-    int error;                  /* 0, errno > 0, or GAIO_ERR_* */
-    int cancel_reason;          /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
+    int16_t error;              /* 0, errno > 0 (errnos are small), or GAIO_ERR_* */
+    int8_t cancel_reason;       /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
+    uint8_t owner;              /* the binding's own bits: the core never reads them */
     unsigned char *ibuf_ptr;    /* read without a buffer: where its bytes are */
     union {
         struct {                /* GAIO_F_REPEAT */
@@ -166,6 +167,11 @@ struct gaio_req {
     } u;
 };
 
+/* 128 bytes on LP64: the binding allocates a standing read with it (an
+ * idle connection's memory), and every request with a buffer. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_req) <= 128,
+               "gaio_req outgrew 128 bytes (per idle connection memory)");
+
 /* The sender of a datagram (R25), for a read's result on an unconnected
  * datagram socket: allocated by the core (gaio_malloc), freed with free() by
  * whoever disposes of the result (the binding once it made the Python
@@ -197,7 +203,7 @@ enum {
     GAIO_CONN_LOCAL = 4,        /* ... of AF_UNIX */
 };
 
-/* 56 bytes on LP64, so that malloc's chunk is 64: one per idle connection. */
+/* 56 bytes on LP64, in the core's slab (core_conns.c): one per idle connection. */
 struct gaio_conn {
     int fd;                     /* -1 once free() closed it */
     uint32_t slot, gen;
@@ -207,11 +213,12 @@ struct gaio_conn {
     uint8_t dgram : 1;          /* a datagram socket (GAIO_CONN_DGRAM) */
     uint8_t peer : 1;           /* ... that has a peer: its reads say no sender */
     uint8_t local : 1;          /* ... of AF_UNIX */
+    uint8_t live : 1;           /* the slot is held (core_conns.c's slab) */
     gaio_req *head[2], *tail[2];/* FIFOs by enum gaio_kind */
     void *engine_data;          /* engine-private */
 };
 _Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 56,
-               "gaio_conn outgrew malloc's 64-byte chunk (per idle connection memory)");
+               "gaio_conn outgrew 56 bytes (per idle connection memory)");
 
 typedef struct gaio_stats {
     uint64_t submitted, completed, bytes_read, bytes_written, timeouts, watched, pending;
@@ -258,7 +265,10 @@ gaio_core *gaio_core_new(const struct gaio_engine_ops *engine, size_t bufsize, s
 void gaio_core_set_batch_wait(gaio_core *core, int64_t batch_wait_ns);
 /* Adopt a non-blocking socket descriptor (flags: GAIO_CONN_*, 0 for a
  * stream); returns its id (slot | gen << 32) or 0 and sets *err to an errno
- * (EBADF once the core is closed). */
+ * (EBADF once the core is closed, EMFILE past GAIO_MAX_SLOTS connections).
+ * A slot is below GAIO_MAX_SLOTS: the binding's map uses an id's bits 30
+ * and 31 as its own marks. */
+#define GAIO_MAX_SLOTS (1u << 30)
 uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err);
 /* Queue a filled request (conn_id, buf, len, kind, op, flags, full,
  * deadline_ns, and u for standing requests, vectored writes, sendfile; a

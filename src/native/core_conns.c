@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 gaio_conn *gaio_core_conn(gaio_core *core, uint64_t id)
@@ -12,7 +13,7 @@ gaio_conn *gaio_core_conn(gaio_core *core, uint64_t id)
     uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
     if (slot >= core->nslots)
         return NULL;
-    gaio_conn *c = core->slots[slot];
+    gaio_conn *c = gaio__slot_conn(core, slot);
     if (!c || c->gen != gen || c->closing)
         return NULL;
     return c;
@@ -21,84 +22,96 @@ gaio_conn *gaio_core_conn(gaio_core *core, uint64_t id)
 gaio_conn *gaio_core_conn_held(gaio_core *core, uint64_t id)
 {
     uint32_t slot = (uint32_t)id;
-    gaio_conn *c = slot < core->nslots ? core->slots[slot] : NULL;
+    gaio_conn *c = slot < core->nslots ? gaio__slot_conn(core, slot) : NULL;
     return c && c->gen == (uint32_t)(id >> 32) ? c : NULL;
 }
 
 gaio_conn *gaio_core_next_conn(gaio_core *core, uint32_t *slot)
 {
     while (*slot < core->nslots) {
-        gaio_conn *c = core->slots[(*slot)++];
+        gaio_conn *c = gaio__slot_conn(core, (*slot)++);
         if (c)
             return c;
     }
     return NULL;
 }
 
+/* Room for one more slot in the per-slot arrays and the slab; 0 or ENOMEM. */
+static int slots_grow(gaio_core *core)
+{
+    uint32_t n = core->nchunks;
+    if (core->nslots >= n * GAIO_CONN_CHUNK) {
+        gaio_conn **ch = gaio_realloc(core->chunks, (n + 1) * sizeof *ch);
+        if (!ch)
+            return ENOMEM;
+        core->chunks = ch;
+        /* not zeroed: a slot's memory is touched only when it is first used */
+        if (!(ch[n] = gaio_malloc(GAIO_CONN_CHUNK * sizeof(gaio_conn))))
+            return ENOMEM;
+        core->nchunks = n + 1;
+    }
+    if (core->nslots < core->cap_slots)
+        return 0;
+    uint32_t cap = core->cap_slots ? core->cap_slots * 2 : 64;
+    uint32_t *f = gaio_realloc(core->free_slots, cap * sizeof *f);
+    if (!f)
+        return ENOMEM;
+    core->free_slots = f;
+    /* room to queue a free() for every connection: free() never allocates */
+    uint64_t *q = cap <= core->cap_frees ? core->frees : gaio_realloc(core->frees, cap * sizeof *q);
+    if (!q)
+        return ENOMEM;
+    core->frees = q;
+    /* and to restart the standing read of every connection (R21) */
+    uint64_t *rl = gaio_realloc(core->released, cap * sizeof *rl);
+    if (!rl)
+        return ENOMEM;
+    core->released = rl;
+    if (cap > core->cap_frees)
+        core->cap_frees = cap;
+    core->cap_slots = cap;
+    return 0;
+}
+
 uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err)
 {
-    gaio_conn *c = gaio_calloc(1, sizeof *c);
-    if (!c) {
-        *err = ENOMEM;
-        return 0;
-    }
     void *token = gaio__binding_enter(core);
     if (core->closing || core->closed) {
         gaio__binding_leave(core, token);
-        free(c);
         *err = EBADF;
         return 0;
     }
     uint32_t slot;
+    gaio_conn *c;
     if (core->nfree) {
         slot = core->free_slots[--core->nfree];
+        c = &core->chunks[slot >> GAIO_CONN_CHUNK_SHIFT][slot & (GAIO_CONN_CHUNK - 1)];
+        uint32_t gen = c->gen; /* bumped when the slot was freed */
+        memset(c, 0, sizeof *c);
+        c->gen = gen;
     } else {
-        if (core->nslots == core->cap_slots) {
-            uint32_t cap = core->cap_slots ? core->cap_slots * 2 : 64;
-            gaio_conn **s = gaio_realloc(core->slots, cap * sizeof *s);
-            if (s)
-                core->slots = s;
-            uint32_t *g = s ? gaio_realloc(core->slot_gen, cap * sizeof *g) : NULL;
-            if (g)
-                core->slot_gen = g;
-            uint32_t *f = g ? gaio_realloc(core->free_slots, cap * sizeof *f) : NULL;
-            if (f)
-                core->free_slots = f;
-            /* room to queue a free() for every connection: free() never allocates */
-            uint64_t *q = !f                       ? NULL
-                          : cap <= core->cap_frees ? core->frees
-                                                   : gaio_realloc(core->frees, cap * sizeof *q);
-            if (q)
-                core->frees = q;
-            /* and to restart the standing read of every connection (R21) */
-            uint64_t *rl = q ? gaio_realloc(core->released, cap * sizeof *rl) : NULL;
-            if (!rl) {
-                gaio__binding_leave(core, token);
-                free(c);
-                *err = ENOMEM;
-                return 0;
-            }
-            core->released = rl;
-            if (cap > core->cap_frees)
-                core->cap_frees = cap;
-            core->cap_slots = cap;
+        int e = core->nslots >= GAIO_MAX_SLOTS ? EMFILE : slots_grow(core);
+        if (e) {
+            gaio__binding_leave(core, token);
+            *err = e;
+            return 0;
         }
         slot = core->nslots++;
-        core->slot_gen[slot] = 1;
+        c = &core->chunks[slot >> GAIO_CONN_CHUNK_SHIFT][slot & (GAIO_CONN_CHUNK - 1)];
+        memset(c, 0, sizeof *c);
+        c->gen = 1;
     }
     c->fd = fd;
     c->dgram = (flags & GAIO_CONN_DGRAM) != 0;
     c->peer = (flags & GAIO_CONN_PEER) != 0;
     c->local = (flags & GAIO_CONN_LOCAL) != 0;
     c->slot = slot;
-    c->gen = core->slot_gen[slot];
-    core->slots[slot] = c;
+    c->live = 1;
     int rc = core->engine->watch(core->engine_state, c);
     if (rc < 0) {
-        core->slots[slot] = NULL;
+        c->live = 0;
         core->free_slots[core->nfree++] = slot;
         gaio__binding_leave(core, token);
-        free(c);
         *err = -rc;
         return 0;
     }
@@ -110,12 +123,11 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err)
 
 static void conn_release_slot(gaio_core *core, gaio_conn *c)
 {
-    core->slots[c->slot] = NULL;
+    c->live = 0;
     /* generation 0 is never used, so an id of 0 means "no connection" */
-    if (++core->slot_gen[c->slot] == 0)
-        core->slot_gen[c->slot] = 1;
+    if (++c->gen == 0)
+        c->gen = 1;
     core->free_slots[core->nfree++] = c->slot;
-    free(c);
 }
 
 void gaio__conn_maybe_release(gaio_core *core, gaio_conn *c)

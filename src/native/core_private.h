@@ -28,9 +28,13 @@ struct gaio_core {
     void *engine_state;
 
     /* connections */
-    gaio_conn **slots;          /* slot -> conn, NULL when free */
-    uint32_t *slot_gen;         /* generation of each slot, bumped when freed */
-    uint32_t nslots, cap_slots;
+    /* slot s is chunks[s / GAIO_CONN_CHUNK][s % GAIO_CONN_CHUNK] (live or
+     * not: its gen is bumped when freed); chunks are never moved or freed
+     * before gaio_core_delete, so no malloc header and no pointer per
+     * connection: 56 bytes each */
+    gaio_conn **chunks;
+    uint32_t nchunks;
+    uint32_t nslots, cap_slots; /* slots used; room in the per-slot arrays below */
     uint32_t *free_slots;
     uint32_t nfree;
 
@@ -87,6 +91,15 @@ struct gaio_core {
 };
 
 /* ---- core_conns.c ---- */
+
+#define GAIO_CONN_CHUNK_SHIFT 8
+#define GAIO_CONN_CHUNK (1u << GAIO_CONN_CHUNK_SHIFT)
+/* Slot s (< core->nslots) when a connection holds it, else NULL. */
+static inline gaio_conn *gaio__slot_conn(const gaio_core *core, uint32_t s)
+{
+    gaio_conn *c = &core->chunks[s >> GAIO_CONN_CHUNK_SHIFT][s & (GAIO_CONN_CHUNK - 1)];
+    return c->live ? c : NULL;
+}
 
 /* Append r to its connection's kind queue (r->conn set). */
 void gaio__queue_append(gaio_conn *c, gaio_req *r);

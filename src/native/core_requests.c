@@ -213,7 +213,7 @@ void gaio__req_abort(gaio_core *core, gaio_req *r, int error)
 
 static int req_finished(const gaio_req *r)
 {
-    if (r->kind == GAIO_WRITE || r->full)
+    if (r->kind == GAIO_WRITE || (r->flags & GAIO_F_FULL))
         return r->done >= r->len;
     return r->done > 0;
 }

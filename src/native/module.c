@@ -196,14 +196,19 @@ static int Watcher_traverse(Watcher *w, visitproc visit, void *arg)
     for (pyreq *p = w->live.live_next; p && p != &w->live; p = p->live_next) {
         Py_VISIT(p->ctx);
         Py_VISIT(p->conn);
+        if (!pyreq_has_view(p))
+            continue;
         Py_VISIT(p->bufobj);
-        if (p->is_vector) {
+        if (p->req.owner & PYREQ_IS_VECTOR) {
             for (Py_ssize_t i = 0; i < p->vec.n; i++)
                 Py_VISIT(p->vec.items[i].obj);
-        } else if (p->has_view) {
+        } else {
             Py_VISIT(p->view.obj); /* the export holds its own reference */
         }
     }
+    for (size_t i = 0; i < w->map.cap; i++)
+        if (w->map.e[i].id & ENTRY_OWNED)
+            Py_VISIT((PyObject *)(w->map.e[i].word & ~(uintptr_t)CONNREF_FLAGS));
     Py_VISIT(w->views);
     Py_VISIT(w->copies);
     Py_VISIT(w->copies_old);

@@ -23,7 +23,7 @@ pyreq *gaio__req_alloc(Watcher *w, int with_view)
         return NULL;
     }
     memset(p, 0, size);
-    p->has_view = with_view;
+    p->req.owner = with_view ? PYREQ_HAS_VIEW : 0;
     gaio__live.requests++;
     return p;
 }
@@ -50,14 +50,22 @@ static void release_items(Py_buffer *items, Py_ssize_t n)
     PyMem_Free(items);
 }
 
+static int is_standing_read(const pyreq *p)
+{
+    return (p->req.flags & GAIO_F_REPEAT) && p->req.op == GAIO_OP_READ;
+}
+
 /* Drop a request's references and recycle its struct (GIL held). */
 void gaio__req_dispose(Watcher *w, pyreq *p)
 {
-    if (p->is_vector) {
+    if (is_standing_read(p) && p->conn && !w->closed)
+        gaio__conn_weak(w, p->conn, p->req.conn_id); /* R9 again, before its reference goes */
+    int k = pyreq_has_view(p);
+    PyObject *buf = k ? p->bufobj : NULL;
+    if (p->req.owner & PYREQ_IS_VECTOR) {
         release_items(p->vec.items, p->vec.n);
         PyMem_Free(p->req.u.w.vec);
-        p->is_vector = 0;
-    } else if (p->has_view && p->view.obj) {
+    } else if (k && p->view.obj) {
         PyBuffer_Release(&p->view);
     }
     if (p->req.op == GAIO_OP_WRITE && p->req.u.w.to) {
@@ -72,9 +80,8 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
         close(p->req.u.w.file_fd);
         p->req.u.w.file_fd = -1;
     }
-    PyObject *conn = p->conn, *ctx = p->ctx, *buf = p->bufobj;
-    p->conn = p->ctx = p->bufobj = NULL;
-    int k = p->has_view;
+    PyObject *conn = p->conn, *ctx = p->ctx;
+    p->conn = p->ctx = NULL;
     gaio__live.requests--;
     if (w->nspare[k] < MAX_SPARE) {
         p->live_next = w->spare[k];
@@ -98,7 +105,7 @@ int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram_ok, uns
     *fd = -1;
     map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
     if (e) {
-        *flags = connref_flags(e->ref);
+        *flags = entry_flags(e);
         if ((*flags & GAIO_CONN_DGRAM) && !dgram_ok) {
             gaio__stream_only_error(SOCK_DGRAM);
             return -1;
@@ -119,7 +126,7 @@ int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, unsigned flags, uint6
         return -1;
     }
     if ((e = gaio__map_find(&w->map, (uintptr_t)conn))) {
-        *id = e->ref->id;
+        *id = entry_id(e);
         return 0;
     }
     if (fd < 0) {
@@ -138,6 +145,11 @@ PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, u
     Py_INCREF(p->ctx);
     p->req.conn_id = id;
     live_add(w, p);
+    /* The standing read holds conn from now until it is disposed of, which
+     * makes the entry weak again (done before the core may finish it in
+     * another thread): the weakref is not needed meanwhile. */
+    if (is_standing_read(p))
+        gaio__conn_strong(w, conn, id);
     int rc;
     PINNED(w, rc = gaio_core_submit(w->core, &p->req));
     if (rc < 0) {
@@ -311,7 +323,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
             map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
             ssize_t sent = 0;
             if (e)
-                PINNED(w, sent = gaio_core_try_send(w->core, e->ref->id, view.buf, (size_t)view.len));
+                PINNED(w, sent = gaio_core_try_send(w->core, entry_id(e), view.buf, (size_t)view.len));
             if (sent == view.len) {
                 PyBuffer_Release(&view);
                 Py_RETURN_NONE;
@@ -342,7 +354,8 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     if (bufobj) {
         Py_INCREF(bufobj);
         p->bufobj = bufobj;
-        p->copied = copied;
+        if (copied)
+            p->req.owner |= PYREQ_COPIED;
         p->view = view;
         p->req.buf = view.buf;
         p->req.len = (size_t)view.len;
@@ -350,8 +363,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     }
     p->req.kind = (uint8_t)kind;
     p->req.op = kind == GAIO_WRITE ? GAIO_OP_WRITE : GAIO_OP_READ;
-    p->req.full = (uint8_t)full;
-    p->req.flags = flags;
+    p->req.flags = flags | (full ? GAIO_F_FULL : 0);
     p->req.deadline_ns = deadline;
     if (flags & GAIO_F_REPEAT) {
         p->req.u.st = st.u.st;
@@ -471,7 +483,7 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, unsigned cflag
         PyMem_Free(vec);
         goto fail;
     }
-    p->is_vector = 1;
+    p->req.owner |= PYREQ_IS_VECTOR;
     p->vec.items = items;
     p->vec.n = used;
     p->bufobj = data; /* the result's buffer: the list or tuple given */
@@ -520,9 +532,8 @@ PyObject *gaio__watcher_free(Watcher *w, PyObject *conn)
             return gaio__conn_type_error(conn, "a socket.socket");
         Py_RETURN_NONE; /* unknown, never delegated or already freed */
     }
-    uint64_t id = e->ref->id;
-    ConnRef *ref = gaio__map_remove(&w->map, e);
+    uint64_t id = entry_id(e);
+    gaio__map_drop(&w->map, e); /* conn is the caller's: nothing is deallocated */
     PINNED(w, gaio_core_free(w->core, id));
-    Py_DECREF(ref);
     Py_RETURN_NONE;
 }

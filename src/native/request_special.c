@@ -45,7 +45,7 @@ static int delegated_listening(Watcher *w, PyObject *conn)
     map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
     int fd = -1, on = 0;
     if (e)
-        PINNED(w, fd = gaio_core_conn_fd(w->core, e->ref->id));
+        PINNED(w, fd = gaio_core_conn_fd(w->core, entry_id(e)));
 #ifdef SO_ACCEPTCONN
     socklen_t len = sizeof on;
     if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) < 0)

@@ -428,10 +428,11 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
                 is_ibuf = 1;
             else
                 Py_CLEAR(buffer);
-        } else if (p && p->bufobj && (it->op == GAIO_OP_READ || it->op == GAIO_OP_WRITE)) {
+        } else if (p && pyreq_has_view(p) && p->bufobj &&
+                   (it->op == GAIO_OP_READ || it->op == GAIO_OP_WRITE)) {
             buffer = p->bufobj;
             Py_INCREF(buffer);
-            if (p->copied && w->copies && PyList_Append(w->copies, buffer) < 0)
+            if ((p->req.owner & PYREQ_COPIED) && w->copies && PyList_Append(w->copies, buffer) < 0)
                 PyErr_Clear(); /* not recycled, that is all */
         } else {
             buffer = Py_None;

@@ -134,9 +134,12 @@ void gaio__watcher_shutdown(Watcher *w)
         all = next;
     }
     for (size_t i = 0; i < w->map.cap; i++) {
-        ConnRef *ref = w->map.e[i].ref;
-        w->map.e[i].ref = NULL;
-        Py_XDECREF(ref);
+        map_entry e = w->map.e[i];
+        w->map.e[i] = (map_entry){0, 0};
+        if (e.id & ENTRY_WEAK)
+            Py_DECREF((PyObject *)e.word);
+        else if (e.id & ENTRY_OWNED)
+            Py_DECREF((PyObject *)(e.word & ~(uintptr_t)CONNREF_FLAGS));
     }
     w->map.n = 0;
     /* a wait_io of another thread may still be leaving the core: it checks
