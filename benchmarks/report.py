@@ -375,10 +375,11 @@ class RealCell:
         self.ok = [r for r in records if "error" not in r]
         self.errors = [r["error"] for r in records if "error" in r]
         self.flags = []
-        if any(r["client_busy"] > CLIENT_BUSY_LIMIT for r in self.ok):
+        timed = [r for r in self.ok if "client_busy" in r]  # not the idle TLS runs
+        if any(r["client_busy"] > CLIENT_BUSY_LIMIT for r in timed):
             self.flags.append("client-bound")
         if any(r["server_busy"] < CONTENDED_BUSY and r["client_busy"] < CONTENDED_BUSY
-               for r in self.ok):
+               for r in timed):
             self.flags.append("CPU contended")
         lost = sum(r.get("lost", 0) for r in self.ok)
         if lost:
@@ -428,7 +429,8 @@ def _ratio_text(pair):
 def real_ratio_table(run, cells):
     """Rows: workload ÷ reference; columns: gaio engines; cells: wall / per CPU-s."""
     gaio = [s for s in run["servers"] if s.startswith("gaio-")]
-    header = ["gaio ÷ reference<br>(requests/s or Gbit/s / per server CPU-s)"] + [
+    header = ["gaio ÷ reference<br>(requests/s or Gbit/s / per server CPU-s; "
+              "idle: bytes per connection)"] + [
         "**%s**" % s for s in gaio]
     rows = []
     for wl in run["workloads"]:
@@ -437,21 +439,41 @@ def real_ratio_table(run, cells):
                 continue
             target = dict((r, t) for r, t in wl["targets"]).get(ref)
             label = "%s ÷ %s" % (wl["title"], ref)
-            if target:
+            if target and wl.get("lower_is_better"):
+                label += " (target ≤ %.2g×)" % target
+            elif target:
                 label += " (target ≥ %.1f×)" % target
             rows.append([label] + [_ratio_text(_real_ratio(cells, s, ref, wl["name"]))
                                    for s in gaio])
     return _table(header, rows)
 
 
-# The latencies each client reports: iperf3 none, dnsperf only a mean.
-REAL_LATENCY = {"http": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
-                "resp": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
-                "dns": (("mean ms", "avg_ms"),), "proxy": ()}
+# The latencies each client reports: iperf3 and openssl s_time none, dnsperf only a mean.
+REAL_LATENCY = {"wrk": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
+                "redis-benchmark": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
+                "dnsperf": (("mean ms", "avg_ms"),)}
+
+
+def _real_idle_detail(run, wl, cells):
+    """The idle TLS workloads: memory, threads, descriptors; no rate."""
+    header = ["server", "bytes per connection", "server threads", "server descriptors",
+              "all connected in s", "flags"]
+    rows = []
+    for server in run["servers"]:
+        cell = cells.get((server, wl["name"]))
+        if cell is None:
+            continue
+        name = "**%s**" % server if server.startswith("gaio-") else server
+        rows.append([name, cell.text("rate", "count"), fmt(cell.median("server_threads"), "count"),
+                     fmt(cell.median("server_fds"), "count"), fmt(cell.median("connect_s"), "s"),
+                     ", ".join(cell.flags)])
+    return _table(header, rows)
 
 
 def _real_detail(run, wl, cells):
-    latency = REAL_LATENCY[wl["program"]]
+    if wl.get("lower_is_better"):
+        return _real_idle_detail(run, wl, cells)
+    latency = REAL_LATENCY.get(wl["tool"], ())
     kind = "num" if wl["program"] == "proxy" else "count"
     header = ["server", wl["unit"], wl["per_cpu_unit"]] + [title for title, _ in latency] + [
         "server CPU s", "server busy", "client busy", "flags"]
@@ -516,7 +538,14 @@ def real_markdown(run):
         "first so every reply is a 3-byte value. Proxy: `iperf3 -c` through the proxy to an "
         "`iperf3 -s`, one stream, client to server. DNS: `dnsperf -c 4 -q 100` (4 sockets, "
         "at most 100 queries in flight) asking A and AAAA of names the zone has and A of one "
-        "it lacks (NXDOMAIN), in turn; every answer under 512 bytes.", "",
+        "it lacks (NXDOMAIN), in turn; every answer under 512 bytes. TLS (issue 20): the HTTP "
+        "example with `--tls` against the Protocol with `create_server(ssl=context)`, one "
+        "ECDSA P-256 certificate for all, ALPN http/1.1: `wrk` over https (100 keep-alive "
+        "connections); `openssl s_time -new` (a full handshake per connection, one at a time); "
+        "and benchmarks/tls_idle_client.py holding N handshaken connections, each served one "
+        "`GET /`, the server's RSS growth per connection (lower is better: the targets are "
+        "highest ratios). A gaio engine whose `start_tls` is not there yet is skipped for "
+        "these, saying so.", "",
         "Ratio of medians, gaio engine ÷ reference, as *wall-clock rate / per server "
         "CPU-second*: above 1× gaio serves more requests (bytes) per second, or per second of "
         "its core. When the two disagree, a stall took the server's core or the client "
