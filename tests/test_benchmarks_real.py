@@ -117,6 +117,8 @@ def test_tls_workloads_end_to_end(tmp_path):
     if missing:
         pytest.skip("not installed: %s (apt-get install wrk openssl)" % ", ".join(missing))
     pytest.importorskip("httptools", reason="the HTTP example needs httptools")
+    old_real = "%s\nthe plain real run's tables\n%s" % (report.REAL_BEGIN, report.REAL_END)
+    (tmp_path / "BENCHMARKS.md").write_text("# gaio benchmarks\n\n%s\n" % old_real)
     cmd = [sys.executable, "-m", "benchmarks", "--workloads", "https,tls-handshakes,tls-idle1000",
            "--servers", "gaio-*,asyncio-protocol", "--repeat", "1", "--duration", "0.3",
            "--warmup", "0", "--output", str(tmp_path)]
@@ -135,6 +137,8 @@ def test_tls_workloads_end_to_end(tmp_path):
     idle = [m for m in raw["measurements"] if m["workload"] == "tls-idle1000"]
     assert all(m["rate"] > 0 and m["server_threads"] >= 1 for m in idle), idle
     table = (tmp_path / "BENCHMARKS.md").read_text()
+    assert old_real in table  # a TLS run writes its own section, keeps the other
+    assert report.TLS_BEGIN in table and table.rstrip().endswith(report.TLS_END)
     assert "| HTTPS hello, wrk -c 100 over TLS ÷ asyncio-protocol |" in table
     assert "Idle TLS connections, 1,000 held ÷ asyncio-protocol (target ≤ 0.067×)" in table
     assert "| server | bytes per connection | server threads |" in table
