@@ -102,8 +102,8 @@ def fmt(value, kind):
         return "%.3f" % value
     if kind == "percent":
         return "%.0f%%" % (100 * value)
-    if kind == "ratio":
-        return "%.2f×" % value
+    if kind == "ratio":  # small ones (idle TLS ÷ asyncio, target 0.067×) with a third digit
+        return "%.2f×" % value if value >= 0.1 else "%.3f×" % value
     return "%.3g" % value if value < 100 else format(round(value), ",")
 
 
