@@ -110,7 +110,8 @@ def parse_s_time(out):
 
 def measure_handshakes(server, workload, duration, warmup, measured, run_client):
     """openssl s_time -new: a new session per connection, one connection at a
-    time, for `duration` whole seconds. The rate is over the measured wall time."""
+    time, for `duration` whole seconds. The rate is over the measured wall time.
+    `measured` and `run_client` are real.py's (which imports this module)."""
     secs = max(1, round(duration))
     argv = [shutil.which("openssl"), "s_time", "-connect", "127.0.0.1:%d" % server.port,
             "-new", "-CAfile", pems()["ca"]]
