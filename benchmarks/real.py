@@ -3,7 +3,9 @@
 `python -m benchmarks --workloads real` runs examples/http_server.py under
 wrk, examples/resp_server.py under redis-benchmark (GET, with and without
 pipelining), examples/proxy.py under iperf3 and examples/dns_server.py under
-dnsperf, each on every gaio engine that runs here, against the same program
+dnsperf, and the HTTP example with --tls under wrk over https, openssl s_time
+and a client holding idle TLS connections (benchmarks/tls.py), each on every
+gaio engine that runs here, against the same program
 written as an asyncio Protocol (benchmarks/servers/*_protocol.py; for DNS a
 DatagramProtocol) on uvloop and on asyncio, and, for RESP, against
 redis-server itself as the ceiling.
@@ -28,6 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from . import tls
 from .catalog import REPO, SERVERS_DIR, gaio_engines, server_env
 from .processes import CLIENT_CPU, SERVER_CPU, Child, MeasurementError, pinned_to, read_line
 
@@ -44,7 +47,7 @@ DNS_OUTSTANDING = 100  # dnsperf -q (its default): queries in flight at most
 # (NXDOMAIN). Every answer fits in 512 bytes.
 DNS_QUERIES = ("www.example.test A", "www.example.test AAAA", "v6.example.test AAAA",
                "nope.example.test A")
-TOOLS = ("wrk", "redis-benchmark", "redis-server", "iperf3", "dnsperf")
+TOOLS = ("wrk", "redis-benchmark", "redis-server", "iperf3", "dnsperf", "openssl")
 # The clients are not under test: a sanitizer's LD_PRELOAD is for Python only.
 TOOL_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 
@@ -53,12 +56,14 @@ TOOL_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 class RealWorkload:
     name: str        # command-line name
     title: str       # table heading
-    program: str     # "http", "resp" or "proxy"
-    tool: str        # the client
+    program: str     # "http", "resp", "proxy", "dns" or "https"
+    tool: str        # the client ("": our own, benchmarks/tls_idle_client.py)
     unit: str        # of "rate", as the client reports it
     per_cpu_unit: str  # of "per_cpu": the same count over the server's CPU seconds
     pipeline: int = 1
     targets: tuple = ()  # ((reference server, lowest ratio of gaio to it), ...): the issue's
+    conns: int = 0       # the idle TLS workloads: connections held
+    lower_is_better: bool = False  # the idle TLS workloads' bytes: targets are highest ratios
 
 
 REAL_WORKLOADS = (
@@ -76,12 +81,22 @@ REAL_WORKLOADS = (
     RealWorkload("dns", "DNS A/AAAA over UDP, dnsperf -c %d -q %d" % (
         DNS_CLIENTS, DNS_OUTSTANDING), "dns", "dnsperf", "queries/s",
                  "queries per server CPU-s"),
+    RealWorkload("https", "HTTPS hello, wrk -c %d over TLS" % WRK_CONNS, "https", "wrk",
+                 "requests/s", "requests per server CPU-s",
+                 targets=(("uvloop-protocol", 1.2),)),
+    RealWorkload("tls-handshakes", "TLS handshakes, openssl s_time -new", "https", "openssl",
+                 "handshakes/s", "handshakes per server CPU-s",
+                 targets=(("uvloop-protocol", 1.0),)),
+    *(RealWorkload("tls-idle%d" % n, "Idle TLS connections, %s held" % format(n, ","), "https",
+                   "", "bytes per connection", "", conns=n, lower_is_better=True,
+                   targets=(("uvloop-protocol", 1 / 3), ("asyncio-protocol", 1 / 15)))
+      for n in (1000, 10000)),
 )
 REAL_NAMES = tuple(w.name for w in REAL_WORKLOADS)
 EXAMPLE = {"http": "http_server.py", "resp": "resp_server.py", "proxy": "proxy.py",
-           "dns": "dns_server.py"}
+           "dns": "dns_server.py", "https": "http_server.py"}
 PROTOCOL = {"http": "http_protocol.py", "resp": "resp_protocol.py", "proxy": "proxy_protocol.py",
-            "dns": "dns_protocol.py"}
+            "dns": "dns_protocol.py", "https": "http_protocol.py"}
 LOOPS = {"uvloop-protocol": "uvloop", "asyncio-protocol": "asyncio"}
 CEILING = "redis-server"
 
@@ -95,6 +110,8 @@ class RealServer:
     def command(self, program, upstream=None):
         """(argv, environment, fixed port or None) of this server's `program`."""
         extra = ("--upstream", "127.0.0.1:%d" % upstream) if program == "proxy" else ()
+        if program == "https":
+            extra = tuple(tls.server_arguments(self.group))
         env = server_env()
         if self.group == "gaio":
             env["GAIO_ENGINE"] = self.name[len("gaio-"):]
@@ -119,9 +136,14 @@ def discover():
     servers, skipped = [], {}
     every = tuple(EXAMPLE)
     engines = gaio_engines()
+    with_tls = tls.gaio_tls_engines()
     for engine, reason in engines.items():
         if reason is None:
-            servers.append(RealServer("gaio-" + engine, "gaio", every))
+            tls_refused = with_tls.get(engine, with_tls.get("*", "not probed"))
+            if tls_refused is not None:
+                skipped["gaio-%s (https)" % engine] = tls_refused
+            servers.append(RealServer("gaio-" + engine, "gaio", tuple(
+                p for p in every if p != "https" or tls_refused is None)))
         else:
             skipped["gaio-" + engine] = reason
     for name, loop in LOOPS.items():
@@ -135,9 +157,11 @@ def discover():
         skipped[CEILING] = "redis-server is not installed (apt-get install redis-server)"
     skipped_workloads = {}
     for w in REAL_WORKLOADS:
-        if shutil.which(w.tool) is None:
+        if w.tool and shutil.which(w.tool) is None:
             skipped_workloads[w.name] = "%s is not installed" % w.tool
-        elif w.program == "http" and not has_module("httptools"):
+        elif w.program == "https" and shutil.which("openssl") is None:
+            skipped_workloads[w.name] = "openssl (the certificate's maker) is not installed"
+        elif w.program in ("http", "https") and not has_module("httptools"):
             skipped_workloads[w.name] = "httptools is not installed (pip install '.[bench]')"
     return servers, skipped, skipped_workloads
 
@@ -146,7 +170,7 @@ def tool_versions():
     versions = {}
     for name, flag in (("wrk", "-v"), ("redis-benchmark", "--version"),
                        ("redis-server", "--version"), ("iperf3", "--version"),
-                       ("dnsperf", "-h")):
+                       ("dnsperf", "-h"), ("openssl", "version")):
         path = shutil.which(name)
         if path is None:
             versions[name] = None
@@ -301,7 +325,7 @@ def parse_wrk(out):
 
 
 def measure_http(server, workload, duration, warmup):
-    url = "http://127.0.0.1:%d/" % server.port
+    url = "%s://127.0.0.1:%d/" % ("https" if workload.program == "https" else "http", server.port)
     wrk = shutil.which("wrk")
     argv = [wrk, "-t", "1", "-c", str(WRK_CONNS), "--timeout", "5s", "--latency"]
     if warmup > 0:
@@ -412,7 +436,11 @@ def measure(server, workload, duration, warmup):
     with Process(argv, env, SERVER_CPU, port) as proc:
         if server.group == "gaio" and "(engine %s)" % server.name[5:] not in proc.first_line:
             raise MeasurementError("not on its engine: %s" % proc.first_line)
-        if workload.program == "http":
+        if workload.program == "https" and workload.tool == "openssl":
+            return tls.measure_handshakes(proc, workload, duration, warmup, measured, run_client)
+        if workload.program == "https" and workload.conns:
+            return tls.measure_idle(proc, workload)
+        if workload.program in ("http", "https"):
             return measure_http(proc, workload, duration, warmup)
         if workload.program == "dns":
             return measure_dns(proc, workload, duration, warmup)
@@ -421,6 +449,9 @@ def measure(server, workload, duration, warmup):
 
 def one_line(workload, record):
     r = record
+    if workload.conns:
+        return "%s %s  %d threads  connected in %.1f s" % (
+            _fmt(r["rate"]), workload.unit, r["server_threads"], r["connect_s"])
     return "%s %s  %s %s  server busy %.0f%%  client busy %.0f%%" % (
         _fmt(r["rate"]), workload.unit, _fmt(r["per_cpu"]), workload.per_cpu_unit,
         100 * r["server_busy"], 100 * r["client_busy"])
@@ -455,8 +486,14 @@ def run_all(run, servers, workloads, repeat, duration, warmup, write_raw):
 
 
 def estimate_seconds(servers, workloads, repeat, duration, warmup):
-    per = {"http": _whole_seconds(duration) + (_whole_seconds(warmup) if warmup else 0) + 0.6,
+    wrk = _whole_seconds(duration) + (_whole_seconds(warmup) if warmup else 0) + 0.6
+    per = {"http": wrk, "https": wrk,
            "resp": duration + warmup + 0.8, "proxy": _whole_seconds(duration) + 0.8,
            "dns": duration + warmup + 0.6}
-    return repeat * sum(per[w.program] for w in workloads for s in servers
+
+    def seconds(w):
+        if w.conns:  # handshakes on both sides, then the settle
+            return 3 + w.conns / 400
+        return per[w.program]
+    return repeat * sum(seconds(w) for w in workloads for s in servers
                         if w.program in s.programs)

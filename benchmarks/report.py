@@ -102,8 +102,8 @@ def fmt(value, kind):
         return "%.3f" % value
     if kind == "percent":
         return "%.0f%%" % (100 * value)
-    if kind == "ratio":
-        return "%.2f×" % value
+    if kind == "ratio":  # small ones (idle TLS ÷ asyncio, target 0.067×) with a third digit
+        return "%.2f×" % value if value >= 0.1 else "%.3f×" % value
     return "%.3g" % value if value < 100 else format(round(value), ",")
 
 
@@ -375,10 +375,11 @@ class RealCell:
         self.ok = [r for r in records if "error" not in r]
         self.errors = [r["error"] for r in records if "error" in r]
         self.flags = []
-        if any(r["client_busy"] > CLIENT_BUSY_LIMIT for r in self.ok):
+        timed = [r for r in self.ok if "client_busy" in r]  # not the idle TLS runs
+        if any(r["client_busy"] > CLIENT_BUSY_LIMIT for r in timed):
             self.flags.append("client-bound")
         if any(r["server_busy"] < CONTENDED_BUSY and r["client_busy"] < CONTENDED_BUSY
-               for r in self.ok):
+               for r in timed):
             self.flags.append("CPU contended")
         lost = sum(r.get("lost", 0) for r in self.ok)
         if lost:
@@ -428,7 +429,8 @@ def _ratio_text(pair):
 def real_ratio_table(run, cells):
     """Rows: workload ÷ reference; columns: gaio engines; cells: wall / per CPU-s."""
     gaio = [s for s in run["servers"] if s.startswith("gaio-")]
-    header = ["gaio ÷ reference<br>(requests/s or Gbit/s / per server CPU-s)"] + [
+    header = ["gaio ÷ reference<br>(requests/s or Gbit/s / per server CPU-s; "
+              "idle: bytes per connection)"] + [
         "**%s**" % s for s in gaio]
     rows = []
     for wl in run["workloads"]:
@@ -437,21 +439,41 @@ def real_ratio_table(run, cells):
                 continue
             target = dict((r, t) for r, t in wl["targets"]).get(ref)
             label = "%s ÷ %s" % (wl["title"], ref)
-            if target:
+            if target and wl.get("lower_is_better"):
+                label += " (target ≤ %.2g×)" % target
+            elif target:
                 label += " (target ≥ %.1f×)" % target
             rows.append([label] + [_ratio_text(_real_ratio(cells, s, ref, wl["name"]))
                                    for s in gaio])
     return _table(header, rows)
 
 
-# The latencies each client reports: iperf3 none, dnsperf only a mean.
-REAL_LATENCY = {"http": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
-                "resp": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
-                "dns": (("mean ms", "avg_ms"),), "proxy": ()}
+# The latencies each client reports: iperf3 and openssl s_time none, dnsperf only a mean.
+REAL_LATENCY = {"wrk": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
+                "redis-benchmark": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
+                "dnsperf": (("mean ms", "avg_ms"),)}
+
+
+def _real_idle_detail(run, wl, cells):
+    """The idle TLS workloads: memory, threads, descriptors; no rate."""
+    header = ["server", "bytes per connection", "server threads", "server descriptors",
+              "all connected in s", "flags"]
+    rows = []
+    for server in run["servers"]:
+        cell = cells.get((server, wl["name"]))
+        if cell is None:
+            continue
+        name = "**%s**" % server if server.startswith("gaio-") else server
+        rows.append([name, cell.text("rate", "count"), fmt(cell.median("server_threads"), "count"),
+                     fmt(cell.median("server_fds"), "count"), fmt(cell.median("connect_s"), "s"),
+                     ", ".join(cell.flags)])
+    return _table(header, rows)
 
 
 def _real_detail(run, wl, cells):
-    latency = REAL_LATENCY[wl["program"]]
+    if wl.get("lower_is_better"):
+        return _real_idle_detail(run, wl, cells)
+    latency = REAL_LATENCY.get(wl["tool"], ())
     kind = "num" if wl["program"] == "proxy" else "count"
     header = ["server", wl["unit"], wl["per_cpu_unit"]] + [title for title, _ in latency] + [
         "server CPU s", "server busy", "client busy", "flags"]
@@ -496,15 +518,7 @@ def _real_setup(run):
     return "\n".join(lines)
 
 
-def real_markdown(run):
-    cells = _real_cells(run)
-    parts = [REAL_BEGIN, "## Real servers: the examples under wrk, redis-benchmark, iperf3, "
-             "dnsperf", "",
-             _real_setup(run), ""]
-    if run["skipped"]:
-        parts += ["Skipped (not runnable here): " + "; ".join(
-            "%s: %s" % (n, r) for n, r in run["skipped"].items()), ""]
-    parts += [
+REAL_INTRO = (
         "gaio's examples (examples/http_server.py, resp_server.py, proxy.py, dns_server.py; "
         "`GAIO_ENGINE` per engine) against the same programs written as asyncio Protocols "
         "(benchmarks/servers/http_protocol.py, resp_protocol.py, proxy_protocol.py, "
@@ -516,7 +530,30 @@ def real_markdown(run):
         "first so every reply is a 3-byte value. Proxy: `iperf3 -c` through the proxy to an "
         "`iperf3 -s`, one stream, client to server. DNS: `dnsperf -c 4 -q 100` (4 sockets, "
         "at most 100 queries in flight) asking A and AAAA of names the zone has and A of one "
-        "it lacks (NXDOMAIN), in turn; every answer under 512 bytes.", "",
+        "it lacks (NXDOMAIN), in turn; every answer under 512 bytes.")
+TLS_INTRO = (
+        "The HTTP example with `--tls` (examples/http_server.py: a server-side `start_tls` per "
+        "connection) against benchmarks/servers/http_protocol.py with `create_server(ssl="
+        "context)` on uvloop and asyncio, the same context (ALPN http/1.1) and one ECDSA "
+        "P-256 certificate for all: `wrk -t 1 -c 100` over https (keep-alive: a handshake per "
+        "connection, then requests); `openssl s_time -new` (a full handshake per connection, "
+        "one connection at a time: a ping-pong between the two cores, so neither side is "
+        "busy); and benchmarks/tls_idle_client.py holding N handshaken connections, each "
+        "served one `GET /`, the server's RSS growth per connection (lower is better: the "
+        "targets are highest ratios). A gaio engine whose `start_tls` is not there yet is "
+        "skipped for these, saying so.")
+
+
+def real_markdown(run, begin=None, end=None, title=None, intro=REAL_INTRO):
+    begin, end = begin or REAL_BEGIN, end or REAL_END
+    title = title or "Real servers: the examples under wrk, redis-benchmark, iperf3, dnsperf"
+    cells = _real_cells(run)
+    parts = [begin, "## " + title, "", _real_setup(run), ""]
+    if run["skipped"]:
+        parts += ["Skipped (not runnable here): " + "; ".join(
+            "%s: %s" % (n, r) for n, r in run["skipped"].items()), ""]
+    parts += [
+        intro, "",
         "Ratio of medians, gaio engine ÷ reference, as *wall-clock rate / per server "
         "CPU-second*: above 1× gaio serves more requests (bytes) per second, or per second of "
         "its core. When the two disagree, a stall took the server's core or the client "
@@ -528,14 +565,39 @@ def real_markdown(run):
                 for m in run["measurements"] if "error" in m]
     if failures:
         parts += ["Failures:", ""] + ["- %s, %s, repeat %d: %s" % f for f in failures] + [""]
-    parts.append(REAL_END)
+    parts.append(end)
     return "\n".join(parts)
 
 
-def _real_section(text):
-    """The real workloads' section of an existing BENCHMARKS.md, or ""."""
-    a, b = text.find(REAL_BEGIN), text.find(REAL_END)
-    return text[a:b + len(REAL_END)] if a >= 0 and b > a else ""
+TLS_BEGIN = "<!-- TLS workloads: begin (written by --workloads real with TLS; kept by other runs) -->"
+TLS_END = "<!-- TLS workloads: end -->"
+TLS_TITLE = "TLS: the HTTP example with --tls under wrk, openssl s_time, idle connections"
+
+
+def _real_section(text, begin=REAL_BEGIN, end=REAL_END):
+    """The section between `begin` and `end` of an existing BENCHMARKS.md, or ""."""
+    a, b = text.find(begin), text.find(end)
+    return text[a:b + len(end)] if a >= 0 and b > a else ""
+
+
+def _real_sections(run):
+    """[(begin, end, markdown)]: a real run's plain workloads and its TLS ones
+    (program "https") each get a section of their own, so a run of either
+    keeps the other's tables."""
+    out = []
+    for tls in (False, True):
+        wls = [wl for wl in run["workloads"] if (wl["program"] == "https") == tls]
+        if not wls and (tls or any(w["program"] == "https" for w in run["workloads"])):
+            continue
+        names = {wl["name"] for wl in wls}
+        part = dict(run, workloads=wls,
+                    measurements=[m for m in run["measurements"] if m["workload"] in names])
+        if tls:
+            out.append((TLS_BEGIN, TLS_END,
+                        real_markdown(part, TLS_BEGIN, TLS_END, TLS_TITLE, TLS_INTRO)))
+        else:
+            out.append((REAL_BEGIN, REAL_END, real_markdown(part)))
+    return out
 
 
 def write(out_dir, run, charts=True):
@@ -546,19 +608,21 @@ def write(out_dir, run, charts=True):
     md_path = out_dir / "BENCHMARKS.md"
     old = md_path.read_text() if md_path.exists() else ""
     if run.get("kind") == "real":
-        section = real_markdown(run)
-        kept = _real_section(old)
-        if kept:
-            text = old.replace(kept, section)
-        else:
-            text = (old.rstrip("\n") + "\n\n" if old else "# gaio benchmarks\n\n") + section
+        text = old
+        for begin, end, section in _real_sections(run):
+            kept = _real_section(text, begin, end)
+            if kept:
+                text = text.replace(kept, section)
+            else:
+                text = (text.rstrip("\n") + "\n\n" if text else "# gaio benchmarks\n\n") + section
         md_path.write_text(text.rstrip("\n") + "\n")
         return [md_path]
     cells = summarize(run)
     chart_files = write_charts(out_dir, run, cells) if charts else {}
     text = markdown(run, cells, chart_files)
-    kept = _real_section(old)
-    if kept:
-        text = text.rstrip("\n") + "\n\n" + kept + "\n"
+    for begin, end in ((REAL_BEGIN, REAL_END), (TLS_BEGIN, TLS_END)):
+        kept = _real_section(old, begin, end)
+        if kept:
+            text = text.rstrip("\n") + "\n\n" + kept + "\n"
     md_path.write_text(text)
     return [md_path] + [out_dir / f for f in chart_files.values()]

@@ -292,6 +292,7 @@ def main_real(args, argv, names):
             skipped[w.name] = skipped_workloads[w.name]
     workloads = [w for w in workloads if w.name not in skipped_workloads]
     _keep_off_server_cpu()
+    real.tls.raise_fd_limit()
     machine = environment.describe()
     machine["tools"] = real.tool_versions()
     run, raw_path = _start(argv, args, machine, kind="real")
@@ -299,7 +300,8 @@ def main_real(args, argv, names):
                workloads=[{"name": w.name, "title": w.title, "unit": w.unit,
                            "per_cpu_unit": w.per_cpu_unit, "tool": w.tool,
                            "program": w.program, "pipeline": w.pipeline,
-                           "targets": [list(t) for t in w.targets]} for w in workloads])
+                           "targets": [list(t) for t in w.targets], "conns": w.conns,
+                           "lower_is_better": w.lower_is_better} for w in workloads])
     total = args.repeat * sum(1 for w in workloads for s in servers if w.program in s.programs)
     estimate = int(real.estimate_seconds(servers, workloads, args.repeat, args.duration,
                                          args.warmup))

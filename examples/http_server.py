@@ -1,6 +1,7 @@
 """An HTTP/1.1 server on one gaio Watcher and one thread.
 
     python examples/http_server.py [--port PORT] [--root DIR] [--seconds N]
+                                   [--tls --certfile CERT --keyfile KEY]
 
     GET /            "Hello, world!" (also /hello)
     GET /static/P    the file DIR/P, sent with sendfile (no copy through Python)
@@ -14,12 +15,20 @@ it is written. A client that sends requests without reading the answers stops
 being read once 256 KiB of them wait (the watcher's write_high), so it cannot
 grow the server's memory. GAIO_ENGINE=python|epoll|uring chooses the engine.
 Try: curl -v http://127.0.0.1:PORT/ or wrk -c 100 -d 5 http://127.0.0.1:PORT/
+
+With --tls every accepted connection starts with a server-side start_tls
+(ALPN http/1.1) and the same standing read, requested at once: it receives
+only decrypted bytes, or the handshake's error, which frees the connection
+like a client that left. A handshake gets --handshake-seconds (10), so a
+client that stops halfway holds a descriptor that long and no longer. Try:
+curl --cacert CA https://localhost:PORT/ or wrk https://127.0.0.1:PORT/
 """
 import argparse
 import email.utils
 import mimetypes
 import os
 import socket
+import ssl
 import stat
 import sys
 import time
@@ -185,19 +194,47 @@ class Http:
             self.w.free(self.conn)
 
 
+def tls_context(certfile, keyfile):
+    """The server's context: its certificate, and HTTP/1.1 offered by ALPN."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def serve(w, conn, http, tls, handshake_seconds):
+    """An accepted connection's first requests: its handshake (with --tls), its standing read."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls is not None:
+        try:
+            w.start_tls(conn, tls, server_side=True, ctx=http, timeout=handshake_seconds)
+        except NotImplementedError as exc:  # an engine without TLS yet
+            sys.exit("examples/http_server.py --tls: %s" % exc)
+    w.read(conn, repeat=True, ctx=http)
+
+
 def main():
     parser = argparse.ArgumentParser(description="HTTP/1.1 server on a gaio Watcher")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--root", default=".", help="the directory served under /static/")
     parser.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
+    parser.add_argument("--tls", action="store_true", help="HTTPS: needs --certfile, --keyfile")
+    parser.add_argument("--certfile", help="the server's certificate chain (PEM)")
+    parser.add_argument("--keyfile", help="its private key (PEM)")
+    parser.add_argument("--handshake-seconds", type=float, default=10.0,
+                        help="how long a TLS handshake may take")
     args = parser.parse_args()
+    if args.tls and not (args.certfile and args.keyfile):
+        parser.error("--tls needs --certfile and --keyfile")
+    tls = tls_context(args.certfile, args.keyfile) if args.tls else None
 
     listener = socket.create_server(("127.0.0.1", args.port), backlog=1024)
     address = listener.getsockname()  # the watcher takes the listener over at accept()
     stop_at = time.monotonic() + args.seconds if args.seconds else float("inf")
     with gaio.Watcher() as w:
         w.accept(listener, repeat=True)
-        print("http server (engine %s) listening on %s:%d" % ((w.engine,) + address), flush=True)
+        print("%s server (engine %s) listening on %s:%d"
+              % (("https" if tls else "http", w.engine) + address), flush=True)
         try:
             while time.monotonic() < stop_at:
                 for res in w.wait_io(timeout=0.5):
@@ -213,8 +250,10 @@ def main():
                     elif op == gaio.Op.ACCEPT:
                         if res.accepted is not None:  # else EMFILE...: the accept retries
                             conn = res.accepted
-                            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                            w.read(conn, repeat=True, ctx=Http(w, conn, args.root))
+                            serve(w, conn, Http(w, conn, args.root), tls, args.handshake_seconds)
+                    elif op == gaio.Op.TLS:
+                        if res.error is not None:  # garbage, a deadline, a bad certificate...
+                            res.ctx.free()
                     elif op == gaio.Op.SENDFILE:
                         http, fd, last = res.ctx
                         os.close(fd)

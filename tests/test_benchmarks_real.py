@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import report  # noqa: E402
 from benchmarks.real import parse_dnsperf, parse_redis_benchmark, parse_wrk  # noqa: E402
+from benchmarks.tls import parse_s_time  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -106,3 +107,48 @@ def test_client_outputs_are_parsed():
                "  Average Latency (s):  0.002306 (min 0.000042, max 0.017431)\n")
     assert parse_dnsperf(dnsperf) == {"sent": 74992, "requests": 74990, "lost": 2,
                                       "rate": 37426.461634, "avg_ms": 2.306}
+
+
+def test_tls_workloads_end_to_end(tmp_path):
+    """The TLS workloads (benchmarks/tls.py) on the python engine and asyncio:
+    wrk over https, openssl s_time, 1,000 idle TLS connections; an engine whose
+    start_tls is not there yet is listed as skipped for them, never failed."""
+    missing = [t for t in ("wrk", "openssl") if shutil.which(t) is None]
+    if missing:
+        pytest.skip("not installed: %s (apt-get install wrk openssl)" % ", ".join(missing))
+    pytest.importorskip("httptools", reason="the HTTP example needs httptools")
+    old_real = "%s\nthe plain real run's tables\n%s" % (report.REAL_BEGIN, report.REAL_END)
+    (tmp_path / "BENCHMARKS.md").write_text("# gaio benchmarks\n\n%s\n" % old_real)
+    cmd = [sys.executable, "-m", "benchmarks", "--workloads", "https,tls-handshakes,tls-idle1000",
+           "--servers", "gaio-*,asyncio-protocol", "--repeat", "1", "--duration", "0.3",
+           "--warmup", "0", "--output", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=85)
+    assert done.returncode == 0, done.stderr
+    raw = json.loads(next((tmp_path / "raw").glob("*-real.json")).read_text())
+    by_workload = {}
+    for m in raw["measurements"]:
+        assert "error" not in m, m
+        by_workload.setdefault(m["workload"], set()).add(m["server"])
+    assert by_workload["https"] >= {"gaio-python", "asyncio-protocol"}, done.stderr
+    assert by_workload["tls-handshakes"] == by_workload["https"] == by_workload["tls-idle1000"]
+    for engine in raw["servers"]:
+        if engine.startswith("gaio-") and engine not in by_workload["https"]:
+            assert "start_tls" in raw["skipped"]["%s (https)" % engine]
+    idle = [m for m in raw["measurements"] if m["workload"] == "tls-idle1000"]
+    assert all(m["rate"] > 0 and m["server_threads"] >= 1 for m in idle), idle
+    table = (tmp_path / "BENCHMARKS.md").read_text()
+    assert old_real in table  # a TLS run writes its own section, keeps the other
+    assert report.TLS_BEGIN in table and table.rstrip().endswith(report.TLS_END)
+    assert "| HTTPS hello, wrk -c 100 over TLS ÷ asyncio-protocol |" in table
+    assert "Idle TLS connections, 1,000 held ÷ asyncio-protocol (target ≤ 0.067×)" in table
+    assert "| server | bytes per connection | server threads |" in table
+
+
+def test_openssl_s_time_output_is_parsed():
+    out = ("Collecting connection statistics for 2 seconds\n"
+           "tttttttttttttttttttttttttttttttttttttttt\n\n"
+           "1419 connections in 1.23s; 1153.66 connections/user sec, bytes read 0\n"
+           "1419 connections in 3 real seconds, 0 bytes read per connection\n")
+    assert parse_s_time(out) == 1419
+    with pytest.raises(Exception, match="no summary"):
+        parse_s_time("ERROR\n")

@@ -1,6 +1,7 @@
 """examples/http_server.py written as an asyncio Protocol, for asyncio or uvloop.
 
     python benchmarks/servers/http_protocol.py --loop asyncio|uvloop [--port P]
+        [--certfile CERT --keyfile KEY]
 
 The same parser (httptools, fed each arrival of bytes), the same routes and
 the same response bytes (the example's own `head()` builds them), the
@@ -10,6 +11,10 @@ responses to every request one arrival brought handed to the transport in one
 watcher has write_high = 256 KiB). Only the I/O differs. /static/ is not
 served: the benchmark asks for / only, and a sendfile between pipelined
 responses is another program in asyncio.
+
+With --certfile and --keyfile it serves HTTPS as an asyncio program does:
+`create_server(ssl=context)`, the context made as the example's --tls makes
+it (examples/http_server.py's tls_context(): ALPN http/1.1).
 """
 import asyncio
 import sys
@@ -21,7 +26,7 @@ from _common import BACKLOG, add_loop_argument, announce, make_listener, parse_a
     set_nodelay
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from http_server import HELLO, head, parse, request_line  # noqa: E402
+from http_server import HELLO, head, parse, request_line, tls_context  # noqa: E402
 
 WRITE_HIGH = 256 * 1024
 
@@ -81,16 +86,23 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()  # after what is buffered is written
 
 
-async def serve(port):
+async def serve(port, context):
     server = await asyncio.get_running_loop().create_server(
-        HttpProtocol, sock=make_listener(port), backlog=BACKLOG)
+        HttpProtocol, sock=make_listener(port), backlog=BACKLOG, ssl=context)
     announce(server.sockets[0].getsockname()[1])
     await server.serve_forever()
 
 
+def add_arguments(parser):
+    add_loop_argument(parser)
+    parser.add_argument("--certfile", help="HTTPS: the certificate chain (PEM)")
+    parser.add_argument("--keyfile", help="HTTPS: its private key (PEM)")
+
+
 def main():
-    args = parse_args(__doc__, add_loop_argument)
-    run_on(args.loop, serve, args.port)
+    args = parse_args(__doc__, add_arguments)
+    context = tls_context(args.certfile, args.keyfile) if args.certfile else None
+    run_on(args.loop, serve, args.port, context)
 
 
 if __name__ == "__main__":
