@@ -6,7 +6,8 @@ is aborted with an error (_fail).
 `_Special` is the request object of every request that is not a plain 0.1
 read or write, and of a write made from a standing read's view (R21); plain
 requests keep the smaller `_Request`, whose class attributes give the 0.2
-fields their neutral values, so the 0.1 paths test one attribute.
+fields their neutral values, so the 0.1 paths test one attribute. A standing
+read, all an idle connection holds, is the smallest: `_StandingRead`.
 
 `Requests` is a mixin of the engine's `_Core`: under the core's lock, submit
 in any thread, progress in the thread that runs wait_io().
@@ -95,6 +96,49 @@ class _Special(_Request):
     def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
         _Request.__init__(self, op, conn, owner, ctx, buffer, view, full, deadline)
         self.special = True
+
+
+class _StandingRead:
+    """A standing read (repeat=True) of a stream or datagram socket: the one
+    request an idle server connection holds, so it keeps a slot only for
+    what changes and gives every other field of _Special its fixed value as
+    a class attribute (112 bytes, not _Special's 256; issue 16)."""
+    __slots__ = ("conn", "owner", "ctx", "deadline", "finished", "timed",
+                 "held", "gen", "idle", "owed")
+
+    op = _OP_READ
+    buffer = None  # the internal buffer's: no buffer, no view, nothing counted
+    view = None
+    size = 0
+    full = False
+    special = True
+    repeat = True
+    quiet = False
+    answer = None
+    total = 0
+    items = None
+    index = 0
+    offset = 0
+    fd = -1
+    address = None
+    retry_at = None
+    reported = None
+    session = None
+
+    def __init__(self, idle, deadline):
+        self.conn = self.owner = self.ctx = None
+        self.deadline = deadline
+        self.finished = False
+        self.timed = False
+        self.held = False
+        self.gen = 0
+        self.idle = idle  # the idle limit (seconds), or None
+        self.owed = 0  # unwritten answerable bytes (R21)
+
+    def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
+        self.conn = conn
+        self.owner = owner  # the caller's socket object: the results' conn
+        self.ctx = ctx
 
 
 def _sendfile(out_fd, in_fd, offset, count):

@@ -113,10 +113,14 @@ class Results:
             head = queue[0]
             if head.repeat and head.op is _OP_READ and conn.standing is not head:
                 self._bp_adopt(conn)  # R21: the new head read answers from now on
+        # the result holds these now; a lingering request must not keep them
+        # (a standing read has no buffer or view of its own to clear)
+        req.owner = req.ctx = None
         if req.view is not None:
             req.view.release()
-        # the result holds these now; a lingering request must not keep them
-        req.owner = req.ctx = req.buffer = req.view = None
+            req.view = None
+        if req.buffer is not None:
+            req.buffer = None
 
     def _finish_datagram_read(self, req, size, buffer, is_swap, address, truncated):
         """_finish for a one-shot read of a datagram socket that got its
@@ -139,9 +143,12 @@ class Results:
             self._finish_special(req)
         self.results.append(new_datagram_result(_OP_READ, req.owner, req.ctx, buffer, size,
                                                 None, is_swap, address, truncated))
+        req.owner = req.ctx = None
         if req.view is not None:
             req.view.release()
-        req.owner = req.ctx = req.buffer = req.view = None
+            req.view = None
+        if req.buffer is not None:
+            req.buffer = None
 
     def _finish_special(self, req):
         """The 0.2 part of _finish: what a finished special request lets go."""

@@ -8,7 +8,7 @@ import socket
 from . import _python_args as args
 from ._errors import WatcherClosedError
 from ._python_core import _Core
-from ._python_requests import _Special
+from ._python_requests import _Special, _StandingRead
 from ._python_tls import Session
 from ._result import Op
 
@@ -75,8 +75,9 @@ class PythonWatcher:
         if repeat:
             if buf is not None:
                 raise ValueError("a standing read (repeat=True) takes no buffer")
-            spec = self._standing(timeout, when)
-            core.submit(_OP_READ, conn, ctx, None, None, False, spec.deadline, spec)
+            idle = None if timeout is None else args.idle_limit(timeout)
+            spec = _StandingRead(idle, when)
+            core.submit(_OP_READ, conn, ctx, None, None, False, when, spec)
         elif buf is None:
             core.submit(_OP_READ, conn, ctx, None, None, False, when)
         else:
