@@ -38,7 +38,7 @@ from . import _python_args as args
 from ._errors import WatcherClosedError
 from ._python_accept_connect import AcceptConnect
 from ._python_backpressure import WRITE_LOW_DIVISOR, BackPressure
-from ._python_conns import Conns
+from ._python_conns import NO_WRITES, Conns
 from ._python_datagrams import Datagrams
 from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
@@ -127,7 +127,7 @@ class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, TLS, WaitLoop, B
             self.conns.clear()
             for conn in conns:
                 conn.reads = []
-                conn.writes = []
+                conn.writes = NO_WRITES
                 conn.interest = 0  # the selector goes too
                 conn.sock.close()
                 conn.sock = None

@@ -204,6 +204,8 @@ class Requests:
                         queue = conn.reads
                     else:
                         queue = conn.writes
+                        if not queue:
+                            queue = conn.writes = []
                         if conn.standing is not None:  # R21: it answers for plain writes
                             self._owe(conn.standing, view.nbytes)
                     queue.append(req)
@@ -245,11 +247,15 @@ class Requests:
                 if req.repeat and op is _OP_READ and queue[0] is req:
                     self._bp_adopt(conn)
             elif op is _OP_TLS:
-                queue = conn.writes
                 self._tls_begin(conn, req)  # reads wait for the handshake from now on
+                queue = conn.writes
+                if not queue:
+                    queue = conn.writes = []
                 queue.append(req)
             else:
                 queue = conn.writes
+                if not queue:
+                    queue = conn.writes = []
                 req.answer = origin
                 self._bp_queued(req, conn)
                 if req.fd >= 0:

@@ -8,6 +8,7 @@ one per arrival and stays, and wait_io() takes the batch.
 import os
 import time
 
+from ._python_conns import NO_WRITES
 from ._result import DatagramResult, Op, OpResult
 
 _monotonic = time.monotonic
@@ -91,6 +92,8 @@ class Results:
             del queue[0]
         elif req in queue:
             queue.remove(req)
+        if not queue and queue is conn.writes:
+            conn.writes = NO_WRITES  # an idle connection keeps no write queue
         if not req.special:
             if req.deadline is not None:
                 self.deadlines.forget(req)
