@@ -37,18 +37,25 @@ _socket_detach = socket.socket.detach
 NO_WRITES = ()
 
 
-class _Conn:
+class _Conn(weakref.ref):
     """A delegated socket: the watcher's own socket object and two queues.
 
-    `ref` is a weak reference to the caller's socket object (its identity):
-    pending requests hold that object, the connection does not.
+    The connection is itself a weak reference to the caller's socket object
+    (its identity; conn() is that object, or None once dropped), whose
+    callback releases it: one object instead of a connection and a
+    weakref.KeyedRef (88 bytes less per connection; issue 16). Pending
+    requests hold the caller's object, the connection does not. `key` is
+    id() of that object, the connection's key in the core's `conns`.
     """
-    __slots__ = ("ref", "sock", "fd", "reads", "writes", "interest", "deferred",
+    __slots__ = ("key", "sock", "fd", "reads", "writes", "interest", "deferred",
                  "stalled", "connecting", "behind", "standing", "dgram", "peer", "routed",
                  "tls")
 
-    def __init__(self, ref, sock, dgram=False, peer=False):
-        self.ref = ref
+    def __new__(cls, owner, callback, key, sock, dgram=False, peer=False):
+        return weakref.ref.__new__(cls, owner, callback)
+
+    def __init__(self, owner, callback, key, sock, dgram=False, peer=False):
+        self.key = key
         self.sock = sock  # None once closed
         self.fd = sock.fileno()
         self.reads = []
@@ -99,20 +106,21 @@ class Conns:
             os.close(fd)
             raise
         dgram = kind == socket.SOCK_DGRAM
-        conn = _Conn(weakref.KeyedRef(owner, self.socket_dropped, key), sock, dgram,
+        conn = _Conn(owner, self.socket_dropped, key, sock, dgram,
                      dgram and args.has_peer(sock))
         self.conns[key] = conn
         return conn
 
     # ------------------------------------------------------------ release
 
-    def _socket_dropped(self, ref):
-        """weakref callback: the caller dropped its last reference to a socket
-        with no request pending. Runs in whichever thread dropped it."""
+    def _socket_dropped(self, dropped):
+        """weakref callback of connection `dropped`: the caller dropped its
+        last reference to a socket with no request pending. Runs in
+        whichever thread dropped it."""
         with self.lock:
-            conn = self.conns.get(ref.key)
-            if conn is not None and conn.ref is ref:
-                del self.conns[ref.key]
+            conn = self.conns.get(dropped.key)
+            if conn is dropped:
+                del self.conns[dropped.key]
                 if conn.tls is not None:
                     self._tls_drop(conn)  # sends nothing (R30)
                 self._close_conn(conn)
@@ -123,7 +131,7 @@ class Conns:
                 raise WatcherClosedError("watcher is closed")
             key = id(owner)
             conn = self.conns.get(key)
-            if conn is None or conn.ref() is not owner:
+            if conn is None or conn() is not owner:
                 return
             del self.conns[key]
             if conn.tls is not None:

@@ -189,7 +189,7 @@ class Requests:
                 view.release()
                 view = memoryview(buffer)
             conn = self.conns.get(id(owner))
-            if conn is None or conn.ref() is not owner:
+            if conn is None or conn() is not owner:
                 conn = self._delegate(owner)
             elif spec is not None and op is _OP_CONNECT:
                 raise ValueError("connect() on a delegated socket")

@@ -51,7 +51,7 @@ class PythonWatcher:
         if core.closed:
             raise WatcherClosedError("watcher is closed")
         known = core.conns.get(id(conn))
-        if known is None or known.ref() is not conn:
+        if known is None or known() is not conn:
             known = None
             check(conn)
         elif known.dgram and check is args.check_conn:
@@ -168,7 +168,7 @@ class PythonWatcher:
     def accept(self, listener, *, ctx=None, timeout=None, deadline=None, repeat=False):
         core, when, _ = self._checked(listener, timeout, deadline, args.check_conn)
         known = core.conns.get(id(listener))
-        if known is not None and known.ref() is listener:
+        if known is not None and known() is listener:
             if known.sock is None or not args.is_listening(known.sock):
                 raise ValueError("accept() needs a listening socket (call listen() first)")
         else:
