@@ -20,6 +20,8 @@ import socket
 import sys
 import weakref
 
+import _socket
+
 from . import _python_args as args
 from ._errors import WatcherClosedError
 
@@ -39,6 +41,10 @@ NO_WRITES = ()
 
 class _Conn(weakref.ref):
     """A delegated socket: the watcher's own socket object and two queues.
+
+    `sock` is a bare _socket.socket, which has every call the engine makes
+    (accept is its _accept) in 48 bytes, not socket.socket's 88 (issue 16):
+    the caller never sees it.
 
     The connection is itself a weak reference to the caller's socket object
     (its identity; conn() is that object, or None once dropped), whose
@@ -96,7 +102,7 @@ class Conns:
         fd = _socket_detach(owner)
         sock = None
         try:
-            sock = socket.socket(family, kind, proto, fd)
+            sock = _socket.socket(family, kind, proto, fd)
             sock.setblocking(False)
             if _SO_NOSIGPIPE is not None:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_NOSIGPIPE, 1)

@@ -55,7 +55,7 @@ class PythonWatcher:
             known = None
             check(conn)
         elif known.dgram and check is args.check_conn:
-            check(known.sock)  # refuses it, worded as for a new one
+            check(conn)  # refuses it, worded as for a new one (conn keeps its type)
         when = None
         if timeout is not None or deadline is not None:
             when = args.deadline_of(timeout, deadline)
@@ -215,8 +215,8 @@ class PythonWatcher:
         core, _, known = self._checked(conn, None, None, args.check_conn)
         if known is None and conn.fileno() == -1:
             raise ValueError(args.CLOSED_CONN)
-        args.check_tls_arguments(conn if known is None else known.sock, context, server_side,
-                                 server_hostname)
+        # delegated or not, the caller's object still tells its kind
+        args.check_tls_arguments(conn, context, server_side, server_hostname)
         when = None
         if timeout is not None or deadline is not None:
             when = args.deadline_of(timeout, deadline)
