@@ -7,7 +7,9 @@ is aborted with an error (_fail).
 read or write, and of a write made from a standing read's view (R21); plain
 requests keep the smaller `_Request`, whose class attributes give the 0.2
 fields their neutral values, so the 0.1 paths test one attribute. A standing
-read, all an idle connection holds, is the smallest: `_StandingRead`.
+read, all an idle connection holds, is the smallest: `_StandingRead`; a quiet
+or accounted write of one buffer (an echo server's one per message) is a
+`_DataWrite`.
 
 `Requests` is a mixin of the engine's `_Core`: under the core's lock, submit
 in any thread, progress in the thread that runs wait_io().
@@ -141,6 +143,48 @@ class _StandingRead:
         self.ctx = ctx
 
 
+class _DataWrite:
+    """A write of one buffer that is quiet (R22) or that back-pressure
+    accounts for (made from a standing read's view, R21): the fields of
+    _Special such a write changes have slots, the rest are class attributes
+    (128 bytes, not 256: an echo server makes one per message)."""
+    __slots__ = ("conn", "owner", "ctx", "buffer", "view", "size", "deadline",
+                 "finished", "timed", "quiet", "answer", "total")
+
+    op = _OP_WRITE
+    full = False
+    special = True
+    repeat = False
+    held = False
+    gen = 0
+    idle = None
+    owed = 0
+    items = None
+    index = 0
+    offset = 0
+    fd = -1
+    address = None
+    retry_at = None
+    reported = None
+    session = None
+
+    def __init__(self, quiet, total):
+        self.quiet = quiet
+        self.total = total  # the write's bytes in all
+        self.answer = None  # the standing read its view came from (R21)
+        self.timed = False
+
+    def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
+        self.conn = conn
+        self.owner = owner
+        self.ctx = ctx
+        self.buffer = buffer
+        self.view = view
+        self.size = 0
+        self.deadline = deadline
+        self.finished = False
+
+
 def _sendfile(out_fd, in_fd, offset, count):
     """os.sendfile() that never raises SIGPIPE (R6). sendfile(2) has no
     MSG_NOSIGNAL, and a process may have set SIGPIPE back to SIG_DFL (Python
@@ -223,8 +267,7 @@ class Requests:
                     if wake and (self.blocked or self.external):
                         self._wake_waiter()
                     return
-                spec = _Special()
-                spec.total = view.nbytes
+                spec = _DataWrite(False, view.nbytes)
             req = spec
             req.setup(op, conn, owner, ctx, buffer, view, full, deadline)
             if op is _OP_CONNECT:

@@ -8,7 +8,7 @@ import socket
 from . import _python_args as args
 from ._errors import WatcherClosedError
 from ._python_core import _Core
-from ._python_requests import _Special, _StandingRead
+from ._python_requests import _DataWrite, _Special, _StandingRead
 from ._python_tls import Session
 from ._result import Op
 
@@ -121,9 +121,7 @@ class PythonWatcher:
                 raise
         elif quiet:
             view = args.data_view(data)
-            spec = _Special()
-            spec.quiet = True
-            spec.total = view.nbytes
+            spec = _DataWrite(True, view.nbytes)
             try:
                 core.submit(_OP_WRITE, conn, ctx, data, view, False, when, spec)
             except BaseException:
