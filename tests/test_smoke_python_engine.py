@@ -1,16 +1,26 @@
 """Smoke test of the pure-Python engine (its author's own, quick checks)."""
 import gc
+import select
 import socket
 import time
 
 import pytest
 
 import gaio
+from gaio import _python_core, _python_poller
 from gaio._python_watcher import PythonWatcher
 
 
-@pytest.fixture
-def w():
+# Where select.epoll exists the engine uses it directly (_python_poller); the
+# selectors path other platforms take is run here too.
+_POLLERS = ["selectors"] + (["epoll"] if hasattr(select, "epoll") else [])
+
+
+@pytest.fixture(params=_POLLERS)
+def w(request, monkeypatch):
+    poller = (_python_poller._EpollPoller if request.param == "epoll"
+              else _python_poller._SelectorsPoller)
+    monkeypatch.setattr(_python_core, "Poller", poller)
     watcher = PythonWatcher(16)
     yield watcher
     watcher.close()

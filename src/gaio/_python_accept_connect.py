@@ -62,7 +62,11 @@ class AcceptConnect:
         sock = conn.sock
         while True:
             try:
-                new, _ = sock.accept()
+                # socket.socket.accept()'s steps, on the watcher's bare
+                # _socket.socket: the caller's new socket object, whose
+                # blocking mode follows socket.getdefaulttimeout()
+                fd, _ = sock._accept()
+                new = socket.socket(sock.family, sock.type, sock.proto, fd)
             except BlockingIOError:
                 return False
             except ConnectionAbortedError:

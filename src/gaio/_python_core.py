@@ -1,7 +1,8 @@
 """The pure-Python engine: gaio's reference implementation and portable fallback.
 
-Techniques: selectors.DefaultSelector (epoll on Linux, kqueue on BSD/macOS),
-level triggered; no thread of its own (see _python_wait).
+Techniques: select.epoll where it exists, else selectors.DefaultSelector
+(kqueue on BSD/macOS), level triggered (_python_poller); no thread of its own
+(see _python_wait).
 
 Its files mirror the C core's, by name, to be read side by side:
   _python_core.py            core.c: the core's state, its lifetime and queries
@@ -16,6 +17,7 @@ Its files mirror the C core's, by name, to be read side by side:
                              (R28-R31; the native engines' twin is issue 20's
                              next step)
   _python_wait.py            core_wait.c: the wait loop, deadlines expiring, wake-ups
+  _python_poller.py          epoll.c, kqueue.c: what is watched, what is ready
   _python_backpressure.py _python_deadlines.py _python_internal_buffer.py
   _python_signals.py         backpressure.c deadline_heap.c internal_buffer.c signals.c
   _python_watcher.py         the user-facing PythonWatcher (arguments: _python_args.py)
@@ -30,7 +32,6 @@ that holds the lock already (a garbage collection inside our own code).
 """
 import io
 import os
-import selectors
 import threading
 import time
 
@@ -38,10 +39,11 @@ from . import _python_args as args
 from ._errors import WatcherClosedError
 from ._python_accept_connect import AcceptConnect
 from ._python_backpressure import WRITE_LOW_DIVISOR, BackPressure
-from ._python_conns import Conns
+from ._python_conns import NO_WRITES, Conns
 from ._python_datagrams import Datagrams
 from ._python_deadlines import DeadlineHeap
 from ._python_internal_buffer import InternalBuffer
+from ._python_poller import EVENT_READ, Poller
 from ._python_requests import Requests
 from ._python_results import Results
 from ._python_signals import SignalWakeup
@@ -74,13 +76,13 @@ class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, TLS, WaitLoop, B
         # connections: id(caller's socket) -> _Conn
         self.conns = {}
         # the loop
-        self.selector = selectors.DefaultSelector()
+        self.selector = Poller()
         try:
             self.waker = _Waker()
         except BaseException:  # EMFILE and the like: no half-made watcher left open
             self.selector.close()
             raise
-        self.selector.register(self.waker.fileno(), selectors.EVENT_READ, None)
+        self.selector.register(self.waker.fileno(), EVENT_READ, None)
         self.signals = SignalWakeup(self.selector, None)  # _python_signals
         # one bound method for every connection's weakref callback
         self.socket_dropped = self._socket_dropped
@@ -127,7 +129,7 @@ class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, TLS, WaitLoop, B
             self.conns.clear()
             for conn in conns:
                 conn.reads = []
-                conn.writes = []
+                conn.writes = NO_WRITES
                 conn.interest = 0  # the selector goes too
                 conn.sock.close()
                 conn.sock = None

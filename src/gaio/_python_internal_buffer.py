@@ -1,6 +1,6 @@
 """The pure-Python engine's internal buffer: where reads without a buffer land.
 
-One bytearray (the arena) is shared by every connection. Within one batch of
+One anonymous mapping (the arena) is shared by every connection. Within one batch of
 results, reads are packed one after another into it and each result gets a
 read-only memoryview of exactly its bytes. At the next wait_io() every view
 handed out is released, so touching it raises ValueError, and the arena is
@@ -11,6 +11,7 @@ ctypes, ...): memoryview.release() then raises BufferError. Reusing the arena
 would show that exporter another connection's bytes, so the arena is left to
 whoever holds it and a fresh one is allocated when next needed.
 """
+import mmap
 import socket
 
 # The arena is 4 * bufsize (the most one batch may hand out, R4), capped at
@@ -36,6 +37,18 @@ class InternalBuffer:
         self._handed_out = []
         self.abandoned = 0  # arenas left to exporters of a view (stats)
 
+    def _new_arena(self):
+        # An anonymous mapping, not a bytearray: bytearray(n) writes n zeros,
+        # so every page of it counts in the process's memory from the start,
+        # while a mapping's pages count once a read reaches them (a server
+        # whose batches carry a few small messages touches a page or two of
+        # 4 * bufsize; issue 16).
+        try:
+            self.arena = mmap.mmap(-1, self.capacity)
+        except OSError:  # ENOMEM, as bytearray() would have said
+            raise MemoryError("no memory for the internal buffer") from None
+        self._whole = memoryview(self.arena)
+
     def is_full(self):
         return self._used >= self.capacity
 
@@ -47,8 +60,7 @@ class InternalBuffer:
         Raises what sock.recv_into raises (BlockingIOError: nothing to read).
         """
         if self.arena is None:
-            self.arena = bytearray(self.capacity)
-            self._whole = memoryview(self.arena)
+            self._new_arena()
         start = self._used
         room = min(self.read_size, self.capacity - start)
         with self._whole[start:start + room] as window:
@@ -68,8 +80,7 @@ class InternalBuffer:
         Returns (size, view) as recv() does; raises what `read` raises.
         """
         if self.arena is None:
-            self.arena = bytearray(self.capacity)
-            self._whole = memoryview(self.arena)
+            self._new_arena()
         start = self._used
         room = min(self.read_size, self.capacity - start)
         with self._whole[start:start + room] as window:
@@ -91,8 +102,7 @@ class InternalBuffer:
         Raises what sock.recvmsg_into raises (BlockingIOError: none there).
         """
         if self.arena is None:
-            self.arena = bytearray(self.capacity)
-            self._whole = memoryview(self.arena)
+            self._new_arena()
         start = self._used
         room = min(self.read_size, self.capacity - start)
         if room < self.read_size:

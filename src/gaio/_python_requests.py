@@ -6,7 +6,10 @@ is aborted with an error (_fail).
 `_Special` is the request object of every request that is not a plain 0.1
 read or write, and of a write made from a standing read's view (R21); plain
 requests keep the smaller `_Request`, whose class attributes give the 0.2
-fields their neutral values, so the 0.1 paths test one attribute.
+fields their neutral values, so the 0.1 paths test one attribute. A standing
+read, all an idle connection holds, is the smallest: `_StandingRead`; a quiet
+or accounted write of one buffer (an echo server's one per message) is a
+`_DataWrite`.
 
 `Requests` is a mixin of the engine's `_Core`: under the core's lock, submit
 in any thread, progress in the thread that runs wait_io().
@@ -97,6 +100,91 @@ class _Special(_Request):
         self.special = True
 
 
+class _StandingRead:
+    """A standing read (repeat=True) of a stream or datagram socket: the one
+    request an idle server connection holds, so it keeps a slot only for
+    what changes and gives every other field of _Special its fixed value as
+    a class attribute (112 bytes, not _Special's 256; issue 16)."""
+    __slots__ = ("conn", "owner", "ctx", "deadline", "finished", "timed",
+                 "held", "gen", "idle", "owed")
+
+    op = _OP_READ
+    buffer = None  # the internal buffer's: no buffer, no view, nothing counted
+    view = None
+    size = 0
+    full = False
+    special = True
+    repeat = True
+    quiet = False
+    answer = None
+    total = 0
+    items = None
+    index = 0
+    offset = 0
+    fd = -1
+    address = None
+    retry_at = None
+    reported = None
+    session = None
+
+    def __init__(self, idle, deadline):
+        self.conn = self.owner = self.ctx = None
+        self.deadline = deadline
+        self.finished = False
+        self.timed = False
+        self.held = False
+        self.gen = 0
+        self.idle = idle  # the idle limit (seconds), or None
+        self.owed = 0  # unwritten answerable bytes (R21)
+
+    def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
+        self.conn = conn
+        self.owner = owner  # the caller's socket object: the results' conn
+        self.ctx = ctx
+
+
+class _DataWrite:
+    """A write of one buffer that is quiet (R22) or that back-pressure
+    accounts for (made from a standing read's view, R21): the fields of
+    _Special such a write changes have slots, the rest are class attributes
+    (128 bytes, not 256: an echo server makes one per message)."""
+    __slots__ = ("conn", "owner", "ctx", "buffer", "view", "size", "deadline",
+                 "finished", "timed", "quiet", "answer", "total")
+
+    op = _OP_WRITE
+    full = False
+    special = True
+    repeat = False
+    held = False
+    gen = 0
+    idle = None
+    owed = 0
+    items = None
+    index = 0
+    offset = 0
+    fd = -1
+    address = None
+    retry_at = None
+    reported = None
+    session = None
+
+    def __init__(self, quiet, total):
+        self.quiet = quiet
+        self.total = total  # the write's bytes in all
+        self.answer = None  # the standing read its view came from (R21)
+        self.timed = False
+
+    def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
+        self.conn = conn
+        self.owner = owner
+        self.ctx = ctx
+        self.buffer = buffer
+        self.view = view
+        self.size = 0
+        self.deadline = deadline
+        self.finished = False
+
+
 def _sendfile(out_fd, in_fd, offset, count):
     """os.sendfile() that never raises SIGPIPE (R6). sendfile(2) has no
     MSG_NOSIGNAL, and a process may have set SIGPIPE back to SIG_DFL (Python
@@ -145,7 +233,7 @@ class Requests:
                 view.release()
                 view = memoryview(buffer)
             conn = self.conns.get(id(owner))
-            if conn is None or conn.ref() is not owner:
+            if conn is None or conn() is not owner:
                 conn = self._delegate(owner)
             elif spec is not None and op is _OP_CONNECT:
                 raise ValueError("connect() on a delegated socket")
@@ -160,6 +248,8 @@ class Requests:
                         queue = conn.reads
                     else:
                         queue = conn.writes
+                        if not queue:
+                            queue = conn.writes = []
                         if conn.standing is not None:  # R21: it answers for plain writes
                             self._owe(conn.standing, view.nbytes)
                     queue.append(req)
@@ -177,8 +267,7 @@ class Requests:
                     if wake and (self.blocked or self.external):
                         self._wake_waiter()
                     return
-                spec = _Special()
-                spec.total = view.nbytes
+                spec = _DataWrite(False, view.nbytes)
             req = spec
             req.setup(op, conn, owner, ctx, buffer, view, full, deadline)
             if op is _OP_CONNECT:
@@ -201,11 +290,15 @@ class Requests:
                 if req.repeat and op is _OP_READ and queue[0] is req:
                     self._bp_adopt(conn)
             elif op is _OP_TLS:
-                queue = conn.writes
                 self._tls_begin(conn, req)  # reads wait for the handshake from now on
+                queue = conn.writes
+                if not queue:
+                    queue = conn.writes = []
                 queue.append(req)
             else:
                 queue = conn.writes
+                if not queue:
+                    queue = conn.writes = []
                 req.answer = origin
                 self._bp_queued(req, conn)
                 if req.fd >= 0:

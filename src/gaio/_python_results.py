@@ -8,6 +8,7 @@ one per arrival and stays, and wait_io() takes the batch.
 import os
 import time
 
+from ._python_conns import NO_WRITES
 from ._result import DatagramResult, Op, OpResult
 
 _monotonic = time.monotonic
@@ -91,6 +92,8 @@ class Results:
             del queue[0]
         elif req in queue:
             queue.remove(req)
+        if not queue and queue is conn.writes:
+            conn.writes = NO_WRITES  # an idle connection keeps no write queue
         if not req.special:
             if req.deadline is not None:
                 self.deadlines.forget(req)
@@ -113,10 +116,14 @@ class Results:
             head = queue[0]
             if head.repeat and head.op is _OP_READ and conn.standing is not head:
                 self._bp_adopt(conn)  # R21: the new head read answers from now on
+        # the result holds these now; a lingering request must not keep them
+        # (a standing read has no buffer or view of its own to clear)
+        req.owner = req.ctx = None
         if req.view is not None:
             req.view.release()
-        # the result holds these now; a lingering request must not keep them
-        req.owner = req.ctx = req.buffer = req.view = None
+            req.view = None
+        if req.buffer is not None:
+            req.buffer = None
 
     def _finish_datagram_read(self, req, size, buffer, is_swap, address, truncated):
         """_finish for a one-shot read of a datagram socket that got its
@@ -139,9 +146,12 @@ class Results:
             self._finish_special(req)
         self.results.append(new_datagram_result(_OP_READ, req.owner, req.ctx, buffer, size,
                                                 None, is_swap, address, truncated))
+        req.owner = req.ctx = None
         if req.view is not None:
             req.view.release()
-        req.owner = req.ctx = req.buffer = req.view = None
+            req.view = None
+        if req.buffer is not None:
+            req.buffer = None
 
     def _finish_special(self, req):
         """The 0.2 part of _finish: what a finished special request lets go."""

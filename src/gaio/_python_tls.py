@@ -135,7 +135,7 @@ class TLS:
     def _tls_fail_all(self, conn, session):
         """Every request on conn completes with the class of the session's
         error (after a failed handshake, a record that did not decrypt)."""
-        for req in conn.writes + conn.reads:
+        for req in [*conn.writes, *conn.reads]:
             if not req.finished:
                 self._fail(req, _clone_error(session.error))
 

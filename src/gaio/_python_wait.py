@@ -212,14 +212,14 @@ class WaitLoop:
             self._expire_deadlines()
 
     def _handle_events(self, events):
-        for key, mask in events:
-            conn = key.data
+        for conn, fd, mask in events:
             if conn is None:  # the waker, or the signal pipe
-                if key.fd == self.signals.rfd:
+                if fd == self.signals.rfd:
                     self.signals.drain()
                 continue
             if conn.sock is None or conn.interest == 0:
                 continue  # freed or dropped earlier in this batch
+            mask &= conn.interest  # as registered now, not when select() returned
             if conn.connecting is not None:
                 self._check_connect(conn)
                 continue

@@ -8,7 +8,7 @@ import socket
 from . import _python_args as args
 from ._errors import WatcherClosedError
 from ._python_core import _Core
-from ._python_requests import _Special
+from ._python_requests import _DataWrite, _Special, _StandingRead
 from ._python_tls import Session
 from ._result import Op
 
@@ -51,11 +51,11 @@ class PythonWatcher:
         if core.closed:
             raise WatcherClosedError("watcher is closed")
         known = core.conns.get(id(conn))
-        if known is None or known.ref() is not conn:
+        if known is None or known() is not conn:
             known = None
             check(conn)
         elif known.dgram and check is args.check_conn:
-            check(known.sock)  # refuses it, worded as for a new one
+            check(conn)  # refuses it, worded as for a new one (conn keeps its type)
         when = None
         if timeout is not None or deadline is not None:
             when = args.deadline_of(timeout, deadline)
@@ -75,8 +75,9 @@ class PythonWatcher:
         if repeat:
             if buf is not None:
                 raise ValueError("a standing read (repeat=True) takes no buffer")
-            spec = self._standing(timeout, when)
-            core.submit(_OP_READ, conn, ctx, None, None, False, spec.deadline, spec)
+            idle = None if timeout is None else args.idle_limit(timeout)
+            spec = _StandingRead(idle, when)
+            core.submit(_OP_READ, conn, ctx, None, None, False, when, spec)
         elif buf is None:
             core.submit(_OP_READ, conn, ctx, None, None, False, when)
         else:
@@ -120,9 +121,7 @@ class PythonWatcher:
                 raise
         elif quiet:
             view = args.data_view(data)
-            spec = _Special()
-            spec.quiet = True
-            spec.total = view.nbytes
+            spec = _DataWrite(True, view.nbytes)
             try:
                 core.submit(_OP_WRITE, conn, ctx, data, view, False, when, spec)
             except BaseException:
@@ -167,7 +166,7 @@ class PythonWatcher:
     def accept(self, listener, *, ctx=None, timeout=None, deadline=None, repeat=False):
         core, when, _ = self._checked(listener, timeout, deadline, args.check_conn)
         known = core.conns.get(id(listener))
-        if known is not None and known.ref() is listener:
+        if known is not None and known() is listener:
             if known.sock is None or not args.is_listening(known.sock):
                 raise ValueError("accept() needs a listening socket (call listen() first)")
         else:
@@ -214,8 +213,8 @@ class PythonWatcher:
         core, _, known = self._checked(conn, None, None, args.check_conn)
         if known is None and conn.fileno() == -1:
             raise ValueError(args.CLOSED_CONN)
-        args.check_tls_arguments(conn if known is None else known.sock, context, server_side,
-                                 server_hostname)
+        # delegated or not, the caller's object still tells its kind
+        args.check_tls_arguments(conn, context, server_side, server_hostname)
         when = None
         if timeout is not None or deadline is not None:
             when = args.deadline_of(timeout, deadline)
