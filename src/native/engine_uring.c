@@ -583,6 +583,19 @@ static void ur_pause(void *state, gaio_conn *c)
         gaio__ur_ask_cancel(st, c, GAIO_READ, 1);
 }
 
+/* A quiet write's send() from the requesting thread, as the readiness
+ * engines do (engine.h). Only with DEFER_TASKRUN: without it, each send()
+ * runs the ring's pending task work on its way out of the kernel. Against a
+ * SEND it saves the submission, and the SEND's own completion, which would
+ * end the next wait at once: an io_uring_enter more per message. */
+static ssize_t ur_send_now(void *state, gaio_conn *c, const void *buf, size_t len)
+{
+    gaio__ur_state *st = state;
+    if (!st->use[TECH_SEND_AT_ONCE] || (c->engine_flags & BIT(IN_FLIGHT, GAIO_WRITE)))
+        return 0;
+    return gaio_ready_send_now(state, c, buf, len);
+}
+
 static int ur_cancel(void *state, gaio_req *r)
 {
     gaio_conn *c = r->conn;
@@ -605,6 +618,7 @@ const gaio_engine_ops gaio_engine_uring = {
     .wake = ur_wake,
     .fileno = ur_fileno,
     .pause = ur_pause,
+    .send_now = ur_send_now,
     .techniques = gaio__ur_techniques,
 };
 

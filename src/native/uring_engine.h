@@ -49,6 +49,8 @@ enum {
     TECH_ACCEPT_MULTISHOT,/* "multishot-accept": a standing accept is one ACCEPT */
     TECH_SENDMSG,         /* "sendmsg": vectored writes are IORING_OP_SENDMSG */
     TECH_DEFER_TASKRUN,   /* "defer-taskrun": SINGLE_ISSUER|DEFER_TASKRUN, one waiting thread */
+    TECH_SEND_AT_ONCE,    /* "send-at-once": engine.send_now, a quiet write's send() (needs
+                           * defer-taskrun) */
     TECH_COUNT,
 };
 

@@ -24,6 +24,7 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
     [TECH_ACCEPT_MULTISHOT] = "multishot-accept",
     [TECH_SENDMSG] = "sendmsg",
     [TECH_DEFER_TASKRUN] = "defer-taskrun",
+    [TECH_SEND_AT_ONCE] = "send-at-once",
 };
 
 /* Techniques not used unless GAIO_URING_AVOID is set (to "" for none):
@@ -127,6 +128,7 @@ int gaio__ur_create(gaio_core *core, void **out, char *why, size_t whylen)
                  "SINGLE_ISSUER|DEFER_TASKRUN|R_DISABLED need Linux 6.1");
     }
     choose_techniques(st);
+    offer(st, TECH_SEND_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
     st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (st->evfd < 0) {
         int err = errno;
@@ -172,6 +174,10 @@ static int move_ring(gaio__ur_state *st, const char *why)
     st->ring = fresh;
     st->use[TECH_DEFER_TASKRUN] = 0;
     snprintf(st->why[TECH_DEFER_TASKRUN], sizeof st->why[0], "%s", why);
+    if (st->use[TECH_SEND_AT_ONCE]) {
+        st->use[TECH_SEND_AT_ONCE] = 0;
+        snprintf(st->why[TECH_SEND_AT_ONCE], sizeof st->why[0], "needs defer-taskrun");
+    }
     st->issuer = 0;
     st->in_flight = 0;
     st->wake_armed = 0;
