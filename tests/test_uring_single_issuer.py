@@ -6,6 +6,8 @@ thread may enter, and what was in flight on the old ring is submitted again,
 with no byte lost, doubled or reordered and no buffer touched after it was
 given back (the kernel's writes are invisible to ASan: checked here).
 GAIO_URING_AVOID=defer-taskrun forces the fallback from the start.
+"send-at-once" (a quiet write's send() from the requesting thread) needs
+that ring: without DEFER_TASKRUN a send() runs the ring's task work.
 """
 import threading
 import time
@@ -23,7 +25,7 @@ def single_issuer(monkeypatch):
     reason = gaio.available_engines()["uring"]
     if reason is not None:
         pytest.skip("io_uring unavailable here: %s" % reason)
-    monkeypatch.delenv("GAIO_URING_AVOID", raising=False)
+    monkeypatch.setenv("GAIO_URING_AVOID", "")  # everything on, send-at-once too
     with gaio.Watcher(engine="uring") as w:
         why = w._techniques()[TECH]
     if why is not None:
@@ -50,11 +52,21 @@ def in_thread(fn):
 
 
 def test_the_technique_is_on_and_can_be_avoided(single_issuer, monkeypatch):
+    monkeypatch.delenv("GAIO_URING_AVOID")  # the defaults
     with gaio.Watcher(engine="uring") as w:
         assert w._techniques()[TECH] is None
+        assert "off by default" in w._techniques()["send-at-once"]
+    monkeypatch.setenv("GAIO_URING_AVOID", "")
+    with gaio.Watcher(engine="uring") as w:
+        assert w._techniques()["send-at-once"] is None
     monkeypatch.setenv("GAIO_URING_AVOID", TECH)
     with gaio.Watcher(engine="uring") as w:
         assert "GAIO_URING_AVOID" in w._techniques()[TECH]
+        assert w._techniques()["send-at-once"] == "needs defer-taskrun"
+    monkeypatch.setenv("GAIO_URING_AVOID", "send-at-once")
+    with gaio.Watcher(engine="uring") as w:
+        assert w._techniques()[TECH] is None
+        assert "GAIO_URING_AVOID" in w._techniques()["send-at-once"]
 
 
 def test_a_thread_that_waits_after_the_issuer_exited_gets_what_was_in_flight(single_issuer, pair):
@@ -69,6 +81,7 @@ def test_a_thread_that_waits_after_the_issuer_exited_gets_what_was_in_flight(sin
         client.sendall(b"0123456789abcdef")
         first = collect(w, 1)[0]  # this thread waits: the ring moves
         assert "second thread" in w._techniques()[TECH]
+        assert w._techniques()["send-at-once"] == "needs defer-taskrun"
         assert first.ctx == "own buffer" and bytes(buf) == b"0123456789abcdef"
         client.sendall(b"more")
         res = collect(w, 1)[0]

@@ -31,8 +31,12 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
  * measured slower. A multishot RECV per standing read cost 3x the server CPU
  * per message of a RECV per arrival (13.6 against 5.8 us, rr 64 B x 50
  * connections, the server and its clients pinned to different CPUs as in
- * the benchmark harness); unpinned it was on a par. */
-#define AVOIDED_BY_DEFAULT "multishot-recv"
+ * the benchmark harness); unpinned it was on a par. A quiet write's send()
+ * at once ("send-at-once") cost 1.06x (rr 64 B x 50) and 1.08x (50,000
+ * msgs/s) the CPU per message of a SEND in the next wait's enter, with
+ * defer-taskrun, median of 6 alternating runs on a loaded machine (the
+ * server saturated: many messages per wait, whose SENDs share one enter). */
+#define AVOIDED_BY_DEFAULT "multishot-recv,send-at-once"
 
 /* Whether GAIO_URING_AVOID (a comma-separated list) names technique t. */
 static int avoided(int t)
