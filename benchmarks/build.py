@@ -8,6 +8,7 @@ BUILD_DIR = HERE / "build"
 SOURCES = {
     "loadgen": HERE / "loadgen.c",
     "c_epoll": HERE / "servers" / "c_epoll.c",
+    "c_uring": HERE / "servers" / "c_uring.c",
 }
 CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra"]
 

@@ -44,6 +44,7 @@ BATCH_WAIT_US = 100
 BASELINES = (
     ("uvloop-protocol", "uvloop_protocol.py", "uvloop"),
     ("uvloop-streams", "uvloop_streams.py", "uvloop"),
+    ("rloop-protocol", "rloop_protocol.py", "rloop"),
     ("asyncio-protocol", "asyncio_protocol.py", ""),
     ("asyncio-buffered", "asyncio_buffered.py", ""),
     ("asyncio-streams", "asyncio_streams.py", ""),
@@ -81,7 +82,7 @@ def gaio_engines():
         return {"*": reason}
 
 
-def discover(c_epoll_binary):
+def discover(c_epoll_binary, c_uring_binary=None):
     """(servers that can run, {skipped name: reason})."""
     servers, skipped = [], {}
     engines = gaio_engines()
@@ -100,6 +101,13 @@ def discover(c_epoll_binary):
                                           str(BATCH_WAIT_US / 1e6)), "gaio", only=("rate*",)))
     if c_epoll_binary is not None:
         servers.append(Server("c-epoll", (str(c_epoll_binary),), "ceiling"))
+    if c_uring_binary is not None:
+        # where gaio's io_uring probe refuses the kernel, the C server (which
+        # needs more of it: multishot RECV, 6.0) cannot run either
+        if engines.get("uring", "uring not probed") is None:
+            servers.append(Server("c-uring", (str(c_uring_binary),), "ceiling"))
+        else:
+            skipped["c-uring"] = engines.get("uring") or engines.get("*", "uring not probed")
     for name, script, module in BASELINES:
         if module and importlib.util.find_spec(module) is None:
             skipped[name] = "%s is not installed (pip install '.[bench]')" % module

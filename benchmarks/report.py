@@ -304,7 +304,7 @@ def markdown(run, cells, charts):
 
 # ---- charts -------------------------------------------------------------
 
-GROUP_COLOURS = {"gaio": "#1f77b4", "c-epoll": "#2ca02c", "other": "#9a9a9a"}
+GROUP_COLOURS = {"gaio": "#1f77b4", "c-epoll": "#2ca02c", "c-uring": "#98df8a", "other": "#9a9a9a"}
 
 
 def _colour(server):

@@ -334,7 +334,7 @@ def main(argv=None):
     except BuildError as exc:
         print("benchmarks: cannot build the load generator: %s" % exc, file=sys.stderr)
         return 1
-    servers, skipped = discover(binaries["c_epoll"])
+    servers, skipped = discover(binaries["c_epoll"], binaries["c_uring"])
     if args.list:
         print("servers:   " + ", ".join(s.name for s in servers))
         for name, reason in skipped.items():

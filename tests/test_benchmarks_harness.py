@@ -1,7 +1,7 @@
 """Smoke test of the benchmark harness (benchmarks/): builds, runs, reports.
 
-Builds the load generator and the C epoll server, runs a one-second rr
-against the C server and against gaio's echo server on the python engine,
+Builds the load generator and the C epoll and io_uring servers, runs a
+one-second rr against the C servers and against gaio's echo server on the python engine,
 checks that a corrupted echo is caught, and runs `python -m benchmarks` end
 to end on one workload. Numbers are not judged: only that they are there.
 """
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import build as bench_build  # noqa: E402
-from benchmarks.catalog import Server, SERVERS_DIR  # noqa: E402
+from benchmarks.catalog import Server, SERVERS_DIR, gaio_engines  # noqa: E402
 from benchmarks.report import Cell  # noqa: E402
 from benchmarks.run import ServerProcess, parse_args  # noqa: E402
 from benchmarks.workloads import all_workloads  # noqa: E402
@@ -58,11 +58,16 @@ def check_rr_result(result):
 
 @pytest.mark.parametrize("server", [
     pytest.param("c-epoll", id="c-epoll"),
+    pytest.param("c-uring", id="c-uring"),
     pytest.param("gaio-python", id="gaio-python"),
 ])
 def test_short_rr_run_reports_every_field(binaries, server):
-    if server == "c-epoll":
-        spec = Server(server, (str(binaries["c_epoll"]),), "ceiling")
+    if server == "c-uring":
+        reason = gaio_engines().get("uring", "uring not probed")
+        if reason is not None:
+            pytest.skip("c_uring needs what gaio's uring needs: %s" % reason)
+    if server.startswith("c-"):
+        spec = Server(server, (str(binaries[server.replace("-", "_")]),), "ceiling")
     else:
         spec = Server(server, (sys.executable, str(SERVERS_DIR / "gaio_server.py"),
                                "--engine", "python"), "gaio")

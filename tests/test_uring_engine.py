@@ -25,7 +25,8 @@ def skip_without_uring():
         pytest.skip("io_uring unavailable here: %s" % reason)
 
 
-TECHNIQUES = ("provided-buffers", "multishot-recv", "accept", "multishot-accept", "sendmsg")
+TECHNIQUES = ("provided-buffers", "multishot-recv", "accept", "multishot-accept", "sendmsg",
+              "defer-taskrun", "send-at-once")
 # What each mode of `standing_mode` avoids: its fallbacks are what a kernel
 # without those operations gets.
 AVOID = {

@@ -130,10 +130,10 @@ typedef struct gaio_engine_ops {
      * the requesting thread sends what conn's socket takes now, without
      * blocking, nothing of conn's writes being queued. Returns the bytes sent;
      * 0 when none went (a full socket, or an error the request will meet
-     * again and report). A completion engine offers none: on io_uring each
-     * such send() runs the ring's pending task work on its way out, and the
-     * receives it re-issues contend for the socket locks (rr 1 KiB x 500,
-     * pinned: 12.7% of the server's CPU in a spin lock's slow path). */
+     * again and report). io_uring offers it only with DEFER_TASKRUN: without
+     * it each such send() runs the ring's pending task work on its way out,
+     * and the receives it re-issues contend for the socket locks (rr 1 KiB x
+     * 500, pinned: 12.7% of the server's CPU in a spin lock's slow path). */
     ssize_t (*send_now)(void *state, gaio_conn *conn, const void *buf, size_t len);
 
     /* Optional (NULL: none). For tests and benchmarks: the techniques the

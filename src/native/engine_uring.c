@@ -59,11 +59,20 @@
  *     are flushed with another enter.
  * The opcode probe does not see flags: multishot RECV is dated by
  * IORING_OP_SEND_ZC, multishot ACCEPT by IORING_OP_SOCKET (same releases).
- * Not used: SINGLE_ISSUER/DEFER_TASKRUN (6.1) and COOP_TASKRUN (5.19). The
- * kernel finishes a socket operation as task work of the thread that submitted
- * it, and wait_io() may run on a different thread each time: DEFER_TASKRUN
- * refuses other threads (-EEXIST) and COOP_TASKRUN does not wake a submitter
- * that sleeps elsewhere, which would stall its completions.
+ *   - SINGLE_ISSUER + DEFER_TASKRUN ("defer-taskrun", 6.1): the kernel
+ *     finishes a socket operation as task work of the thread that submitted
+ *     it; with DEFER_TASKRUN that work waits for the issuer's next
+ *     io_uring_enter(GETEVENTS) instead of interrupting it (an IPI and a
+ *     return to user space per completion: 10% of the server's CPU at 50,000
+ *     msgs/s). The ring opens disabled and the first thread to wait() becomes
+ *     its issuer (uring_setup.c). Other threads never enter it: a request
+ *     thread leaves its SQEs for the issuer's next wait and wakes it; a wait()
+ *     from another thread, or fileno(), moves the engine for good to a ring
+ *     any thread may enter (what was in flight is submitted again there), and
+ *     close() from another thread kills the ring instead of cancelling (the
+ *     kernel then never runs what it had). Before 6.1: as below.
+ * Not used: COOP_TASKRUN (5.19): it does not wake a submitter that sleeps
+ * elsewhere, which would stall its completions, and measured no faster.
  * user_data: a gaio_conn pointer | direction (TAG_READ/TAG_WRITE), or a tag.
  * Environment: GAIO_URING_DISABLE=1 makes the probe fail; GAIO_URING_NO_PBUF=1
  * reads without provided buffers; GAIO_URING_AVOID=name,... (names from
@@ -121,7 +130,7 @@ void gaio__ur_schedule_start(gaio__ur_state *st, gaio_conn *c, int kind)
 struct gaio__io_uring_sqe *gaio__ur_get_sqe(gaio__ur_state *st)
 {
     struct gaio__io_uring_sqe *sqe = gaio__uring_get_sqe(&st->ring);
-    if (!sqe) {
+    if (!sqe && gaio__ur_may_enter(st)) {
         /* SQ ring full: hand it to the kernel now (no waiting), then refill */
         gaio__uring_submit(&st->ring);
         sqe = gaio__uring_get_sqe(&st->ring);
@@ -388,9 +397,43 @@ static void rescan(gaio__ur_state *st)
     }
 }
 
+void gaio__ur_restart_all(gaio__ur_state *st)
+{
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < st->nwork; i++)
+        if (st->work[i].what == WORK_START) /* a cancel's target is gone with the old ring */
+            st->work[keep++] = st->work[i];
+    st->nwork = keep;
+    const uint32_t in_kernel = BIT(IN_FLIGHT, 0) | BIT(IN_FLIGHT, 1);
+    const uint32_t gone = in_kernel | BIT(CANCEL_ASKED, 0) | BIT(CANCEL_ASKED, 1) |
+                          BIT(POLL_IN_FLIGHT, 0) | BIT(POLL_IN_FLIGHT, 1) | READ_IS_IBUF | MULTISHOT |
+                          ACCEPTING;
+    uint32_t s = 0;
+    for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));) {
+        if (!(c->engine_flags & in_kernel))
+            continue;
+        c->engine_flags &= ~gone;
+        for (int kind = 0; kind < 2; kind++) {
+            gaio_req *r = c->head[kind];
+            if (r && r->state == GAIO_REQ_CANCELLING)
+                gaio_core_finish(st->core, r); /* its operation never moved a byte more */
+        }
+        if (c->closing) {
+            if (c->engine_busy)
+                gaio_core_conn_idle(st->core, c); /* c may be freed: not touched again */
+            continue;
+        }
+        gaio__ur_schedule_start(st, c, GAIO_READ);
+        gaio__ur_schedule_start(st, c, GAIO_WRITE);
+    }
+}
+
 static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
 {
     gaio__ur_state *st = state;
+    int claimed = gaio__ur_claim_ring(st, NULL);
+    if (claimed < 0)
+        return claimed;
     if (st->nstarved && gaio_core_ibuf_room(st->core))
         gaio__ur_retry_starved(st);
     if (st->rescan)
@@ -404,6 +447,14 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
     gaio_core_unlock(st->core);
     int ret = gaio__uring_submit_and_wait_sigmask(&st->ring, timeout_ns, sigmask);
     gaio_core_lock(st->core);
+    if (ret == -EEXIST && st->use[TECH_DEFER_TASKRUN]) {
+        /* the kernel has another issuer: this thread's id was the issuer's,
+         * reused after it exited. Nothing was submitted: move, try next wait. */
+        st->issuer = -1;
+        int moved = gaio__ur_claim_ring(st, "wait_io() ran on a second thread (whose id was "
+                                            "reused): moved to a ring any thread may wait on");
+        return moved < 0 ? moved : 0;
+    }
     int n = gaio__ur_reap(st, 1);
     while (gaio__uring_cq_overflowed(&st->ring)) {
         /* the CQ ring was full: the kernel kept the rest, a zero wait flushes them */
@@ -419,7 +470,8 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
          * stays armed for requests made before the next wait */
         arm_wake(st);
         run_work(st);
-        gaio__uring_submit(&st->ring);
+        if (gaio__ur_may_enter(st))
+            gaio__uring_submit(&st->ring);
         if (st->nwork || st->nstarved || st->rescan)
             ur_wake(st); /* work is left for the next wait */
     }
@@ -440,8 +492,13 @@ static void ur_wake(void *state)
 static int ur_fileno(void *state)
 {
     gaio__ur_state *st = state;
-    /* The ring's descriptor is readable while completions wait; the wake
-     * eventfd's POLL_ADD is armed in the kernel now so that wake() shows. */
+    /* The ring's descriptor is readable while completions wait, but with
+     * DEFER_TASKRUN they wait as task work only the issuer runs: whoever
+     * waits on the descriptor must be able to make them CQEs. */
+    if (gaio__ur_claim_ring(st, "fileno() was asked: its descriptor must show completions to "
+                                "any thread") < 0)
+        return -1;
+    /* The wake eventfd's POLL_ADD is armed in the kernel now so that wake() shows. */
     arm_wake(st);
     run_work(st); /* and what requests made so far scheduled */
     gaio__uring_submit(&st->ring);
@@ -466,7 +523,10 @@ void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now)
         struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
         if (sqe) {
             gaio__uring_prep_cancel(sqe, (uint64_t)(uintptr_t)c | (uint64_t)kind, TAG_CANCEL);
-            gaio__uring_submit(&st->ring);
+            if (gaio__ur_may_enter(st))
+                gaio__uring_submit(&st->ring);
+            else
+                ur_wake(st); /* the issuer submits it with its next wait */
             return;
         }
     }
@@ -523,6 +583,19 @@ static void ur_pause(void *state, gaio_conn *c)
         gaio__ur_ask_cancel(st, c, GAIO_READ, 1);
 }
 
+/* A quiet write's send() from the requesting thread, as the readiness
+ * engines do (engine.h). Only with DEFER_TASKRUN: without it, each send()
+ * runs the ring's pending task work on its way out of the kernel. Against a
+ * SEND it saves the submission, and the SEND's own completion, which would
+ * end the next wait at once: an io_uring_enter more per message. */
+static ssize_t ur_send_now(void *state, gaio_conn *c, const void *buf, size_t len)
+{
+    gaio__ur_state *st = state;
+    if (!st->use[TECH_SEND_AT_ONCE] || (c->engine_flags & BIT(IN_FLIGHT, GAIO_WRITE)))
+        return 0;
+    return gaio_ready_send_now(state, c, buf, len);
+}
+
 static int ur_cancel(void *state, gaio_req *r)
 {
     gaio_conn *c = r->conn;
@@ -545,6 +618,7 @@ const gaio_engine_ops gaio_engine_uring = {
     .wake = ur_wake,
     .fileno = ur_fileno,
     .pause = ur_pause,
+    .send_now = ur_send_now,
     .techniques = gaio__ur_techniques,
 };
 

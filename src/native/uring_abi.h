@@ -22,6 +22,7 @@
 /* io_uring_setup() flags */
 #define GAIO__IORING_SETUP_CQSIZE (1U << 3)        /* 5.5 */
 #define GAIO__IORING_SETUP_CLAMP (1U << 4)         /* 5.6 */
+#define GAIO__IORING_SETUP_R_DISABLED (1U << 6)    /* 5.10: no submission until ENABLE_RINGS */
 #define GAIO__IORING_SETUP_SUBMIT_ALL (1U << 7)    /* 5.18 */
 #define GAIO__IORING_SETUP_COOP_TASKRUN (1U << 8)  /* 5.19 */
 #define GAIO__IORING_SETUP_TASKRUN_FLAG (1U << 9)  /* 5.19 */
@@ -86,6 +87,7 @@ enum {
 
 /* io_uring_register() opcodes */
 #define GAIO__IORING_REGISTER_PROBE 8         /* 5.6 */
+#define GAIO__IORING_REGISTER_ENABLE_RINGS 12 /* 5.10 */
 #define GAIO__IORING_REGISTER_PBUF_RING 22    /* 5.19 */
 #define GAIO__IORING_UNREGISTER_PBUF_RING 23  /* 5.19 */
 

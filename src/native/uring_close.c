@@ -54,7 +54,17 @@ void gaio__ur_close_bufrings(gaio__ur_state *st)
 void gaio__ur_destroy(void *state)
 {
     gaio__ur_state *st = state;
-    cancel_everything(st);
+    if (gaio__ur_may_enter(st)) {
+        cancel_everything(st);
+    } else {
+        /* a SINGLE_ISSUER ring closed by another thread: it cannot cancel,
+         * so the ring dies first (uring_setup.c's move_ring says why no
+         * operation of it touches a buffer after that) */
+        uint32_t s = 0;
+        for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));)
+            gaio__ur_drop_parked(c);
+        gaio__uring_close(&st->ring);
+    }
     gaio__ur_drop_held(st, NULL);
     gaio__ur_close_bufrings(st);
     gaio__uring_close(&st->ring);

@@ -5,6 +5,8 @@
 #ifndef GAIO_URING_ENGINE_H
 #define GAIO_URING_ENGINE_H
 
+#include <sys/types.h>
+
 #include "engine.h"
 #include "uring_ring.h"
 
@@ -46,6 +48,9 @@ enum {
     TECH_ACCEPT,          /* "accept": IORING_OP_ACCEPT */
     TECH_ACCEPT_MULTISHOT,/* "multishot-accept": a standing accept is one ACCEPT */
     TECH_SENDMSG,         /* "sendmsg": vectored writes are IORING_OP_SENDMSG */
+    TECH_DEFER_TASKRUN,   /* "defer-taskrun": SINGLE_ISSUER|DEFER_TASKRUN, one waiting thread */
+    TECH_SEND_AT_ONCE,    /* "send-at-once": engine.send_now, a quiet write's send() (needs
+                           * defer-taskrun) */
     TECH_COUNT,
 };
 
@@ -82,6 +87,9 @@ typedef struct gaio__ur_state {
     gaio__ur_held_fd *held;
     uint32_t nheld, cap_held;
     int rescan;          /* work or starved could not grow: look at every connection */
+    /* use[TECH_DEFER_TASKRUN]: only the issuer may io_uring_enter. It is the
+     * first thread to wait(); 0 until then (the ring is disabled). */
+    pid_t issuer;
 } gaio__ur_state;
 
 /* Doubles a list (64 items at first); -1 when it could not grow. */
@@ -118,6 +126,21 @@ void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now);
 /* uring_setup.c: engine.create and engine.techniques */
 int gaio__ur_create(gaio_core *core, void **state, char *why, size_t whylen);
 int gaio__ur_techniques(void *state, gaio_technique *out, int max);
+/* Whether this thread may io_uring_enter the ring: always, unless it is a
+ * SINGLE_ISSUER ring and this thread is not (or not yet) its issuer. A
+ * thread that may not leaves its SQEs in the ring for the issuer's next
+ * wait and wakes it. */
+int gaio__ur_may_enter(gaio__ur_state *st);
+/* The first wait() makes its thread the issuer of a SINGLE_ISSUER ring;
+ * a wait() from any other thread (or fileno(), whose descriptor must show
+ * completions whoever waits) moves the engine to a ring any thread may
+ * enter, for good (why: the reason techniques() gives). 0, or -errno when
+ * the new ring could not be made (nothing changed then). */
+int gaio__ur_claim_ring(gaio__ur_state *st, const char *why);
+
+/* The ring was replaced (uring_setup.c): nothing is in flight any more.
+ * Requests being cancelled finish, the rest is submitted again. */
+void gaio__ur_restart_all(gaio__ur_state *st);
 
 /* uring_recv.c */
 /* c's read waits for room (internal buffer, results): on the starved list,

@@ -80,8 +80,10 @@ static int setup_with_fallback(unsigned sq_entries, unsigned cq_entries, int tas
     const uint32_t base = GAIO__IORING_SETUP_CQSIZE | GAIO__IORING_SETUP_CLAMP;
     /* fastest first; a kernel that does not know a flag answers EINVAL */
     const uint32_t attempts[] = {
+        /* disabled: the issuer is the thread that enables it (gaio__uring_enable),
+         * not the one that creates it */
         base | GAIO__IORING_SETUP_SUBMIT_ALL | GAIO__IORING_SETUP_SINGLE_ISSUER |
-            GAIO__IORING_SETUP_DEFER_TASKRUN,
+            GAIO__IORING_SETUP_DEFER_TASKRUN | GAIO__IORING_SETUP_R_DISABLED,
         base | GAIO__IORING_SETUP_SUBMIT_ALL | GAIO__IORING_SETUP_COOP_TASKRUN |
             GAIO__IORING_SETUP_TASKRUN_FLAG,
         base | GAIO__IORING_SETUP_SUBMIT_ALL,
@@ -236,6 +238,11 @@ int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_
         return -1;
     }
     return 0;
+}
+
+int gaio__uring_enable(struct gaio__uring *ring)
+{
+    return uring_register(ring->fd, GAIO__IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0 ? -errno : 0;
 }
 
 void gaio__uring_close(struct gaio__uring *ring)

@@ -50,7 +50,11 @@ struct gaio__uring {
 /* How completions may be run, fastest first. The kernel finishes most
  * socket operations as task work of the thread that SUBMITTED them:
  *   SINGLE_THREAD  SINGLE_ISSUER|DEFER_TASKRUN (6.1): every submit and wait
- *                  must then come from the thread that created the ring;
+ *                  must then come from one thread, the one that enables the
+ *                  ring (it opens disabled: gaio__uring_enable); others get
+ *                  EEXIST. Completions are run only inside that thread's
+ *                  io_uring_enter(GETEVENTS): no interrupt, no wake-up of a
+ *                  task that is busy elsewhere;
  *   COOP           COOP_TASKRUN|TASKRUN_FLAG (5.19): no interrupt to run the
  *                  task work, so a submitter thread that sleeps elsewhere
  *                  (in a futex) holds back its completions;
@@ -73,6 +77,9 @@ enum gaio__uring_taskrun {
 int gaio__uring_open(struct gaio__uring *ring, unsigned sq_entries, unsigned cq_entries,
                      int taskrun, char reason[GAIO__URING_REASON_MAX]);
 void gaio__uring_close(struct gaio__uring *ring);
+/* A SINGLE_THREAD ring (setup_flags has R_DISABLED) takes submissions once
+ * enabled; the calling thread becomes its only issuer. 0 or -errno. */
+int gaio__uring_enable(struct gaio__uring *ring);
 
 /* Whether the kernel supports opcode `op` (the probe made at open). The probe
  * says nothing of an opcode's flags: the release that brought a flag is told

@@ -288,6 +288,9 @@ int main(int argc, char **argv)
         printf("skip: %s\n", reason);
         return 77;
     }
+    /* a SINGLE_THREAD ring opens disabled: this thread becomes its issuer */
+    if (ring.setup_flags & GAIO__IORING_SETUP_R_DISABLED)
+        CHECK(gaio__uring_enable(&ring) == 0);
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
     if (argc > 1 && strcmp(argv[1], "multishot") == 0) {

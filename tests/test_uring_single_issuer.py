@@ -1,0 +1,218 @@
+"""io_uring's SINGLE_ISSUER + DEFER_TASKRUN ring ("defer-taskrun", Linux 6.1):
+only the thread that first waits may enter the ring, and only it runs the
+completions. wait_io() from another thread, fileno(), and close() from
+another thread must still work: the engine then leaves that ring for one any
+thread may enter, and what was in flight on the old ring is submitted again,
+with no byte lost, doubled or reordered and no buffer touched after it was
+given back (the kernel's writes are invisible to ASan: checked here).
+GAIO_URING_AVOID=defer-taskrun forces the fallback from the start.
+"send-at-once" (a quiet write's send() from the requesting thread) needs
+that ring: without DEFER_TASKRUN a send() runs the ring's task work.
+"""
+import threading
+import time
+
+import pytest
+
+import gaio
+from conftest import collect, pattern, recv_exactly
+
+TECH = "defer-taskrun"
+
+
+@pytest.fixture
+def single_issuer(monkeypatch):
+    reason = gaio.available_engines()["uring"]
+    if reason is not None:
+        pytest.skip("io_uring unavailable here: %s" % reason)
+    monkeypatch.setenv("GAIO_URING_AVOID", "")  # everything on, send-at-once too
+    with gaio.Watcher(engine="uring") as w:
+        why = w._techniques()[TECH]
+    if why is not None:
+        pytest.skip("this kernel has no %s: %s" % (TECH, why))
+
+
+def in_thread(fn):
+    """Run fn in a new thread that then exits: its return value or exception."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    assert not t.is_alive()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def test_the_technique_is_on_and_can_be_avoided(single_issuer, monkeypatch):
+    monkeypatch.delenv("GAIO_URING_AVOID")  # the defaults
+    with gaio.Watcher(engine="uring") as w:
+        assert w._techniques()[TECH] is None
+        assert "off by default" in w._techniques()["send-at-once"]
+    monkeypatch.setenv("GAIO_URING_AVOID", "")
+    with gaio.Watcher(engine="uring") as w:
+        assert w._techniques()["send-at-once"] is None
+    monkeypatch.setenv("GAIO_URING_AVOID", TECH)
+    with gaio.Watcher(engine="uring") as w:
+        assert "GAIO_URING_AVOID" in w._techniques()[TECH]
+        assert w._techniques()["send-at-once"] == "needs defer-taskrun"
+    monkeypatch.setenv("GAIO_URING_AVOID", "send-at-once")
+    with gaio.Watcher(engine="uring") as w:
+        assert w._techniques()[TECH] is None
+        assert "GAIO_URING_AVOID" in w._techniques()["send-at-once"]
+
+
+def test_a_thread_that_waits_after_the_issuer_exited_gets_what_was_in_flight(single_issuer, pair):
+    client, server = pair()
+    buf = bytearray(16)
+    with gaio.Watcher(engine="uring") as w:
+        w.read(server, buf, ctx="own buffer")
+        w.read(server, ctx="internal", repeat=True)
+        # the issuer: submits both reads, then exits with them in flight
+        assert in_thread(lambda: w.wait_io(0.02)) == []
+        assert w._techniques()[TECH] is None
+        client.sendall(b"0123456789abcdef")
+        first = collect(w, 1)[0]  # this thread waits: the ring moves
+        assert "second thread" in w._techniques()[TECH]
+        assert w._techniques()["send-at-once"] == "needs defer-taskrun"
+        assert first.ctx == "own buffer" and bytes(buf) == b"0123456789abcdef"
+        client.sendall(b"more")
+        res = collect(w, 1)[0]
+        assert res.ctx == "internal" and bytes(res.buffer) == b"more"
+
+
+def test_the_issuer_alive_but_busy_elsewhere_loses_nothing(single_issuer, pair):
+    client, server = pair()
+    with gaio.Watcher(engine="uring") as w:
+        go, done = threading.Event(), threading.Event()
+
+        def issuer():
+            w.read(server, ctx="r", repeat=True)
+            assert w.wait_io(0.02) == []
+            go.set()
+            done.wait(30)  # alive, not waiting: its task work would never run
+
+        t = threading.Thread(target=issuer)
+        t.start()
+        try:
+            assert go.wait(30)
+            got = b""
+            for i in range(50):
+                client.sendall(b"%04d" % i)
+                while len(got) < 4 * (i + 1):
+                    for res in collect(w, 1):
+                        assert res.error is None
+                        got += bytes(res.buffer)
+            assert got == b"".join(b"%04d" % i for i in range(50))
+        finally:
+            done.set()
+            t.join()
+
+
+def test_writes_in_flight_move_without_a_byte_lost_or_doubled(single_issuer, net):
+    client, server = net.pair(unix=True)  # small socket buffers: the writes stay in flight
+    data = pattern(3 << 20)
+    with gaio.Watcher(engine="uring") as w:
+        w.write(server, data[: 1 << 20], ctx="a")
+        w.write(server, data[1 << 20:], ctx="b")
+        assert in_thread(lambda: w.wait_io(0.02)) == []
+        got = bytearray()
+        reader = threading.Thread(target=lambda: got.extend(recv_exactly(client, len(data))))
+        reader.start()
+        results = collect(w, 2, timeout=30)
+        reader.join(30)
+        assert [r.ctx for r in results] == ["a", "b"] and all(r.error is None for r in results)
+        assert bytes(got) == data
+
+
+def test_a_deadline_cancelled_on_the_old_ring_ends_with_its_deadline(single_issuer, pair):
+    client, server = pair()
+    buf = bytearray(8)
+    with gaio.Watcher(engine="uring") as w:
+        w.read(server, buf, ctx="r", timeout=0.1)
+        w.read(server, ctx="behind")
+        assert in_thread(lambda: w.wait_io(0.01)) == []
+        time.sleep(0.15)  # past the deadline: its cancel is asked of the old ring
+        res = collect(w, 1)[0]
+        assert res.ctx == "r" and isinstance(res.error, gaio.DeadlineExceededError)
+        client.sendall(b"later")
+        res = collect(w, 1)[0]
+        assert res.ctx == "behind" and bytes(res.buffer) == b"later"
+        client.sendall(b"too late")
+        time.sleep(0.02)
+        assert buf == bytearray(8)
+
+
+def test_standing_accept_and_reads_keep_serving_across_the_move(single_issuer, net):
+    listener = net.listener()
+    port = listener.getsockname()[1]
+    with gaio.Watcher(engine="uring") as w:
+        w.accept(listener, repeat=True, ctx="accept")
+        assert in_thread(lambda: w.wait_io(0.02)) == []
+        import socket
+        clients = [net.track(socket.create_connection(("127.0.0.1", port))) for _ in range(5)]
+        echoed = 0
+        for c in clients:
+            c.sendall(b"hello")
+        deadline = time.monotonic() + 10
+        while echoed < 5 and time.monotonic() < deadline:
+            for res in w.wait_io(1):
+                if res.ctx == "accept":
+                    w.read(res.accepted, repeat=True, ctx="read")
+                elif res.error is None:
+                    w.write(res.conn, res.buffer, quiet=True)
+                    echoed += 1
+        assert echoed == 5
+        w.wait_io(0.01)  # submits the last echoes
+        assert all(recv_exactly(c, 5) == b"hello" for c in clients)
+
+
+def test_fileno_moves_to_a_ring_any_thread_may_wait_on(single_issuer, pair):
+    client, server = pair()
+    with gaio.Watcher(engine="uring") as w:
+        w.read(server, ctx="r")
+        assert w.wait_io(0.01) == []
+        w.fileno()
+        assert "fileno()" in w._techniques()[TECH]
+        client.sendall(b"x")
+        assert bytes(collect(w, 1)[0].buffer) == b"x"
+
+
+def test_close_from_a_thread_that_is_not_the_issuer_lets_every_buffer_go(single_issuer, net):
+    pairs = net.pairs(50, unix=True)
+    w = gaio.Watcher(engine="uring")
+    bufs = []
+    for client, server in pairs:
+        buf = bytearray(64)
+        bufs.append(buf)
+        w.read(server, buf)
+        w.write(server, b"x" * (1 << 20))
+    assert w.wait_io(0.05) == []  # this thread is the issuer
+    in_thread(w.close)
+    for client, _ in pairs:
+        try:
+            client.send(b"too late" * 8)
+        except OSError:
+            pass
+    time.sleep(0.05)
+    assert all(buf == bytearray(64) for buf in bufs)
+    assert w.stats()["watched"] == 0
+
+
+def test_free_from_another_thread_shows_the_peer_the_end_at_once(single_issuer, pair):
+    client, server = pair()
+    with gaio.Watcher(engine="uring") as w:
+        w.read(server, ctx="r", repeat=True)
+        assert w.wait_io(0.01) == []
+        in_thread(lambda: w.free(server))
+        client.settimeout(5)
+        assert client.recv(16) == b""  # the end, not a hang
+        res = collect(w, 1)[0]
+        assert isinstance(res.error, gaio.ConnClosedError)
