@@ -88,6 +88,7 @@ class Datagrams:
                 continue
             self.bytes_read += size
             self.datagrams_read += 1
+            self.datagram_recv_calls += 1
             if conn.peer:
                 address = None
             elif unix and not address:
@@ -146,4 +147,5 @@ class Datagrams:
             req.size = size
             self.bytes_written += size
             self.datagrams_written += 1
+            self.datagram_send_calls += 1
             self._finish(req, size, None, req.buffer, False)

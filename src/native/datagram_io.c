@@ -104,6 +104,8 @@ ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
         return n;
     if (n > 0 && (size_t)n > want)
         gaio_core_ibuf_unspill(core, want, (size_t)n); /* it goes whole to the fresh chunk */
+    if (n >= 0)
+        gaio_core_datagram_call(core, GAIO_READ);
     gaio_core_datagram(core, r, n, n >= 0 ? msg.msg_name : NULL, n >= 0 ? msg.msg_namelen : 0,
                        n >= 0 && (msg.msg_flags & MSG_TRUNC));
     return n;
@@ -141,6 +143,8 @@ ssize_t gaio_send_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
             gaio_core_datagram(core, rd, n, NULL, 0, 0);
             continue;
         }
+        if (n >= 0)
+            gaio_core_datagram_call(core, GAIO_WRITE);
         gaio_core_datagram_sent(core, r, n);
         return n;
     }

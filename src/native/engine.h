@@ -221,6 +221,9 @@ int gaio_core_datagram_sent(gaio_core *core, gaio_req *r, ssize_t res);
  * first pending write's; with nothing pending it is dropped (R27). The
  * engine then goes on with the heads of both queues. */
 void gaio_core_datagram_error(gaio_core *core, gaio_conn *c, int err);
+/* One system call carried datagrams of kind (GAIO_READ: received, GAIO_WRITE:
+ * sent) - stats()' datagram_recv_calls and datagram_send_calls. */
+void gaio_core_datagram_call(gaio_core *core, int kind);
 
 /* Room for one more result of a standing request: 1, or 0 (out of memory
  * for it now: try again in the next wait, as for a spent internal buffer). */
