@@ -209,6 +209,7 @@ void gaio_core_delete(gaio_core *core)
     for (unsigned i = 0; i < GAIO_IBUF_CHUNKS; i++)
         free(core->chunk[i]);
     free(core->spill);
+    gaio_landing_free(core->landing);
     free(core->slots);
     free(core->slot_gen);
     free(core->free_slots);

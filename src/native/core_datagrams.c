@@ -105,6 +105,11 @@ void gaio_core_datagram_call(gaio_core *core, int kind)
         core->stats.datagram_send_calls++;
 }
 
+gaio_landing **gaio_core_landing(gaio_core *core)
+{
+    return &core->landing;
+}
+
 void gaio_core_datagram_error(gaio_core *core, gaio_conn *c, int err)
 {
     gaio_req *r = gaio_conn_head(c, GAIO_READ);
