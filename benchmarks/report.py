@@ -516,7 +516,9 @@ def real_markdown(run):
         "first so every reply is a 3-byte value. Proxy: `iperf3 -c` through the proxy to an "
         "`iperf3 -s`, one stream, client to server. DNS: `dnsperf -c 4 -q 100` (4 sockets, "
         "at most 100 queries in flight) asking A and AAAA of names the zone has and A of one "
-        "it lacks (NXDOMAIN), in turn; every answer under 512 bytes.", "",
+        "it lacks (NXDOMAIN), in turn; every answer under 512 bytes; and the same at a fixed "
+        "rate (`dnsperf -Q`, below every responder's maximum), where the figure to read is "
+        "queries per server CPU-second (its inverse is the server's CPU per datagram).", "",
         "Ratio of medians, gaio engine ÷ reference, as *wall-clock rate / per server "
         "CPU-second*: above 1× gaio serves more requests (bytes) per second, or per second of "
         "its core. When the two disagree, a stall took the server's core or the client "
