@@ -13,7 +13,9 @@ stream's request pays nothing for datagrams.
   the batch's bound waits, whole, for the next batch (R4, R24).
 - A standing read takes datagrams while there are some, up to
   DATAGRAMS_PER_PASS per readiness pass, one result each (R26). Python has no
-  recvmmsg: one system call per datagram.
+  recvmmsg: one system call per datagram (stats: datagram_recv_calls and
+  datagram_send_calls equal the datagrams); the native engines batch them
+  (datagram_batch.c).
 - A write sends exactly one datagram with one sendmsg (its items gathered,
   joined first past IOV_MAX), to its address= or to the peer, or fails whole.
 - A socket error (ICMP port unreachable, ...: Linux reports these on connected
