@@ -53,6 +53,7 @@ struct gaio_landing {
     uint64_t owner;                   /* the socket whose datagrams wait (next < n) */
     uint32_t n, next;                 /* received by the last recvmmsg; the next to go */
     uint32_t cap;                     /* messages per call (0: no landing for this bufsize) */
+    uint8_t short_call;               /* the last recvmmsg took fewer than it asked: drained */
     size_t bufsize, small;
     unsigned char *small_area, *large_area;
     struct mmsghdr in[GAIO_DATAGRAMS_PER_CALL];
@@ -154,10 +155,13 @@ static int receive(gaio_landing *l, int fd, uint32_t vlen)
     return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 }
 
-int gaio_recv_batched(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned most, ssize_t *res)
+int gaio_recv_batched(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned taken, ssize_t *res)
 {
     gaio_landing *l = *gaio_core_landing(core);
     uint64_t id = gaio_conn_id(c);
+    unsigned most = taken < GAIO_DATAGRAMS_PER_PASS ? GAIO_DATAGRAMS_PER_PASS - taken : 0;
+    if (l && taken == 0)
+        l->short_call = 0; /* a pass begins: edges came since an earlier short call */
     if (l && l->next < l->n) {
         if (l->owner == id) {
             *res = deliver(core, l, r);
@@ -179,6 +183,7 @@ int gaio_recv_batched(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned most,
         return 1;
     }
     gaio_core_datagram_call(core, GAIO_READ);
+    l->short_call = (unsigned)n < (most < l->cap ? most : l->cap);
     l->owner = id;
     l->n = (uint32_t)n;
     l->next = 0;
@@ -190,6 +195,12 @@ int gaio_recv_waiting(gaio_core *core, gaio_conn *c)
 {
     gaio_landing *l = *gaio_core_landing(core);
     return l && l->next < l->n && l->owner == gaio_conn_id(c);
+}
+
+int gaio_recv_drained(gaio_core *core, gaio_conn *c)
+{
+    gaio_landing *l = *gaio_core_landing(core);
+    return l && l->short_call && l->n && l->next == l->n && l->owner == gaio_conn_id(c);
 }
 
 /* The writes that follow head write r on c, r first, as one sendmmsg can
@@ -252,12 +263,17 @@ void gaio_landing_free(gaio_landing *l)
     (void)l;
 }
 
-int gaio_recv_batched(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned most, ssize_t *res)
+int gaio_recv_batched(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned taken, ssize_t *res)
 {
     return 0;
 }
 
 int gaio_recv_waiting(gaio_core *core, gaio_conn *c)
+{
+    return 0;
+}
+
+int gaio_recv_drained(gaio_core *core, gaio_conn *c)
 {
     return 0;
 }

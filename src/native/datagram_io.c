@@ -69,12 +69,12 @@ static ssize_t datagram_room(gaio_core *core, int fd, unsigned char **ptr, unsig
     }
 }
 
-ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned most)
+ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned taken)
 {
     if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
         return GAIO_RECV_NO_ROOM;
     ssize_t got;
-    if (gaio_recv_batched(core, c, r, most, &got))
+    if (gaio_recv_batched(core, c, r, taken, &got))
         return got;
     unsigned char *ptr = r->buf, *spill = NULL;
     size_t want = r->len;
@@ -165,12 +165,12 @@ void gaio_ready_datagram_reads(gaio_ready *rd, gaio_conn *c)
             gaio_ready_later(rd, c); /* a flood on one socket does not hold up the others */
             return;
         }
-        ssize_t n = gaio_recv_datagram(rd->core, c, r, GAIO_DATAGRAMS_PER_PASS - taken++);
+        ssize_t n = gaio_recv_datagram(rd->core, c, r, taken++);
         if (n == GAIO_RECV_NO_ROOM) {
             gaio_ready_later(rd, c); /* this batch's internal buffer is spent */
             return;
         }
-        if (n == -EAGAIN)
+        if (n == -EAGAIN || (n >= 0 && gaio_recv_drained(rd->core, c)))
             c->engine_flags &= ~GAIO_MAY_READ;
     }
 }

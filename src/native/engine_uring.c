@@ -239,14 +239,14 @@ static void datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind)
     gaio_req *r;
     for (int n = 0; n < GAIO_DATAGRAMS_PER_PASS && (r = gaio_conn_head(c, kind)); n++) {
         int unused; /* a datagram is never short */
-        ssize_t res = kind == GAIO_READ ? gaio_recv_datagram(st->core, c, r, GAIO_DATAGRAMS_PER_PASS - n)
+        ssize_t res = kind == GAIO_READ ? gaio_recv_datagram(st->core, c, r, (unsigned)n)
                                         : gaio_send_head(st->core, c, r, &unused);
         if (res == GAIO_RECV_NO_ROOM) {
             gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
             return;
         }
-        if (res == -EAGAIN)
-            return;
+        if (res == -EAGAIN || (kind == GAIO_READ && res >= 0 && gaio_recv_drained(st->core, c)))
+            return; /* drained: the next poll finds what comes */
     }
 }
 

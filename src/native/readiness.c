@@ -119,7 +119,7 @@ ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_re
     size_t want;
     *short_read = 0;
     if (c->dgram)
-        return gaio_recv_datagram(core, c, r, 1);
+        return gaio_recv_datagram(core, c, r, GAIO_DATAGRAMS_PER_PASS - 1); /* just one */
     if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
         return GAIO_RECV_NO_ROOM; /* no memory for one more result now */
     if (r->buf) {

@@ -57,20 +57,27 @@ ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_wr
 /* Datagram sockets (c->dgram; datagram_io.c): gaio_recv_head and
  * gaio_send_head come here for them. One recvmsg, one datagram, reported
  * with gaio_core_datagram; returns as gaio_recv_head (0 is an empty
- * datagram, not an end). One sendmsg of write r's whole datagram. */
-ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned most);
+ * datagram, not an end); taken: the datagrams this readiness pass took
+ * already (below). One sendmsg of write r's whole datagram. */
+ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned taken);
 ssize_t gaio_send_datagram(gaio_core *core, gaio_conn *c, gaio_req *r);
 /* Batched by the kernel (datagram_batch.c): the most datagrams one recvmmsg
  * or sendmmsg carries. gaio_recv_batched: c's next datagram for head read r
  * from datagrams a recvmmsg took, one made now when r stands and this pass
- * may take most >= 2 more; returns 1 with *res as gaio_recv_datagram, 0 when
+ * (which took `taken` already, 0 when it begins; GAIO_DATAGRAMS_PER_PASS at
+ * most) may take 2 more or more; returns 1 with *res as gaio_recv_datagram, 0 when
  * it declines (one recvmsg then). gaio_recv_waiting: datagrams recvmmsg took
  * for c wait to be delivered (they need no readiness). gaio_send_batched: one
  * sendmmsg of the writes from head r on; 1 with *res (bytes of the last
  * datagram sent, or -EAGAIN), 0 when it declines (one sendmsg then). */
 #define GAIO_DATAGRAMS_PER_CALL 32
-int gaio_recv_batched(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned most, ssize_t *res);
+int gaio_recv_batched(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned taken, ssize_t *res);
 int gaio_recv_waiting(gaio_core *core, gaio_conn *c);
+/* c's recvmmsg of this pass took fewer datagrams than it asked (the socket
+ * was empty then) and all are delivered: a datagram that came since makes a
+ * new edge (a poll would find it), so reading on until EAGAIN would only
+ * cost a call. Not across passes: an edge may have been taken meanwhile. */
+int gaio_recv_drained(gaio_core *core, gaio_conn *c);
 int gaio_send_batched(gaio_core *core, gaio_conn *c, gaio_req *r, ssize_t *res);
 /* The most datagrams one readiness pass takes for a connection (python:
  * DATAGRAMS_PER_PASS in gaio/_python_datagrams.py): the rest waits for the
