@@ -43,6 +43,10 @@ RESP_KEY = b"key:__rand_int__"  # the key redis-benchmark's GET asks for (no -r)
 RESP_VALUE = b"VXK"             # what its SET would have written there (-d 3)
 DNS_CLIENTS = 4      # dnsperf -c: sockets, so the server answers several addresses
 DNS_OUTSTANDING = 100  # dnsperf -q (its default): queries in flight at most
+# dnsperf -Q for the fixed-rate run: below what every responder here answers
+# (asyncio's DatagramProtocol included), so that all do the same work and the
+# server CPU it costs compares them (issue 19: <= 0.5x uvloop's per datagram)
+DNS_FIXED_RATE = 10000
 # What dnsperf asks, in turn: names with records of the type, one without
 # (NXDOMAIN). Every answer fits in 512 bytes.
 DNS_QUERIES = ("www.example.test A", "www.example.test AAAA", "v6.example.test AAAA",
@@ -64,6 +68,7 @@ class RealWorkload:
     targets: tuple = ()  # ((reference server, lowest ratio of gaio to it), ...): the issue's
     conns: int = 0       # the idle TLS workloads: connections held
     lower_is_better: bool = False  # the idle TLS workloads' bytes: targets are highest ratios
+    fixed_rate: int = 0  # requests/s the client holds to (dnsperf -Q); 0: as fast as it can
 
 
 REAL_WORKLOADS = (
@@ -80,7 +85,13 @@ REAL_WORKLOADS = (
                  "Gbit/s", "Gbit per proxy CPU-s", targets=(("uvloop-protocol", 1.0),)),
     RealWorkload("dns", "DNS A/AAAA over UDP, dnsperf -c %d -q %d" % (
         DNS_CLIENTS, DNS_OUTSTANDING), "dns", "dnsperf", "queries/s",
-                 "queries per server CPU-s"),
+                 "queries per server CPU-s", targets=(("uvloop-protocol", 2.0),)),
+    # the target is on the second figure: queries per server CPU-s >= 2x is
+    # server CPU per datagram <= 0.5x
+    RealWorkload("dns-rate", "DNS A/AAAA over UDP at %d queries/s, dnsperf -c %d -Q %d" % (
+        DNS_FIXED_RATE, DNS_CLIENTS, DNS_FIXED_RATE), "dns", "dnsperf", "queries/s",
+                 "queries per server CPU-s", targets=(("uvloop-protocol", 2.0),),
+                 fixed_rate=DNS_FIXED_RATE),
     RealWorkload("https", "HTTPS hello, wrk -c %d over TLS" % WRK_CONNS, "https", "wrk",
                  "requests/s", "requests per server CPU-s",
                  targets=(("uvloop-protocol", 1.2),)),
@@ -408,18 +419,22 @@ def parse_dnsperf(out):
 
 
 def measure_dns(server, workload, duration, warmup):
-    """dnsperf for `duration` seconds (after a `warmup` run of it); a query
-    unanswered for 5 s counts as lost, and the report flags it."""
+    """dnsperf for `duration` seconds (after a `warmup` run of it), as fast
+    as it goes or at the workload's fixed rate; a query unanswered for 5 s
+    counts as lost, and the report flags it."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as queries:
         queries.write("\n".join(DNS_QUERIES) + "\n")
         queries.flush()
         argv = [shutil.which("dnsperf"), "-s", "127.0.0.1", "-p", str(server.port),
                 "-d", queries.name, "-c", str(DNS_CLIENTS), "-q", str(DNS_OUTSTANDING)]
+        if workload.fixed_rate:
+            argv += ["-Q", str(workload.fixed_rate)]
         if warmup > 0:
             run_client(argv + ["-l", "%g" % warmup], 60)
         out, _, record = measured(server, argv + ["-l", "%g" % duration], duration + 60)
     record.update(parse_dnsperf(out))
     record["per_cpu"] = record["requests"] / record["server_cpu_s"]
+    record["server_cpu_us_per_query"] = 1e6 / record["per_cpu"]
     return record
 
 

@@ -530,7 +530,9 @@ REAL_INTRO = (
         "first so every reply is a 3-byte value. Proxy: `iperf3 -c` through the proxy to an "
         "`iperf3 -s`, one stream, client to server. DNS: `dnsperf -c 4 -q 100` (4 sockets, "
         "at most 100 queries in flight) asking A and AAAA of names the zone has and A of one "
-        "it lacks (NXDOMAIN), in turn; every answer under 512 bytes.")
+        "it lacks (NXDOMAIN), in turn; every answer under 512 bytes; and the same at a fixed "
+        "rate (`dnsperf -Q`, below every responder's maximum), where the figure to read is "
+        "queries per server CPU-second (its inverse is the server's CPU per datagram).")
 TLS_INTRO = (
         "The HTTP example with `--tls` (examples/http_server.py: a server-side `start_tls` per "
         "connection) against benchmarks/servers/http_protocol.py with `create_server(ssl="

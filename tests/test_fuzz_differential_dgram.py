@@ -406,6 +406,12 @@ class Lane:
         stats = self.w.stats()
         for key, value in self.counts.items():
             assert stats[key] == value, (self.engine, key, stats[key], value)
+        # how many calls carried them is the engine's own (recvmmsg, sendmmsg):
+        # never more than the datagrams, never none for some
+        for calls, moved in (("datagram_recv_calls", "datagrams_read"),
+                             ("datagram_send_calls", "datagrams_written")):
+            assert (stats[moved] > 0) <= stats[calls] <= stats[moved], (
+                self.engine, calls, stats[calls], stats[moved])
         return (self.outcomes, self.events, [c.received for c in self.conns + self.retired],
                 {k: stats[k] for k in ("datagrams_read", "datagrams_written", "submitted",
                                        "pending", "watched")})

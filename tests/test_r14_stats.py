@@ -21,6 +21,17 @@ def test_stats_has_every_counter_as_an_int(watcher):
     assert _core(watcher) == dict.fromkeys(KEYS, 0)
 
 
+# the counters later versions add (0.2: R16, R22; 0.3: datagrams and their
+# system calls, TLS), under the same names on every engine
+LATER_KEYS = ("accepted", "quiet_done", "datagrams_read", "datagrams_written",
+              "datagram_recv_calls", "datagram_send_calls", "tls_handshakes")
+
+
+def test_stats_has_the_later_counters_on_every_engine(watcher):
+    s = watcher.stats()
+    assert {k: s.get(k) for k in LATER_KEYS} == dict.fromkeys(LATER_KEYS, 0)
+
+
 def test_counters_follow_a_session(watcher, net):
     (ca, sa), (cb, sb) = net.pairs(2)
     watcher.write(sa, b"x" * 100)

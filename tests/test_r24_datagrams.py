@@ -331,6 +331,30 @@ def test_stats_count_datagrams_and_stream_results_say_no_address(watcher, net):
     assert watcher.stats()["datagrams_read"] == 1  # streams do not count
 
 
+
+def test_stats_count_the_system_calls_that_carried_datagrams(watcher, net):
+    ours, peer = dgram_pair(net, "unix")  # AF_UNIX: none is dropped
+    stats = watcher.stats()
+    assert stats["datagram_recv_calls"] == 0 and stats["datagram_send_calls"] == 0
+    watcher.read(ours, repeat=True)
+    for i in range(50):
+        peer.send(b"%03d" % i)
+    got = collect(watcher, 50)
+    assert [bytes(r.buffer) for r in got] == [b"%03d" % i for i in range(50)]
+    for i in range(30):
+        watcher.write(ours, b"w%02d" % i, quiet=True)
+    watcher.write(ours, b"end", ctx="end")
+    assert drain_while_waiting(watcher, peer, 31, "end")[-1] == b"end"
+    stats = watcher.stats()
+    # each call carried at least one datagram, and a batching engine may
+    # carry many with one (R26): never more calls than datagrams
+    assert 1 <= stats["datagram_recv_calls"] <= stats["datagrams_read"] == 50
+    assert 1 <= stats["datagram_send_calls"] <= stats["datagrams_written"] == 31
+    calls = stats["datagram_recv_calls"]
+    watcher.wait_io(timeout=0.05)  # nothing waiting: a call that finds nothing counts not
+    assert watcher.stats()["datagram_recv_calls"] == calls
+
+
 # ---------------------------------------------------------------- R27: errors do not end it
 
 def _dead_udp_address():

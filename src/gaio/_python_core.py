@@ -116,6 +116,9 @@ class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, TLS, WaitLoop, B
         self.quiet_done = 0
         self.datagrams_read = 0
         self.datagrams_written = 0
+        # system calls that carried datagrams: one per datagram here (no recvmmsg)
+        self.datagram_recv_calls = 0
+        self.datagram_send_calls = 0
         self.tls_handshakes = 0
 
     # ------------------------------------------------------------ closing
@@ -215,6 +218,8 @@ class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, TLS, WaitLoop, B
                 "quiet_done": self.quiet_done,
                 "datagrams_read": self.datagrams_read,
                 "datagrams_written": self.datagrams_written,
+                "datagram_recv_calls": self.datagram_recv_calls,
+                "datagram_send_calls": self.datagram_send_calls,
                 "tls_handshakes": self.tls_handshakes,
                 "threads": 0,
                 "internal_buffer_views": self.internal.views_out(),

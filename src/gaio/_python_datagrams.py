@@ -13,7 +13,9 @@ stream's request pays nothing for datagrams.
   the batch's bound waits, whole, for the next batch (R4, R24).
 - A standing read takes datagrams while there are some, up to
   DATAGRAMS_PER_PASS per readiness pass, one result each (R26). Python has no
-  recvmmsg: one system call per datagram.
+  recvmmsg: one system call per datagram (stats: datagram_recv_calls and
+  datagram_send_calls equal the datagrams); the native engines batch them
+  (datagram_batch.c).
 - A write sends exactly one datagram with one sendmsg (its items gathered,
   joined first past IOV_MAX), to its address= or to the peer, or fails whole.
 - A socket error (ICMP port unreachable, ...: Linux reports these on connected
@@ -88,6 +90,7 @@ class Datagrams:
                 continue
             self.bytes_read += size
             self.datagrams_read += 1
+            self.datagram_recv_calls += 1
             if conn.peer:
                 address = None
             elif unix and not address:
@@ -146,4 +149,5 @@ class Datagrams:
             req.size = size
             self.bytes_written += size
             self.datagrams_written += 1
+            self.datagram_send_calls += 1
             self._finish(req, size, None, req.buffer, False)

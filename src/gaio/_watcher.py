@@ -307,7 +307,8 @@ class Watcher(metaclass=abc.ABCMeta):
     def stats(self):
         """Counters: submitted, completed, bytes_read, bytes_written, watched,
         pending, timeouts, accepted, quiet_done, datagrams_read,
-        datagrams_written, tls_handshakes (and engine-specific extras)."""
+        datagrams_written, datagram_recv_calls, datagram_send_calls,
+        tls_handshakes (and engine-specific extras)."""
 
     def __enter__(self):
         return self

@@ -228,6 +228,8 @@ typedef struct gaio_stats {
     uint64_t accepted;          /* connections accepted */
     uint64_t quiet_done;        /* quiet requests that succeeded (delivered nothing) */
     uint64_t datagrams_read, datagrams_written;
+    /* system calls that carried at least one datagram (recvmsg, recvmmsg; sendmsg, sendmmsg) */
+    uint64_t datagram_recv_calls, datagram_send_calls;
 } gaio_stats;
 
 /* at most 4 x bufsize of internal buffer per batch (python: ARENA_MULTIPLE) */

@@ -97,6 +97,19 @@ int gaio_core_datagram_sent(gaio_core *core, gaio_req *r, ssize_t res)
     return gaio_core_progress(core, r, res);
 }
 
+void gaio_core_datagram_call(gaio_core *core, int kind)
+{
+    if (kind == GAIO_READ)
+        core->stats.datagram_recv_calls++;
+    else
+        core->stats.datagram_send_calls++;
+}
+
+gaio_landing **gaio_core_landing(gaio_core *core)
+{
+    return &core->landing;
+}
+
 void gaio_core_datagram_error(gaio_core *core, gaio_conn *c, int err)
 {
     gaio_req *r = gaio_conn_head(c, GAIO_READ);

@@ -79,6 +79,7 @@ struct gaio_core {
     size_t ibuf_out;            /* bytes handed out in this batch (core and engine memory) */
     unsigned char *spill;       /* bufsize bytes: the part of a datagram past a chunk's end
                                  * (gaio_core_ibuf_reserve_datagram), made on first use */
+    gaio_landing *landing;      /* datagram_batch.c's, made on first use */
 
     uint8_t waiting;            /* a thread is inside gaio_core_wait */
     uint8_t sleeping;           /* ... and is (about to be) blocked in the kernel */

@@ -69,10 +69,13 @@ static ssize_t datagram_room(gaio_core *core, int fd, unsigned char **ptr, unsig
     }
 }
 
-ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
+ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned taken)
 {
     if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
         return GAIO_RECV_NO_ROOM;
+    ssize_t got;
+    if (gaio_recv_batched(core, c, r, taken, &got))
+        return got;
     unsigned char *ptr = r->buf, *spill = NULL;
     size_t want = r->len;
     if (!ptr) {
@@ -104,6 +107,8 @@ ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
         return n;
     if (n > 0 && (size_t)n > want)
         gaio_core_ibuf_unspill(core, want, (size_t)n); /* it goes whole to the fresh chunk */
+    if (n >= 0)
+        gaio_core_datagram_call(core, GAIO_READ);
     gaio_core_datagram(core, r, n, n >= 0 ? msg.msg_name : NULL, n >= 0 ? msg.msg_namelen : 0,
                        n >= 0 && (msg.msg_flags & MSG_TRUNC));
     return n;
@@ -111,6 +116,9 @@ ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
 
 ssize_t gaio_send_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
 {
+    ssize_t sent;
+    if (gaio_send_batched(core, c, r, &sent))
+        return sent;
     struct iovec one = {r->buf, r->len};
     struct msghdr msg = {0};
     gaio_vec *v = r->u.w.vec;
@@ -141,6 +149,8 @@ ssize_t gaio_send_datagram(gaio_core *core, gaio_conn *c, gaio_req *r)
             gaio_core_datagram(core, rd, n, NULL, 0, 0);
             continue;
         }
+        if (n >= 0)
+            gaio_core_datagram_call(core, GAIO_WRITE);
         gaio_core_datagram_sent(core, r, n);
         return n;
     }
@@ -151,16 +161,16 @@ void gaio_ready_datagram_reads(gaio_ready *rd, gaio_conn *c)
     gaio_req *r;
     int taken = 0;
     while ((c->engine_flags & GAIO_MAY_READ) && (r = gaio_conn_head(c, GAIO_READ))) {
-        if (taken++ == GAIO_DATAGRAMS_PER_PASS) {
+        if (taken == GAIO_DATAGRAMS_PER_PASS) {
             gaio_ready_later(rd, c); /* a flood on one socket does not hold up the others */
             return;
         }
-        ssize_t n = gaio_recv_datagram(rd->core, c, r);
+        ssize_t n = gaio_recv_datagram(rd->core, c, r, taken++);
         if (n == GAIO_RECV_NO_ROOM) {
             gaio_ready_later(rd, c); /* this batch's internal buffer is spent */
             return;
         }
-        if (n == -EAGAIN)
+        if (n == -EAGAIN || (n >= 0 && gaio_recv_drained(rd->core, c)))
             c->engine_flags &= ~GAIO_MAY_READ;
     }
 }

@@ -221,6 +221,18 @@ int gaio_core_datagram_sent(gaio_core *core, gaio_req *r, ssize_t res);
  * first pending write's; with nothing pending it is dropped (R27). The
  * engine then goes on with the heads of both queues. */
 void gaio_core_datagram_error(gaio_core *core, gaio_conn *c, int err);
+/* One system call carried datagrams of kind (GAIO_READ: received, GAIO_WRITE:
+ * sent) - stats()' datagram_recv_calls and datagram_send_calls. */
+void gaio_core_datagram_call(gaio_core *core, int kind);
+/* gaio_core_ibuf_reserve for a datagram already received (datagram_batch.c):
+ * len contiguous bytes at *ptr, in this chunk or the next. 1; 0 when this
+ * batch cannot take them (its bound, or no thread waits); -ENOMEM. */
+int gaio_core_ibuf_reserve_exact(gaio_core *core, size_t len, unsigned char **ptr);
+/* Where datagram_batch.c keeps its landing area (NULL until it makes one);
+ * the core frees it with gaio_landing_free when it is deleted. */
+typedef struct gaio_landing gaio_landing;
+gaio_landing **gaio_core_landing(gaio_core *core);
+void gaio_landing_free(gaio_landing *l);
 
 /* Room for one more result of a standing request: 1, or 0 (out of memory
  * for it now: try again in the next wait, as for a spent internal buffer). */

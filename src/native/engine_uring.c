@@ -165,9 +165,18 @@ static uint32_t prep_write(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, g
     return BIT(POLL_IN_FLIGHT, GAIO_WRITE);
 }
 
+static void datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind);
+
 /* Submit the head of c's kind queue. -1: no SQE free, try again later. */
 static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
 {
+    if (kind == GAIO_READ && c->dgram && !(c->engine_flags & IN_FLIGHT) &&
+        gaio_recv_waiting(st->core, c)) {
+        /* a recvmmsg took them already: no poll would come for them */
+        datagrams_ready(st, c, GAIO_READ);
+        if (gaio_recv_waiting(st->core, c))
+            return 0; /* the next batch takes the rest (starved), or no read is left */
+    }
     if (kind == GAIO_READ && (c->engine_flags & READ_FAILED)) {
         gaio__ur_fail_reads(st, c);
         return 0;
@@ -239,14 +248,14 @@ static void datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind)
     gaio_req *r;
     for (int n = 0; n < GAIO_DATAGRAMS_PER_PASS && (r = gaio_conn_head(c, kind)); n++) {
         int unused; /* a datagram is never short */
-        ssize_t res = kind == GAIO_READ ? gaio_recv_head(st->core, c, r, &unused)
+        ssize_t res = kind == GAIO_READ ? gaio_recv_datagram(st->core, c, r, (unsigned)n)
                                         : gaio_send_head(st->core, c, r, &unused);
         if (res == GAIO_RECV_NO_ROOM) {
             gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
             return;
         }
-        if (res == -EAGAIN)
-            return;
+        if (res == -EAGAIN || (kind == GAIO_READ && res >= 0 && gaio_recv_drained(st->core, c)))
+            return; /* drained: the next poll finds what comes */
     }
 }
 

@@ -42,6 +42,21 @@ ssize_t gaio_core_ibuf_reserve(gaio_core *core, unsigned char **ptr)
     return (ssize_t)(left < room ? left : room);
 }
 
+int gaio_core_ibuf_reserve_exact(gaio_core *core, size_t len, unsigned char **ptr)
+{
+    if (gaio_core_ibuf_room(core) < len)
+        return 0;
+    for (int moved = 0;; moved = 1) {
+        ssize_t room = gaio_core_ibuf_reserve(core, ptr);
+        if (room <= 0)
+            return (int)room;
+        if ((size_t)room >= len)
+            return 1;
+        if (moved || !gaio_core_ibuf_next_chunk(core))
+            return 0;
+    }
+}
+
 int gaio_core_ibuf_next_chunk(gaio_core *core)
 {
     if (core->chunk_cur + 1 >= GAIO_IBUF_CHUNKS || !core->chunk[core->chunk_cur])

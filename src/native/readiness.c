@@ -26,13 +26,17 @@ void gaio_ready_init(gaio_ready *rd, gaio_core *core)
     rd->todo = rd->todo_spare = NULL;
     rd->ntodo = rd->cap_todo = 0;
     rd->rescan = 0;
+    rd->flush = NULL;
+    rd->nflush = rd->cap_flush = 0;
 }
 
 void gaio_ready_free(gaio_ready *rd)
 {
     free(rd->todo);
     free(rd->todo_spare);
+    free(rd->flush);
     rd->todo = rd->todo_spare = NULL;
+    rd->flush = NULL;
 }
 
 /* R23: work owed to the next wait must keep fileno() readable, wherever the
@@ -40,8 +44,41 @@ void gaio_ready_free(gaio_ready *rd)
  * back-pressure, a request drained by the waiter or made between waits). */
 static void owe_wait(gaio_ready *rd)
 {
-    if (gaio_core_fileno_asked(rd->core) && !rd->ntodo && !rd->rescan)
+    if (gaio_core_fileno_asked(rd->core) && !rd->ntodo && !rd->rescan && !rd->nflush)
         gaio_core_wake_engine(rd->core);
+}
+
+/* Put c's new head write off to the next wait (gaio_ready_start); 0 when
+ * it cannot be (no memory for the list): then it is sent now. */
+static int flush_later(gaio_ready *rd, gaio_conn *c)
+{
+    if (c->engine_flags & GAIO_IN_FLUSH)
+        return 1;
+    if (rd->nflush == rd->cap_flush) {
+        uint32_t cap = rd->cap_flush ? rd->cap_flush * 2 : 16;
+        uint64_t *f = gaio_realloc(rd->flush, cap * sizeof *f);
+        if (!f)
+            return 0;
+        rd->flush = f;
+        rd->cap_flush = cap;
+    }
+    owe_wait(rd);
+    rd->flush[rd->nflush++] = gaio_conn_id(c);
+    c->engine_flags |= GAIO_IN_FLUSH;
+    return 1;
+}
+
+static void flush_writes(gaio_ready *rd)
+{
+    /* indexed afresh: a callback that put off one more write (realloc) is served too */
+    for (uint32_t i = 0; i < rd->nflush; i++) {
+        gaio_conn *c = gaio_core_conn(rd->core, rd->flush[i]);
+        if (!c)
+            continue;
+        c->engine_flags &= ~GAIO_IN_FLUSH;
+        gaio_ready_writes(rd, c);
+    }
+    rd->nflush = 0;
 }
 
 void gaio_ready_later(gaio_ready *rd, gaio_conn *c)
@@ -82,7 +119,7 @@ ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_re
     size_t want;
     *short_read = 0;
     if (c->dgram)
-        return gaio_recv_datagram(core, c, r);
+        return gaio_recv_datagram(core, c, r, GAIO_DATAGRAMS_PER_PASS - 1); /* just one */
     if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
         return GAIO_RECV_NO_ROOM; /* no memory for one more result now */
     if (r->buf) {
@@ -289,7 +326,7 @@ void gaio_ready_writes(gaio_ready *rd, gaio_conn *c)
 
 int gaio_ready_owed(const gaio_ready *rd)
 {
-    return rd->ntodo || rd->rescan;
+    return rd->ntodo || rd->rescan || rd->nflush;
 }
 
 void gaio_ready_start(gaio_ready *rd, gaio_conn *c, int kind)
@@ -298,7 +335,7 @@ void gaio_ready_start(gaio_ready *rd, gaio_conn *c, int kind)
         return;
     if (kind == GAIO_READ)
         gaio_ready_reads(rd, c);
-    else
+    else if (!(c->dgram && !c->peer && flush_later(rd, c)))
         gaio_ready_writes(rd, c);
 }
 
@@ -323,6 +360,8 @@ static void retry_all(gaio_ready *rd)
 
 void gaio_ready_retry(gaio_ready *rd)
 {
+    if (rd->nflush)
+        flush_writes(rd);
     if (rd->rescan && gaio_core_ibuf_room(rd->core))
         retry_all(rd);
     if (!rd->ntodo || !gaio_core_ibuf_room(rd->core))

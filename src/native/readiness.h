@@ -18,13 +18,16 @@
 #include <errno.h>
 
 /* gaio_conn.engine_flags of a readiness engine */
-enum { GAIO_MAY_READ = 1, GAIO_MAY_WRITE = 2, GAIO_HUP = 4, GAIO_IN_TODO = 8 };
+enum { GAIO_MAY_READ = 1, GAIO_MAY_WRITE = 2, GAIO_HUP = 4, GAIO_IN_TODO = 8, GAIO_IN_FLUSH = 16 };
 
 typedef struct gaio_ready {
     gaio_core *core;
     uint64_t *todo, *todo_spare;   /* ids of connections to read again (internal buffer was full) */
     uint32_t ntodo, cap_todo;
     int rescan;                    /* the list could not grow: retry every connection */
+    uint64_t *flush;               /* ids of datagram sockets whose new writes wait for the
+                                    * next wait, to go out together (sendmmsg) */
+    uint32_t nflush, cap_flush;
 } gaio_ready;
 
 void gaio_ready_init(gaio_ready *rd, gaio_core *core);
@@ -54,9 +57,28 @@ ssize_t gaio_send_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_wr
 /* Datagram sockets (c->dgram; datagram_io.c): gaio_recv_head and
  * gaio_send_head come here for them. One recvmsg, one datagram, reported
  * with gaio_core_datagram; returns as gaio_recv_head (0 is an empty
- * datagram, not an end). One sendmsg of write r's whole datagram. */
-ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r);
+ * datagram, not an end); taken: the datagrams this readiness pass took
+ * already (below). One sendmsg of write r's whole datagram. */
+ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned taken);
 ssize_t gaio_send_datagram(gaio_core *core, gaio_conn *c, gaio_req *r);
+/* Batched by the kernel (datagram_batch.c): the most datagrams one recvmmsg
+ * or sendmmsg carries. gaio_recv_batched: c's next datagram for head read r
+ * from datagrams a recvmmsg took, one made now when r stands and this pass
+ * (which took `taken` already, 0 when it begins; GAIO_DATAGRAMS_PER_PASS at
+ * most) may take 2 more or more; returns 1 with *res as gaio_recv_datagram, 0 when
+ * it declines (one recvmsg then). gaio_recv_waiting: datagrams recvmmsg took
+ * for c wait to be delivered (they need no readiness). gaio_send_batched: one
+ * sendmmsg of the writes from head r on; 1 with *res (bytes of the last
+ * datagram sent, or -EAGAIN), 0 when it declines (one sendmsg then). */
+#define GAIO_DATAGRAMS_PER_CALL 32
+int gaio_recv_batched(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned taken, ssize_t *res);
+int gaio_recv_waiting(gaio_core *core, gaio_conn *c);
+/* c's recvmmsg of this pass took fewer datagrams than it asked (the socket
+ * was empty then) and all are delivered: a datagram that came since makes a
+ * new edge (a poll would find it), so reading on until EAGAIN would only
+ * cost a call. Not across passes: an edge may have been taken meanwhile. */
+int gaio_recv_drained(gaio_core *core, gaio_conn *c);
+int gaio_send_batched(gaio_core *core, gaio_conn *c, gaio_req *r, ssize_t *res);
 /* The most datagrams one readiness pass takes for a connection (python:
  * DATAGRAMS_PER_PASS in gaio/_python_datagrams.py): the rest waits for the
  * next wait, so that a flood on one socket holds up no other. */
@@ -74,9 +96,13 @@ ssize_t gaio_ready_send_now(void *state, gaio_conn *c, const void *buf, size_t l
 /* Move the head requests of one direction while the connection may be ready. */
 void gaio_ready_reads(gaio_ready *rd, gaio_conn *c);
 void gaio_ready_writes(gaio_ready *rd, gaio_conn *c);
-/* engine.start: a new head is tried at once. */
+/* engine.start: a new head is tried at once; a datagram socket without a
+ * peer sends its writes at the start of the next wait instead, all those
+ * queued by then with one sendmmsg (as the python engine sends every write
+ * in the next wait_io()). */
 void gaio_ready_start(gaio_ready *rd, gaio_conn *c, int kind);
-/* At the start of engine.wait: reads that found the internal buffer spent go on. */
+/* At the start of engine.wait: the datagram writes put off go out, and
+ * reads that found the internal buffer spent go on. */
 void gaio_ready_retry(gaio_ready *rd);
 /* Work is left for the next wait (reads waiting for room): with
  * gaio_core_fileno_asked, the engine wakes itself so that fileno() stays readable. */

@@ -204,6 +204,8 @@ PyObject *gaio__watcher_stats(Watcher *w, PyObject *unused)
         put(d, "accepted", s.accepted) < 0 || put(d, "quiet_done", s.quiet_done) < 0 ||
         put(d, "datagrams_read", s.datagrams_read) < 0 ||
         put(d, "datagrams_written", s.datagrams_written) < 0 ||
+        put(d, "datagram_recv_calls", s.datagram_recv_calls) < 0 ||
+        put(d, "datagram_send_calls", s.datagram_send_calls) < 0 ||
         /* TLS is the python engine's until issue 20's next step */
         put(d, "tls_handshakes", 0) < 0) {
         Py_DECREF(d);
