@@ -138,8 +138,11 @@ def test_other_writes_on_its_connection_hold_it(make_watcher, pair):
     client.sendall(b"ping")
     assert w.wait_io(0.3) == []  # held: "ping" stays in the kernel
     got = peer_reads_all_then_two_results(w, client, big)
-    assert [r.ctx for r in got] == ["big", "r"]
-    assert got[1].size == 4  # the view is gone (a later wait_io): its size says enough
+    # released at write_high // 4: "ping" may come before the write's result
+    # (a peer that reads slowly, on a loaded machine)
+    assert sorted(r.ctx for r in got) == ["big", "r"]
+    # the view is gone (a later wait_io): its size says enough
+    assert [r.size for r in got if r.ctx == "r"] == [4]
 
 
 def test_a_standing_read_already_waiting_stops_when_held(make_watcher, pair):
