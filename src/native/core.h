@@ -402,9 +402,16 @@ void gaio_core_tls_later(gaio_core *core, gaio_tls *t);
 gaio_tls *gaio_core_tls_take_dead(gaio_core *core); /* linked by next_dead */
 /* The live session of connection id, or NULL. */
 gaio_tls *gaio_core_tls_of(gaio_core *core, uint64_t conn_id);
-/* free() of a TLS connection: send data (close_notify) if nothing of its
+/* Hold core->lock around one session's calls outside the pass (free()):
+ * a session is never run by two threads at once (the SSLObject's methods
+ * release the GIL). Re-entry as in the pass. */
+void *gaio_core_tls_hold(gaio_core *core);
+void gaio_core_tls_unhold(gaio_core *core, void *token);
+/* The session of connection id while held (NULL: none, or going). */
+gaio_tls *gaio_core_tls_held(gaio_core *core, uint64_t conn_id);
+/* While held: send data (close_notify) on t's socket if nothing of its
  * writes is on its way to the kernel and the socket takes it at once. */
-void gaio_core_tls_goodbye(gaio_core *core, uint64_t conn_id, const void *data, size_t len);
+void gaio_core_tls_goodbye(gaio_core *core, gaio_tls *t, const void *data, size_t len);
 
 /* Take / drop core->lock: an engine's wait() drops it around its blocking
  * syscall (engine.h); a test of the binding holds it from a thread. */

@@ -245,12 +245,33 @@ void gaio_core_tls_handshake_done(gaio_core *core, gaio_tls *t, int error)
     gaio__req_complete(core, r, error);
 }
 
-void gaio_core_tls_goodbye(gaio_core *core, uint64_t conn_id, const void *data, size_t len)
+void *gaio_core_tls_hold(gaio_core *core)
 {
     void *token = gaio__binding_enter(core);
-    gaio_conn *c = gaio_core_conn(core, conn_id);
-    gaio_tls *t = c ? session_of(core, c) : NULL;
-    if (t && c->fd >= 0 && !t->wr_busy) {
+    if (token != GAIO__REENTERED) {
+        core->pass_owner = pthread_self();
+        core->in_pass = 1;
+    }
+    return token;
+}
+
+void gaio_core_tls_unhold(gaio_core *core, void *token)
+{
+    if (token != GAIO__REENTERED)
+        core->in_pass = 0;
+    gaio__binding_leave(core, token);
+}
+
+gaio_tls *gaio_core_tls_held(gaio_core *core, uint64_t conn_id)
+{
+    gaio_conn *c = core->closing || core->closed ? NULL : gaio_core_conn(core, conn_id);
+    return c ? session_of(core, c) : NULL;
+}
+
+void gaio_core_tls_goodbye(gaio_core *core, gaio_tls *t, const void *data, size_t len)
+{
+    gaio_conn *c = gaio_core_conn(core, t->conn_id);
+    if (c && c->fd >= 0 && !t->wr_busy) {
         /* Nagle would hold this small segment while an earlier one is
          * unacknowledged, and the close() that follows purges what is held
          * when it resets the connection (it does when bytes arrived unread,
@@ -263,7 +284,6 @@ void gaio_core_tls_goodbye(gaio_core *core, uint64_t conn_id, const void *data, 
             n = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         while (n < 0 && errno == EINTR);
     }
-    gaio__binding_leave(core, token);
 }
 
 gaio_tls *gaio_core_tls_take_dead(gaio_core *core)

@@ -79,7 +79,10 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
     if (gaio__deadline_arg(a[TIMEOUT], a[DEADLINE], &when) < 0)
         return NULL;
     map_entry *e = gaio__map_find(&w->map, (uintptr_t)a[C]);
-    if (e && !w->closed && gaio_core_tls_of(w->core, e->ref->id)) {
+    gaio_tls *known = NULL;
+    if (e && !w->closed)
+        PINNED(w, known = gaio_core_tls_of(w->core, e->ref->id));
+    if (known) {
         PyObject *again = py_args_attr("TLS_AGAIN");
         if (again) {
             PyErr_SetObject(PyExc_ValueError, again);

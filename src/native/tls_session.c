@@ -736,16 +736,21 @@ int gaio__tls_pass(Watcher *w)
  * open, no record is half sent and the socket takes it at once. */
 void gaio__tls_goodbye(Watcher *w, uint64_t conn_id)
 {
-    tls_session *s = (tls_session *)gaio_core_tls_of(w->core, conn_id);
-    if (!s || s->state != OPEN || s->t.wr_busy)
-        return;
-    PyObject *r = call0(s->obj, S.unwrap);
-    Py_XDECREF(r);
-    PyErr_Clear(); /* SSLWantReadError: the peer's close_notify is not awaited */
-    PyObject *data = call0(s->out, S.read);
-    if (data && PyBytes_Check(data) && PyBytes_GET_SIZE(data))
-        gaio_core_tls_goodbye(w->core, conn_id, PyBytes_AS_STRING(data),
-                              (size_t)PyBytes_GET_SIZE(data));
-    Py_XDECREF(data);
-    PyErr_Clear();
+    gaio_core *core = w->core;
+    w->pins++; /* the core outlives a close() by another thread meanwhile */
+    void *token = gaio_core_tls_hold(core);
+    tls_session *s = (tls_session *)gaio_core_tls_held(core, conn_id);
+    if (s && s->state == OPEN && !s->t.wr_busy) {
+        PyObject *r = call0(s->obj, S.unwrap);
+        Py_XDECREF(r);
+        PyErr_Clear(); /* SSLWantReadError: the peer's close_notify is not awaited */
+        PyObject *data = call0(s->out, S.read);
+        if (data && PyBytes_Check(data) && PyBytes_GET_SIZE(data))
+            gaio_core_tls_goodbye(core, &s->t, PyBytes_AS_STRING(data),
+                                  (size_t)PyBytes_GET_SIZE(data));
+        Py_XDECREF(data);
+        PyErr_Clear();
+    }
+    gaio_core_tls_unhold(core, token);
+    gaio__core_unpin(w);
 }
