@@ -136,12 +136,11 @@ def needs_fileno(request, engine):
     return engine
 
 
-# TLS sessions (R28-R31) run on every engine; kqueue shares the native code
-# but is only built against libkqueue here, so it keeps its strict xfail
-# until it has been run (issue 20). A test still failing on a native engine
-# is listed by name in NATIVE_TLS_PENDING_TESTS, a strict xfail there.
+# TLS sessions (R28-R31) run on every engine (kqueue: run by .ci/kqueue, on
+# libkqueue). A test still failing on a native engine would be listed by name
+# in NATIVE_TLS_PENDING_TESTS, a strict xfail there: none is.
 NATIVE_TLS_PENDING = "issue 20: TLS on this native engine is not done yet"
-NATIVE_TLS_ENGINES = ("epoll", "uring")
+NATIVE_TLS_ENGINES = ("epoll", "uring", "kqueue")
 NATIVE_TLS_PENDING_TESTS = frozenset()
 
 

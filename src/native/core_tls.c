@@ -122,6 +122,20 @@ void gaio__tls_conn_gone(gaio_core *core, gaio_conn *c)
         return;
     core->tls_of[c->slot] = NULL;
     t->rd.conn = t->wr.conn = NULL;
+    if (t->listed) {
+        /* the binding frees it: no list may keep it (rare: a linear walk) */
+        for (gaio_tls **at = &core->tls_pending; *at; at = &(*at)->next)
+            if (*at == t) {
+                *at = t->next;
+                break;
+            }
+        for (gaio_tls **at = &core->tls_later; *at; at = &(*at)->next)
+            if (*at == t) {
+                *at = t->next;
+                break;
+            }
+        t->listed = 0;
+    }
     t->next_dead = core->tls_dead;
     core->tls_dead = t;
 }

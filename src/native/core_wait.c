@@ -132,10 +132,12 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
     core->waiting = 1;
     core->notified = 0;
     int cancel_round = 0;
-    if (core->tls_later && !core->tls_pending) {
-        /* sessions that found the last batch's internal buffer spent */
-        core->tls_pending = core->tls_later;
-        core->tls_later = NULL;
+    /* sessions that found the last batch's internal buffer spent go first */
+    while (core->tls_later) {
+        gaio_tls *t = core->tls_later;
+        core->tls_later = t->next;
+        t->next = core->tls_pending;
+        core->tls_pending = t;
     }
     for (;;) {
         if (core->closing || core->closed) {
