@@ -66,7 +66,7 @@ typedef struct {
 
 static struct {
     PyObject *read, *write, *do_handshake, *pending, *write_eof, *unwrap, *version, *wrap_bio,
-        *server_side, *server_hostname;
+        *server_side, *server_hostname, *release;
     PyObject *SSLError, *SSLWantReadError, *SSLEOFError, *SSLZeroReturnError;
     PyObject *clone_error;
     int ready;
@@ -87,6 +87,7 @@ static int init_names(void)
     NAME(wrap_bio);
     NAME(server_side);
     NAME(server_hostname);
+    NAME(release);
 #undef NAME
     PyObject *ssl = PyImport_ImportModule("ssl");
     if (!ssl)
@@ -534,7 +535,7 @@ static void reads(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
             /* the memory is the caller's or the batch's: no export may outlive the call */
             PyObject *type, *value, *tb;
             PyErr_Fetch(&type, &value, &tb);
-            PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
+            PyObject *rel = call0(mv, S.release);
             Py_XDECREF(rel);
             Py_DECREF(mv);
             PyErr_Clear();
