@@ -7,10 +7,12 @@
  * methods called through the C API (vectorcall), never a wrapper of ours.
  * Ciphertext moves between the socket and the BIOs by the session's
  * internal requests, which the engine performs without the GIL:
- *   - a READ into the record buffer, one record at a time (its 5-byte
- *     header, then its body), only while a read or the handshake needs
- *     bytes: an idle connection holds at most the unread rest of one record
- *     (R29), and the buffer is freed once nothing waits for bytes;
+ *   - a READ, one record at a time, only while a read or the handshake
+ *     needs bytes: its 5-byte header into the session itself, then its body
+ *     into a buffer of the body's size that lives only until the body is in
+ *     the BIO. An idle connection holds at most the unread rest of one
+ *     record (R29), and one waiting for a header (a standing read's usual
+ *     state) no buffer at all;
  *   - a WRITE of what the outgoing BIO holds (a bytes object kept until the
  *     engine is done with it).
  * A write is cut into records of at most RECORD plaintext bytes; a record
@@ -38,7 +40,6 @@
  * record on the wire (TLS 1.2's limit: 2^14 + 2048, plus the header). */
 #define RECORD 16384
 #define HEADER 5
-#define RECORD_MAX (HEADER + 16384 + 2048)
 /* The records of one write encrypted ahead and handed to the engine as one
  * send: one pass per RECORDS_PER_SEND records, not per record (each pass
  * is a round trip through wait_io, and io_uring submits at its wait). */
@@ -60,7 +61,7 @@ typedef struct {
     uint8_t hdr_len;
     uint8_t eof_fed;            /* the BIO was told the stream ended */
     size_t body_left;
-    unsigned char *rbuf;        /* RECORD_MAX bytes while bytes are wanted */
+    unsigned char *rbuf;        /* the body's bytes, only while one is being received */
     PyObject *sending;          /* the bytes the internal write sends */
 } tls_session;
 
@@ -262,16 +263,19 @@ static void absorb_read(tls_session *s)
     s->t.rd_over = 0;
     if (q->error == 0 && q->done > 0) {
         size_t n = q->done;
-        PyObject *mv = PyMemoryView_FromMemory((char *)s->rbuf, (Py_ssize_t)n, PyBUF_READ);
+        PyObject *mv = PyMemoryView_FromMemory((char *)q->buf, (Py_ssize_t)n, PyBUF_READ);
         PyObject *r = mv ? call1(s->in, S.write, mv) : NULL;
         Py_XDECREF(mv);
         if (!r)
             PyErr_Clear();
         Py_XDECREF(r);
-        if (s->body_left) {
+        if (q->buf == s->rbuf) {
             s->body_left -= n;
-        } else {
-            memcpy(s->hdr + s->hdr_len, s->rbuf, n);
+            if (!s->body_left) {
+                free(s->rbuf);
+                s->rbuf = NULL;
+            }
+        } else { /* read in place: s->hdr + s->hdr_len */
             s->hdr_len = (uint8_t)(s->hdr_len + n);
             if (s->hdr_len == HEADER) {
                 s->body_left = (size_t)s->hdr[3] << 8 | s->hdr[4];
@@ -300,9 +304,14 @@ static int more_ciphertext(gaio_core *core, tls_session *s)
         return -1;
     if (s->t.rd_busy)
         return 0;
-    if (!s->rbuf && !(s->rbuf = malloc(RECORD_MAX)))
-        return -1;
-    s->t.rd.buf = s->rbuf;
+    if (!s->body_left) {
+        s->t.rd.buf = s->hdr + s->hdr_len;
+    } else {
+        /* the body's first read sizes the buffer; later ones refill it from its start */
+        if (!s->rbuf && !(s->rbuf = malloc(s->body_left)))
+            return -1;
+        s->t.rd.buf = s->rbuf;
+    }
     s->t.rd.len = record_want(s);
     gaio_core_tls_queue(core, &s->t, GAIO_READ);
     if (!s->t.rd_over)
@@ -708,7 +717,7 @@ static void pump(Watcher *w, gaio_core *core, tls_session *s)
         fail_all(w, core, s, c);
     if (PyErr_Occurred())
         PyErr_Clear();
-    /* R29: no record buffer for an idle connection */
+    /* R29: no body buffer for an idle connection (what came is in the BIO) */
     if (s->rbuf && !s->t.rd_busy && !s->t.rd_over) {
         free(s->rbuf);
         s->rbuf = NULL;
