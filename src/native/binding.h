@@ -271,6 +271,8 @@ void gaio__tls_dispose(gaio_tls *dead);
 int gaio__tls_pass(Watcher *w);
 /* The exception of a GAIO_ERR_TLS result of request r (a new reference). */
 PyObject *gaio__tls_error_take(Watcher *w, gaio_req *r);
+/* The connection id goes (free(), or dropped): its failed connect is forgotten. */
+void gaio__forget_connect_error(Watcher *w, uint64_t id);
 /* The session begins FAILED with exc's class: its connect() failed (R28). */
 void gaio__tls_failed_before(gaio_tls *t, PyObject *exc);
 /* free(conn): close_notify if it can go at once (R30). */

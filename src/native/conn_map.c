@@ -286,6 +286,7 @@ static PyObject *conn_gone(PyObject *link, PyObject *arg)
         Py_RETURN_NONE;
     uint64_t id = ref->id;
     gaio__map_remove(&w->map, e);
+    gaio__forget_connect_error(w, id);
     Py_INCREF(w); /* the link is borrowed; the GIL may be released below */
     PINNED(w, gaio_core_release(w->core, id));
     Py_DECREF(w);

@@ -185,6 +185,8 @@ int gaio_core_tls_pass_end(gaio_core *core, void *token, gaio_tls **dead)
     if (!core->closing && !core->closed)
         gaio__drain_incoming(core);
     int results = core->nres != 0;
+    if (core->notify && (core->tls_pending || core->tls_later) && !core->closing && !core->closed)
+        core->engine->wake(core->engine_state); /* R23: fileno() shows the work left */
     core->waiting = 0;
     core->in_pass = 0;
     *dead = core->tls_dead;

@@ -523,12 +523,7 @@ PyObject *gaio__watcher_free(Watcher *w, PyObject *conn)
     uint64_t id = e->ref->id;
     if (w->tls_used)
         gaio__tls_goodbye(w, id); /* R30: close_notify first, if it goes at once */
-    if (w->connect_errors) {
-        PyObject *key = PyLong_FromUnsignedLongLong(id);
-        if (!key || PyDict_DelItem(w->connect_errors, key) < 0)
-            PyErr_Clear();
-        Py_XDECREF(key);
-    }
+    gaio__forget_connect_error(w, id);
     ConnRef *ref = gaio__map_remove(&w->map, e);
     PINNED(w, gaio_core_free(w->core, id));
     Py_DECREF(ref);

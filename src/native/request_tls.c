@@ -132,3 +132,16 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
     }
     return res;
 }
+
+void gaio__forget_connect_error(Watcher *w, uint64_t id)
+{
+    if (!w->connect_errors || !PyDict_GET_SIZE(w->connect_errors))
+        return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb); /* a weakref callback may run with one set */
+    PyObject *key = PyLong_FromUnsignedLongLong(id);
+    if (!key || PyDict_DelItem(w->connect_errors, key) < 0)
+        PyErr_Clear(); /* KeyError: it had none */
+    Py_XDECREF(key);
+    PyErr_Restore(type, value, tb);
+}
