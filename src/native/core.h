@@ -76,6 +76,8 @@ enum {
     GAIO_ERR_DEADLINE = -2, /* deadline passed (or a standing request's idle limit) */
     GAIO_ERR_CLOSED = -3,   /* free() of the connection (or close of the watcher) */
     GAIO_ERR_TLS = -4,      /* a TLS error: the binding holds its exception (tls_session.c) */
+    GAIO_ERR_HANDOVER = -5, /* cancel_reason only: a read's kernel operation is withdrawn
+                             * at start_tls, the read stays queued for the session (core_tls.c) */
 };
 
 /* gaio_req.state */
@@ -363,6 +365,8 @@ typedef struct gaio_tls {
     uint8_t listed;             /* in core->tls_pending */
     uint8_t rd_busy, wr_busy;   /* queued for the engine */
     uint8_t rd_over, wr_over;   /* ended, not yet looked at: rd.done / wr.done, .error */
+    unsigned char *early;       /* bytes a withdrawn read brought after start_tls (gaio_malloc) */
+    size_t nearly;              /* ... ciphertext for the session before anything else */
     gaio_req *record_req;       /* the user write whose record wr carries, and its */
     size_t record_plain;        /* plaintext: counted in its size if it ends first (R29) */
 } gaio_tls;
@@ -390,8 +394,10 @@ static inline gaio_req *gaio_core_tls_user_head(gaio_conn *c, int kind)
         r = r->next;
     return r;
 }
-/* Put rd (GAIO_READ) or wr (GAIO_WRITE) at the head of its queue for the engine. */
-void gaio_core_tls_queue(gaio_core *core, gaio_tls *t, int kind);
+/* Put rd (GAIO_READ) or wr (GAIO_WRITE) at the head of its queue for the
+ * engine: 1; 0 while a read's withdrawal is under way (the session is
+ * marked again once it is done); -1 when the connection is going. */
+int gaio_core_tls_queue(gaio_core *core, gaio_tls *t, int kind);
 /* End user request r with error (a GAIO_ERR_* or errno): its result. */
 void gaio_core_tls_end(gaio_core *core, gaio_req *r, int error);
 /* The handshake ended: the start_tls request's result (error 0: success). */

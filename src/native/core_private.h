@@ -111,6 +111,12 @@ void gaio__tls_internal_done(gaio_core *core, gaio_req *r);
 void gaio__tls_request_done(gaio_core *core, gaio_req *r, int error);
 /* A user write of a TLS connection ends: a record of it on its way counts. */
 void gaio__tls_write_ended(gaio_core *core, gaio_req *r);
+/* A read withdrawn at start_tls (cancel_reason GAIO_ERR_HANDOVER): bytes
+ * it still brought (res > 0, at r->buf + r->done) are the session's
+ * (returns 0: the read goes on); its end keeps it queued (returns 1, or 0
+ * when its connection is being freed: it ends as usual). */
+int gaio__tls_early(gaio_core *core, gaio_req *r, ssize_t res);
+int gaio__tls_handover(gaio_core *core, gaio_req *r);
 /* c's slot is released: its session is the binding's to dispose of. */
 void gaio__tls_conn_gone(gaio_core *core, gaio_conn *c);
 /* 1: the engine must not see r (a TLS connection's user request). */

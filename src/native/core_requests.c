@@ -184,8 +184,8 @@ void gaio__req_abort(gaio_core *core, gaio_req *r, int error)
 {
     gaio_conn *c = r->conn;
     if (r->state == GAIO_REQ_CANCELLING) {
-        if (error == GAIO_ERR_CLOSED)
-            r->cancel_reason = error;
+        if (error == GAIO_ERR_CLOSED || r->cancel_reason == GAIO_ERR_HANDOVER)
+            r->cancel_reason = error; /* a withdrawn read's own end comes first */
         gaio__heap_remove(core, r);
         return;
     }
@@ -296,6 +296,8 @@ static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
 
 int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
 {
+    if (r->state == GAIO_REQ_CANCELLING && r->cancel_reason == GAIO_ERR_HANDOVER)
+        return res > 0 ? gaio__tls_early(core, r, res) : 0;
     if (res > 0 && !r->buf && r->kind == GAIO_READ) {
         /* committed where gaio_core_ibuf_reserve pointed */
         r->ibuf_ptr = core->chunk[core->chunk_cur] + core->chunk_off;
@@ -308,6 +310,8 @@ int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
 void gaio_core_finish(gaio_core *core, gaio_req *r)
 {
     gaio_conn *c = r->conn;
+    if (r->cancel_reason == GAIO_ERR_HANDOVER && gaio__tls_handover(core, r))
+        return;
     int was_head = c->head[r->kind] == r;
     if (r->op == GAIO_OP_CONNECT)
         gaio__connect_finished(core, r, r->cancel_reason);

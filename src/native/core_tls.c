@@ -76,7 +76,48 @@ void gaio__tls_begin(gaio_core *core, gaio_conn *c, gaio_req *r)
         q->conn = c;
     }
     c->tls = 1;
+    /* A read queued before start_tls may have an operation in the kernel
+     * (io_uring): what it brings from now on is ciphertext. It is withdrawn
+     * (the read stays queued, gaio__tls_handover) before the session reads. */
+    gaio_req *h = c->head[GAIO_READ];
+    if (core->engine->defers_submit && h && h->state == GAIO_REQ_QUEUED && h->op == GAIO_OP_READ &&
+        !(h->flags & GAIO_F_INTERNAL)) {
+        int rc = core->engine->cancel(core->engine_state, h);
+        if (rc == 1) {
+            core->cancels++;
+            h->state = GAIO_REQ_CANCELLING;
+            h->cancel_reason = GAIO_ERR_HANDOVER;
+        }
+    }
     gaio__tls_mark(core, c);
+}
+
+int gaio__tls_early(gaio_core *core, gaio_req *r, ssize_t res)
+{
+    gaio_tls *t = session_of(core, r->conn);
+    unsigned char *src = r->buf ? r->buf + r->done : NULL;
+    if (!t || !src)
+        return 0;
+    unsigned char *e = gaio_realloc(t->early, t->nearly + (size_t)res);
+    if (e) {
+        memcpy(e + t->nearly, src, (size_t)res);
+        t->early = e;
+        t->nearly += (size_t)res;
+    }
+    return 0;
+}
+
+int gaio__tls_handover(gaio_core *core, gaio_req *r)
+{
+    gaio_conn *c = r->conn;
+    if (c->closing) {
+        r->cancel_reason = GAIO_ERR_CLOSED; /* free() came meanwhile */
+        return 0;
+    }
+    r->state = GAIO_REQ_QUEUED;
+    gaio__tls_mark(core, c);
+    gaio__conn_maybe_release(core, c);
+    return 1;
 }
 
 void gaio__tls_internal_done(gaio_core *core, gaio_req *r)
@@ -205,12 +246,14 @@ void gaio_core_tls_later(gaio_core *core, gaio_tls *t)
     core->tls_later = t;
 }
 
-void gaio_core_tls_queue(gaio_core *core, gaio_tls *t, int kind)
+int gaio_core_tls_queue(gaio_core *core, gaio_tls *t, int kind)
 {
     gaio_conn *c = gaio_core_conn(core, t->conn_id);
     gaio_req *q = kind == GAIO_READ ? &t->rd : &t->wr;
     if (!c || c->fd < 0)
-        return;
+        return -1;
+    if (c->head[kind] && c->head[kind]->state == GAIO_REQ_CANCELLING)
+        return 0; /* the engine finds its operation's request at the head */
     q->done = 0;
     q->error = 0;
     q->state = GAIO_REQ_QUEUED;
@@ -233,6 +276,7 @@ void gaio_core_tls_queue(gaio_core *core, gaio_tls *t, int kind)
     }
     core->tls_queued = 1;
     core->engine->start(core->engine_state, c, kind);
+    return 1;
 }
 
 int gaio_core_tls_flush(gaio_core *core)

@@ -157,6 +157,7 @@ gaio_tls *gaio__tls_session_new(PyObject *context, int server_side, PyObject *ho
 
 static void session_dispose(tls_session *s)
 {
+    free(s->t.early);
     Py_XDECREF(s->obj);
     Py_XDECREF(s->in);
     Py_XDECREF(s->out);
@@ -294,10 +295,43 @@ static void absorb_read(tls_session *s)
     }
 }
 
+/* Bytes a read made before start_tls brought after it (core_tls.c's
+ * withdrawal): into the BIO, the framing walked over them. */
+static void absorb_early(tls_session *s)
+{
+    unsigned char *p = s->t.early;
+    size_t n = s->t.nearly;
+    s->t.early = NULL;
+    s->t.nearly = 0;
+    PyObject *mv = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)n, PyBUF_READ);
+    PyObject *r = mv ? call1(s->in, S.write, mv) : NULL;
+    Py_XDECREF(mv);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    for (size_t i = 0; i < n;) {
+        if (s->body_left) {
+            size_t k = n - i < s->body_left ? n - i : s->body_left;
+            s->body_left -= k;
+            i += k;
+            continue;
+        }
+        s->hdr[s->hdr_len++] = p[i++];
+        if (s->hdr_len == HEADER) {
+            s->body_left = (size_t)s->hdr[3] << 8 | s->hdr[4];
+            s->hdr_len = 0;
+        }
+    }
+    free(p);
+}
+
 /* More ciphertext for the session: 1 when some arrived at once (look
  * again), 0 when the read is on its way, -1 when none will come. */
 static int more_ciphertext(gaio_core *core, tls_session *s)
 {
+    if (s->t.early) {
+        absorb_early(s);
+        return 1;
+    }
     if (s->t.rd_over)
         absorb_read(s);
     if (s->rd_errno || s->eof_fed)
@@ -313,7 +347,9 @@ static int more_ciphertext(gaio_core *core, tls_session *s)
         s->t.rd.buf = s->rbuf;
     }
     s->t.rd.len = record_want(s);
-    gaio_core_tls_queue(core, &s->t, GAIO_READ);
+    int queued = gaio_core_tls_queue(core, &s->t, GAIO_READ);
+    if (queued <= 0)
+        return queued;
     if (!s->t.rd_over)
         return s->t.rd_busy ? 0 : -1;
     absorb_read(s);
@@ -365,7 +401,8 @@ static int flush(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
         s->sending = data;
         s->t.wr.buf = (unsigned char *)PyBytes_AS_STRING(data);
         s->t.wr.len = (size_t)PyBytes_GET_SIZE(data);
-        gaio_core_tls_queue(core, &s->t, GAIO_WRITE);
+        if (gaio_core_tls_queue(core, &s->t, GAIO_WRITE) == 0)
+            return 0; /* not for writes: none is withdrawn */
         if (!s->t.wr_busy && !s->t.wr_over) {
             Py_CLEAR(s->sending); /* the connection is going */
             return -1;
