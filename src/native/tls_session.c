@@ -462,7 +462,8 @@ static int handshake(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
             return 0;
         }
         if (f < 0) {
-            handshake_failed(w, core, s, c, gaio__error_object(s->t.wr.error > 0 ? s->t.wr.error : EPIPE));
+            int err = s->t.wr.error > 0 ? s->t.wr.error : EPIPE;
+            handshake_failed(w, core, s, c, gaio__error_object(err));
             return 0;
         }
         PyObject *r = call0(s->obj, S.do_handshake);
@@ -496,7 +497,8 @@ static int handshake(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
             return 0;
         }
         if (m < 0 && !s->eof_fed) {
-            handshake_failed(w, core, s, c, PyErr_NoMemory() ? NULL : fetch());
+            /* no memory for the body's buffer, or the connection is going */
+            handshake_failed(w, core, s, c, gaio__error_object(ENOMEM));
             return 0;
         }
     }
