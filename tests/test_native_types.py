@@ -72,18 +72,19 @@ def test_opresult_is_native_immutable_without_dict(nw):
     nw.free(conn)
 
 
-def test_start_tls_is_refused_until_issue_20(nw, native_engine):
-    """Until the native engines have TLS (issue 20's next step), start_tls
-    checks its arguments as the python engine does, then says where TLS is."""
+def test_start_tls_takes_a_session_on_a_native_engine(nw, native_engine):
+    """start_tls checks its arguments as the python engine does, then queues
+    the handshake: the socket is delegated, the session waits for its peer."""
     a, b = socket.socketpair()
     with a, b:
-        with pytest.raises(NotImplementedError) as info:
-            nw.start_tls(a, ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
-                         server_side=True)
-        assert str(info.value) == ("start_tls is not available on engine '%s' yet "
-                                   "(engine='python' has it)" % native_engine)
+        with pytest.raises(TypeError, match="^context must be an ssl.SSLContext, not int$"):
+            nw.start_tls(a, 1, server_side=True)
         assert a.fileno() != -1 and nw.stats()["watched"] == 0
+        nw.start_tls(a, ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), server_side=True)
+        assert nw.stats()["watched"] == 1 and nw.stats()["pending"] == 1
+        assert nw.wait_io(0.01) == []
         assert nw.stats()["tls_handshakes"] == 0 and gaio.Op.TLS == 5
+        nw.free(a)
 
 
 def test_attributes_are_read_only(nw):

@@ -272,6 +272,32 @@ def test_reads_pending_at_start_tls_get_only_decrypted_bytes(watcher, net):
     p.finish()
 
 
+def test_read_with_a_buffer_pending_at_start_tls_gets_only_decrypted_bytes(watcher, net):
+    """A read into the caller's buffer made before start_tls (on io_uring its
+    receive is in the kernel then) gets the decrypted bytes, never the
+    ciphertext that follows start_tls."""
+    ours, theirs = net.pair()
+    buf = bytearray(64)
+    watcher.read(ours, buf, ctx="buffered")
+    watcher.wait_io(0.02)  # it is pending (submitted) when start_tls comes
+
+    def peer():
+        tls = wrap_peer(theirs, client_context(), server_side=False)
+        try:
+            tls.sendall(b"first")
+            time.sleep(0.1)
+        finally:
+            tls.close()
+
+    p = Peer(peer)
+    watcher.start_tls(ours, server_context(), server_side=True, ctx="tls")
+    got = collect(watcher, 2)
+    assert [r.ctx for r in got] == ["tls", "buffered"]
+    assert got[0].error is None and got[1].error is None
+    assert got[1].buffer is buf and bytes(buf[:got[1].size]) == b"first"
+    p.finish()
+
+
 def test_standing_read_pending_at_start_tls(watcher, net):
     ours, theirs = net.pair()
     watcher.read(ours, repeat=True, ctx="standing")

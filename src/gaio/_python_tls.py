@@ -1,6 +1,6 @@
 """TLS sessions in the pure-Python engine (R28-R31): start_tls(), then
-plaintext in and plaintext out. The native engines' twin is issue 20's next
-step.
+plaintext in and plaintext out. The native engines' twin is
+src/native/tls_session.c (the record layer) with core_tls.c (the core's side).
 
 The session is Python's ssl.SSLObject over two ssl.MemoryBIOs (R31): the
 engine moves ciphertext between the socket and the BIOs, the SSLObject turns

@@ -244,8 +244,7 @@ class Watcher(metaclass=abc.ABCMeta):
         """Begin a TLS session on `conn`, a connected stream socket (or one on
         which connect() was requested: the handshake waits for it), configured
         by `context`, a standard ssl.SSLContext (certificates, verification,
-        ALPN, SNI callback), which gaio never modifies. Engine 'python' only
-        for now; the native engines raise NotImplementedError (issue 20).
+        ALPN, SNI callback), which gaio never modifies.
 
         It queues with conn's writes: the handshake starts once every write
         requested before it has completed (those go out in plaintext). From

@@ -9,14 +9,14 @@
 static gaio_req *standing_of(gaio_core *core, const gaio_answer *a)
 {
     gaio_conn *c = a->conn_id ? gaio_core_conn(core, a->conn_id) : NULL;
-    gaio_req *s = c ? c->head[GAIO_READ] : NULL;
+    gaio_req *s = c ? gaio_core_tls_user_head(c, GAIO_READ) : NULL;
     return s && s->seq == a->seq && (s->flags & GAIO_F_COUNTING) ? s : NULL;
 }
 
 /* The standing read that answers for c's own writes, if one counts now. */
 static gaio_req *counting_read(gaio_conn *c)
 {
-    gaio_req *s = c ? c->head[GAIO_READ] : NULL;
+    gaio_req *s = c ? gaio_core_tls_user_head(c, GAIO_READ) : NULL;
     return s && (s->flags & GAIO_F_COUNTING) ? s : NULL;
 }
 
@@ -108,7 +108,7 @@ static size_t own_bytes_left(const gaio_req *w)
 
 void gaio__bp_read_head(gaio_core *core, gaio_conn *c)
 {
-    gaio_req *s = c->head[GAIO_READ];
+    gaio_req *s = gaio_core_tls_user_head(c, GAIO_READ);
     /* a datagram socket's standing read never counts (R27): UDP drops what
      * cannot be taken, and AF_UNIX senders wait, so no one is slowed */
     if (!core->write_high || c->closing || c->dgram || !s || s->op != GAIO_OP_READ ||
@@ -125,11 +125,13 @@ void gaio__bp_restart_released(gaio_core *core)
 {
     for (uint32_t i = 0; i < core->nreleased; i++) {
         gaio_conn *c = gaio_core_conn(core, core->released[i]);
-        gaio_req *s = c ? c->head[GAIO_READ] : NULL;
+        gaio_req *s = c ? gaio_core_tls_user_head(c, GAIO_READ) : NULL;
         if (!s || !(s->flags & GAIO_F_RESTART))
             continue;
         s->flags &= ~GAIO_F_RESTART;
-        if (s->state == GAIO_REQ_QUEUED)
+        if (c->tls)
+            gaio__tls_mark(core, c); /* its session reads for it */
+        else if (s->state == GAIO_REQ_QUEUED)
             core->engine->start(core->engine_state, c, GAIO_READ);
     }
     core->nreleased = 0;

@@ -36,7 +36,7 @@ PyObject *gaio__ibufmem_view(gaio__IbufMem *m, unsigned char *ptr, Py_ssize_t le
 typedef struct {
     PyObject *WatcherClosedError, *DeadlineExceededError, *ConnClosedError,
         *EngineUnavailableError;
-    PyObject *Op[5];            /* gaio.Op by enum gaio_op */
+    PyObject *Op[6];            /* gaio.Op by enum gaio_op */
     PyObject *SocketType, *UnsupportedOperation;
     /* the checks of gaio._python_args the rarer requests share with the python engine */
     PyObject *check_listener, *check_connect_socket, *check_address, *sendfile_source;
@@ -183,6 +183,9 @@ typedef struct {
      * the caller's data); filled only when write_high is set */
     gaio_origins origins;
     PyObject *weakreflist;
+    int tls_used;                 /* start_tls was asked: wait_io runs the TLS pass */
+    PyObject *tls_errors;         /* {request address: exception} of GAIO_ERR_TLS results */
+    PyObject *connect_errors;     /* {conn id: exception} of failed connects (R28), until free() */
 } Watcher;
 
 typedef struct {
@@ -287,8 +290,26 @@ PyObject *gaio__watcher_free(Watcher *w, PyObject *conn);
 PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
-/* request_tls.c: checked, then refused until issue 20's next step */
+/* request_tls.c: start_tls (R28) */
 PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
+
+/* ---- TLS sessions (tls_session.c): R28-R31 ---- */
+
+/* A session for context.wrap_bio (*sslobj: a new reference to its SSLObject). */
+gaio_tls *gaio__tls_session_new(PyObject *context, int server_side, PyObject *hostname,
+                                PyObject **sslobj);
+/* Dispose of sessions linked by next_dead (GIL held). */
+void gaio__tls_dispose(gaio_tls *dead);
+/* The pass after gaio_core_wait: 1 when results are ready. */
+int gaio__tls_pass(Watcher *w);
+/* The exception of a GAIO_ERR_TLS result of request r (a new reference). */
+PyObject *gaio__tls_error_take(Watcher *w, gaio_req *r);
+/* The connection id goes (free(), or dropped): its failed connect is forgotten. */
+void gaio__forget_connect_error(Watcher *w, uint64_t id);
+/* The session begins FAILED with exc's class: its connect() failed (R28). */
+void gaio__tls_failed_before(gaio_tls *t, PyObject *exc);
+/* free(conn): close_notify if it can go at once (R30). */
+void gaio__tls_goodbye(Watcher *w, uint64_t conn_id);
 
 /* ---- the batch of results (result.c): R4 views, R6 copies ---- */
 

@@ -336,6 +336,7 @@ static PyObject *conn_gone(PyObject *link, PyObject *arg)
     if (!e || entry_ref(e) != ref)
         Py_RETURN_NONE;
     uint64_t id = ref->id;
+    gaio__forget_connect_error(w, id);
     Py_INCREF(w); /* the link is borrowed; the GIL may be released below */
     gaio__map_drop(&w->map, e); /* the map's reference; the caller still holds one */
     PINNED(w, gaio_core_release(w->core, id));

@@ -133,6 +133,8 @@ gaio_req *gaio_core_close(gaio_core *core)
     /* collect every request first: gaio__conn_close would move them to done */
     for (gaio_req *r = core->incoming_head, *n; r; r = n) {
         n = r->next;
+        if (r->op == GAIO_OP_TLS)
+            gaio__tls_orphan(core, r);
         chain(&all, r);
     }
     core->incoming_head = core->incoming_tail = NULL;
@@ -167,8 +169,11 @@ gaio_req *gaio_core_close(gaio_core *core)
         for (int k = 0; k < 2; k++)
             for (gaio_req *r = c->head[k], *n; r; r = n) {
                 n = r->next;
-                chain(&all, r);
+                if (!(r->flags & GAIO_F_INTERNAL)) /* a TLS session's own: it goes with it */
+                    chain(&all, r);
             }
+        if (c->tls)
+            gaio__tls_conn_gone(core, c);
         c->live = 0;
     }
     core->nheap = 0;
@@ -176,6 +181,7 @@ gaio_req *gaio_core_close(gaio_core *core)
     core->res_reserved = 0;
     core->nbackoff = 0;
     core->nfrees = 0;
+    core->tls_pending = core->tls_later = NULL;
     core->stats.pending = 0;
     core->closed = 1;
     pthread_cond_broadcast(&core->idle);
@@ -217,6 +223,7 @@ void gaio_core_delete(gaio_core *core)
     free(core->released);
     free(core->heap);
     free(core->res);
+    free(core->tls_of);
     pthread_cond_destroy(&core->idle);
     pthread_mutex_destroy(&core->lock);
     free(core);

@@ -43,6 +43,7 @@ enum gaio_op {
     GAIO_OP_CONNECT = 3,  /* connect() was called by the binding; error says how it went
                            * (EAGAIN with u.c.addr: to be tried again) */
     GAIO_OP_SENDFILE = 4, /* u.w.file: len bytes of a regular file from an offset */
+    GAIO_OP_TLS = 5,      /* start_tls (R28), a WRITE kind the engines never see: u.w.tls */
 };
 
 /* gaio_req.flags */
@@ -55,6 +56,7 @@ enum {
     GAIO_F_RESTART = 16,/* released by back-pressure, in core->released */
     GAIO_F_COUNTING = 32,/* standing read that counts its connection's writes (R21) */
     GAIO_F_FULL = 64,   /* read_full: complete only when done == len */
+    GAIO_F_INTERNAL = 128,/* a TLS session's ciphertext read or write (core_tls.c): no result */
 };
 
 /* "No deadline" for gaio_req.deadline_ns and gaio_core_wait's until_ns: the
@@ -74,6 +76,9 @@ enum {
     GAIO_ERR_EOF = -1,      /* end of stream (or of the file, for sendfile) */
     GAIO_ERR_DEADLINE = -2, /* deadline passed (or a standing request's idle limit) */
     GAIO_ERR_CLOSED = -3,   /* free() of the connection (or close of the watcher) */
+    GAIO_ERR_TLS = -4,      /* a TLS error: the binding holds its exception (tls_session.c) */
+    GAIO_ERR_HANDOVER = -5, /* cancel_reason only: a read's kernel operation is withdrawn
+                             * at start_tls, the read stays queued for the session (core_tls.c) */
 };
 
 /* gaio_req.state */
@@ -93,6 +98,7 @@ enum {
     GAIO_WAIT_CLOSED = -1,  /* gaio_core_close() was called from another thread */
     GAIO_WAIT_EINTR = -2,   /* a signal arrived: let Python run its handlers, then call again */
     GAIO_WAIT_SLEEPY = -3,  /* asked to stop before sleeping, and about to: guard, call again */
+    GAIO_WAIT_TLS = 2,      /* TLS sessions have work (gaio_core_tls_pass_begin): no result yet */
 };
 
 /* The standing read whose result view a write (or an item) was made from
@@ -162,6 +168,7 @@ struct gaio_req {
                     int file_fd;      /* GAIO_OP_SENDFILE: the binding's copy of the descriptor */
                     int64_t file_off; /* ... and the offset of the first byte */
                 };
+                struct gaio_tls *tls; /* GAIO_OP_TLS: the session it begins */
             };
         } w;
     } u;
@@ -214,6 +221,8 @@ struct gaio_conn {
     uint8_t peer : 1;           /* ... that has a peer: its reads say no sender */
     uint8_t local : 1;          /* ... of AF_UNIX */
     uint8_t live : 1;           /* the slot is held (core_conns.c's slab) */
+    uint8_t tls : 1;            /* start_tls was queued: its user reads are the TLS layer's */
+    uint8_t tls_open : 1;       /* ... and ended: its user writes are too (before: plaintext) */
     gaio_req *head[2], *tail[2];/* FIFOs by enum gaio_kind */
     void *engine_data;          /* engine-private */
 };
@@ -230,6 +239,7 @@ typedef struct gaio_stats {
     uint64_t datagrams_read, datagrams_written;
     /* system calls that carried at least one datagram (recvmsg, recvmmsg; sendmsg, sendmmsg) */
     uint64_t datagram_recv_calls, datagram_send_calls;
+    uint64_t tls_handshakes;    /* completed successfully (R31) */
 } gaio_stats;
 
 /* at most 4 x bufsize of internal buffer per batch (python: ARENA_MULTIPLE) */
@@ -345,6 +355,81 @@ static inline void gaio_standing_touch(gaio_req *r)
     if (r->u.st.idle_ns)
         r->u.st.active_ns = gaio_now_ns();
 }
+
+/* ---- TLS sessions (R28-R31, core_tls.c) ----
+ * The engines stay TLS-unaware. A TLS connection's user requests are never
+ * a head for the engine (gaio_conn_head), but for the plaintext writes queued
+ * before start_tls; the session's own ciphertext requests (rd, wr: flagged
+ * GAIO_F_INTERNAL, no result, no deadline) are put at the heads of its
+ * queues and done by the engine without the GIL like any read or write.
+ * What changes for a session (an internal request ended, a user request
+ * queued or ended) lists it as pending; gaio_core_wait then returns
+ * GAIO_WAIT_TLS and the binding runs its pass (tls_session.c) with the GIL:
+ * the record layer, and the user requests' results through the usual
+ * gaio_core_progress. The binding embeds gaio_tls first in its session. */
+typedef struct gaio_tls {
+    gaio_req rd, wr;            /* the ciphertext requests: buf, len set by the binding */
+    struct gaio_tls *next;      /* in core->tls_pending (listed) */
+    struct gaio_tls *next_dead; /* in core->tls_dead */
+    uint64_t conn_id;
+    gaio_req *request;          /* the start_tls request until it ends */
+    int request_error;          /* how it ended when the core ended it (deadline, free) */
+    uint8_t listed;             /* in core->tls_pending */
+    uint8_t rd_busy, wr_busy;   /* queued for the engine */
+    uint8_t rd_over, wr_over;   /* ended, not yet looked at: rd.done / wr.done, .error */
+    unsigned char *early;       /* bytes a withdrawn read brought after start_tls (gaio_malloc) */
+    size_t nearly;              /* ... ciphertext for the session before anything else */
+    gaio_req *record_req;       /* the user write whose record wr carries, and its */
+    size_t record_plain;        /* plaintext: counted in its size if it ends first (R29) */
+} gaio_tls;
+
+/* The pass (binding, GIL held): takes core->lock (the pass's own thread
+ * may re-enter the core from Python code run by the session: an SNI
+ * callback, a garbage-collected socket) and stands for the waiter. */
+void *gaio_core_tls_pass_begin(gaio_core *core);
+/* The next session with work, NULL when none is left. */
+gaio_tls *gaio_core_tls_next(gaio_core *core);
+/* After a round of the pass: an engine that submits in wait() (io_uring)
+ * gets what the round queued now (a poll, not a sleep). 1 when that gave
+ * sessions work again. */
+int gaio_core_tls_flush(gaio_core *core);
+/* Ends the pass: 1 when results are ready, and the sessions whose
+ * connection is gone (linked by next) for the binding to dispose of. */
+int gaio_core_tls_pass_end(gaio_core *core, void *token, gaio_tls **dead); /* by next_dead */
+/* The session's connection (NULL: freed, closing). */
+gaio_conn *gaio_core_tls_conn(gaio_core *core, gaio_tls *t);
+/* The first user request of conn's kind queue (skipping rd / wr). */
+static inline gaio_req *gaio_core_tls_user_head(gaio_conn *c, int kind)
+{
+    gaio_req *r = c->head[kind];
+    while (r && (r->flags & GAIO_F_INTERNAL))
+        r = r->next;
+    return r;
+}
+/* Put rd (GAIO_READ) or wr (GAIO_WRITE) at the head of its queue for the
+ * engine: 1; 0 while a read's withdrawal is under way (the session is
+ * marked again once it is done); -1 when the connection is going. */
+int gaio_core_tls_queue(gaio_core *core, gaio_tls *t, int kind);
+/* End user request r with error (a GAIO_ERR_* or errno): its result. */
+void gaio_core_tls_end(gaio_core *core, gaio_req *r, int error);
+/* The handshake ended: the start_tls request's result (error 0: success). */
+void gaio_core_tls_handshake_done(gaio_core *core, gaio_tls *t, int error);
+/* Try the session again in the next wait (the internal buffer is spent). */
+void gaio_core_tls_later(gaio_core *core, gaio_tls *t);
+/* Sessions left once the core is closed (gaio_core_close): the binding's. */
+gaio_tls *gaio_core_tls_take_dead(gaio_core *core); /* linked by next_dead */
+/* The live session of connection id, or NULL. */
+gaio_tls *gaio_core_tls_of(gaio_core *core, uint64_t conn_id);
+/* Hold core->lock around one session's calls outside the pass (free()):
+ * a session is never run by two threads at once (the SSLObject's methods
+ * release the GIL). Re-entry as in the pass. */
+void *gaio_core_tls_hold(gaio_core *core);
+void gaio_core_tls_unhold(gaio_core *core, void *token);
+/* The session of connection id while held (NULL: none, or going). */
+gaio_tls *gaio_core_tls_held(gaio_core *core, uint64_t conn_id);
+/* While held: send data (close_notify) on t's socket if nothing of its
+ * writes is on its way to the kernel and the socket takes it at once. */
+void gaio_core_tls_goodbye(gaio_core *core, gaio_tls *t, const void *data, size_t len);
 
 /* Take / drop core->lock: an engine's wait() drops it around its blocking
  * syscall (engine.h); a test of the binding holds it from a thread. */

@@ -123,6 +123,8 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err)
 
 static void conn_release_slot(gaio_core *core, gaio_conn *c)
 {
+    if (c->tls)
+        gaio__tls_conn_gone(core, c);
     c->live = 0;
     /* generation 0 is never used, so an id of 0 means "no connection" */
     if (++c->gen == 0)
@@ -141,6 +143,8 @@ gaio_req *gaio_conn_head(gaio_conn *c, int kind)
     gaio_req *r = c->head[kind];
     if (!r || r->state != GAIO_REQ_QUEUED || (r->flags & (GAIO_F_HELD | GAIO_F_BACKOFF)))
         return NULL;
+    if (c->tls && gaio__tls_hidden(c, r))
+        return NULL; /* the TLS layer's (core_tls.c) */
     /* R17: reads start when the connect succeeded */
     if (kind == GAIO_READ && c->head[GAIO_WRITE] && c->head[GAIO_WRITE]->op == GAIO_OP_CONNECT)
         return NULL;
@@ -249,7 +253,9 @@ static void free_conn(gaio_core *core, uint64_t id, int wait_done)
     /* the waiter is in engine.wait with the lock dropped: always kick it */
     core->woken = 1;
     core->engine->wake(core->engine_state);
-    while (wait_done && core->waiting && core->frees_done < ticket && !core->closed)
+    /* re-entered from the TLS pass (the waiter itself): it runs the free at its end */
+    while (wait_done && token != GAIO__REENTERED && core->waiting && core->frees_done < ticket &&
+           !core->closed)
         gaio__binding_wait_idle(core, &token);
     gaio__binding_leave(core, token);
 }

@@ -11,6 +11,11 @@ void gaio_core_unlock(gaio_core *core) { pthread_mutex_unlock(&core->lock); }
  * caller's other threads go on. Returns the token gaio__binding_leave needs. */
 void *gaio__binding_enter(gaio_core *core)
 {
+    /* The TLS pass holds core->lock while the session runs Python code (an
+     * SNI callback, a finalizer of a dropped socket): that code's calls
+     * into the core, on the pass's own thread, run under the pass's lock. */
+    if (core->in_pass && pthread_equal(core->pass_owner, pthread_self()))
+        return GAIO__REENTERED;
     if (pthread_mutex_trylock(&core->lock) == 0)
         return NULL;
     if (!core->runtime) {
@@ -25,6 +30,8 @@ void *gaio__binding_enter(gaio_core *core)
 /* Wait on core->idle for a binding thread: never with the runtime lock. */
 void gaio__binding_wait_idle(gaio_core *core, void **token)
 {
+    if (*token == GAIO__REENTERED)
+        return; /* the pass is the waiter: nothing to wait for (see free_conn) */
     if (core->runtime && !*token)
         *token = core->runtime->release();
     pthread_cond_wait(&core->idle, &core->lock);
@@ -33,6 +40,8 @@ void gaio__binding_wait_idle(gaio_core *core, void **token)
 /* Drop core->lock, then retake the runtime lock if gaio__binding_enter let it go. */
 void gaio__binding_leave(gaio_core *core, void *token)
 {
+    if (token == GAIO__REENTERED)
+        return;
     pthread_mutex_unlock(&core->lock);
     if (token)
         core->runtime->reacquire(token);

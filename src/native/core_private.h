@@ -11,6 +11,7 @@
  *   core_accept_connect.c  accept's and connect's outcomes, and their back-offs (R16, R17)
  *   core_datagrams.c       datagram sockets' results, senders and errors (R24-R27)
  *   core_wait.c            gaio_core_wait: the engine's timeout, deadlines expiring, wake-ups
+ *   core_tls.c             TLS sessions' side in the core: internal requests, pending list
  */
 #ifndef GAIO_CORE_PRIVATE_H
 #define GAIO_CORE_PRIVATE_H
@@ -88,8 +89,49 @@ struct gaio_core {
     uint8_t closed;
     uint8_t skipped_poll;       /* the last gaio_core_wait returned results without the engine */
 
+    /* TLS sessions (core_tls.c) */
+    gaio_tls **tls_of;          /* by slot: the session of a TLS connection */
+    uint32_t cap_tls_of;
+    gaio_tls *tls_pending;      /* sessions with work for the pass (by next) */
+    gaio_tls *tls_later;        /* ... for the next wait's pass (by next) */
+    gaio_tls *tls_dead;         /* sessions whose connection is gone (by next_dead) */
+    pthread_t pass_owner;       /* the thread running the pass, while in_pass */
+    uint8_t in_pass;
+    uint8_t tls_queued;         /* the pass gave the engine internal requests */
+
     gaio_stats stats;
 };
+
+/* ---- core_tls.c ---- */
+
+/* start_tls request r reached its connection c (queued): c is a TLS one. */
+void gaio__tls_begin(gaio_core *core, gaio_conn *c, gaio_req *r);
+/* start_tls request r ends without its session having begun: the session
+ * goes to the binding to dispose of. */
+void gaio__tls_orphan(gaio_core *core, gaio_req *r);
+/* Something changed for TLS connection c: its session goes to the pass. */
+void gaio__tls_mark(gaio_core *core, gaio_conn *c);
+/* gaio__req_complete for an internal request, or for a start_tls one. */
+void gaio__tls_internal_done(gaio_core *core, gaio_req *r);
+void gaio__tls_request_done(gaio_core *core, gaio_req *r, int error);
+/* A user write of a TLS connection ends: a record of it on its way counts. */
+void gaio__tls_write_ended(gaio_core *core, gaio_req *r);
+/* A read withdrawn at start_tls (cancel_reason GAIO_ERR_HANDOVER): bytes
+ * it still brought (res > 0, at r->buf + r->done) are the session's
+ * (returns 0: the read goes on); its end keeps it queued (returns 1, or 0
+ * when its connection is being freed: it ends as usual). */
+int gaio__tls_early(gaio_core *core, gaio_req *r, ssize_t res);
+int gaio__tls_handover(gaio_core *core, gaio_req *r);
+/* c's slot is released: its session is the binding's to dispose of. */
+void gaio__tls_conn_gone(gaio_core *core, gaio_conn *c);
+/* 1: the engine must not see r (a TLS connection's user request). */
+static inline int gaio__tls_hidden(const gaio_conn *c, const gaio_req *r)
+{
+    return c->tls && !(r->flags & GAIO_F_INTERNAL) &&
+           (r->kind == GAIO_READ || c->tls_open || r->op == GAIO_OP_TLS);
+}
+/* The binding's re-entry from the pass's own thread (see gaio__binding_enter). */
+#define GAIO__REENTERED ((void *)1)
 
 /* ---- core_conns.c ---- */
 

@@ -15,7 +15,8 @@ ssize_t gaio_core_try_send(gaio_core *core, uint64_t id, const void *buf, size_t
      * datagram socket: a send that fails there may have taken a socket error
      * that belongs to a pending read (R27). */
     if (core->engine->send_now && !core->closing && !core->closed && !core->incoming_head &&
-        (c = gaio_core_conn(core, id)) && c->fd >= 0 && !c->head[GAIO_WRITE] && !c->dgram) {
+        (c = gaio_core_conn(core, id)) && c->fd >= 0 && !c->head[GAIO_WRITE] && !c->dgram &&
+        !c->tls) {
         n = core->engine->send_now(core->engine_state, c, buf, len);
         core->stats.bytes_written += (uint64_t)n;
         if ((size_t)n == len) {
@@ -105,6 +106,8 @@ void gaio__drain_incoming(gaio_core *core)
             core->heap_promised--;
         if (!c) {
             /* its connection went away after the request was made */
+            if (r->op == GAIO_OP_TLS)
+                gaio__tls_orphan(core, r);
             r->error = GAIO_ERR_CLOSED;
             gaio__done_append(core, r);
             r = next;
@@ -127,7 +130,11 @@ void gaio__drain_incoming(gaio_core *core)
             gaio__bp_write_queued(core, r);
         else
             gaio__bp_read_head(core, c);
-        if (r->op == GAIO_OP_CONNECT) {
+        if (r->op == GAIO_OP_TLS) {
+            gaio__tls_begin(core, c, r);
+        } else if (c->tls) {
+            gaio__tls_mark(core, c);
+        } else if (r->op == GAIO_OP_CONNECT) {
             r->u.c.later = connects;
             connects = r;
         } else if (c->head[k] == r) {
@@ -177,13 +184,13 @@ void gaio__req_abort(gaio_core *core, gaio_req *r, int error)
 {
     gaio_conn *c = r->conn;
     if (r->state == GAIO_REQ_CANCELLING) {
-        if (error == GAIO_ERR_CLOSED)
-            r->cancel_reason = error;
+        if (error == GAIO_ERR_CLOSED || r->cancel_reason == GAIO_ERR_HANDOVER)
+            r->cancel_reason = error; /* a withdrawn read's own end comes first */
         gaio__heap_remove(core, r);
         return;
     }
     int was_head = c->head[r->kind] == r;
-    int cancel = was_head ? core->engine->cancel(core->engine_state, r) : 0;
+    int cancel = was_head && !gaio__tls_hidden(c, r) ? core->engine->cancel(core->engine_state, r) : 0;
     if (cancel == 1) {
         core->cancels++;
         r->state = GAIO_REQ_CANCELLING;
@@ -236,6 +243,14 @@ static void vec_advance(gaio_vec *v, size_t n)
 
 static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
 {
+    if (res > 0 && (r->flags & GAIO_F_INTERNAL)) {
+        /* ciphertext: the TLS layer counts plaintext */
+        r->done += (size_t)res;
+        if (!req_finished(r))
+            return 0;
+        gaio__req_complete(core, r, 0);
+        return 1;
+    }
     if (res > 0) {
         if (r->kind == GAIO_READ) {
             core->stats.bytes_read += (uint64_t)res;
@@ -281,6 +296,8 @@ static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
 
 int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
 {
+    if (r->state == GAIO_REQ_CANCELLING && r->cancel_reason == GAIO_ERR_HANDOVER)
+        return res > 0 ? gaio__tls_early(core, r, res) : 0;
     if (res > 0 && !r->buf && r->kind == GAIO_READ) {
         /* committed where gaio_core_ibuf_reserve pointed */
         r->ibuf_ptr = core->chunk[core->chunk_cur] + core->chunk_off;
@@ -293,6 +310,8 @@ int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
 void gaio_core_finish(gaio_core *core, gaio_req *r)
 {
     gaio_conn *c = r->conn;
+    if (r->cancel_reason == GAIO_ERR_HANDOVER && gaio__tls_handover(core, r))
+        return;
     int was_head = c->head[r->kind] == r;
     if (r->op == GAIO_OP_CONNECT)
         gaio__connect_finished(core, r, r->cancel_reason);

@@ -93,12 +93,21 @@ void gaio__req_complete(gaio_core *core, gaio_req *r, int error)
     if (r->flags & GAIO_F_BACKOFF)
         core->nbackoff--;
     r->flags &= ~(GAIO_F_HELD | GAIO_F_BACKOFF);
-    if (k == GAIO_WRITE)
+    int internal = (r->flags & GAIO_F_INTERNAL) != 0;
+    if (k == GAIO_WRITE && !internal)
         gaio__bp_write_ended(core, r);
     r->error = error;
-    if (error == GAIO_ERR_DEADLINE)
-        core->stats.timeouts++;
-    gaio__done_append(core, r);
+    if (internal) {
+        gaio__tls_internal_done(core, r); /* no result: the TLS layer's */
+    } else {
+        if (error == GAIO_ERR_DEADLINE)
+            core->stats.timeouts++;
+        if (r->op == GAIO_OP_TLS)
+            gaio__tls_request_done(core, r, error);
+        else if (c->tls && k == GAIO_WRITE)
+            gaio__tls_write_ended(core, r);
+        gaio__done_append(core, r);
+    }
     /* Requests whose deadline passed while this head was being cancelled end
      * right after it, in queue order (R3: none overtook it). Those still
      * queued between them have later deadlines or none: overtaking them is
@@ -126,6 +135,8 @@ void gaio__req_complete(gaio_core *core, gaio_req *r, int error)
     }
     if (k == GAIO_READ)
         gaio__bp_read_head(core, c); /* a standing read may be the head now */
+    if (c->tls)
+        gaio__tls_mark(core, c);
 }
 
 uint32_t gaio_core_take_results(gaio_core *core, gaio_result *buf, uint32_t cap, uint32_t *left)

@@ -84,7 +84,8 @@ int64_t gaio__first_deadline(gaio_core *core)
  * until_ns and the first deadline (any time, negative ones included). */
 static int64_t engine_timeout(gaio_core *core, int64_t until_ns)
 {
-    if (core->nres || core->incoming_head || core->nfrees || (core->nbackoff && core->fd_closed))
+    if (core->nres || core->incoming_head || core->nfrees || (core->nbackoff && core->fd_closed) ||
+        core->tls_pending)
         return 0;
     int64_t until = until_ns;
     int64_t first = gaio__first_deadline(core); /* once: it may settle the heap's top */
@@ -131,6 +132,13 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
     core->waiting = 1;
     core->notified = 0;
     int cancel_round = 0;
+    /* sessions that found the last batch's internal buffer spent go first */
+    while (core->tls_later) {
+        gaio_tls *t = core->tls_later;
+        core->tls_later = t->next;
+        t->next = core->tls_pending;
+        core->tls_pending = t;
+    }
     for (;;) {
         if (core->closing || core->closed) {
             rc = GAIO_WAIT_CLOSED;
@@ -139,6 +147,12 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
         gaio__drain_incoming(core);
         if (core->nbackoff)
             gaio__serve_backoff(core, gaio_now_ns());
+        if (core->tls_pending && !core->skipped_poll) {
+            /* requests drained (or made between waits) gave sessions work */
+            core->skipped_poll = 1;
+            rc = GAIO_WAIT_TLS;
+            break;
+        }
         if (core->nres && !core->skipped_poll) {
             /* Results are ready without the kernel (requests finished when
              * they were made): hand them out now. The next call polls, so
@@ -177,6 +191,10 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
         expire_deadlines(core, now);
         if (core->nbackoff)
             gaio__serve_backoff(core, now);
+        if (core->tls_pending) {
+            rc = GAIO_WAIT_TLS; /* the binding's pass, then maybe results */
+            break;
+        }
         if (core->nres) {
             rc = GAIO_WAIT_RESULTS;
             break;

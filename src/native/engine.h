@@ -47,6 +47,11 @@ typedef struct gaio_engine_ops {
      * wait takes no signal mask (kqueue) says 0 and offers signal_fd. */
     int wait_sigmask;
 
+    /* 1: start() only prepares, the kernel sees the work at the next wait()
+     * (io_uring). The TLS pass then polls once (wait(0)) so that the
+     * ciphertext it queued goes out while the caller handles the batch. */
+    int defers_submit;
+
     /* Build the engine's private state for core (kept in *state). On failure
      * return -1 with a human reason in why (NUL-terminated, at most whylen
      * bytes): it becomes the EngineUnavailableError message. A failure for

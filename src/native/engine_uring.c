@@ -617,6 +617,7 @@ static int ur_cancel(void *state, gaio_req *r)
 const gaio_engine_ops gaio_engine_uring = {
     .name = "uring",
     .wait_sigmask = 1,
+    .defers_submit = 1,
     .create = gaio__ur_create,
     .destroy = gaio__ur_destroy,
     .watch = ur_watch,

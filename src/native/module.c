@@ -241,6 +241,8 @@ static void Watcher_dealloc(Watcher *w)
         Py_DECREF(b);
     }
     Py_CLEAR(w->callback);
+    Py_CLEAR(w->tls_errors);
+    Py_CLEAR(w->connect_errors);
     if (w->link)
         ((WatcherLink *)w->link)->w = NULL;
     Py_CLEAR(w->link);
@@ -429,8 +431,8 @@ PyMODINIT_FUNC PyInit__native(void)
     PyObject *Op = import_attr("gaio._result", "Op");
     if (!Op)
         return NULL;
-    static const char *const op_names[5] = {"READ", "WRITE", "ACCEPT", "CONNECT", "SENDFILE"};
-    for (int i = 0; i < 5; i++)
+    static const char *const op_names[6] = {"READ", "WRITE", "ACCEPT", "CONNECT", "SENDFILE", "TLS"};
+    for (int i = 0; i < 6; i++)
         if (!(S->Op[i] = PyObject_GetAttrString(Op, op_names[i]))) {
             Py_DECREF(Op);
             return NULL;

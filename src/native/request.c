@@ -534,6 +534,9 @@ PyObject *gaio__watcher_free(Watcher *w, PyObject *conn)
     }
     uint64_t id = entry_id(e);
     gaio__map_drop(&w->map, e); /* conn is the caller's: nothing is deallocated */
+    if (w->tls_used) /* after the map's entry: Python code may run, and change the map */
+        gaio__tls_goodbye(w, id); /* R30: close_notify first, if it goes at once */
+    gaio__forget_connect_error(w, id);
     PINNED(w, gaio_core_free(w->core, id));
     Py_RETURN_NONE;
 }

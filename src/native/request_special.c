@@ -192,8 +192,9 @@ PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t na
         return NULL;
     uint64_t id;
     pyreq *p = NULL;
-    if (cflags & GAIO_CONN_DGRAM)
-        cflags |= GAIO_CONN_PEER; /* connected from the moment connect() is requested (R25) */
+    /* connected from the moment connect() is requested (R25); a stream
+     * counts as connecting for start_tls (R28) */
+    cflags |= GAIO_CONN_PEER;
     if (gaio__conn_resolve(w, sock, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, 0))) {
         PyMem_Free(retry);
         return NULL;

@@ -1,15 +1,53 @@
-/* start_tls (R28-R31): not on the native engines yet (issue 20's next step;
- * engine='python' has it). The call is parsed and its arguments checked as
- * the python engine checks them (gaio._python_args.check_tls_arguments, the
- * same words), then refused with NotImplementedError: a bad call reads the
- * same on every engine, a good one says where TLS runs today. */
+/* start_tls (R28): parsed and checked as the python engine checks it
+ * (gaio._python_args: check_tls_arguments, check_tls_socket, the same
+ * words), then a session (tls_session.c) and its request, queued with the
+ * connection's writes (core_tls.c takes it from there). */
 #include "binding.h"
+
+#include <sys/socket.h>
+
+static PyObject *py_args_attr(const char *name)
+{
+    PyObject *mod = PyImport_ImportModule("gaio._python_args");
+    if (!mod)
+        return NULL;
+    PyObject *o = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    return o;
+}
+
+/* check_tls_socket's checks for a delegated socket (the object gave its
+ * descriptor to the core): not listening, connected. */
+static int check_delegated(Watcher *w, uint64_t id)
+{
+    int fd;
+    PINNED(w, fd = gaio_core_conn_fd(w->core, id));
+    const char *why = NULL;
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof sa;
+    if (fd < 0)
+        why = "CLOSED_CONN";
+    else if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening)
+        why = "TLS_ON_LISTENER";
+    else if (getpeername(fd, (struct sockaddr *)&sa, &salen) < 0)
+        why = "TLS_UNCONNECTED";
+    if (!why)
+        return 0;
+    PyObject *words = py_args_attr(why);
+    if (words) {
+        PyErr_SetObject(PyExc_ValueError, words);
+        Py_DECREF(words);
+    }
+    return -1;
+}
 
 PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
 {
     static PyObject *names[7];
-    static PyObject *check;
+    static PyObject *check, *check_socket;
     enum { C, CONTEXT, SERVER_SIDE, SERVER_HOSTNAME, CTX, TIMEOUT, DEADLINE, N };
     if (w->closed)
         return gaio__closed_error();
@@ -27,15 +65,10 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
     unsigned flags;
     if (gaio__conn_first_look(w, a[C], &fd, 0, &flags) < 0)
         return NULL;
-    if (!check) {
-        PyObject *mod = PyImport_ImportModule("gaio._python_args");
-        if (!mod)
-            return NULL;
-        check = PyObject_GetAttrString(mod, "check_tls_arguments");
-        Py_DECREF(mod);
-        if (!check)
-            return NULL;
-    }
+    if (!check && !(check = py_args_attr("check_tls_arguments")))
+        return NULL;
+    if (!check_socket && !(check_socket = py_args_attr("check_tls_socket")))
+        return NULL;
     PyObject *r = PyObject_CallFunctionObjArgs(check, a[C], a[CONTEXT], a[SERVER_SIDE],
                                                a[SERVER_HOSTNAME] ? a[SERVER_HOSTNAME] : Py_None,
                                                NULL);
@@ -45,8 +78,70 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
     int64_t when;
     if (gaio__deadline_arg(a[TIMEOUT], a[DEADLINE], &when) < 0)
         return NULL;
-    PyErr_Format(PyExc_NotImplementedError,
-                 "start_tls is not available on engine '%s' yet (engine='python' has it)",
-                 w->engine_name);
-    return NULL;
+    map_entry *e = gaio__map_find(&w->map, (uintptr_t)a[C]);
+    gaio_tls *known = NULL;
+    if (e && !w->closed)
+        PINNED(w, known = gaio_core_tls_of(w->core, entry_id(e)));
+    if (known) {
+        PyObject *again = py_args_attr("TLS_AGAIN");
+        if (again) {
+            PyErr_SetObject(PyExc_ValueError, again);
+            Py_DECREF(again);
+        }
+        return NULL;
+    }
+    /* a socket on which connect() was requested counts as connecting (R28) */
+    if (!e) {
+        r = PyObject_CallOneArg(check_socket, a[C]);
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+    } else if (!(entry_flags(e) & GAIO_CONN_PEER) && check_delegated(w, entry_id(e)) < 0) {
+        return NULL;
+    }
+    PyObject *sslobj;
+    gaio_tls *t = gaio__tls_session_new(a[CONTEXT], a[SERVER_SIDE] == Py_True,
+                                        a[SERVER_HOSTNAME] ? a[SERVER_HOSTNAME] : Py_None, &sslobj);
+    if (!t)
+        return NULL;
+    uint64_t id;
+    pyreq *p = NULL;
+    if (gaio__conn_resolve(w, a[C], fd, flags, &id) < 0 || !(p = gaio__req_alloc(w, 1))) {
+        Py_DECREF(sslobj);
+        t->next_dead = NULL;
+        gaio__tls_dispose(t);
+        return NULL;
+    }
+    p->req.kind = GAIO_WRITE;
+    p->req.op = GAIO_OP_TLS;
+    p->req.u.w.tls = t;
+    p->req.deadline_ns = when;
+    p->bufobj = sslobj; /* for its result's tls: a request allocated whole (with_view) */
+    /* R28: after a failed connect() the handshake ends with its class */
+    PyObject *key = w->connect_errors ? PyLong_FromUnsignedLongLong(id) : NULL;
+    PyObject *failed = key ? PyDict_GetItemWithError(w->connect_errors, key) : NULL;
+    Py_XDECREF(key);
+    if (failed)
+        gaio__tls_failed_before(t, failed);
+    PyErr_Clear();
+    w->tls_used = 1;
+    PyObject *res = gaio__req_queue(w, p, a[C], a[CTX], id);
+    if (!res) {
+        t->next_dead = NULL;
+        gaio__tls_dispose(t); /* never queued */
+    }
+    return res;
+}
+
+void gaio__forget_connect_error(Watcher *w, uint64_t id)
+{
+    if (!w->connect_errors || !PyDict_GET_SIZE(w->connect_errors))
+        return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb); /* a weakref callback may run with one set */
+    PyObject *key = PyLong_FromUnsignedLongLong(id);
+    if (!key || PyDict_DelItem(w->connect_errors, key) < 0)
+        PyErr_Clear(); /* KeyError: it had none */
+    Py_XDECREF(key);
+    PyErr_Restore(type, value, tb);
 }

@@ -105,16 +105,24 @@ static PyMemberDef opresult_members[] = {
 };
 
 /* 0.3's datagram fields (R24, R25): neutral on every result they do not concern. */
+/* A start_tls result has no sender: its address slot holds the session's
+ * SSLObject (R28), which costs no other result a field. */
+static int is_tls(const OpResult *r) { return r->op == gaio__state.Op[GAIO_OP_TLS]; }
+
 static PyObject *opresult_address(OpResult *r, void *c)
 {
-    PyObject *a = r->address ? r->address : Py_None;
+    PyObject *a = r->address && !is_tls(r) ? r->address : Py_None;
     Py_INCREF(a);
     return a;
 }
 
 static PyObject *opresult_truncated(OpResult *r, void *c) { return PyBool_FromLong(r->truncated); }
-/* 0.3's TLS field (R28): no native engine runs start_tls yet (issue 20). */
-static PyObject *opresult_tls(OpResult *r, void *c) { Py_RETURN_NONE; }
+static PyObject *opresult_tls(OpResult *r, void *c)
+{
+    PyObject *a = r->address && is_tls(r) ? r->address : Py_None;
+    Py_INCREF(a);
+    return a;
+}
 
 static PyGetSetDef opresult_getset[] = {
     {"address", (getter)opresult_address, NULL,
@@ -355,6 +363,19 @@ static PyObject *accepted_socket(PyObject *listener, int fd)
     return s;
 }
 
+/* R28: a start_tls after a failed connect() ends with its class. */
+static void note_connect_error(Watcher *w, uint64_t conn_id, int err)
+{
+    PyObject *error = gaio__error_object(err); /* its own: the caller's may carry a traceback */
+    PyObject *key = error ? PyLong_FromUnsignedLongLong(conn_id) : NULL;
+    if (!w->connect_errors)
+        w->connect_errors = PyDict_New();
+    if (!key || !w->connect_errors || PyDict_SetItem(w->connect_errors, key, error) < 0)
+        PyErr_Clear();
+    Py_XDECREF(key);
+    Py_XDECREF(error);
+}
+
 PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
 {
     /* Phase 1: no Python code can run (no GC-tracked allocation): take the
@@ -407,7 +428,7 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
         gaio_result *e = &res[i];
         pending_item *it = &items[i];
         pyreq *p = it->final;
-        PyObject *buffer = NULL, *error = NULL, *accepted = NULL, *r = NULL;
+        PyObject *buffer = NULL, *error = NULL, *accepted = NULL, *r = NULL, *sender = NULL;
         int is_ibuf = 0;
         if (!list || e->silent)
             goto next;
@@ -428,6 +449,13 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
                 is_ibuf = 1;
             else
                 Py_CLEAR(buffer);
+        } else if (p && pyreq_has_view(p) && p->bufobj && it->op == GAIO_OP_TLS) {
+            buffer = Py_None; /* bufobj is the session's SSLObject, for a success */
+            Py_INCREF(buffer);
+            if (e->error == 0) {
+                sender = p->bufobj;
+                Py_INCREF(sender);
+            }
         } else if (p && pyreq_has_view(p) && p->bufobj &&
                    (it->op == GAIO_OP_READ || it->op == GAIO_OP_WRITE)) {
             buffer = p->bufobj;
@@ -446,8 +474,11 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
             accepted = Py_None;
             Py_INCREF(accepted);
         }
-        error = buffer && accepted ? gaio__error_object(e->error) : NULL;
-        PyObject *sender = NULL;
+        error = !buffer || !accepted    ? NULL
+                : e->error == GAIO_ERR_TLS ? gaio__tls_error_take(w, e->req)
+                                           : gaio__error_object(e->error);
+        if (error && it->op == GAIO_OP_CONNECT && e->error > 0 && p)
+            note_connect_error(w, p->req.conn_id, e->error);
         if (error && e->addr && !(sender = gaio__sender_object(e->addr)))
             Py_CLEAR(error);
         if (error) {

@@ -60,8 +60,12 @@ static size_t hand_out(gaio__ur_state *st, gaio_conn *c, const unsigned char *sr
     gaio_core *core = st->core;
     size_t used = 0;
     gaio_req *r;
+    /* on a TLS connection the bytes are ciphertext: only the session's own
+     * read takes them (core_tls.c); a receive of a read made before
+     * start_tls parks them for it */
     while (used < len && (r = c->head[GAIO_READ]) && r->op == GAIO_OP_READ &&
-           (r->state == GAIO_REQ_QUEUED || r->state == GAIO_REQ_CANCELLING)) {
+           (r->state == GAIO_REQ_QUEUED || r->state == GAIO_REQ_CANCELLING) &&
+           (!c->tls || (r->flags & GAIO_F_INTERNAL))) {
         if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
             break; /* no memory for one more result now */
         unsigned char *dst;

@@ -93,6 +93,19 @@ PyObject *gaio__watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t na
             Py_END_ALLOW_THREADS
             gaio__sig_guard_leave(&guard);
         }
+        if (w->tls_used && !w->closed && !PyErr_Occurred() &&
+            (rc == GAIO_WAIT_TLS || rc == GAIO_WAIT_RESULTS || rc == GAIO_WAIT_TIMEOUT)) {
+            /* the record layer, with the GIL (tls_session.c) */
+            if (gaio__tls_pass(w))
+                rc = GAIO_WAIT_RESULTS;
+            else if (until != GAIO_NO_DEADLINE && gaio_now_ns() >= until)
+                rc = GAIO_WAIT_TIMEOUT;
+            else
+                continue; /* it queued I/O and time remains: wait again */
+            break;
+        }
+        if (rc == GAIO_WAIT_TLS)
+            continue;
         if (rc != GAIO_WAIT_EINTR || w->closed || PyErr_CheckSignals() < 0)
             break;
     }
@@ -127,6 +140,7 @@ void gaio__watcher_shutdown(Watcher *w)
     all = gaio_core_close(core);
     Py_END_ALLOW_THREADS
     gaio_core_get_stats(core, &w->final_stats);
+    gaio__tls_dispose(gaio_core_tls_take_dead(core));
     while (all) {
         gaio_req *next = all->next;
         gaio__live_remove((pyreq *)all);
@@ -206,8 +220,7 @@ PyObject *gaio__watcher_stats(Watcher *w, PyObject *unused)
         put(d, "datagrams_written", s.datagrams_written) < 0 ||
         put(d, "datagram_recv_calls", s.datagram_recv_calls) < 0 ||
         put(d, "datagram_send_calls", s.datagram_send_calls) < 0 ||
-        /* TLS is the python engine's until issue 20's next step */
-        put(d, "tls_handshakes", 0) < 0) {
+        put(d, "tls_handshakes", s.tls_handshakes) < 0) {
         Py_DECREF(d);
         return NULL;
     }
