@@ -338,7 +338,10 @@ static inline const sigset_t *gaio__sig_guard_mask(const gaio__sig_guard *g)
 {
     return g->how == GAIO_GUARD_MASK ? &g->old : NULL;
 }
-/* After the wait (GIL held): the mask or the wakeup descriptor as before. */
+/* Around the TLS pass: run pending handlers (-1: one raised), then hold
+ * asynchronous signals blocked until gaio__sig_guard_leave (signals.c). */
+int gaio__sig_hold(gaio__sig_guard *g);
+/* After the wait or the pass (GIL held): the mask or the wakeup descriptor as before. */
 void gaio__sig_guard_leave(gaio__sig_guard *g);
 
 #endif

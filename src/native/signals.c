@@ -136,6 +136,29 @@ int gaio__sig_guard_enter(Watcher *w, gaio__sig_guard *g)
     return 0;
 }
 
+/* The TLS record layer's pass (tls_session.c) calls ssl.SSLObject methods,
+ * and _ssl's loops run Python's signal handlers themselves
+ * (PyErr_CheckSignals after each SSL_read/SSL_write/SSL_do_handshake): a
+ * handler's exception - a server's KeyboardInterrupt - would end inside the
+ * record layer, taken for a TLS failure of one connection, and never reach
+ * wait_io()'s caller (and bytes SSL_read had produced would be dropped with
+ * it). So the pending handlers run here first, and asynchronous signals are
+ * blocked until gaio__sig_guard_leave, after the pass; one that arrives
+ * meanwhile is taken by the next guarded wait or check. */
+int gaio__sig_hold(gaio__sig_guard *g)
+{
+    g->how = GAIO_GUARD_NONE;
+    if (!gaio__sig_guard_wanted())
+        return 0; /* handlers run on the main thread only: none can run here */
+    pthread_sigmask(SIG_BLOCK, &async_signals, &g->old);
+    g->how = GAIO_GUARD_MASK;
+    if (PyErr_CheckSignals() < 0) {
+        gaio__sig_guard_leave(g);
+        return -1;
+    }
+    return 0;
+}
+
 void gaio__sig_guard_leave(gaio__sig_guard *g)
 {
     if (g->how == GAIO_GUARD_MASK) {

@@ -95,8 +95,14 @@ PyObject *gaio__watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t na
         }
         if (w->tls_used && !w->closed && !PyErr_Occurred() &&
             (rc == GAIO_WAIT_TLS || rc == GAIO_WAIT_RESULTS || rc == GAIO_WAIT_TIMEOUT)) {
-            /* the record layer, with the GIL (tls_session.c) */
-            if (gaio__tls_pass(w))
+            /* the record layer, with the GIL (tls_session.c); no signal
+             * handler may run inside it (signals.c, gaio__sig_hold) */
+            gaio__sig_guard hold;
+            if (gaio__sig_hold(&hold) < 0)
+                break; /* a handler raised: its exception is wait_io's */
+            int made = gaio__tls_pass(w);
+            gaio__sig_guard_leave(&hold);
+            if (made)
                 rc = GAIO_WAIT_RESULTS;
             else if (until != GAIO_NO_DEADLINE && gaio_now_ns() >= until)
                 rc = GAIO_WAIT_TIMEOUT;
