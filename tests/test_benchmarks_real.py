@@ -109,6 +109,7 @@ def test_client_outputs_are_parsed():
                                       "rate": 37426.461634, "avg_ms": 2.306}
 
 
+@pytest.mark.slow  # 25 s of servers and clients; the slow pass runs it
 def test_tls_workloads_end_to_end(tmp_path):
     """The TLS workloads (benchmarks/tls.py) on the python engine and asyncio:
     wrk over https, openssl s_time, 1,000 idle TLS connections; an engine whose

@@ -185,6 +185,8 @@ typedef struct {
     PyObject *weakreflist;
     int tls_used;                 /* start_tls was asked: wait_io runs the TLS pass */
     PyObject *tls_errors;         /* {request address: exception} of GAIO_ERR_TLS results */
+    PyObject *tls_interrupt;      /* an exception the record layer met that was no TLS error
+                                   * (a signal handler's, run by _ssl itself): wait_io raises it */
     PyObject *connect_errors;     /* {conn id: exception} of failed connects (R28), until free() */
 } Watcher;
 

@@ -242,6 +242,7 @@ static void Watcher_dealloc(Watcher *w)
     }
     Py_CLEAR(w->callback);
     Py_CLEAR(w->tls_errors);
+    Py_CLEAR(w->tls_interrupt);
     Py_CLEAR(w->connect_errors);
     if (w->link)
         ((WatcherLink *)w->link)->w = NULL;

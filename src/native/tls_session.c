@@ -225,13 +225,34 @@ static PyObject *clone_of(PyObject *exc)
     return c;
 }
 
-/* The exception pending now (cleared), its traceback dropped. */
-static PyObject *fetch(void)
+/* The exception an SSLObject call raised (cleared), its traceback dropped:
+ * the connection's failure. One that is no ssl.SSLError did not come from
+ * the peer: _ssl runs Python's signal handlers after each SSL_read/SSL_write,
+ * and wait_io holds signals off the pass only on its own thread (signals.c,
+ * gaio__sig_hold). Such a call may have lost or half made its work, so the
+ * connection still fails, with an SSLError that names it, and the exception
+ * itself is kept for wait_io to raise: never swallowed. */
+static PyObject *fetch(Watcher *w)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     Py_XDECREF(type);
+    if (value && !PyObject_IsInstance(value, S.SSLError)) {
+        if (!w->tls_interrupt) {
+            PyException_SetTraceback(value, tb);
+            w->tls_interrupt = value; /* the first one; a later one is dropped */
+        } else {
+            Py_DECREF(value);
+        }
+        Py_XDECREF(tb);
+        value = PyObject_CallFunction(S.SSLError, "s",
+                                      "the TLS record layer was interrupted (an exception "
+                                      "that was not a TLS error, raised by wait_io)");
+        if (!value)
+            PyErr_Clear();
+        return value;
+    }
     Py_XDECREF(tb);
     if (value)
         PyException_SetTraceback(value, Py_None);
@@ -477,7 +498,7 @@ static int handshake(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
             return 1;
         }
         if (!PyErr_ExceptionMatches(S.SSLWantReadError)) {
-            PyObject *exc = fetch();
+            PyObject *exc = fetch(w);
             flush(w, core, s, c); /* the alert tells the peer why, if it goes */
             handshake_failed(w, core, s, c, exc);
             return 0;
@@ -611,7 +632,7 @@ static void reads(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
                                                              "EOF occurred in violation of protocol"));
                 continue;
             }
-            broken(w, core, s, c, fetch());
+            broken(w, core, s, c, fetch(w));
             return;
         }
         ssize_t n = PyLong_AsSsize_t(res);
@@ -715,7 +736,7 @@ static void writes(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
             PyObject *res = call1(s->obj, S.write, chunk);
             Py_DECREF(chunk);
             if (!res) {
-                broken(w, core, s, c, fetch());
+                broken(w, core, s, c, fetch(w));
                 return;
             }
             Py_DECREF(res);

@@ -102,6 +102,13 @@ PyObject *gaio__watcher_wait_io(Watcher *w, PyObject *const *args, Py_ssize_t na
                 break; /* a handler raised: its exception is wait_io's */
             int made = gaio__tls_pass(w);
             gaio__sig_guard_leave(&hold);
+            if (w->tls_interrupt) { /* tls_session.c's fetch(): never swallowed */
+                PyObject *exc = w->tls_interrupt;
+                w->tls_interrupt = NULL;
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+                break;
+            }
             if (made)
                 rc = GAIO_WAIT_RESULTS;
             else if (until != GAIO_NO_DEADLINE && gaio_now_ns() >= until)
