@@ -100,7 +100,24 @@ class _Special(_Request):
         self.special = True
 
 
-class _StandingRead:
+class _Slim:
+    """The fields of _Special that a standing read and a data write never
+    change, as class attributes both share (their own slots hold the rest)."""
+    __slots__ = ()
+
+    full = False
+    special = True
+    items = None
+    index = 0
+    offset = 0
+    fd = -1
+    address = None
+    retry_at = None
+    reported = None
+    session = None
+
+
+class _StandingRead(_Slim):
     """A standing read (repeat=True) of a stream or datagram socket: the one
     request an idle server connection holds, so it keeps a slot only for
     what changes and gives every other field of _Special its fixed value as
@@ -112,20 +129,10 @@ class _StandingRead:
     buffer = None  # the internal buffer's: no buffer, no view, nothing counted
     view = None
     size = 0
-    full = False
-    special = True
     repeat = True
     quiet = False
     answer = None
     total = 0
-    items = None
-    index = 0
-    offset = 0
-    fd = -1
-    address = None
-    retry_at = None
-    reported = None
-    session = None
 
     def __init__(self, idle, deadline):
         self.conn = self.owner = self.ctx = None
@@ -143,7 +150,7 @@ class _StandingRead:
         self.ctx = ctx
 
 
-class _DataWrite:
+class _DataWrite(_Slim):
     """A write of one buffer that is quiet (R22) or that back-pressure
     accounts for (made from a standing read's view, R21): the fields of
     _Special such a write changes have slots, the rest are class attributes
@@ -152,21 +159,11 @@ class _DataWrite:
                  "finished", "timed", "quiet", "answer", "total")
 
     op = _OP_WRITE
-    full = False
-    special = True
     repeat = False
     held = False
     gen = 0
     idle = None
     owed = 0
-    items = None
-    index = 0
-    offset = 0
-    fd = -1
-    address = None
-    retry_at = None
-    reported = None
-    session = None
 
     def __init__(self, quiet, total):
         self.quiet = quiet
