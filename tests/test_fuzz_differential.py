@@ -107,6 +107,18 @@ def error_class(exc):
 
 
 
+def fuzz_settings(examples, steps):
+    """The differential fuzzes' hypothesis settings: the same campaign every
+    run unless GAIO_FUZZ_EXAMPLES asks for more, no shrinking unless
+    GAIO_FUZZ_SHRINK (shrinking a hang costs a watchdog period per attempt)."""
+    return settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None,
+        derandomize=not os.environ.get("GAIO_FUZZ_EXAMPLES"),
+        phases=list(Phase) if os.environ.get("GAIO_FUZZ_SHRINK") else [
+            Phase.explicit, Phase.reuse, Phase.generate],
+        suppress_health_check=list(HealthCheck), database=None)
+
+
 def watched_wait_io(lane, timeout, bound, hung):
     """lane.w.wait_io(timeout) under a watchdog that closes the watcher (and
     sets lane.hung) if it has not returned within `bound` seconds, which
@@ -623,13 +635,7 @@ def run_machine(native, negative_deadlines=True):
     STATS.update(requests=0, waits=0)
     machine = type("Differential_" + native, (DifferentialMachine,),
                    {"ENGINES": ("python", native), "NEGATIVE_DEADLINES": negative_deadlines})
-    run_state_machine_as_test(machine, settings=settings(
-        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-        derandomize=not os.environ.get("GAIO_FUZZ_EXAMPLES"),
-        # shrinking a hang costs a watchdog period per attempt: opt in
-        phases=list(Phase) if os.environ.get("GAIO_FUZZ_SHRINK") else [
-            Phase.explicit, Phase.reuse, Phase.generate],
-        suppress_health_check=list(HealthCheck), database=None))
+    run_state_machine_as_test(machine, settings=fuzz_settings(EXAMPLES, STEPS))
     print("\n%s vs python: %d requests, %d wait_io calls" % (native, STATS["requests"],
                                                             STATS["waits"]))
 

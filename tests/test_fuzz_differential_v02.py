@@ -69,15 +69,14 @@ import tempfile
 import time
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule, run_state_machine_as_test)
 
 import gaio
 from conftest import TEST_ENGINES, available_engines, pattern, recv_exactly
-from test_fuzz_differential import (HUGE, SETTLE_LIMIT, WAIT_SLACK, error_class, read_bytes,
-                                    timing_kwargs, watched_wait_io)
+from test_fuzz_differential import (HUGE, SETTLE_LIMIT, WAIT_SLACK, error_class, fuzz_settings,
+                                    read_bytes, timing_kwargs, watched_wait_io)
 
 EXAMPLES = int(os.environ.get("GAIO_FUZZ_EXAMPLES", "0")) or (
     5 if os.environ.get("GAIO_SANITIZED") else 12)
@@ -1096,12 +1095,7 @@ def run_machine(native, tmp_path, examples=EXAMPLES, strict=False):
     name = "Differential02_" + native
     cls = type(name, (DifferentialMachine02,), {
         "ENGINES": ("python", native), "TMPDIR": str(tmp_path), "STRICT_R21": strict})
-    run_state_machine_as_test(cls, settings=settings(
-        max_examples=examples, stateful_step_count=STEPS, deadline=None,
-        derandomize=not os.environ.get("GAIO_FUZZ_EXAMPLES"),
-        phases=list(Phase) if os.environ.get("GAIO_FUZZ_SHRINK") else [
-            Phase.explicit, Phase.reuse, Phase.generate],
-        suppress_health_check=list(HealthCheck), database=None))
+    run_state_machine_as_test(cls, settings=fuzz_settings(examples, STEPS))
     print("\n%s vs python, results by (kind, error, quiet):" % native)
     for what, n in sorted(STATS.items(), key=repr):
         print("  %5d %r" % (n, what))
