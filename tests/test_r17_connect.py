@@ -267,3 +267,29 @@ def test_free_ends_a_unix_connect_waiting_for_a_full_backlog(watcher, net, tmp_p
     stats = watcher.stats()
     assert stats["pending"] == 0 and stats["watched"] == 0
     assert watcher.wait_io(0.05) == []
+
+
+# "timeout <= 0: the request is tried once and, if it cannot finish at once,
+# completes with DeadlineExceededError." A loopback TCP connect finishes inside
+# connect() itself (the kernel answers the SYN at once), so with timeout=0 it
+# is done, not late: every engine reports how it went, and counts no timeout.
+def test_loopback_connect_with_timeout_zero_finishes_at_once(watcher, net):
+    lis = net.listener()
+    client = net.track(socket.socket())
+    watcher.connect(client, lis.getsockname(), ctx="c", timeout=0)
+    watcher.write(client, b"ok", ctx="w")
+    results = collect(watcher, 2)
+    assert [(r.ctx, r.error) for r in results] == [("c", None), ("w", None)]
+    assert watcher.stats()["timeouts"] == 0
+    lis.settimeout(5)
+    server, _ = lis.accept()
+    net.track(server)
+    assert recv_exactly(server, 2) == b"ok"
+
+
+def test_refused_loopback_connect_with_timeout_zero_says_refused(watcher, net):
+    client = net.track(socket.socket())
+    watcher.connect(client, _refused_address(), ctx="c", timeout=0)
+    (res,) = collect(watcher, 1)
+    assert type(res.error) is ConnectionRefusedError
+    assert watcher.stats()["timeouts"] == 0

@@ -256,10 +256,11 @@ class WaitLoop:
             if req is None:
                 return
             conn = req.conn
-            self.timeouts += 1
             if req.op is _OP_CONNECT:
-                self._expire_connect(req)
+                if self._expire_connect(req):
+                    self.timeouts += 1
                 continue
+            self.timeouts += 1
             reading = req.op is _OP_READ or req.op is _OP_ACCEPT
             queue = conn.reads if reading else conn.writes
             was_head = bool(queue) and queue[0] is req
