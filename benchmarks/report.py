@@ -516,6 +516,15 @@ def _real_setup(run):
         % (cfg["server_cpu"], cfg["client_cpu"], cfg["repeat"], cfg["duration"],
            cfg["warmup"]),
     ]
+    if run["workloads"] and all(wl["tool"] == "tls_loadgen" for wl in run["workloads"]):
+        lines[-1] = (
+            "- Each measurement: a fresh server pinned to CPU %d, tls_loadgen pinned to CPU %d "
+            "before exec; %d repeat(s), interleaved across servers; every connection "
+            "handshaken, then a %g s warm-up and %g s measured in the same connections. "
+            "Server CPU read by tls_loadgen from /proc/PID/task/*/schedstat over the measured "
+            "window. Figures are medians, min–max in brackets."
+            % (cfg["server_cpu"], cfg["client_cpu"], cfg["repeat"], cfg["warmup"],
+               cfg["duration"]))
     return "\n".join(lines)
 
 
@@ -553,9 +562,8 @@ TLS_ECHO_INTRO = (
         "default server context, under tls_loadgen (benchmarks/loadgen.c built with OpenSSL: "
         "one thread, epoll, every echoed byte checked): all connections handshaken first, "
         "not measured; then each sends a request and waits for its whole echo before the "
-        "next, for a warm-up and then the measured seconds, with the server's CPU time read "
-        "by the load generator over exactly that window. rloop is not among them: rloop "
-        "0.5's `create_server(ssl=)` raises NotImplementedError.")
+        "next. rloop is not among them: rloop 0.5's `create_server(ssl=)` raises "
+        "NotImplementedError.")
 
 
 def real_markdown(run, begin=None, end=None, title=None, intro=REAL_INTRO):
