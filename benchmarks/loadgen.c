@@ -832,7 +832,7 @@ static void usage(void)
         "  --duration SEC    rr, stream: measured seconds (5)\n"
         "  --warmup SEC      rr, stream: unmeasured seconds first (1)\n"
         "  --window BYTES    stream: unanswered bytes per connection (262144)\n"
-        "  --timeout SEC     burst, idle: give up after (60)\n"
+        "  --timeout SEC     burst, idle, TLS handshakes: give up after (60)\n"
         "  --connect-batch N idle: connections set up at once (512)\n"
         "  --server-pid PID  report that process's CPU time over the window\n"
 #ifdef LOADGEN_TLS

@@ -3,14 +3,19 @@
 A tiny run end to end: the HTTP example under wrk, the RESP example under
 redis-benchmark (and redis-server beside it), the proxy under iperf3, the DNS
 example under dnsperf, each on
-gaio's python engine and as an asyncio Protocol, one second each. Skips when
-a client is not installed. Numbers are not judged: only that they are there,
-and that BENCHMARKS.md gets the real section without losing what it had.
+gaio's python engine and as an asyncio Protocol, one second each; the TLS
+echo workload under tls_loadgen, which must also catch a corrupted echo and
+refuse a certificate its CA did not sign. Skips when a client is not
+installed. Numbers are not judged: only that they are there, and that
+BENCHMARKS.md gets the real section without losing what it had.
 """
 import json
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -192,9 +197,6 @@ def test_tls_loadgen_fails_loudly_on_a_corrupted_echo(tmp_path):
     problem = echo_client_problem() if shutil.which("openssl") else "openssl is not installed"
     if problem:
         pytest.skip(problem)
-    import socket
-    import ssl
-    import threading
     p = pems()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(p["cert"], p["key"])
@@ -223,3 +225,39 @@ def test_tls_loadgen_fails_loudly_on_a_corrupted_echo(tmp_path):
         listener.close()
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "offset 10" in json.loads(done.stdout.splitlines()[-1])["error"]
+
+
+def test_tls_loadgen_refuses_a_server_its_ca_did_not_sign(tmp_path):
+    """--cafile verifies: a certificate from another CA fails the handshake loudly."""
+    problem = echo_client_problem() if shutil.which("openssl") else "openssl is not installed"
+    if problem:
+        pytest.skip(problem)
+    other_ca = tmp_path / "other.pem"
+    subprocess.run(["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-keyout", str(tmp_path / "other.key"),
+                    "-out", str(other_ca), "-days", "1", "-subj", "/CN=other"],
+                   check=True, capture_output=True, timeout=30)
+    p = pems()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(p["cert"], p["key"])
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one():
+        conn, _ = listener.accept()
+        try:
+            context.wrap_socket(conn, server_side=True).close()
+        except (OSError, ssl.SSLError):  # the client aborts the handshake
+            conn.close()
+
+    t = threading.Thread(target=serve_one)
+    t.start()
+    try:
+        done = subprocess.run(
+            [str(bench_build.build("tls_loadgen")), "rr", "--port",
+             str(listener.getsockname()[1]), "--conns", "1", "--duration", "1", "--warmup", "0",
+             "--cafile", str(other_ca)], capture_output=True, text=True, timeout=15)
+    finally:
+        t.join(10)
+        listener.close()
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "certificate verify failed" in json.loads(done.stdout.splitlines()[-1])["error"]
