@@ -433,26 +433,37 @@ static ssize_t read_and_check(struct conn *c)
 static int epoll_wait_ns(struct epoll_event *evs, int max, int64_t timeout_ns);
 static double handshake_s;
 
+/* The next step of c's handshake; false while it is not done. Once done,
+ * what arrives before the first request (TLS 1.3 session tickets) is read,
+ * or level-triggered epoll would report it until every handshake is done. */
+static bool handshake_step(struct conn *c, bool done)
+{
+    if (done) {
+        ssize_t n = conn_recv(c, recv_buf, sizeof recv_buf);
+        if (n == 0) fail("conn %u: server closed the connection after the handshake", c->id);
+        if (n > 0) fail("conn %u: %zd bytes before any request", c->id, n);
+        return true;
+    }
+    bool wants_write = false;
+    int r = tls_handshake(c->tls, &wants_write);
+    if (r < 0) fail("conn %u: %s", c->id, tls_last_error());
+    want_output(c, r == 0 && wants_write);
+    return r == 1;
+}
+
 /* Every connection's handshake, all in flight at once, before the clock
  * starts: what is measured is the traffic of handshaken sessions. */
 static void handshake_all(void)
 {
     uint64_t t0 = now_ns(), give_up = t0 + (uint64_t)(opt.timeout * 1e9);
-    int left = 0;
-    struct epoll_event evs[512];
-    for (int i = 0; i < opt.conns; i++) {
-        conns[i].tls = tls_attach(conns[i].fd);
-        left++;
-    }
     bool *done = calloc((size_t)opt.conns, sizeof *done);
     if (!done) fail("out of memory");
+    int left = opt.conns;
     for (int i = 0; i < opt.conns; i++) {
-        bool wants_write = false;
-        int r = tls_handshake(conns[i].tls, &wants_write);
-        if (r < 0) fail("conn %u: %s", conns[i].id, tls_last_error());
-        if (r == 1) { done[i] = true; left--; }
-        want_output(&conns[i], r == 0 && wants_write);
+        conns[i].tls = tls_attach(conns[i].fd);
+        if ((done[i] = handshake_step(&conns[i], false))) left--;
     }
+    struct epoll_event evs[512];
     while (left > 0) {
         uint64_t now = now_ns();
         if (now >= give_up)
@@ -465,12 +476,8 @@ static void handshake_all(void)
         }
         for (int i = 0; i < n; i++) {
             struct conn *c = &conns[evs[i].data.u64];
-            if (done[c->id]) continue;
-            bool wants_write = false;
-            int r = tls_handshake(c->tls, &wants_write);
-            if (r < 0) fail("conn %u: %s", c->id, tls_last_error());
-            if (r == 1) { done[c->id] = true; left--; }
-            want_output(c, r == 0 && wants_write);
+            bool was_done = done[c->id];
+            if ((done[c->id] = handshake_step(c, was_done)) && !was_done) left--;
         }
     }
     free(done);
