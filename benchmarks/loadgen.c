@@ -30,6 +30,11 @@
  * utime+stime from /proc/PID/stat (10 ms ticks, exited threads included)
  * for burst and idle. The client's own CPU time (getrusage) is reported too:
  * client_busy near 1.0 means the client, not the server, was the bottleneck.
+ *
+ * Built with -DLOADGEN_TLS and loadgen_tls.c (OpenSSL) it is tls_loadgen:
+ * the same rr and stream over TLS. Every connection is handshaken before the
+ * clock starts (the handshakes are not measured), then requests and echoes
+ * are plaintext through the session; --cafile makes it verify the server.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -53,6 +58,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef LOADGEN_TLS
+#include "loadgen_tls.h"
+#endif
+
 enum mode { MODE_RR, MODE_STREAM, MODE_BURST, MODE_IDLE };
 static const char *const mode_names[] = {"rr", "stream", "burst", "idle"};
 
@@ -70,6 +79,7 @@ static struct options {
     size_t window;        /* stream: unanswered bytes allowed per connection */
     int connect_batch;    /* idle: connections being set up at once */
     int server_pid;
+    const char *cafile;   /* tls_loadgen: verify the server with this CA */
 } opt = {
     .mode = MODE_RR, .host = "127.0.0.1", .port = 0, .conns = 50, .size = 64,
     .depth = 1, .rate = 0, .duration = 5, .warmup = 1, .timeout = 60,
@@ -232,6 +242,9 @@ struct conn {
     bool want_out;       /* EPOLLOUT is in the interest set */
     bool open;
     uint64_t *stamps;    /* rr: start time of request k at [k % STAMP_RING] */
+#ifdef LOADGEN_TLS
+    struct tls_session *tls;
+#endif
 };
 
 static struct conn *conns;
@@ -335,13 +348,47 @@ static int open_connection(const struct sockaddr_in *server, bool blocking)
     fail("connect: no free local port in %d-%d", LOCAL_PORT_LOW, LOCAL_PORT_HIGH);
 }
 
+/* ---- the transport: the socket itself, or a TLS session over it -------- */
+
+static ssize_t conn_send(struct conn *c, const void *buf, size_t n)
+{
+#ifdef LOADGEN_TLS
+    return tls_send(c->tls, buf, n);
+#else
+    return send(c->fd, buf, n, MSG_NOSIGNAL);
+#endif
+}
+
+static ssize_t conn_recv(struct conn *c, void *buf, size_t n)
+{
+#ifdef LOADGEN_TLS
+    ssize_t got = tls_recv(c->tls, buf, n);
+    if (got < 0 && errno == EPROTO) fail("conn %u: %s", c->id, tls_last_error());
+    return got;
+#else
+    return recv(c->fd, buf, n, 0);
+#endif
+}
+
+/* Bytes already taken from the socket and not yet read: epoll will not
+ * report them. */
+static bool conn_pending(struct conn *c)
+{
+#ifdef LOADGEN_TLS
+    return tls_pending(c->tls);
+#else
+    (void)c;
+    return false;
+#endif
+}
+
 /* Write what is owed; false if the peer is gone. */
 static bool flush_output(struct conn *c)
 {
     while (c->sent < c->to_send) {
         uint64_t left = c->to_send - c->sent;
         size_t n = left > MAX_CHUNK ? MAX_CHUNK : (size_t)left;
-        ssize_t w = send(c->fd, pattern_at(c->id, c->sent), n, MSG_NOSIGNAL);
+        ssize_t w = conn_send(c, pattern_at(c->id, c->sent), n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 want_output(c, true);
@@ -361,7 +408,7 @@ static uint8_t recv_buf[RECV_BUF];
 /* Read once and check the bytes: returns bytes read, 0 at EOF, -1 if none yet. */
 static ssize_t read_and_check(struct conn *c)
 {
-    ssize_t n = recv(c->fd, recv_buf, sizeof recv_buf, 0);
+    ssize_t n = conn_recv(c, recv_buf, sizeof recv_buf);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return -1;
         fail("conn %u: recv: %s", c->id, strerror(errno));
@@ -382,6 +429,62 @@ static ssize_t read_and_check(struct conn *c)
     return n;
 }
 
+#ifdef LOADGEN_TLS
+static int epoll_wait_ns(struct epoll_event *evs, int max, int64_t timeout_ns);
+static double handshake_s;
+
+/* The next step of c's handshake; false while it is not done. Once done,
+ * what arrives before the first request (TLS 1.3 session tickets) is read,
+ * or level-triggered epoll would report it until every handshake is done. */
+static bool handshake_step(struct conn *c, bool done)
+{
+    if (done) {
+        ssize_t n = conn_recv(c, recv_buf, sizeof recv_buf);
+        if (n == 0) fail("conn %u: server closed the connection after the handshake", c->id);
+        if (n > 0) fail("conn %u: %zd bytes before any request", c->id, n);
+        return true;
+    }
+    bool wants_write = false;
+    int r = tls_handshake(c->tls, &wants_write);
+    if (r < 0) fail("conn %u: %s", c->id, tls_last_error());
+    want_output(c, r == 0 && wants_write);
+    return r == 1;
+}
+
+/* Every connection's handshake, all in flight at once, before the clock
+ * starts: what is measured is the traffic of handshaken sessions. */
+static void handshake_all(void)
+{
+    uint64_t t0 = now_ns(), give_up = t0 + (uint64_t)(opt.timeout * 1e9);
+    bool *done = calloc((size_t)opt.conns, sizeof *done);
+    if (!done) fail("out of memory");
+    int left = opt.conns;
+    for (int i = 0; i < opt.conns; i++) {
+        conns[i].tls = tls_attach(conns[i].fd);
+        if ((done[i] = handshake_step(&conns[i], false))) left--;
+    }
+    struct epoll_event evs[512];
+    while (left > 0) {
+        uint64_t now = now_ns();
+        if (now >= give_up)
+            fail("only %d of %d handshakes done within %.0f s", opt.conns - left, opt.conns,
+                 opt.timeout);
+        int n = epoll_wait_ns(evs, 512, (int64_t)(give_up - now));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("epoll_wait: %s", strerror(errno));
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = &conns[evs[i].data.u64];
+            bool was_done = done[c->id];
+            if ((done[c->id] = handshake_step(c, was_done)) && !was_done) left--;
+        }
+    }
+    free(done);
+    handshake_s = (double)(now_ns() - t0) / 1e9;
+}
+#endif
+
 /* Connect every connection with a blocking connect() (rr, stream). */
 static void connect_all_blocking(void)
 {
@@ -392,6 +495,9 @@ static void connect_all_blocking(void)
         c->open = true;
         epoll_set(c, EPOLLIN, EPOLL_CTL_ADD);
     }
+#ifdef LOADGEN_TLS
+    handshake_all();
+#endif
 }
 
 static int epoll_wait_ns(struct epoll_event *evs, int max, int64_t timeout_ns)
@@ -535,8 +641,10 @@ static void run_timed(void)
         for (int i = 0; i < n; i++) {
             struct conn *c = &conns[evs[i].data.u64];
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-                if (opt.mode == MODE_STREAM) stream_on_readable(c);
-                else rr_on_readable(c);
+                do {
+                    if (opt.mode == MODE_STREAM) stream_on_readable(c);
+                    else rr_on_readable(c);
+                } while (conn_pending(c));
             }
             if ((evs[i].events & EPOLLOUT) && !flush_output(c))
                 fail("conn %u: send failed", c->id);
@@ -560,6 +668,9 @@ static void run_timed(void)
                hist_percentile(0.999) / 1e3, hist_max / 1e3,
                (unsigned long long)stats.dropped);
     printf("\"client_cpu_s\":%.3f,\"client_busy\":%.3f", cpu, cpu / wall);
+#ifdef LOADGEN_TLS
+    printf(",\"tls\":\"%s\",\"handshake_s\":%.3f", tls_describe(conns[0].tls), handshake_s);
+#endif
     if (server0 >= 0 && server1 >= 0) {
         double scpu = server1 - server0;
         printf(",\"server_cpu_s\":%.3f,\"server_busy\":%.3f", scpu, scpu / wall);
@@ -728,9 +839,14 @@ static void usage(void)
         "  --duration SEC    rr, stream: measured seconds (5)\n"
         "  --warmup SEC      rr, stream: unmeasured seconds first (1)\n"
         "  --window BYTES    stream: unanswered bytes per connection (262144)\n"
-        "  --timeout SEC     burst, idle: give up after (60)\n"
+        "  --timeout SEC     burst, idle, TLS handshakes: give up after (60)\n"
         "  --connect-batch N idle: connections set up at once (512)\n"
-        "  --server-pid PID  report that process's CPU time over the window\n");
+        "  --server-pid PID  report that process's CPU time over the window\n"
+#ifdef LOADGEN_TLS
+        "  --cafile PEM      verify the server's certificate (and --host) with this CA\n"
+        "  (tls_loadgen: rr and stream only, over TLS)\n"
+#endif
+        );
     exit(64);
 }
 
@@ -767,12 +883,18 @@ static void parse_args(int argc, char **argv)
         else if (!strcmp(a, "--timeout")) opt.timeout = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--connect-batch")) opt.connect_batch = (int)arg_num(argc, argv, &i);
         else if (!strcmp(a, "--server-pid")) opt.server_pid = (int)arg_num(argc, argv, &i);
+#ifdef LOADGEN_TLS
+        else if (!strcmp(a, "--cafile") && i + 1 < argc) opt.cafile = argv[++i];
+#endif
         else usage();
     }
     if (opt.port <= 0 || opt.port > 65535 || opt.conns < 1 || opt.size < 1 || opt.depth < 1
         || opt.size * (size_t)opt.depth > MAX_CHUNK || opt.depth >= STAMP_RING
         || opt.window < STREAM_BLOCK || opt.connect_batch < 1)
         usage();
+#ifdef LOADGEN_TLS
+    if (opt.mode != MODE_RR && opt.mode != MODE_STREAM) usage();
+#endif
 }
 
 int main(int argc, char **argv)
@@ -808,6 +930,9 @@ int main(int argc, char **argv)
     }
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0) fail("epoll_create1: %s", strerror(errno));
+#ifdef LOADGEN_TLS
+    tls_setup(opt.cafile, opt.host);
+#endif
 
     switch (opt.mode) {
     case MODE_RR:

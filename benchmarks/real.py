@@ -3,8 +3,9 @@
 `python -m benchmarks --workloads real` runs examples/http_server.py under
 wrk, examples/resp_server.py under redis-benchmark (GET, with and without
 pipelining), examples/proxy.py under iperf3 and examples/dns_server.py under
-dnsperf, and the HTTP example with --tls under wrk over https, openssl s_time
-and a client holding idle TLS connections (benchmarks/tls.py), each on every
+dnsperf, the HTTP example with --tls under wrk over https, openssl s_time
+and a client holding idle TLS connections, and the echo servers with a
+certificate under tls_loadgen (benchmarks/tls.py), each on every
 gaio engine that runs here, against the same program
 written as an asyncio Protocol (benchmarks/servers/*_protocol.py; for DNS a
 DatagramProtocol) on uvloop and on asyncio, and, for RESP, against
@@ -60,7 +61,7 @@ TOOL_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 class RealWorkload:
     name: str        # command-line name
     title: str       # table heading
-    program: str     # "http", "resp", "proxy", "dns" or "https"
+    program: str     # "http", "resp", "proxy", "dns", "https" or "tls-echo"
     tool: str        # the client ("": our own, benchmarks/tls_idle_client.py)
     unit: str        # of "rate", as the client reports it
     per_cpu_unit: str  # of "per_cpu": the same count over the server's CPU seconds
@@ -102,10 +103,14 @@ REAL_WORKLOADS = (
                    "", "bytes per connection", "", conns=n, lower_is_better=True,
                    targets=(("uvloop-protocol", 1 / 3), ("asyncio-protocol", 1 / 15)))
       for n in (1000, 10000)),
+    *(RealWorkload(name, title, "tls-echo", tls.ECHO_CLIENT, "msgs/s",
+                   "msgs per server CPU-s", targets=(("uvloop-protocol", 1.2),))
+      for name, (title, _) in tls.ECHO_SHAPES.items()),
 )
 REAL_NAMES = tuple(w.name for w in REAL_WORKLOADS)
 EXAMPLE = {"http": "http_server.py", "resp": "resp_server.py", "proxy": "proxy.py",
-           "dns": "dns_server.py", "https": "http_server.py"}
+           "dns": "dns_server.py", "https": "http_server.py", "tls-echo": None}
+TLS_PROGRAMS = ("https", "tls-echo")
 PROTOCOL = {"http": "http_protocol.py", "resp": "resp_protocol.py", "proxy": "proxy_protocol.py",
             "dns": "dns_protocol.py", "https": "http_protocol.py"}
 LOOPS = {"uvloop-protocol": "uvloop", "asyncio-protocol": "asyncio"}
@@ -124,6 +129,9 @@ class RealServer:
         if program == "https":
             extra = tuple(tls.server_arguments(self.group))
         env = server_env()
+        if program == "tls-echo":  # the echo harness's servers, not the examples
+            return (tls.echo_server_argv(self.group, LOOPS.get(self.name),
+                                         self.name[len("gaio-"):]), env, None)
         if self.group == "gaio":
             env["GAIO_ENGINE"] = self.name[len("gaio-"):]
             return ((sys.executable, str(EXAMPLES / EXAMPLE[program]), "--port", "0", *extra),
@@ -154,7 +162,7 @@ def discover():
             if tls_refused is not None:
                 skipped["gaio-%s (https)" % engine] = tls_refused
             servers.append(RealServer("gaio-" + engine, "gaio", tuple(
-                p for p in every if p != "https" or tls_refused is None)))
+                p for p in every if p not in TLS_PROGRAMS or tls_refused is None)))
         else:
             skipped["gaio-" + engine] = reason
     for name, loop in LOOPS.items():
@@ -167,8 +175,16 @@ def discover():
     else:
         skipped[CEILING] = "redis-server is not installed (apt-get install redis-server)"
     skipped_workloads = {}
+    echo_problem = None
+    if any(w.program == "tls-echo" for w in REAL_WORKLOADS):
+        echo_problem = tls.echo_client_problem()
     for w in REAL_WORKLOADS:
-        if w.tool and shutil.which(w.tool) is None:
+        if w.program == "tls-echo":
+            if shutil.which("openssl") is None:
+                skipped_workloads[w.name] = "openssl (the certificate's maker) is not installed"
+            elif echo_problem:
+                skipped_workloads[w.name] = echo_problem
+        elif w.tool and shutil.which(w.tool) is None:
             skipped_workloads[w.name] = "%s is not installed" % w.tool
         elif w.program == "https" and shutil.which("openssl") is None:
             skipped_workloads[w.name] = "openssl (the certificate's maker) is not installed"
@@ -449,6 +465,8 @@ def measure(server, workload, duration, warmup):
                 return measure_proxy(proc, workload, duration, warmup, upstream)
     argv, env, port = server.command(workload.program)
     with Process(argv, env, SERVER_CPU, port) as proc:
+        if workload.program == "tls-echo":  # gaio_server.py --engine E: E or an error
+            return tls.measure_echo(proc, workload, duration, warmup, run_client)
         if server.group == "gaio" and "(engine %s)" % server.name[5:] not in proc.first_line:
             raise MeasurementError("not on its engine: %s" % proc.first_line)
         if workload.program == "https" and workload.tool == "openssl":
@@ -504,7 +522,8 @@ def estimate_seconds(servers, workloads, repeat, duration, warmup):
     wrk = _whole_seconds(duration) + (_whole_seconds(warmup) if warmup else 0) + 0.6
     per = {"http": wrk, "https": wrk,
            "resp": duration + warmup + 0.8, "proxy": _whole_seconds(duration) + 0.8,
-           "dns": duration + warmup + 0.6}
+           "dns": duration + warmup + 0.6,
+           "tls-echo": duration + warmup + 1.5}  # + the handshakes
 
     def seconds(w):
         if w.conns:  # handshakes on both sides, then the settle

@@ -451,7 +451,8 @@ def real_ratio_table(run, cells):
 # The latencies each client reports: iperf3 and openssl s_time none, dnsperf only a mean.
 REAL_LATENCY = {"wrk": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
                 "redis-benchmark": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")),
-                "dnsperf": (("mean ms", "avg_ms"),)}
+                "dnsperf": (("mean ms", "avg_ms"),),
+                "tls_loadgen": (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"))}
 
 
 def _real_idle_detail(run, wl, cells):
@@ -515,6 +516,15 @@ def _real_setup(run):
         % (cfg["server_cpu"], cfg["client_cpu"], cfg["repeat"], cfg["duration"],
            cfg["warmup"]),
     ]
+    if run["workloads"] and all(wl["tool"] == "tls_loadgen" for wl in run["workloads"]):
+        lines[-1] = (
+            "- Each measurement: a fresh server pinned to CPU %d, tls_loadgen pinned to CPU %d "
+            "before exec; %d repeat(s), interleaved across servers; every connection "
+            "handshaken, then a %g s warm-up and %g s measured in the same connections. "
+            "Server CPU read by tls_loadgen from /proc/PID/task/*/schedstat over the measured "
+            "window. Figures are medians, min–max in brackets."
+            % (cfg["server_cpu"], cfg["client_cpu"], cfg["repeat"], cfg["warmup"],
+               cfg["duration"]))
     return "\n".join(lines)
 
 
@@ -544,6 +554,16 @@ TLS_INTRO = (
         "served one `GET /`, the server's RSS growth per connection (lower is better: the "
         "targets are highest ratios). A gaio engine whose `start_tls` is not there yet is "
         "skipped for these, saying so.")
+TLS_ECHO_INTRO = (
+        "The echo servers of the echo tables (benchmarks/servers/gaio_server.py: a standing "
+        "accept, a server-side `start_tls` and a standing read per connection, each "
+        "decrypted view written back quiet; asyncio_protocol.py with `create_server(ssl="
+        "context)` on uvloop and asyncio) with one ECDSA P-256 certificate and the same "
+        "default server context, under tls_loadgen (benchmarks/loadgen.c built with OpenSSL: "
+        "one thread, epoll, every echoed byte checked): all connections handshaken first, "
+        "not measured; then each sends a request and waits for its whole echo before the "
+        "next. rloop is not among them: rloop 0.5's `create_server(ssl=)` raises "
+        "NotImplementedError.")
 
 
 def real_markdown(run, begin=None, end=None, title=None, intro=REAL_INTRO):
@@ -574,6 +594,19 @@ def real_markdown(run, begin=None, end=None, title=None, intro=REAL_INTRO):
 TLS_BEGIN = "<!-- TLS workloads: begin (written by --workloads real with TLS; kept by other runs) -->"
 TLS_END = "<!-- TLS workloads: end -->"
 TLS_TITLE = "TLS: the HTTP example with --tls under wrk, openssl s_time, idle connections"
+TLS_ECHO_BEGIN = ("<!-- TLS echo workloads: begin (written by --workloads real with tls-rr*; "
+                  "kept by other runs) -->")
+TLS_ECHO_END = "<!-- TLS echo workloads: end -->"
+TLS_ECHO_TITLE = "TLS echo: request/response under tls_loadgen"
+
+# A real run's workloads fall into these sections by program, each between its
+# own two comments, so that a run of some keeps the others' tables:
+# (programs, begin, end, title, intro); the first takes every other program.
+REAL_SECTIONS = (
+    ((), REAL_BEGIN, REAL_END, None, REAL_INTRO),
+    (("https",), TLS_BEGIN, TLS_END, TLS_TITLE, TLS_INTRO),
+    (("tls-echo",), TLS_ECHO_BEGIN, TLS_ECHO_END, TLS_ECHO_TITLE, TLS_ECHO_INTRO),
+)
 
 
 def _real_section(text, begin=REAL_BEGIN, end=REAL_END):
@@ -582,23 +615,26 @@ def _real_section(text, begin=REAL_BEGIN, end=REAL_END):
     return text[a:b + len(end)] if a >= 0 and b > a else ""
 
 
+def _section_of(program):
+    for i, (programs, *_) in enumerate(REAL_SECTIONS):
+        if program in programs:
+            return i
+    return 0
+
+
 def _real_sections(run):
-    """[(begin, end, markdown)]: a real run's plain workloads and its TLS ones
-    (program "https") each get a section of their own, so a run of either
-    keeps the other's tables."""
+    """[(begin, end, markdown)]: the sections of REAL_SECTIONS this run has
+    workloads in (a run without any writes the plain one)."""
     out = []
-    for tls in (False, True):
-        wls = [wl for wl in run["workloads"] if (wl["program"] == "https") == tls]
-        if not wls and (tls or any(w["program"] == "https" for w in run["workloads"])):
+    ran = {_section_of(wl["program"]) for wl in run["workloads"]} or {0}
+    for i, (_, begin, end, title, intro) in enumerate(REAL_SECTIONS):
+        if i not in ran:
             continue
+        wls = [wl for wl in run["workloads"] if _section_of(wl["program"]) == i]
         names = {wl["name"] for wl in wls}
         part = dict(run, workloads=wls,
                     measurements=[m for m in run["measurements"] if m["workload"] in names])
-        if tls:
-            out.append((TLS_BEGIN, TLS_END,
-                        real_markdown(part, TLS_BEGIN, TLS_END, TLS_TITLE, TLS_INTRO)))
-        else:
-            out.append((REAL_BEGIN, REAL_END, real_markdown(part)))
+        out.append((begin, end, real_markdown(part, begin, end, title, intro)))
     return out
 
 
@@ -622,7 +658,7 @@ def write(out_dir, run, charts=True):
     cells = summarize(run)
     chart_files = write_charts(out_dir, run, cells) if charts else {}
     text = markdown(run, cells, chart_files)
-    for begin, end in ((REAL_BEGIN, REAL_END), (TLS_BEGIN, TLS_END)):
+    for _, begin, end, _, _ in REAL_SECTIONS:
         kept = _real_section(old, begin, end)
         if kept:
             text = text.rstrip("\n") + "\n\n" + kept + "\n"

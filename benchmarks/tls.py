@@ -1,4 +1,5 @@
-"""The TLS workloads of `--workloads real` (issue 20): the HTTP example with --tls.
+"""The TLS workloads of `--workloads real` (issue 20): the HTTP example with
+--tls, and the echo servers with a certificate.
 
 examples/http_server.py --tls on every gaio engine that has TLS, against
 benchmarks/servers/http_protocol.py with --certfile/--keyfile
@@ -10,6 +11,11 @@ benchmarks/servers/http_protocol.py with --certfile/--keyfile
 - `tls-idle1000`, `tls-idle10000`: benchmarks/tls_idle_client.py holds N
   handshaken connections, each served one `GET /`; the server's RSS growth per
   connection.
+
+And the echo servers (servers/gaio_server.py, asyncio_protocol.py on uvloop
+and asyncio) with --certfile/--keyfile under tls_loadgen (loadgen.c over
+OpenSSL, built by build.py): `tls-rr1k`, `tls-rr64`, the shapes of the echo
+harness's rr1k and rr64, every connection handshaken before the clock starts.
 
 One certificate for every server: ECDSA P-256 (what a public site serves
 today), made with the `openssl` command for the run, never kept. A gaio
@@ -25,7 +31,8 @@ import tempfile
 import time
 
 from . import procstat
-from .catalog import REPO, server_env
+from .build import BuildError, build
+from .catalog import REPO, SERVERS_DIR, server_env
 from .processes import CLIENT_CPU, MeasurementError, pinned_to, read_line
 
 IDLE_CLIENT = REPO / "benchmarks" / "tls_idle_client.py"
@@ -159,3 +166,63 @@ def measure_idle(server, workload, timeout=600):
     record["rate"] = (rss_after - rss_before) / workload.conns  # bytes per connection
     record["per_cpu"] = None
     return record
+
+
+# ---- TLS echo: the echo servers under tls_loadgen ----------------------------
+
+# name -> (title, tls_loadgen rr arguments): the echo harness's rr1k and rr64 shapes
+ECHO_SHAPES = {
+    "tls-rr1k": ("TLS echo rr 1 KiB x 500 conns", ("--conns", "500", "--size", "1024")),
+    "tls-rr64": ("TLS echo rr 64 B x 50 conns", ("--conns", "50", "--size", "64")),
+}
+ECHO_CLIENT = "tls_loadgen"
+
+
+def echo_client_problem():
+    """None if tls_loadgen builds here, else why not (OpenSSL's headers missing...)."""
+    try:
+        build(ECHO_CLIENT)
+    except BuildError as exc:
+        return str(exc)
+    return None
+
+
+def echo_server_argv(group, loop=None, engine=None):
+    """The echo server of `group` serving TLS with the run's certificate."""
+    p = pems()
+    tls = ("--certfile", p["cert"], "--keyfile", p["key"])
+    if group == "gaio":
+        return (sys.executable, str(SERVERS_DIR / "gaio_server.py"), "--engine", engine,
+                "--port", "0", *tls)
+    script = "uvloop_protocol.py" if loop == "uvloop" else "asyncio_protocol.py"
+    return (sys.executable, str(SERVERS_DIR / script), "--port", "0", *tls)
+
+
+def measure_echo(server, workload, duration, warmup, run_client):
+    """tls_loadgen rr against `server`: every connection handshaken first (not
+    measured), `warmup` seconds, then `duration` measured; the load generator
+    reads the server's CPU (/proc/PID/task/*/schedstat) over that window
+    itself. `run_client` is real.py's."""
+    argv = [str(build(ECHO_CLIENT)), "rr", "--port", str(server.port),
+            "--server-pid", str(server.pid), *ECHO_SHAPES[workload.name][1],
+            "--duration", "%g" % duration, "--warmup", "%g" % warmup,
+            "--cafile", pems()["ca"]]
+    code, out, err = run_client(argv, duration + warmup + 90)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise MeasurementError("tls_loadgen printed no result (exit %d): %s; server: %s"
+                               % (code, err.strip()[-300:], server.stderr_tail()))
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise MeasurementError("tls_loadgen: %s; server: %s"
+                               % (result["error"], server.stderr_tail()))
+    if "server_cpu_s" not in result or not result["msgs"]:
+        raise MeasurementError("tls_loadgen measured nothing: %s" % lines[-1][:300])
+    lat = result["latency_us"]
+    return {"window_s": result["duration_s"], "requests": result["msgs"],
+            "rate": result["msgs_per_s"], "per_cpu": result["msgs"] / result["server_cpu_s"],
+            "server_cpu_s": result["server_cpu_s"], "server_busy": result["server_busy"],
+            "client_cpu_s": result["client_cpu_s"], "client_busy": result["client_busy"],
+            "server_cpu_us_per_msg": result["server_cpu_us_per_msg"],
+            "p50_ms": lat["p50"] / 1e3, "p99_ms": lat["p99"] / 1e3,
+            "tls": result["tls"], "handshake_s": result["handshake_s"]}

@@ -3,14 +3,19 @@
 A tiny run end to end: the HTTP example under wrk, the RESP example under
 redis-benchmark (and redis-server beside it), the proxy under iperf3, the DNS
 example under dnsperf, each on
-gaio's python engine and as an asyncio Protocol, one second each. Skips when
-a client is not installed. Numbers are not judged: only that they are there,
-and that BENCHMARKS.md gets the real section without losing what it had.
+gaio's python engine and as an asyncio Protocol, one second each; the TLS
+echo workload under tls_loadgen, which must also catch a corrupted echo and
+refuse a certificate its CA did not sign. Skips when a client is not
+installed. Numbers are not judged: only that they are there, and that
+BENCHMARKS.md gets the real section without losing what it had.
 """
 import json
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,9 +23,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import build as bench_build  # noqa: E402
 from benchmarks import report  # noqa: E402
 from benchmarks.real import parse_dnsperf, parse_redis_benchmark, parse_wrk  # noqa: E402
-from benchmarks.tls import parse_s_time  # noqa: E402
+from benchmarks.tls import echo_client_problem, parse_s_time, pems  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -153,3 +159,105 @@ def test_openssl_s_time_output_is_parsed():
     assert parse_s_time(out) == 1419
     with pytest.raises(Exception, match="no summary"):
         parse_s_time("ERROR\n")
+
+
+def test_tls_echo_workload_end_to_end(tmp_path):
+    """tls-rr64 (tls_loadgen, benchmarks/tls.py) against the TLS echo servers of
+    every gaio engine that runs here and asyncio: handshakes, echoes checked
+    byte by byte, the TLS echo section of BENCHMARKS.md beside the others."""
+    if shutil.which("openssl") is None:
+        pytest.skip("not installed: openssl (apt-get install openssl)")
+    problem = echo_client_problem()
+    if problem:
+        pytest.skip(problem)
+    old_tls = "%s\nthe https run's tables\n%s" % (report.TLS_BEGIN, report.TLS_END)
+    (tmp_path / "BENCHMARKS.md").write_text("# gaio benchmarks\n\n%s\n" % old_tls)
+    cmd = [sys.executable, "-m", "benchmarks", "--workloads", "tls-rr64",
+           "--servers", "gaio-*,asyncio-protocol", "--repeat", "1", "--duration", "0.3",
+           "--warmup", "0", "--output", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=55)
+    assert done.returncode == 0, done.stderr
+    raw = json.loads(next((tmp_path / "raw").glob("*-real.json")).read_text())
+    servers = {m["server"] for m in raw["measurements"]}
+    assert "asyncio-protocol" in servers and "gaio-python" in servers, done.stderr
+    for m in raw["measurements"]:
+        assert "error" not in m, m
+        assert m["rate"] > 0 and m["per_cpu"] > 0 and m["requests"] > 0, m
+        assert m["tls"].startswith("TLS") and m["handshake_s"] > 0, m
+    table = (tmp_path / "BENCHMARKS.md").read_text()
+    assert old_tls in table  # the echo run writes its own section, keeps the https one
+    assert table.rstrip().endswith(report.TLS_ECHO_END)
+    assert "| TLS echo rr 64 B x 50 conns ÷ uvloop-protocol" not in table  # not measured
+    assert "| TLS echo rr 64 B x 50 conns ÷ asyncio-protocol |" in table
+    assert "| server | msgs/s | msgs per server CPU-s | p50 ms | p99 ms |" in table
+
+
+def test_tls_loadgen_fails_loudly_on_a_corrupted_echo(tmp_path):
+    """A TLS server that changes one byte makes tls_loadgen fail, not count it."""
+    problem = echo_client_problem() if shutil.which("openssl") else "openssl is not installed"
+    if problem:
+        pytest.skip(problem)
+    p = pems()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(p["cert"], p["key"])
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def bad_echo():
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            data = bytearray(tls.recv(64))
+            data[10] ^= 0xFF
+            tls.sendall(data)
+            try:
+                tls.recv(64)  # until the client gives up
+            except OSError:
+                pass
+
+    t = threading.Thread(target=bad_echo)
+    t.start()
+    try:
+        done = subprocess.run(
+            [str(bench_build.build("tls_loadgen")), "rr", "--port",
+             str(listener.getsockname()[1]), "--conns", "1", "--size", "64", "--duration", "1",
+             "--warmup", "0", "--cafile", p["ca"]], capture_output=True, text=True, timeout=15)
+    finally:
+        t.join(10)
+        listener.close()
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "offset 10" in json.loads(done.stdout.splitlines()[-1])["error"]
+
+
+def test_tls_loadgen_refuses_a_server_its_ca_did_not_sign(tmp_path):
+    """--cafile verifies: a certificate from another CA fails the handshake loudly."""
+    problem = echo_client_problem() if shutil.which("openssl") else "openssl is not installed"
+    if problem:
+        pytest.skip(problem)
+    other_ca = tmp_path / "other.pem"
+    subprocess.run(["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-keyout", str(tmp_path / "other.key"),
+                    "-out", str(other_ca), "-days", "1", "-subj", "/CN=other"],
+                   check=True, capture_output=True, timeout=30)
+    p = pems()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(p["cert"], p["key"])
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one():
+        conn, _ = listener.accept()
+        try:
+            context.wrap_socket(conn, server_side=True).close()
+        except (OSError, ssl.SSLError):  # the client aborts the handshake
+            conn.close()
+
+    t = threading.Thread(target=serve_one)
+    t.start()
+    try:
+        done = subprocess.run(
+            [str(bench_build.build("tls_loadgen")), "rr", "--port",
+             str(listener.getsockname()[1]), "--conns", "1", "--duration", "1", "--warmup", "0",
+             "--cafile", str(other_ca)], capture_output=True, text=True, timeout=15)
+    finally:
+        t.join(10)
+        listener.close()
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "certificate verify failed" in json.loads(done.stdout.splitlines()[-1])["error"]

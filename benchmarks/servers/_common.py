@@ -8,6 +8,7 @@ backlog 4096, sets TCP_NODELAY on every connection and prints
 import argparse
 import resource
 import socket
+import ssl
 
 BACKLOG = 4096
 HOST = "127.0.0.1"
@@ -46,6 +47,21 @@ def set_nodelay(sock):
 def announce(port):
     print("READY %d" % port, flush=True)
 
+
+def add_tls_arguments(parser):
+    """--certfile/--keyfile: serve TLS (the TLS echo workloads, benchmarks/tls.py)."""
+    parser.add_argument("--certfile", help="TLS: the certificate chain (PEM)")
+    parser.add_argument("--keyfile", help="TLS: its private key (PEM)")
+
+
+def tls_context(args):
+    """The server's context when --certfile is given, else None: the same
+    for every server, so that they negotiate the same protocol and cipher."""
+    if not args.certfile:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.certfile, args.keyfile)
+    return context
 
 
 def add_loop_argument(parser):
