@@ -151,29 +151,51 @@ gaio_req *gaio_conn_head(gaio_conn *c, int kind)
     return r;
 }
 
+/* A connection's FIFO keeps no tail pointer (16 bytes of every connection):
+ * its head's prev is the tail, every other prev the one ahead, the tail's
+ * next NULL. gaio__queue_prev tells a head from the rest. */
 void gaio__queue_append(gaio_conn *c, gaio_req *r)
 {
-    int k = r->kind;
-    r->prev = c->tail[k];
-    if (c->tail[k])
-        c->tail[k]->next = r;
-    else
-        c->head[k] = r;
-    c->tail[k] = r;
+    gaio_req *h = c->head[r->kind];
+    r->next = NULL;
+    if (!h) {
+        r->prev = r;
+        c->head[r->kind] = r;
+        return;
+    }
+    r->prev = h->prev;
+    h->prev->next = r;
+    h->prev = r;
+}
+
+void gaio__queue_push_front(gaio_conn *c, gaio_req *r)
+{
+    gaio_req *h = c->head[r->kind];
+    r->next = h;
+    r->prev = h ? h->prev : r;
+    if (h)
+        h->prev = r;
+    c->head[r->kind] = r;
 }
 
 void gaio__queue_remove(gaio_conn *c, gaio_req *r)
 {
     int k = r->kind;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
+    gaio_req *h = c->head[k];
+    if (r == h) {
         c->head[k] = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        c->tail[k] = r->prev;
+        if (r->next)
+            r->next->prev = r->prev;
+    } else {
+        r->prev->next = r->next;
+        (r->next ? r->next : h)->prev = r->prev;
+    }
     r->next = r->prev = NULL;
+}
+
+gaio_req *gaio__queue_prev(const gaio_req *r)
+{
+    return r == r->conn->head[r->kind] ? NULL : r->prev;
 }
 
 void gaio__conn_close(gaio_core *core, gaio_conn *c)

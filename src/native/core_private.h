@@ -144,9 +144,13 @@ static inline gaio_conn *gaio__slot_conn(const gaio_core *core, uint32_t s)
     return c->live ? c : NULL;
 }
 
-/* Append r to its connection's kind queue (r->conn set). */
+/* Append r to its connection's kind queue (r->conn set); put it first
+ * (a TLS session's own request); take it out. */
 void gaio__queue_append(gaio_conn *c, gaio_req *r);
+void gaio__queue_push_front(gaio_conn *c, gaio_req *r);
 void gaio__queue_remove(gaio_conn *c, gaio_req *r);
+/* The request queued ahead of r on its connection, NULL for a head. */
+gaio_req *gaio__queue_prev(const gaio_req *r);
 /* Free c's slot once it is closing, the engine let go and its queues are empty. */
 void gaio__conn_maybe_release(gaio_core *core, gaio_conn *c);
 /* free(): end c's requests, unwatch it, close its descriptor. */

@@ -64,8 +64,9 @@ static void expire_deadlines(gaio_core *core, int64_t now)
         /* The heap leaves equal deadlines in no set order: end the requests
          * queued ahead of r with the same deadline first (R3). Linked in the
          * queue and still in the heap means still waiting. */
-        while (r->prev && r->prev->heap_index != GAIO__NO_HEAP && r->prev->deadline_ns <= r->deadline_ns)
-            r = r->prev;
+        for (gaio_req *p; (p = gaio__queue_prev(r)) && p->heap_index != GAIO__NO_HEAP &&
+                          p->deadline_ns <= r->deadline_ns;)
+            r = p;
         gaio__req_abort(core, r, GAIO_ERR_DEADLINE);
     }
 }
