@@ -92,47 +92,43 @@ static inline int pyreq_has_view(const pyreq *p) { return (p->req.owner & PYREQ_
 
 typedef struct {
     PyWeakReference base;
-    uintptr_t key;   /* the socket object's address | its GAIO_CONN_* flags: an object's
-                      * address is a multiple of 8, and a field more would cost 16 bytes
-                      * per connection (pymalloc's size classes) */
+    uintptr_t key;   /* the socket object's address */
     uint64_t id;
 } ConnRef;
-#define CONNREF_FLAGS 7u
-_Static_assert((GAIO_CONN_DGRAM | GAIO_CONN_PEER | GAIO_CONN_LOCAL) <= CONNREF_FLAGS,
-               "the connection's flags fit below an object's alignment");
-static inline uintptr_t connref_key(const ConnRef *r) { return r->key & ~(uintptr_t)CONNREF_FLAGS; }
-static inline unsigned connref_flags(const ConnRef *r) { return (unsigned)(r->key & CONNREF_FLAGS); }
+static inline uintptr_t connref_key(const ConnRef *r) { return r->key; }
 
-/* An entry: its connection's id, and either the socket's ConnRef (the weak
- * reference that releases a dropped socket, R9) or, while a standing read
- * holds the socket strongly, the socket's address | its flags with no
- * ConnRef at all: an idle connection with a standing read (a server's every
- * connection) saves the 96 bytes of a weakref. Which one is told by the id's
- * bit 31 (the core keeps slots below 2^30); bit 30 marks an entry that holds
- * the socket itself because a ConnRef could not be made (out of memory), so
- * it is released by free() or close() only. word 0: empty. The table's load
- * of at most 3/4 keeps it at 21-43 bytes per connection. */
-#define ENTRY_WEAK ((uint64_t)1 << 31)
-#define ENTRY_OWNED ((uint64_t)1 << 30)
-typedef struct {
-    uintptr_t word;  /* ConnRef * (ENTRY_WEAK), else the socket's address | flags */
-    uint64_t id;     /* the connection's id | ENTRY_WEAK | ENTRY_OWNED */
-} map_entry;
+/* A connection's entry is kept in its gaio_conn's owner fields (core.h),
+ * next to its slot and gen: the map itself is an open-addressing table of
+ * slot + 1 (0: empty) hashed on the socket object's address, 4 bytes a
+ * connection at a load of 3/8 to 3/4 (5-11 bytes). owner is the socket's
+ * ConnRef (OWNER_WEAK: the weak reference that releases a dropped socket,
+ * R9) or, while a standing read holds the socket strongly, the socket's
+ * address with no ConnRef at all: an idle connection with a standing read
+ * (a server's every connection) saves the 96 bytes of a weakref.
+ * OWNER_OWNED marks one that holds the socket itself because a ConnRef could
+ * not be made (out of memory): it is released by free() or close() only.
+ * owner_bits' low bits are the connection's GAIO_CONN_* flags. */
+#define OWNER_FLAGS 7u
+#define OWNER_WEAK 8u
+#define OWNER_OWNED 16u
+_Static_assert((GAIO_CONN_DGRAM | GAIO_CONN_PEER | GAIO_CONN_LOCAL) <= OWNER_FLAGS,
+               "the connection's flags fit below the binding's marks");
+typedef gaio_conn map_entry;
 static inline ConnRef *entry_ref(const map_entry *e)
 {
-    return (e->id & ENTRY_WEAK) ? (ConnRef *)e->word : NULL;
+    return (e->owner_bits & OWNER_WEAK) ? (ConnRef *)e->owner : NULL;
 }
-static inline uintptr_t entry_word_key(const map_entry *e)
+static inline uintptr_t entry_key(const map_entry *e)
 {
-    return (e->id & ENTRY_WEAK) ? ((ConnRef *)e->word)->key : e->word;
+    return (e->owner_bits & OWNER_WEAK) ? connref_key((ConnRef *)e->owner) : e->owner;
 }
-static inline uintptr_t entry_key(const map_entry *e) { return entry_word_key(e) & ~(uintptr_t)CONNREF_FLAGS; }
-static inline unsigned entry_flags(const map_entry *e) { return (unsigned)(entry_word_key(e) & CONNREF_FLAGS); }
-static inline uint64_t entry_id(const map_entry *e) { return e->id & ~(ENTRY_WEAK | ENTRY_OWNED); }
+static inline unsigned entry_flags(const map_entry *e) { return e->owner_bits & OWNER_FLAGS; }
+static inline uint64_t entry_id(const map_entry *e) { return gaio_conn_id(e); }
 
 typedef struct {
-    map_entry *e;
+    uint32_t *e;     /* slot + 1 */
     size_t cap, n;   /* cap is a power of two */
+    gaio_core *core; /* whose slots */
 } connmap;
 
 /* ---- the Watcher (module.c: the type and its lifetime; watcher.c: its methods) ---- */
@@ -248,7 +244,10 @@ const char *gaio__type_name(PyObject *o);
 extern PyTypeObject gaio__ConnRef_Type, gaio__WatcherLink_Type;
 extern PyMethodDef gaio__conn_gone_def;
 map_entry *gaio__map_find(connmap *m, uintptr_t key);
-int gaio__map_insert(connmap *m, ConnRef *ref);
+/* Enter ref's connection (ref->id, ref->key set) with its GAIO_CONN_* flags. */
+int gaio__map_insert(connmap *m, ConnRef *ref, unsigned flags);
+/* The entry of the map's i-th place (NULL: empty), to visit them all. */
+map_entry *gaio__map_at(connmap *m, size_t i);
 /* Take e out of the map, dropping what it holds (its ConnRef, or the socket
  * it owns): no Python code runs (the ConnRef's callback is the watcher's). */
 void gaio__map_drop(connmap *m, map_entry *e);

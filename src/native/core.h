@@ -210,11 +210,12 @@ enum {
     GAIO_CONN_LOCAL = 4,        /* ... of AF_UNIX */
 };
 
-/* 40 bytes on LP64, in the core's slab (core_conns.c): one per idle connection. */
+/* 48 bytes on LP64, in the core's slab (core_conns.c): one per idle connection. */
 struct gaio_conn {
     int fd;                     /* -1 once free() closed it */
     uint32_t slot, gen;
     uint16_t engine_flags;      /* engine-private */
+    uint8_t owner_bits;         /* the binding's (see owner) */
     uint8_t closing : 1;        /* freed: waiting for the engine to let go */
     uint8_t engine_busy : 1;    /* unwatch() returned 1: wait for gaio_core_conn_idle */
     uint8_t dgram : 1;          /* a datagram socket (GAIO_CONN_DGRAM) */
@@ -225,9 +226,11 @@ struct gaio_conn {
     uint8_t tls_open : 1;       /* ... and ended: its user writes are too (before: plaintext) */
     gaio_req *head[2];          /* FIFOs by enum gaio_kind (a head's prev is the tail) */
     void *engine_data;          /* engine-private */
+    uintptr_t owner;            /* the binding's: zeroed by gaio_core_watch, never read by the
+                                 * core; the binding reads it without the lock (gaio_core_slot) */
 };
-_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 40,
-               "gaio_conn outgrew 40 bytes (per idle connection memory)");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 48,
+               "gaio_conn outgrew 48 bytes (per idle connection memory)");
 
 typedef struct gaio_stats {
     uint64_t submitted, completed, bytes_read, bytes_written, timeouts, watched, pending;
@@ -278,8 +281,7 @@ void gaio_core_set_batch_wait(gaio_core *core, int64_t batch_wait_ns);
 /* Adopt a non-blocking socket descriptor (flags: GAIO_CONN_*, 0 for a
  * stream); returns its id (slot | gen << 32) or 0 and sets *err to an errno
  * (EBADF once the core is closed, EMFILE past GAIO_MAX_SLOTS connections).
- * A slot is below GAIO_MAX_SLOTS: the binding's map uses an id's bits 30
- * and 31 as its own marks. */
+ * A slot is below GAIO_MAX_SLOTS: the binding's map keeps slot + 1 in 32 bits. */
 #define GAIO_MAX_SLOTS (1u << 30)
 uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err);
 /* Queue a filled request (conn_id, buf, len, kind, op, flags, full,
@@ -318,6 +320,10 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
 /* Move up to cap results, in completion order, to buf; *left says how many
  * stay (for a larger buf). Never allocates: the binding owns buf. */
 uint32_t gaio_core_take_results(gaio_core *core, gaio_result *buf, uint32_t cap, uint32_t *left);
+/* The connection in slot (of an id gaio_core_watch returned and the binding
+ * has not freed yet), without the lock: for the binding's owner fields, and
+ * its slot and gen, which do not change until the binding frees it. */
+gaio_conn *gaio_core_slot(const gaio_core *core, uint32_t slot);
 /* The descriptor of a live connection (-1: none), to look at it (getsockopt). */
 int gaio_core_conn_fd(gaio_core *core, uint64_t conn_id);
 /* The earliest deadline (a request's, or a standing accept's retry), as a

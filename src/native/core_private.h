@@ -32,9 +32,13 @@ struct gaio_core {
     /* slot s is chunks[s / GAIO_CONN_CHUNK][s % GAIO_CONN_CHUNK] (live or
      * not: its gen is bumped when freed); chunks are never moved or freed
      * before gaio_core_delete, so no malloc header and no pointer per
-     * connection: 56 bytes each */
+     * connection. The binding reads its own fields of a slot without the
+     * lock (gaio_core_slot) while a watch may grow chunks: a grown array
+     * is published with a release store and the old one kept (retired) */
     gaio_conn **chunks;
-    uint32_t nchunks;
+    uint32_t nchunks, cap_chunks;
+    gaio_conn **retired[32];    /* chunks arrays replaced by a larger one (doubling) */
+    uint32_t nretired;
     uint32_t nslots, cap_slots; /* slots used; room in the per-slot arrays below */
     uint32_t *free_slots;
     uint32_t nfree;
