@@ -63,13 +63,14 @@ extern gaio__live_counts gaio__live;
 /* ---- requests (request.c) ---- */
 
 typedef struct pyreq {
-    gaio_req req;               /* first: the core hands back &req; req.owner: PYREQ_* */
     PyObject *conn, *ctx;       /* strong */
     struct pyreq *live_prev, *live_next; /* every undelivered request, for GC traversal */
-    /* A request without a buffer (a read into the internal buffer, accept,
-     * connect, sendfile) is allocated without what follows (PYREQ_SMALL,
-     * 160 bytes: pymalloc's class), so an idle connection's standing read
-     * stays small. */
+    gaio_req req;               /* the core hands back &req (pyreq_of); req.owner: PYREQ_* */
+    /* A request without a buffer (a one-shot read into the internal buffer,
+     * accept, connect, sendfile) is allocated without what follows
+     * (PYREQ_ALLOC_SMALL, 160 bytes), and a standing read without the end
+     * of req too (GAIO_REQ_STANDING_READ_SIZE: 136 bytes, pymalloc's class
+     * of 144), so an idle connection's standing read stays small. */
     PyObject *bufobj;           /* caller's buffer (or our bytes copy) */
     union {
         Py_buffer view;         /* export of bufobj held until completion */
@@ -79,8 +80,11 @@ typedef struct pyreq {
         } vec;
     };
 } pyreq;
-#define PYREQ_SMALL offsetof(pyreq, bufobj)
+/* gaio__req_alloc's sizes, each with its freelist */
+enum { PYREQ_ALLOC_SMALL, PYREQ_ALLOC_VIEW, PYREQ_ALLOC_STANDING_READ, PYREQ_ALLOCS };
+static inline pyreq *pyreq_of(gaio_req *r) { return (pyreq *)((char *)r - offsetof(pyreq, req)); }
 enum {
+    PYREQ_STANDING_READ = 8,    /* allocated up to req.u.st.idle (PYREQ_ALLOC_STANDING_READ) */
     PYREQ_HAS_VIEW = 1,         /* allocated whole (bufobj, view or vec) */
     PYREQ_IS_VECTOR = 2,        /* ... used as vec: a vectored write */
     PYREQ_COPIED = 4,           /* bufobj is the watcher's bytes copy of an internal-buffer view
@@ -168,8 +172,8 @@ typedef struct {
     int ncopy_pool;
     gaio__IbufMem *chunk_mem[GAIO_IBUF_CHUNKS]; /* owners of the core's chunks shown */
     pyreq live;                   /* sentinel of the undelivered-requests list */
-    pyreq *spare[2];              /* freelists of request structs, without / with view */
-    int nspare[2];
+    pyreq *spare[PYREQ_ALLOCS];   /* freelists of request structs, by PYREQ_ALLOC_* */
+    int nspare[PYREQ_ALLOCS];
     gaio_stats final_stats;       /* stats() after close */
     Py_ssize_t write_high;        /* 0: no back-pressure */
     gaio_result *results;         /* the batch taken from the core */
@@ -267,7 +271,7 @@ int gaio__delegate(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t 
 void gaio__live_remove(pyreq *p);
 void gaio__req_dispose(Watcher *w, pyreq *p);
 /* The steps every request takes, shared by request.c and request_special.c. */
-pyreq *gaio__req_alloc(Watcher *w, int with_view);
+pyreq *gaio__req_alloc(Watcher *w, int size); /* PYREQ_ALLOC_* */
 int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram_ok, unsigned *flags);
 int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t *id);
 /* "conn must be a stream socket (SOCK_STREAM), not ..." (R24's stream-only requests) */
@@ -283,7 +287,12 @@ int gaio__datagram_to(PyObject *conn, unsigned flags, PyObject *address, gaio_ad
 PyObject *gaio__sender_object(const gaio_addr *a);
 PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, uint64_t id);
 int gaio__flag_arg(PyObject *o, uint8_t *flags, uint8_t bit);
-int gaio__standing_times(gaio_req *r, PyObject *timeout, PyObject *deadline, int64_t when);
+/* A standing request's times (R20) into *t (t->idle_ns 0: no idle limit) and
+ * *deadline_ns, the heap's key; gaio__standing_set gives them to p (-1:
+ * MemoryError, p left as it was). */
+int gaio__standing_times(gaio_idle *t, int64_t *deadline_ns, PyObject *timeout, PyObject *deadline,
+                         int64_t when);
+int gaio__standing_set(pyreq *p, const gaio_idle *t, int64_t deadline_ns);
 PyObject *gaio__watcher_read(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_read_full(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);

@@ -118,6 +118,15 @@ typedef struct gaio_vec {
     struct iovec iov[];
 } gaio_vec;
 
+/* A standing request's idle limit (R20), only when it has one: most
+ * standing reads (a server's every connection) have none, and their
+ * request is shorter without it. */
+typedef struct gaio_idle {
+    int64_t until_ns;           /* its deadline (deadline_ns also follows the idle limit) */
+    int64_t idle_ns;            /* the idle limit, > 0 */
+    int64_t active_ns;          /* its last result (or its release from back-pressure) */
+} gaio_idle;
+
 struct gaio_req {
     gaio_req *next, *prev;      /* FIFO links (incoming, connection queue) */
     gaio_conn *conn;            /* set when the request reaches its connection */
@@ -138,16 +147,14 @@ struct gaio_req {
     unsigned char *ibuf_ptr;    /* read without a buffer: where its bytes are */
     union {
         struct {                /* GAIO_F_REPEAT */
-            int64_t until_ns;   /* its deadline (deadline_ns also follows the idle limit) */
-            int64_t idle_ns;    /* idle limit, 0: none */
-            int64_t active_ns;  /* its last result (or its release from back-pressure) */
             union {
                 size_t owed;    /* read: bytes of writes it answers for, not yet written */
-                struct {
-                    int64_t retry_ns;    /* accept in GAIO_F_BACKOFF: when to try again */
-                    int64_t reported_ns; /* accept: its last resource-error result */
-                };
+                int64_t retry_ns; /* accept in GAIO_F_BACKOFF: when to try again */
             };
+            gaio_idle *idle;    /* its idle limit (R20), NULL: none (the binding's memory) */
+            /* A standing read's struct may end here (GAIO_REQ_STANDING_READ_SIZE):
+             * what follows is an accept's only. */
+            int64_t reported_ns;/* accept: its last resource-error result */
         } st;
         int accepted_fd;        /* a one-shot accept's new descriptor, for its result */
         struct {                /* GAIO_OP_CONNECT */
@@ -174,10 +181,14 @@ struct gaio_req {
     } u;
 };
 
-/* 128 bytes on LP64: the binding allocates a standing read with it (an
- * idle connection's memory), and every request with a buffer. */
+/* 128 bytes on LP64, allocated by the binding with every request with a
+ * buffer. A standing read's (an idle connection's memory) is allocated
+ * short, up to u.st.idle: the core never touches what follows in it. */
 _Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_req) <= 128,
                "gaio_req outgrew 128 bytes (per idle connection memory)");
+#define GAIO_REQ_STANDING_READ_SIZE (offsetof(gaio_req, u.st.idle) + sizeof(gaio_idle *))
+_Static_assert(sizeof(void *) != 8 || GAIO_REQ_STANDING_READ_SIZE <= 104,
+               "a standing read outgrew 104 bytes (per idle connection memory)");
 
 /* The sender of a datagram (R25), for a read's result on an unconnected
  * datagram socket: allocated by the core (gaio_malloc), freed with free() by
@@ -358,8 +369,8 @@ int64_t gaio_now_ns(void);
 /* A standing request's idle limit counts from now (lazily, R20). */
 static inline void gaio_standing_touch(gaio_req *r)
 {
-    if (r->u.st.idle_ns)
-        r->u.st.active_ns = gaio_now_ns();
+    if (r->u.st.idle)
+        r->u.st.idle->active_ns = gaio_now_ns();
 }
 
 /* ---- TLS sessions (R28-R31, core_tls.c) ----

@@ -253,7 +253,7 @@ static void Watcher_dealloc(Watcher *w)
     PyMem_Free(w->map.e);
     PyMem_Free(w->results);
     gaio_origins_free(&w->origins);
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < PYREQ_ALLOCS; k++)
         while (w->spare[k]) {
             pyreq *p = w->spare[k];
             w->spare[k] = p->live_next;

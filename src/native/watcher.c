@@ -156,8 +156,8 @@ void gaio__watcher_shutdown(Watcher *w)
     gaio__tls_dispose(gaio_core_tls_take_dead(core));
     while (all) {
         gaio_req *next = all->next;
-        gaio__live_remove((pyreq *)all);
-        gaio__req_dispose(w, (pyreq *)all);
+        gaio__live_remove(pyreq_of(all));
+        gaio__req_dispose(w, pyreq_of(all));
         all = next;
     }
     /* the core's slots outlive close() until gaio__core_drop_if_unused */
