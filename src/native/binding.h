@@ -63,13 +63,14 @@ extern gaio__live_counts gaio__live;
 /* ---- requests (request.c) ---- */
 
 typedef struct pyreq {
-    gaio_req req;               /* first: the core hands back &req; req.owner: PYREQ_* */
     PyObject *conn, *ctx;       /* strong */
     struct pyreq *live_prev, *live_next; /* every undelivered request, for GC traversal */
-    /* A request without a buffer (a read into the internal buffer, accept,
-     * connect, sendfile) is allocated without what follows (PYREQ_SMALL,
-     * 160 bytes: pymalloc's class), so an idle connection's standing read
-     * stays small. */
+    gaio_req req;               /* the core hands back &req (pyreq_of); req.owner: PYREQ_* */
+    /* A request without a buffer (a one-shot read into the internal buffer,
+     * accept, connect, sendfile) is allocated without what follows
+     * (PYREQ_ALLOC_SMALL, 160 bytes), and a standing read without the end
+     * of req too (GAIO_REQ_STANDING_READ_SIZE: 136 bytes, pymalloc's class
+     * of 144), so an idle connection's standing read stays small. */
     PyObject *bufobj;           /* caller's buffer (or our bytes copy) */
     union {
         Py_buffer view;         /* export of bufobj held until completion */
@@ -79,8 +80,11 @@ typedef struct pyreq {
         } vec;
     };
 } pyreq;
-#define PYREQ_SMALL offsetof(pyreq, bufobj)
+/* gaio__req_alloc's sizes, each with its freelist */
+enum { PYREQ_ALLOC_SMALL, PYREQ_ALLOC_VIEW, PYREQ_ALLOC_STANDING_READ, PYREQ_ALLOCS };
+static inline pyreq *pyreq_of(gaio_req *r) { return (pyreq *)((char *)r - offsetof(pyreq, req)); }
 enum {
+    PYREQ_STANDING_READ = 8,    /* allocated up to req.u.st.idle (PYREQ_ALLOC_STANDING_READ) */
     PYREQ_HAS_VIEW = 1,         /* allocated whole (bufobj, view or vec) */
     PYREQ_IS_VECTOR = 2,        /* ... used as vec: a vectored write */
     PYREQ_COPIED = 4,           /* bufobj is the watcher's bytes copy of an internal-buffer view
@@ -92,47 +96,43 @@ static inline int pyreq_has_view(const pyreq *p) { return (p->req.owner & PYREQ_
 
 typedef struct {
     PyWeakReference base;
-    uintptr_t key;   /* the socket object's address | its GAIO_CONN_* flags: an object's
-                      * address is a multiple of 8, and a field more would cost 16 bytes
-                      * per connection (pymalloc's size classes) */
+    uintptr_t key;   /* the socket object's address */
     uint64_t id;
 } ConnRef;
-#define CONNREF_FLAGS 7u
-_Static_assert((GAIO_CONN_DGRAM | GAIO_CONN_PEER | GAIO_CONN_LOCAL) <= CONNREF_FLAGS,
-               "the connection's flags fit below an object's alignment");
-static inline uintptr_t connref_key(const ConnRef *r) { return r->key & ~(uintptr_t)CONNREF_FLAGS; }
-static inline unsigned connref_flags(const ConnRef *r) { return (unsigned)(r->key & CONNREF_FLAGS); }
+static inline uintptr_t connref_key(const ConnRef *r) { return r->key; }
 
-/* An entry: its connection's id, and either the socket's ConnRef (the weak
- * reference that releases a dropped socket, R9) or, while a standing read
- * holds the socket strongly, the socket's address | its flags with no
- * ConnRef at all: an idle connection with a standing read (a server's every
- * connection) saves the 96 bytes of a weakref. Which one is told by the id's
- * bit 31 (the core keeps slots below 2^30); bit 30 marks an entry that holds
- * the socket itself because a ConnRef could not be made (out of memory), so
- * it is released by free() or close() only. word 0: empty. The table's load
- * of at most 3/4 keeps it at 21-43 bytes per connection. */
-#define ENTRY_WEAK ((uint64_t)1 << 31)
-#define ENTRY_OWNED ((uint64_t)1 << 30)
-typedef struct {
-    uintptr_t word;  /* ConnRef * (ENTRY_WEAK), else the socket's address | flags */
-    uint64_t id;     /* the connection's id | ENTRY_WEAK | ENTRY_OWNED */
-} map_entry;
+/* A connection's entry is kept in its gaio_conn's owner fields (core.h),
+ * next to its slot and gen: the map itself is an open-addressing table of
+ * slot + 1 (0: empty) hashed on the socket object's address, 4 bytes a
+ * connection at a load of 3/8 to 3/4 (5-11 bytes). owner is the socket's
+ * ConnRef (OWNER_WEAK: the weak reference that releases a dropped socket,
+ * R9) or, while a standing read holds the socket strongly, the socket's
+ * address with no ConnRef at all: an idle connection with a standing read
+ * (a server's every connection) saves the 96 bytes of a weakref.
+ * OWNER_OWNED marks one that holds the socket itself because a ConnRef could
+ * not be made (out of memory): it is released by free() or close() only.
+ * owner_bits' low bits are the connection's GAIO_CONN_* flags. */
+#define OWNER_FLAGS 7u
+#define OWNER_WEAK 8u
+#define OWNER_OWNED 16u
+_Static_assert((GAIO_CONN_DGRAM | GAIO_CONN_PEER | GAIO_CONN_LOCAL) <= OWNER_FLAGS,
+               "the connection's flags fit below the binding's marks");
+typedef gaio_conn map_entry;
 static inline ConnRef *entry_ref(const map_entry *e)
 {
-    return (e->id & ENTRY_WEAK) ? (ConnRef *)e->word : NULL;
+    return (e->owner_bits & OWNER_WEAK) ? (ConnRef *)e->owner : NULL;
 }
-static inline uintptr_t entry_word_key(const map_entry *e)
+static inline uintptr_t entry_key(const map_entry *e)
 {
-    return (e->id & ENTRY_WEAK) ? ((ConnRef *)e->word)->key : e->word;
+    return (e->owner_bits & OWNER_WEAK) ? connref_key((ConnRef *)e->owner) : e->owner;
 }
-static inline uintptr_t entry_key(const map_entry *e) { return entry_word_key(e) & ~(uintptr_t)CONNREF_FLAGS; }
-static inline unsigned entry_flags(const map_entry *e) { return (unsigned)(entry_word_key(e) & CONNREF_FLAGS); }
-static inline uint64_t entry_id(const map_entry *e) { return e->id & ~(ENTRY_WEAK | ENTRY_OWNED); }
+static inline unsigned entry_flags(const map_entry *e) { return e->owner_bits & OWNER_FLAGS; }
+static inline uint64_t entry_id(const map_entry *e) { return gaio_conn_id(e); }
 
 typedef struct {
-    map_entry *e;
+    uint32_t *e;     /* slot + 1 */
     size_t cap, n;   /* cap is a power of two */
+    gaio_core *core; /* whose slots */
 } connmap;
 
 /* ---- the Watcher (module.c: the type and its lifetime; watcher.c: its methods) ---- */
@@ -172,8 +172,8 @@ typedef struct {
     int ncopy_pool;
     gaio__IbufMem *chunk_mem[GAIO_IBUF_CHUNKS]; /* owners of the core's chunks shown */
     pyreq live;                   /* sentinel of the undelivered-requests list */
-    pyreq *spare[2];              /* freelists of request structs, without / with view */
-    int nspare[2];
+    pyreq *spare[PYREQ_ALLOCS];   /* freelists of request structs, by PYREQ_ALLOC_* */
+    int nspare[PYREQ_ALLOCS];
     gaio_stats final_stats;       /* stats() after close */
     Py_ssize_t write_high;        /* 0: no back-pressure */
     gaio_result *results;         /* the batch taken from the core */
@@ -248,7 +248,10 @@ const char *gaio__type_name(PyObject *o);
 extern PyTypeObject gaio__ConnRef_Type, gaio__WatcherLink_Type;
 extern PyMethodDef gaio__conn_gone_def;
 map_entry *gaio__map_find(connmap *m, uintptr_t key);
-int gaio__map_insert(connmap *m, ConnRef *ref);
+/* Enter ref's connection (ref->id, ref->key set) with its GAIO_CONN_* flags. */
+int gaio__map_insert(connmap *m, ConnRef *ref, unsigned flags);
+/* The entry of the map's i-th place (NULL: empty), to visit them all. */
+map_entry *gaio__map_at(connmap *m, size_t i);
 /* Take e out of the map, dropping what it holds (its ConnRef, or the socket
  * it owns): no Python code runs (the ConnRef's callback is the watcher's). */
 void gaio__map_drop(connmap *m, map_entry *e);
@@ -268,7 +271,7 @@ int gaio__delegate(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t 
 void gaio__live_remove(pyreq *p);
 void gaio__req_dispose(Watcher *w, pyreq *p);
 /* The steps every request takes, shared by request.c and request_special.c. */
-pyreq *gaio__req_alloc(Watcher *w, int with_view);
+pyreq *gaio__req_alloc(Watcher *w, int size); /* PYREQ_ALLOC_* */
 int gaio__conn_first_look(Watcher *w, PyObject *conn, int *fd, int dgram_ok, unsigned *flags);
 int gaio__conn_resolve(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t *id);
 /* "conn must be a stream socket (SOCK_STREAM), not ..." (R24's stream-only requests) */
@@ -284,7 +287,12 @@ int gaio__datagram_to(PyObject *conn, unsigned flags, PyObject *address, gaio_ad
 PyObject *gaio__sender_object(const gaio_addr *a);
 PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, uint64_t id);
 int gaio__flag_arg(PyObject *o, uint8_t *flags, uint8_t bit);
-int gaio__standing_times(gaio_req *r, PyObject *timeout, PyObject *deadline, int64_t when);
+/* A standing request's times (R20) into *t (t->idle_ns 0: no idle limit) and
+ * *deadline_ns, the heap's key; gaio__standing_set gives them to p (-1:
+ * MemoryError, p left as it was). */
+int gaio__standing_times(gaio_idle *t, int64_t *deadline_ns, PyObject *timeout, PyObject *deadline,
+                         int64_t when);
+int gaio__standing_set(pyreq *p, const gaio_idle *t, int64_t deadline_ns);
 PyObject *gaio__watcher_read(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_read_full(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);

@@ -16,30 +16,39 @@ static size_t map_hash(uintptr_t key, size_t cap)
     return (size_t)(h >> 20) & (cap - 1);
 }
 
-map_entry *gaio__map_find(connmap *m, uintptr_t key)
+map_entry *gaio__map_at(connmap *m, size_t i)
 {
-    if (!m->cap)
-        return NULL;
-    for (size_t i = map_hash(key, m->cap);; i = (i + 1) & (m->cap - 1)) {
-        if (!m->e[i].word)
-            return NULL;
-        if (entry_key(&m->e[i]) == key)
-            return &m->e[i];
-    }
+    return m->e[i] ? gaio_core_slot(m->core, m->e[i] - 1) : NULL;
 }
 
-int gaio__map_insert(connmap *m, ConnRef *ref)
+static uintptr_t key_at(connmap *m, size_t i) { return entry_key(gaio__map_at(m, i)); }
+
+/* The place of key's entry, or of the empty place that ends its probe. */
+static size_t map_place(connmap *m, uintptr_t key)
+{
+    size_t i = map_hash(key, m->cap);
+    while (m->e[i] && key_at(m, i) != key)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+map_entry *gaio__map_find(connmap *m, uintptr_t key)
+{
+    return m->cap ? gaio__map_at(m, map_place(m, key)) : NULL;
+}
+
+int gaio__map_insert(connmap *m, ConnRef *ref, unsigned flags)
 {
     if ((m->n + 1) * 4 > m->cap * 3) {
         size_t cap = m->cap ? m->cap * 2 : 64;
-        map_entry *e = PyMem_Calloc(cap, sizeof *e);
+        uint32_t *e = PyMem_Calloc(cap, sizeof *e);
         if (!e)
             return -1;
         for (size_t i = 0; i < m->cap; i++) {
-            if (!m->e[i].word)
+            if (!m->e[i])
                 continue;
-            size_t j = map_hash(entry_key(&m->e[i]), cap);
-            while (e[j].word)
+            size_t j = map_hash(key_at(m, i), cap);
+            while (e[j])
                 j = (j + 1) & (cap - 1);
             e[j] = m->e[i];
         }
@@ -47,53 +56,48 @@ int gaio__map_insert(connmap *m, ConnRef *ref)
         m->e = e;
         m->cap = cap;
     }
-    size_t i = map_hash(connref_key(ref), m->cap);
-    while (m->e[i].word)
-        i = (i + 1) & (m->cap - 1);
-    m->e[i] = (map_entry){(uintptr_t)ref, ref->id | ENTRY_WEAK};
+    gaio_conn *c = gaio_core_slot(m->core, (uint32_t)ref->id);
+    c->owner = (uintptr_t)ref;
+    c->owner_bits = (uint8_t)(flags | OWNER_WEAK);
+    m->e[map_place(m, connref_key(ref))] = (uint32_t)ref->id + 1;
     m->n++;
     return 0;
 }
 
-/* Remove an entry (backward-shift deletion keeps probe chains intact); returns it. */
-static map_entry map_remove(connmap *m, map_entry *hole)
+/* Take place i out (backward-shift deletion keeps probe chains intact). */
+static void map_remove(connmap *m, size_t i)
 {
-    map_entry gone = *hole;
-    size_t i = (size_t)(hole - m->e);
     size_t j = i;
     for (;;) {
         j = (j + 1) & (m->cap - 1);
-        if (!m->e[j].word)
+        if (!m->e[j])
             break;
-        size_t home = map_hash(entry_key(&m->e[j]), m->cap);
+        size_t home = map_hash(key_at(m, j), m->cap);
         /* can e[j] move to i? only if its home is not in (i, j] cyclically */
         if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
             m->e[i] = m->e[j];
             i = j;
         }
     }
-    m->e[i] = (map_entry){0, 0};
+    m->e[i] = 0;
     m->n--;
-    return gone;
 }
 
 void gaio__map_drop(connmap *m, map_entry *e)
 {
-    map_entry gone = map_remove(m, e);
-    if (gone.id & ENTRY_WEAK)
-        Py_DECREF((PyObject *)gone.word);
-    else if (gone.id & ENTRY_OWNED)
-        Py_DECREF((PyObject *)(gone.word & ~(uintptr_t)CONNREF_FLAGS));
+    map_remove(m, map_place(m, entry_key(e)));
+    if (e->owner_bits & (OWNER_WEAK | OWNER_OWNED))
+        Py_DECREF((PyObject *)e->owner);
 }
 
 void gaio__conn_strong(Watcher *w, PyObject *conn, uint64_t id)
 {
     map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
-    if (!e || entry_id(e) != id || !(e->id & (ENTRY_WEAK | ENTRY_OWNED)))
+    if (!e || entry_id(e) != id || !(e->owner_bits & (OWNER_WEAK | OWNER_OWNED)))
         return;
-    PyObject *held = (e->id & ENTRY_WEAK) ? (PyObject *)e->word : conn;
-    e->word = entry_word_key(e);
-    e->id = id;
+    PyObject *held = (PyObject *)e->owner;
+    e->owner = (uintptr_t)conn;
+    e->owner_bits &= OWNER_FLAGS;
     /* a weakref going away with its object alive calls nothing; the socket
      * has more references than this one (the standing read's) */
     Py_DECREF(held);
@@ -102,7 +106,7 @@ void gaio__conn_strong(Watcher *w, PyObject *conn, uint64_t id)
 void gaio__conn_weak(Watcher *w, PyObject *conn, uint64_t id)
 {
     map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
-    if (!e || entry_id(e) != id || (e->id & (ENTRY_WEAK | ENTRY_OWNED)))
+    if (!e || entry_id(e) != id || (e->owner_bits & (OWNER_WEAK | OWNER_OWNED)))
         return;
     PyObject *type, *value, *tb; /* called while a batch's error may be set */
     PyErr_Fetch(&type, &value, &tb);
@@ -110,17 +114,18 @@ void gaio__conn_weak(Watcher *w, PyObject *conn, uint64_t id)
                                                            w->callback, NULL);
     /* making it may have run a collection, and Python code: look again */
     e = w->closed ? NULL : gaio__map_find(&w->map, (uintptr_t)conn);
-    if (e && entry_id(e) == id && !(e->id & (ENTRY_WEAK | ENTRY_OWNED))) {
+    if (e && entry_id(e) == id && !(e->owner_bits & (OWNER_WEAK | OWNER_OWNED))) {
         if (ref) {
-            ref->key = e->word;
+            ref->key = (uintptr_t)conn;
             ref->id = id;
-            *e = (map_entry){(uintptr_t)ref, id | ENTRY_WEAK};
+            e->owner = (uintptr_t)ref;
+            e->owner_bits |= OWNER_WEAK;
             ref = NULL;
         } else {
             /* no memory for it: hold the socket until free() or close() */
             PyErr_Clear();
             Py_INCREF(conn);
-            e->id = id | ENTRY_OWNED;
+            e->owner_bits |= OWNER_OWNED;
         }
     }
     PyErr_Clear();
@@ -314,9 +319,9 @@ int gaio__delegate(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t 
             PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    ref->key = (uintptr_t)conn | flags;
+    ref->key = (uintptr_t)conn;
     ref->id = *id;
-    if (gaio__map_insert(&w->map, ref) < 0) {
+    if (gaio__map_insert(&w->map, ref, flags) < 0) {
         Py_DECREF(ref);
         PINNED(w, gaio_core_free(w->core, *id));
         PyErr_NoMemory();

@@ -217,6 +217,8 @@ void gaio_core_delete(gaio_core *core)
     for (uint32_t i = 0; i < core->nchunks; i++)
         free(core->chunks[i]);
     free(core->chunks);
+    for (uint32_t i = 0; i < core->nretired; i++)
+        free(core->retired[i]);
     gaio_landing_free(core->landing);
     free(core->free_slots);
     free(core->frees);

@@ -118,6 +118,15 @@ typedef struct gaio_vec {
     struct iovec iov[];
 } gaio_vec;
 
+/* A standing request's idle limit (R20), only when it has one: most
+ * standing reads (a server's every connection) have none, and their
+ * request is shorter without it. */
+typedef struct gaio_idle {
+    int64_t until_ns;           /* its deadline (deadline_ns also follows the idle limit) */
+    int64_t idle_ns;            /* the idle limit, > 0 */
+    int64_t active_ns;          /* its last result (or its release from back-pressure) */
+} gaio_idle;
+
 struct gaio_req {
     gaio_req *next, *prev;      /* FIFO links (incoming, connection queue) */
     gaio_conn *conn;            /* set when the request reaches its connection */
@@ -138,16 +147,14 @@ struct gaio_req {
     unsigned char *ibuf_ptr;    /* read without a buffer: where its bytes are */
     union {
         struct {                /* GAIO_F_REPEAT */
-            int64_t until_ns;   /* its deadline (deadline_ns also follows the idle limit) */
-            int64_t idle_ns;    /* idle limit, 0: none */
-            int64_t active_ns;  /* its last result (or its release from back-pressure) */
             union {
                 size_t owed;    /* read: bytes of writes it answers for, not yet written */
-                struct {
-                    int64_t retry_ns;    /* accept in GAIO_F_BACKOFF: when to try again */
-                    int64_t reported_ns; /* accept: its last resource-error result */
-                };
+                int64_t retry_ns; /* accept in GAIO_F_BACKOFF: when to try again */
             };
+            gaio_idle *idle;    /* its idle limit (R20), NULL: none (the binding's memory) */
+            /* A standing read's struct may end here (GAIO_REQ_STANDING_READ_SIZE):
+             * what follows is an accept's only. */
+            int64_t reported_ns;/* accept: its last resource-error result */
         } st;
         int accepted_fd;        /* a one-shot accept's new descriptor, for its result */
         struct {                /* GAIO_OP_CONNECT */
@@ -174,10 +181,14 @@ struct gaio_req {
     } u;
 };
 
-/* 128 bytes on LP64: the binding allocates a standing read with it (an
- * idle connection's memory), and every request with a buffer. */
+/* 128 bytes on LP64, allocated by the binding with every request with a
+ * buffer. A standing read's (an idle connection's memory) is allocated
+ * short, up to u.st.idle: the core never touches what follows in it. */
 _Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_req) <= 128,
                "gaio_req outgrew 128 bytes (per idle connection memory)");
+#define GAIO_REQ_STANDING_READ_SIZE (offsetof(gaio_req, u.st.idle) + sizeof(gaio_idle *))
+_Static_assert(sizeof(void *) != 8 || GAIO_REQ_STANDING_READ_SIZE <= 104,
+               "a standing read outgrew 104 bytes (per idle connection memory)");
 
 /* The sender of a datagram (R25), for a read's result on an unconnected
  * datagram socket: allocated by the core (gaio_malloc), freed with free() by
@@ -210,11 +221,12 @@ enum {
     GAIO_CONN_LOCAL = 4,        /* ... of AF_UNIX */
 };
 
-/* 56 bytes on LP64, in the core's slab (core_conns.c): one per idle connection. */
+/* 48 bytes on LP64, in the core's slab (core_conns.c): one per idle connection. */
 struct gaio_conn {
     int fd;                     /* -1 once free() closed it */
     uint32_t slot, gen;
     uint16_t engine_flags;      /* engine-private */
+    uint8_t owner_bits;         /* the binding's (see owner) */
     uint8_t closing : 1;        /* freed: waiting for the engine to let go */
     uint8_t engine_busy : 1;    /* unwatch() returned 1: wait for gaio_core_conn_idle */
     uint8_t dgram : 1;          /* a datagram socket (GAIO_CONN_DGRAM) */
@@ -223,11 +235,13 @@ struct gaio_conn {
     uint8_t live : 1;           /* the slot is held (core_conns.c's slab) */
     uint8_t tls : 1;            /* start_tls was queued: its user reads are the TLS layer's */
     uint8_t tls_open : 1;       /* ... and ended: its user writes are too (before: plaintext) */
-    gaio_req *head[2], *tail[2];/* FIFOs by enum gaio_kind */
+    gaio_req *head[2];          /* FIFOs by enum gaio_kind (a head's prev is the tail) */
     void *engine_data;          /* engine-private */
+    uintptr_t owner;            /* the binding's: zeroed by gaio_core_watch, never read by the
+                                 * core; the binding reads it without the lock (gaio_core_slot) */
 };
-_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 56,
-               "gaio_conn outgrew 56 bytes (per idle connection memory)");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 48,
+               "gaio_conn outgrew 48 bytes (per idle connection memory)");
 
 typedef struct gaio_stats {
     uint64_t submitted, completed, bytes_read, bytes_written, timeouts, watched, pending;
@@ -278,8 +292,7 @@ void gaio_core_set_batch_wait(gaio_core *core, int64_t batch_wait_ns);
 /* Adopt a non-blocking socket descriptor (flags: GAIO_CONN_*, 0 for a
  * stream); returns its id (slot | gen << 32) or 0 and sets *err to an errno
  * (EBADF once the core is closed, EMFILE past GAIO_MAX_SLOTS connections).
- * A slot is below GAIO_MAX_SLOTS: the binding's map uses an id's bits 30
- * and 31 as its own marks. */
+ * A slot is below GAIO_MAX_SLOTS: the binding's map keeps slot + 1 in 32 bits. */
 #define GAIO_MAX_SLOTS (1u << 30)
 uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err);
 /* Queue a filled request (conn_id, buf, len, kind, op, flags, full,
@@ -318,6 +331,10 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
 /* Move up to cap results, in completion order, to buf; *left says how many
  * stay (for a larger buf). Never allocates: the binding owns buf. */
 uint32_t gaio_core_take_results(gaio_core *core, gaio_result *buf, uint32_t cap, uint32_t *left);
+/* The connection in slot (of an id gaio_core_watch returned and the binding
+ * has not freed yet), without the lock: for the binding's owner fields, and
+ * its slot and gen, which do not change until the binding frees it. */
+gaio_conn *gaio_core_slot(const gaio_core *core, uint32_t slot);
 /* The descriptor of a live connection (-1: none), to look at it (getsockopt). */
 int gaio_core_conn_fd(gaio_core *core, uint64_t conn_id);
 /* The earliest deadline (a request's, or a standing accept's retry), as a
@@ -352,8 +369,8 @@ int64_t gaio_now_ns(void);
 /* A standing request's idle limit counts from now (lazily, R20). */
 static inline void gaio_standing_touch(gaio_req *r)
 {
-    if (r->u.st.idle_ns)
-        r->u.st.active_ns = gaio_now_ns();
+    if (r->u.st.idle)
+        r->u.st.idle->active_ns = gaio_now_ns();
 }
 
 /* ---- TLS sessions (R28-R31, core_tls.c) ----

@@ -26,6 +26,12 @@ gaio_conn *gaio_core_conn_held(gaio_core *core, uint64_t id)
     return c && c->gen == (uint32_t)(id >> 32) ? c : NULL;
 }
 
+gaio_conn *gaio_core_slot(const gaio_core *core, uint32_t slot)
+{
+    gaio_conn **ch = __atomic_load_n(&core->chunks, __ATOMIC_ACQUIRE);
+    return &ch[slot >> GAIO_CONN_CHUNK_SHIFT][slot & (GAIO_CONN_CHUNK - 1)];
+}
+
 gaio_conn *gaio_core_next_conn(gaio_core *core, uint32_t *slot)
 {
     while (*slot < core->nslots) {
@@ -41,13 +47,24 @@ static int slots_grow(gaio_core *core)
 {
     uint32_t n = core->nchunks;
     if (core->nslots >= n * GAIO_CONN_CHUNK) {
-        gaio_conn **ch = gaio_realloc(core->chunks, (n + 1) * sizeof *ch);
-        if (!ch)
-            return ENOMEM;
-        core->chunks = ch;
+        if (n == core->cap_chunks) {
+            /* never realloc: the binding may be reading the old array (gaio_core_slot) */
+            uint32_t cap = n ? n * 2 : 4;
+            gaio_conn **ch = gaio_malloc(cap * sizeof *ch);
+            if (!ch)
+                return ENOMEM;
+            if (n)
+                memcpy(ch, core->chunks, n * sizeof *ch);
+            if (core->chunks)
+                core->retired[core->nretired++] = core->chunks;
+            __atomic_store_n(&core->chunks, ch, __ATOMIC_RELEASE);
+            core->cap_chunks = cap;
+        }
         /* not zeroed: a slot's memory is touched only when it is first used */
-        if (!(ch[n] = gaio_malloc(GAIO_CONN_CHUNK * sizeof(gaio_conn))))
+        gaio_conn *chunk = gaio_malloc(GAIO_CONN_CHUNK * sizeof(gaio_conn));
+        if (!chunk)
             return ENOMEM;
+        core->chunks[n] = chunk;
         core->nchunks = n + 1;
     }
     if (core->nslots < core->cap_slots)
@@ -151,29 +168,51 @@ gaio_req *gaio_conn_head(gaio_conn *c, int kind)
     return r;
 }
 
+/* A connection's FIFO keeps no tail pointer (16 bytes of every connection):
+ * its head's prev is the tail, every other prev the one ahead, the tail's
+ * next NULL. gaio__queue_prev tells a head from the rest. */
 void gaio__queue_append(gaio_conn *c, gaio_req *r)
 {
-    int k = r->kind;
-    r->prev = c->tail[k];
-    if (c->tail[k])
-        c->tail[k]->next = r;
-    else
-        c->head[k] = r;
-    c->tail[k] = r;
+    gaio_req *h = c->head[r->kind];
+    r->next = NULL;
+    if (!h) {
+        r->prev = r;
+        c->head[r->kind] = r;
+        return;
+    }
+    r->prev = h->prev;
+    h->prev->next = r;
+    h->prev = r;
+}
+
+void gaio__queue_push_front(gaio_conn *c, gaio_req *r)
+{
+    gaio_req *h = c->head[r->kind];
+    r->next = h;
+    r->prev = h ? h->prev : r;
+    if (h)
+        h->prev = r;
+    c->head[r->kind] = r;
 }
 
 void gaio__queue_remove(gaio_conn *c, gaio_req *r)
 {
     int k = r->kind;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
+    gaio_req *h = c->head[k];
+    if (r == h) {
         c->head[k] = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        c->tail[k] = r->prev;
+        if (r->next)
+            r->next->prev = r->prev;
+    } else {
+        r->prev->next = r->next;
+        (r->next ? r->next : h)->prev = r->prev;
+    }
     r->next = r->prev = NULL;
+}
+
+gaio_req *gaio__queue_prev(const gaio_req *r)
+{
+    return r == r->conn->head[r->kind] ? NULL : r->prev;
 }
 
 void gaio__conn_close(gaio_core *core, gaio_conn *c)

@@ -32,9 +32,13 @@ struct gaio_core {
     /* slot s is chunks[s / GAIO_CONN_CHUNK][s % GAIO_CONN_CHUNK] (live or
      * not: its gen is bumped when freed); chunks are never moved or freed
      * before gaio_core_delete, so no malloc header and no pointer per
-     * connection: 56 bytes each */
+     * connection. The binding reads its own fields of a slot without the
+     * lock (gaio_core_slot) while a watch may grow chunks: a grown array
+     * is published with a release store and the old one kept (retired) */
     gaio_conn **chunks;
-    uint32_t nchunks;
+    uint32_t nchunks, cap_chunks;
+    gaio_conn **retired[32];    /* chunks arrays replaced by a larger one (doubling) */
+    uint32_t nretired;
     uint32_t nslots, cap_slots; /* slots used; room in the per-slot arrays below */
     uint32_t *free_slots;
     uint32_t nfree;
@@ -144,9 +148,13 @@ static inline gaio_conn *gaio__slot_conn(const gaio_core *core, uint32_t s)
     return c->live ? c : NULL;
 }
 
-/* Append r to its connection's kind queue (r->conn set). */
+/* Append r to its connection's kind queue (r->conn set); put it first
+ * (a TLS session's own request); take it out. */
 void gaio__queue_append(gaio_conn *c, gaio_req *r);
+void gaio__queue_push_front(gaio_conn *c, gaio_req *r);
 void gaio__queue_remove(gaio_conn *c, gaio_req *r);
+/* The request queued ahead of r on its connection, NULL for a head. */
+gaio_req *gaio__queue_prev(const gaio_req *r);
 /* Free c's slot once it is closing, the engine let go and its queues are empty. */
 void gaio__conn_maybe_release(gaio_core *core, gaio_conn *c);
 /* free(): end c's requests, unwatch it, close its descriptor. */

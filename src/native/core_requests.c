@@ -60,8 +60,8 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
     }
     core->res_reserved++;
     r->seq = core->next_seq++;
-    if (r->flags & GAIO_F_REPEAT)
-        r->u.st.active_ns = gaio_now_ns();
+    if ((r->flags & GAIO_F_REPEAT) && r->u.st.idle)
+        r->u.st.idle->active_ns = gaio_now_ns();
     r->prev = core->incoming_tail;
     if (core->incoming_tail)
         core->incoming_tail->next = r;

@@ -260,13 +260,7 @@ int gaio_core_tls_queue(gaio_core *core, gaio_tls *t, int kind)
     q->conn = c;
     /* first in line: the engine works on heads, and no user request of a
      * TLS connection is ever the engine's (gaio__tls_hidden) */
-    q->prev = NULL;
-    q->next = c->head[kind];
-    if (c->head[kind])
-        c->head[kind]->prev = q;
-    else
-        c->tail[kind] = q;
-    c->head[kind] = q;
+    gaio__queue_push_front(c, q);
     if (kind == GAIO_READ) {
         t->rd_busy = 1;
         t->rd_over = 0;

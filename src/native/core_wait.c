@@ -30,9 +30,10 @@ void gaio__wake_waiter(gaio_core *core)
  * last result, and not while back-pressure holds r (R21). */
 static int64_t standing_due(const gaio_req *r, int64_t now)
 {
-    int64_t when = (r->flags & GAIO_F_HELD) ? now : r->u.st.active_ns;
-    when = when > GAIO_NO_DEADLINE - r->u.st.idle_ns ? GAIO_NO_DEADLINE : when + r->u.st.idle_ns;
-    return when > r->u.st.until_ns ? r->u.st.until_ns : when;
+    const gaio_idle *t = r->u.st.idle;
+    int64_t when = (r->flags & GAIO_F_HELD) ? now : t->active_ns;
+    when = when > GAIO_NO_DEADLINE - t->idle_ns ? GAIO_NO_DEADLINE : when + t->idle_ns;
+    return when > t->until_ns ? t->until_ns : when;
 }
 
 /* Move the standing requests at the top of the heap to their real
@@ -41,7 +42,7 @@ static void heap_settle(gaio_core *core, int64_t now)
 {
     while (core->nheap) {
         gaio_req *r = core->heap[0];
-        if (!(r->flags & GAIO_F_REPEAT) || !r->u.st.idle_ns)
+        if (!(r->flags & GAIO_F_REPEAT) || !r->u.st.idle)
             return;
         int64_t when = standing_due(r, now);
         if (when <= r->deadline_ns)
@@ -54,7 +55,7 @@ static void expire_deadlines(gaio_core *core, int64_t now)
 {
     while (core->nheap && core->heap[0]->deadline_ns <= now) {
         gaio_req *r = core->heap[0];
-        if ((r->flags & GAIO_F_REPEAT) && r->u.st.idle_ns) {
+        if ((r->flags & GAIO_F_REPEAT) && r->u.st.idle) {
             int64_t when = standing_due(r, now);
             if (when > now) {
                 gaio__heap_rekey(core, r, when);
@@ -64,8 +65,9 @@ static void expire_deadlines(gaio_core *core, int64_t now)
         /* The heap leaves equal deadlines in no set order: end the requests
          * queued ahead of r with the same deadline first (R3). Linked in the
          * queue and still in the heap means still waiting. */
-        while (r->prev && r->prev->heap_index != GAIO__NO_HEAP && r->prev->deadline_ns <= r->deadline_ns)
-            r = r->prev;
+        for (gaio_req *p; (p = gaio__queue_prev(r)) && p->heap_index != GAIO__NO_HEAP &&
+                          p->deadline_ns <= r->deadline_ns;)
+            r = p;
         gaio__req_abort(core, r, GAIO_ERR_DEADLINE);
     }
 }

@@ -181,6 +181,7 @@ static int Watcher_init(Watcher *w, PyObject *args, PyObject *kwargs)
     w->copies = copies;
     w->copies_old = copies_old;
     w->core = core;
+    w->map.core = core;
     gaio_core_set_batch_wait(core, (int64_t)(batch_wait * 1e9));
     w->engine_name = chosen->name;
     w->bufsize = (Py_ssize_t)bufsize;
@@ -206,9 +207,11 @@ static int Watcher_traverse(Watcher *w, visitproc visit, void *arg)
             Py_VISIT(p->view.obj); /* the export holds its own reference */
         }
     }
-    for (size_t i = 0; i < w->map.cap; i++)
-        if (w->map.e[i].id & ENTRY_OWNED)
-            Py_VISIT((PyObject *)(w->map.e[i].word & ~(uintptr_t)CONNREF_FLAGS));
+    for (size_t i = 0; i < w->map.cap; i++) {
+        map_entry *e = gaio__map_at(&w->map, i);
+        if (e && (e->owner_bits & OWNER_OWNED))
+            Py_VISIT((PyObject *)e->owner);
+    }
     Py_VISIT(w->views);
     Py_VISIT(w->copies);
     Py_VISIT(w->copies_old);
@@ -250,7 +253,7 @@ static void Watcher_dealloc(Watcher *w)
     PyMem_Free(w->map.e);
     PyMem_Free(w->results);
     gaio_origins_free(&w->origins);
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < PYREQ_ALLOCS; k++)
         while (w->spare[k]) {
             pyreq *p = w->spare[k];
             w->spare[k] = p->live_next;

@@ -11,19 +11,28 @@
 
 #define MAX_SPARE 1024
 
-pyreq *gaio__req_alloc(Watcher *w, int with_view)
+static const size_t alloc_size[PYREQ_ALLOCS] = {
+    [PYREQ_ALLOC_SMALL] = offsetof(pyreq, bufobj),
+    [PYREQ_ALLOC_VIEW] = sizeof(pyreq),
+    [PYREQ_ALLOC_STANDING_READ] = offsetof(pyreq, req) + GAIO_REQ_STANDING_READ_SIZE,
+};
+static const uint8_t alloc_owner[PYREQ_ALLOCS] = {
+    [PYREQ_ALLOC_VIEW] = PYREQ_HAS_VIEW,
+    [PYREQ_ALLOC_STANDING_READ] = PYREQ_STANDING_READ,
+};
+
+pyreq *gaio__req_alloc(Watcher *w, int size)
 {
-    pyreq *p = w->spare[with_view];
-    size_t size = with_view ? sizeof(pyreq) : PYREQ_SMALL;
+    pyreq *p = w->spare[size];
     if (p) {
-        w->spare[with_view] = p->live_next;
-        w->nspare[with_view]--;
-    } else if (!(p = PyMem_Malloc(size))) {
+        w->spare[size] = p->live_next;
+        w->nspare[size]--;
+    } else if (!(p = PyMem_Malloc(alloc_size[size]))) {
         PyErr_NoMemory();
         return NULL;
     }
-    memset(p, 0, size);
-    p->req.owner = with_view ? PYREQ_HAS_VIEW : 0;
+    memset(p, 0, alloc_size[size]);
+    p->req.owner = alloc_owner[size];
     gaio__live.requests++;
     return p;
 }
@@ -60,12 +69,17 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
 {
     if (is_standing_read(p) && p->conn && !w->closed)
         gaio__conn_weak(w, p->conn, p->req.conn_id); /* R9 again, before its reference goes */
-    int k = pyreq_has_view(p);
-    PyObject *buf = k ? p->bufobj : NULL;
+    int k = pyreq_has_view(p) ? PYREQ_ALLOC_VIEW
+            : (p->req.owner & PYREQ_STANDING_READ) ? PYREQ_ALLOC_STANDING_READ : PYREQ_ALLOC_SMALL;
+    PyObject *buf = k == PYREQ_ALLOC_VIEW ? p->bufobj : NULL;
+    if (p->req.flags & GAIO_F_REPEAT) {
+        PyMem_Free(p->req.u.st.idle);
+        p->req.u.st.idle = NULL;
+    }
     if (p->req.owner & PYREQ_IS_VECTOR) {
         release_items(p->vec.items, p->vec.n);
         PyMem_Free(p->req.u.w.vec);
-    } else if (k && p->view.obj) {
+    } else if (buf && p->view.obj) {
         PyBuffer_Release(&p->view);
     }
     if (p->req.op == GAIO_OP_WRITE && p->req.u.w.to) {
@@ -174,12 +188,12 @@ int gaio__flag_arg(PyObject *o, uint8_t *flags, uint8_t bit)
     return 0;
 }
 
-/* A standing request's times (R20): timeout is an idle limit, deadline its end. */
-int gaio__standing_times(gaio_req *r, PyObject *timeout, PyObject *deadline, int64_t when)
+/* timeout is an idle limit, deadline its end */
+int gaio__standing_times(gaio_idle *out, int64_t *deadline_ns, PyObject *timeout, PyObject *deadline,
+                         int64_t when)
 {
-    r->u.st.until_ns = GAIO_NO_DEADLINE;
-    r->u.st.idle_ns = 0;
-    r->deadline_ns = when;
+    *out = (gaio_idle){.until_ns = GAIO_NO_DEADLINE};
+    *deadline_ns = when;
     if (timeout && timeout != Py_None) {
         double t;
         if (gaio__seconds_arg(timeout, "timeout", &t) < 0)
@@ -190,11 +204,24 @@ int gaio__standing_times(gaio_req *r, PyObject *timeout, PyObject *deadline, int
             return -1;
         }
         int64_t ns = gaio__ns_clamp(t * 1e9);
-        r->u.st.idle_ns = ns == INT64_MAX ? 0 : (ns > 0 ? ns : 1);
-        r->deadline_ns = r->u.st.idle_ns ? when : GAIO_NO_DEADLINE;
+        out->idle_ns = ns == INT64_MAX ? 0 : (ns > 0 ? ns : 1);
+        *deadline_ns = out->idle_ns ? when : GAIO_NO_DEADLINE;
     } else {
-        r->u.st.until_ns = when;
+        out->until_ns = when;
     }
+    return 0;
+}
+
+int gaio__standing_set(pyreq *p, const gaio_idle *t, int64_t deadline_ns)
+{
+    p->req.deadline_ns = deadline_ns;
+    if (!t->idle_ns)
+        return 0; /* deadline_ns is its end, if it has one */
+    if (!(p->req.u.st.idle = PyMem_Malloc(sizeof *t))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *p->req.u.st.idle = *t;
     return 0;
 }
 
@@ -289,7 +316,8 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     int copied = 0;
     gaio_answer origin = {0};
     size_t already = 0; /* bytes a quiet write sent at once */
-    gaio_req st = {0}; /* a standing read's times, checked before anything is taken */
+    gaio_idle st = {0}; /* a standing read's times, checked before anything is taken */
+    int64_t st_deadline = 0;
     if (kind == GAIO_READ) {
         if (!buf && full) {
             PyErr_SetString(PyExc_ValueError, "buf is required");
@@ -299,7 +327,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
             PyErr_SetString(PyExc_ValueError, "a standing read (repeat=True) takes no buffer");
             return NULL;
         }
-        if ((flags & GAIO_F_REPEAT) && gaio__standing_times(&st, a[ARG_TIMEOUT], a[ARG_DEADLINE], deadline) < 0)
+        if ((flags & GAIO_F_REPEAT) && gaio__standing_times(&st, &st_deadline, a[ARG_TIMEOUT], a[ARG_DEADLINE], deadline) < 0)
             return NULL;
         if (buf) {
             if (gaio__buffer_arg(buf, &view, 1) < 0)
@@ -345,7 +373,9 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     }
     uint64_t id = 0;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, conn, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, bufobj != NULL))) {
+    int size = bufobj ? PYREQ_ALLOC_VIEW
+               : (flags & GAIO_F_REPEAT) ? PYREQ_ALLOC_STANDING_READ : PYREQ_ALLOC_SMALL;
+    if (gaio__conn_resolve(w, conn, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, size))) {
         if (bufobj)
             PyBuffer_Release(&view);
         PyMem_Free(to);
@@ -366,8 +396,10 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     p->req.flags = flags | (full ? GAIO_F_FULL : 0);
     p->req.deadline_ns = deadline;
     if (flags & GAIO_F_REPEAT) {
-        p->req.u.st = st.u.st;
-        p->req.deadline_ns = st.deadline_ns;
+        if (gaio__standing_set(p, &st, st_deadline) < 0) {
+            gaio__req_dispose(w, p);
+            return NULL;
+        }
     } else if (kind == GAIO_WRITE) {
         p->req.u.w.origin = origin;
         p->req.u.w.to = to;
@@ -479,7 +511,7 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, unsigned cflag
     origin = NULL;
     uint64_t id = 0;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, conn, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, 1))) {
+    if (gaio__conn_resolve(w, conn, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, PYREQ_ALLOC_VIEW))) {
         PyMem_Free(vec);
         goto fail;
     }

@@ -70,10 +70,12 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
     int known = prologue(w, "Watcher.accept", args, nargs, kwnames, names, N, 1, 1, a, a + TIMEOUT, &fd, &when, 0, &cflags);
     if (known < 0)
         return NULL;
-    gaio_req st = {0};
-    if (gaio__flag_arg(a[REPEAT], &st.flags, GAIO_F_REPEAT) < 0)
+    uint8_t flags = 0;
+    gaio_idle st = {0};
+    int64_t st_deadline = 0;
+    if (gaio__flag_arg(a[REPEAT], &flags, GAIO_F_REPEAT) < 0)
         return NULL;
-    if ((st.flags & GAIO_F_REPEAT) && gaio__standing_times(&st, a[TIMEOUT], a[DEADLINE], when) < 0)
+    if ((flags & GAIO_F_REPEAT) && gaio__standing_times(&st, &st_deadline, a[TIMEOUT], a[DEADLINE], when) < 0)
         return NULL;
     if (!known && py_check(gaio__state.check_listener, a[L], NULL) < 0)
         return NULL;
@@ -81,15 +83,15 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
         return NULL;
     uint64_t id;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, a[L], fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, 0)))
+    if (gaio__conn_resolve(w, a[L], fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, PYREQ_ALLOC_SMALL)))
         return NULL;
     p->req.kind = GAIO_READ;
     p->req.op = GAIO_OP_ACCEPT;
-    p->req.flags = st.flags;
+    p->req.flags = flags;
     p->req.deadline_ns = when;
-    if (st.flags & GAIO_F_REPEAT) {
-        p->req.u.st = st.u.st;
-        p->req.deadline_ns = st.deadline_ns;
+    if ((flags & GAIO_F_REPEAT) && gaio__standing_set(p, &st, st_deadline) < 0) {
+        gaio__req_dispose(w, p);
+        return NULL;
     }
     return gaio__req_queue(w, p, a[L], a[CTX], id);
 }
@@ -195,7 +197,7 @@ PyObject *gaio__watcher_connect(Watcher *w, PyObject *const *args, Py_ssize_t na
     /* connected from the moment connect() is requested (R25); a stream
      * counts as connecting for start_tls (R28) */
     cflags |= GAIO_CONN_PEER;
-    if (gaio__conn_resolve(w, sock, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, 0))) {
+    if (gaio__conn_resolve(w, sock, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, PYREQ_ALLOC_SMALL))) {
         PyMem_Free(retry);
         return NULL;
     }
@@ -244,7 +246,7 @@ PyObject *gaio__watcher_sendfile(Watcher *w, PyObject *const *args, Py_ssize_t n
         return PyErr_SetFromErrno(PyExc_OSError);
     uint64_t id;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, a[C], fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, 0))) {
+    if (gaio__conn_resolve(w, a[C], fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, PYREQ_ALLOC_SMALL))) {
         if (own >= 0)
             close(own);
         return NULL;

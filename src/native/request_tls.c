@@ -106,7 +106,7 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
         return NULL;
     uint64_t id;
     pyreq *p = NULL;
-    if (gaio__conn_resolve(w, a[C], fd, flags, &id) < 0 || !(p = gaio__req_alloc(w, 1))) {
+    if (gaio__conn_resolve(w, a[C], fd, flags, &id) < 0 || !(p = gaio__req_alloc(w, PYREQ_ALLOC_VIEW))) {
         Py_DECREF(sslobj);
         t->next_dead = NULL;
         gaio__tls_dispose(t);
@@ -116,7 +116,7 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
     p->req.op = GAIO_OP_TLS;
     p->req.u.w.tls = t;
     p->req.deadline_ns = when;
-    p->bufobj = sslobj; /* for its result's tls: a request allocated whole (with_view) */
+    p->bufobj = sslobj; /* for its result's tls: a request allocated whole (PYREQ_ALLOC_VIEW) */
     /* R28: after a failed connect() the handshake ends with its class */
     PyObject *key = w->connect_errors ? PyLong_FromUnsignedLongLong(id) : NULL;
     PyObject *failed = key ? PyDict_GetItemWithError(w->connect_errors, key) : NULL;

@@ -388,8 +388,8 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
             if (res[i].fd >= 0)
                 close(res[i].fd);
             if (res[i].final) {
-                gaio__live_remove((pyreq *)res[i].req);
-                gaio__req_dispose(w, (pyreq *)res[i].req);
+                gaio__live_remove(pyreq_of(res[i].req));
+                gaio__req_dispose(w, pyreq_of(res[i].req));
             }
         }
         return PyErr_NoMemory();
@@ -397,7 +397,7 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
     Py_ssize_t shown = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         gaio_result *e = &res[i];
-        pyreq *p = (pyreq *)e->req;
+        pyreq *p = pyreq_of(e->req);
         pending_item *it = &items[i];
         it->op = p->req.op;
         it->final = e->final ? p : NULL;

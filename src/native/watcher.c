@@ -156,17 +156,16 @@ void gaio__watcher_shutdown(Watcher *w)
     gaio__tls_dispose(gaio_core_tls_take_dead(core));
     while (all) {
         gaio_req *next = all->next;
-        gaio__live_remove((pyreq *)all);
-        gaio__req_dispose(w, (pyreq *)all);
+        gaio__live_remove(pyreq_of(all));
+        gaio__req_dispose(w, pyreq_of(all));
         all = next;
     }
+    /* the core's slots outlive close() until gaio__core_drop_if_unused */
     for (size_t i = 0; i < w->map.cap; i++) {
-        map_entry e = w->map.e[i];
-        w->map.e[i] = (map_entry){0, 0};
-        if (e.id & ENTRY_WEAK)
-            Py_DECREF((PyObject *)e.word);
-        else if (e.id & ENTRY_OWNED)
-            Py_DECREF((PyObject *)(e.word & ~(uintptr_t)CONNREF_FLAGS));
+        map_entry *e = gaio__map_at(&w->map, i);
+        w->map.e[i] = 0;
+        if (e && (e->owner_bits & (OWNER_WEAK | OWNER_OWNED)))
+            Py_DECREF((PyObject *)e->owner);
     }
     w->map.n = 0;
     /* a wait_io of another thread may still be leaving the core: it checks
