@@ -1,7 +1,8 @@
 /* The io_uring engine, without liburing: submissions, cancellations and the
  * wait. The kernel layer is uring_ring.c; what arrives (bytes, connections)
  * is handled in uring_recv.c; creation and the choice of techniques are in
- * uring_setup.c.
+ * uring_setup.c; the single issuer and the move to another ring in
+ * uring_migrate.c; the end in uring_close.c.
  *
  * Techniques, and the kernel each needs. The probe refuses kernels before
  * 5.11 (engine="auto" then picks epoll); a technique the kernel lacks falls
@@ -59,18 +60,14 @@
  *     are flushed with another enter.
  * The opcode probe does not see flags: multishot RECV is dated by
  * IORING_OP_SEND_ZC, multishot ACCEPT by IORING_OP_SOCKET (same releases).
- *   - SINGLE_ISSUER + DEFER_TASKRUN ("defer-taskrun", 6.1): the kernel
- *     finishes a socket operation as task work of the thread that submitted
- *     it; with DEFER_TASKRUN that work waits for the issuer's next
+ *   - SINGLE_ISSUER + DEFER_TASKRUN ("defer-taskrun", 6.1): a socket
+ *     operation's completion waits as task work for the issuer's next
  *     io_uring_enter(GETEVENTS) instead of interrupting it (an IPI and a
  *     return to user space per completion: 10% of the server's CPU at 50,000
- *     msgs/s). The ring opens disabled and the first thread to wait() becomes
- *     its issuer (uring_setup.c). Other threads never enter it: a request
- *     thread leaves its SQEs for the issuer's next wait and wakes it; a wait()
- *     from another thread, or fileno(), moves the engine for good to a ring
- *     any thread may enter (what was in flight is submitted again there), and
- *     close() from another thread kills the ring instead of cancelling (the
- *     kernel then never runs what it had). Before 6.1: as below.
+ *     msgs/s). The first thread to wait() becomes the issuer; other threads
+ *     leave their SQEs for it and wake it; a wait() from another thread, or
+ *     fileno(), moves the engine for good to a ring any thread may enter
+ *     (uring_migrate.c). Before 6.1: as below.
  * Not used: COOP_TASKRUN (5.19): it does not wake a submitter that sleeps
  * elsewhere, which would stall its completions, and measured no faster.
  * user_data: a gaio_conn pointer | direction (TAG_READ/TAG_WRITE), or a tag.
@@ -97,8 +94,6 @@
 
 _Static_assert((GAIO_IBUF_CHUNKS & (GAIO_IBUF_CHUNKS - 1)) == 0, "a buffer ring's size is a power of two");
 
-
-enum { WORK_START, WORK_CANCEL };
 
 /* 0, or -1 when the list could not grow: the caller leaves its flag unset
  * and sets st->rescan, so the next wait() finds the connection by its state. */
@@ -403,37 +398,6 @@ static void rescan(gaio__ur_state *st)
                 gaio__ur_schedule_start(st, c, kind);
             }
         }
-    }
-}
-
-void gaio__ur_restart_all(gaio__ur_state *st)
-{
-    uint32_t keep = 0;
-    for (uint32_t i = 0; i < st->nwork; i++)
-        if (st->work[i].what == WORK_START) /* a cancel's target is gone with the old ring */
-            st->work[keep++] = st->work[i];
-    st->nwork = keep;
-    const uint32_t in_kernel = BIT(IN_FLIGHT, 0) | BIT(IN_FLIGHT, 1);
-    const uint32_t gone = in_kernel | BIT(CANCEL_ASKED, 0) | BIT(CANCEL_ASKED, 1) |
-                          BIT(POLL_IN_FLIGHT, 0) | BIT(POLL_IN_FLIGHT, 1) | READ_IS_IBUF | MULTISHOT |
-                          ACCEPTING;
-    uint32_t s = 0;
-    for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));) {
-        if (!(c->engine_flags & in_kernel))
-            continue;
-        c->engine_flags &= ~gone;
-        for (int kind = 0; kind < 2; kind++) {
-            gaio_req *r = c->head[kind];
-            if (r && r->state == GAIO_REQ_CANCELLING)
-                gaio_core_finish(st->core, r); /* its operation never moved a byte more */
-        }
-        if (c->closing) {
-            if (c->engine_busy)
-                gaio_core_conn_idle(st->core, c); /* c may be freed: not touched again */
-            continue;
-        }
-        gaio__ur_schedule_start(st, c, GAIO_READ);
-        gaio__ur_schedule_start(st, c, GAIO_WRITE);
     }
 }
 

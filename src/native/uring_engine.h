@@ -1,6 +1,7 @@
 /* What engine_uring.c (submissions, cancels, the wait), uring_recv.c (what
- * arrives: bytes of buffer-select receives, connections of accepts) and
- * uring_setup.c (creation, the techniques chosen) share.
+ * arrives: bytes of buffer-select receives, connections of accepts),
+ * uring_setup.c (creation, the techniques chosen), uring_migrate.c (the
+ * single issuer, the move to another ring) and uring_close.c share.
  * Private to the io_uring engine; see engine_uring.c's header comment. */
 #ifndef GAIO_URING_ENGINE_H
 #define GAIO_URING_ENGINE_H
@@ -53,6 +54,8 @@ enum {
                            * defer-taskrun) */
     TECH_COUNT,
 };
+
+enum { WORK_START, WORK_CANCEL }; /* gaio__ur_work.what */
 
 typedef struct {
     uint64_t id; /* the connection, looked up again when the item runs */
@@ -126,6 +129,13 @@ void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now);
 /* uring_setup.c: engine.create and engine.techniques */
 int gaio__ur_create(gaio_core *core, void **state, char *why, size_t whylen);
 int gaio__ur_techniques(void *state, gaio_technique *out, int max);
+/* Technique t (provided buffers, one ring each) registers its buffer ring
+ * `which` with the ring; when it cannot, t is not used. */
+void gaio__ur_open_bufring(gaio__ur_state *st, int t, int which);
+#define GAIO__UR_SQ_ENTRIES 256
+#define GAIO__UR_CQ_ENTRIES 4096 /* beyond it completions wait in the kernel (NODROP) */
+
+/* uring_migrate.c: the single issuer (defer-taskrun) and the move away from it */
 /* Whether this thread may io_uring_enter the ring: always, unless it is a
  * SINGLE_ISSUER ring and this thread is not (or not yet) its issuer. A
  * thread that may not leaves its SQEs in the ring for the issuer's next
@@ -137,9 +147,8 @@ int gaio__ur_may_enter(gaio__ur_state *st);
  * enter, for good (why: the reason techniques() gives). 0, or -errno when
  * the new ring could not be made (nothing changed then). */
 int gaio__ur_claim_ring(gaio__ur_state *st, const char *why);
-
-/* The ring was replaced (uring_setup.c): nothing is in flight any more.
- * Requests being cancelled finish, the rest is submitted again. */
+/* The ring was replaced: nothing is in flight any more. Requests being
+ * cancelled finish, the rest is submitted again. */
 void gaio__ur_restart_all(gaio__ur_state *st);
 
 /* uring_recv.c */
