@@ -7,7 +7,8 @@ with no byte lost, doubled or reordered and no buffer touched after it was
 given back (the kernel's writes are invisible to ASan: checked here).
 GAIO_URING_AVOID=defer-taskrun forces the fallback from the start.
 "send-at-once" (a quiet write's send() from the requesting thread) needs
-that ring: without DEFER_TASKRUN a send() runs the ring's task work.
+that ring: without DEFER_TASKRUN a send() runs the ring's task work; so does
+"send-large-at-once" (the same, for quiet writes of 4 KiB or more).
 """
 import threading
 import time
@@ -67,6 +68,33 @@ def test_the_technique_is_on_and_can_be_avoided(single_issuer, monkeypatch):
     with gaio.Watcher(engine="uring") as w:
         assert w._techniques()[TECH] is None
         assert "GAIO_URING_AVOID" in w._techniques()["send-at-once"]
+
+
+@pytest.mark.parametrize("avoid", ["", "send-large-at-once"])
+def test_a_large_quiet_write_goes_out_before_the_next_wait(single_issuer, pair, monkeypatch, avoid):
+    if avoid:
+        monkeypatch.setenv("GAIO_URING_AVOID", "multishot-recv,send-at-once," + avoid)
+    else:
+        monkeypatch.delenv("GAIO_URING_AVOID")  # the defaults
+    client, server = pair()
+    large, small = pattern(8192), b"small"
+    with gaio.Watcher(engine="uring") as w:
+        assert (w._techniques()["send-large-at-once"] is None) == (not avoid)
+        w.read(server, ctx="r", repeat=True)  # as an echo server's connection
+        assert w.wait_io(0.01) == []  # this thread is the issuer
+        w.write(server, large, quiet=True)
+        assert w.stats()["quiet_done"] == (0 if avoid else 1)
+        if not avoid:  # sent by the write itself: no wait_io yet
+            client.settimeout(5)
+            assert recv_exactly(client, len(large)) == large
+        w.write(server, small, quiet=True)  # small: a SEND in a wait
+        for _ in range(100):  # a write behind another one goes in the wait after its end
+            if w.stats()["quiet_done"] == 2:
+                break
+            assert w.wait_io(0.01) == []
+        assert w.stats()["quiet_done"] == 2
+        expected = small if not avoid else large + small
+        assert recv_exactly(client, len(expected)) == expected
 
 
 def test_a_thread_that_waits_after_the_issuer_exited_gets_what_was_in_flight(single_issuer, pair):

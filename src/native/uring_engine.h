@@ -29,6 +29,11 @@ enum {
 };
 #define BIT(flag, kind) ((uint32_t)(flag) << (kind))
 
+/* A quiet write of an internal-buffer view that is not sent at once is
+ * copied (R6): from this size the copy costs more than the send() from the
+ * requesting thread does (the COPY_POOL_MIN of binding.h). */
+#define SEND_LARGE_AT_ONCE 4096
+
 /* The length of one RECV or SEND: at most 1 GiB, the rest goes with the next. */
 static inline uint32_t op_len(size_t n) { return n > (1u << 30) ? 1u << 30 : (uint32_t)n; }
 
@@ -52,6 +57,8 @@ enum {
     TECH_DEFER_TASKRUN,   /* "defer-taskrun": SINGLE_ISSUER|DEFER_TASKRUN, one waiting thread */
     TECH_SEND_AT_ONCE,    /* "send-at-once": engine.send_now, a quiet write's send() (needs
                            * defer-taskrun) */
+    TECH_SEND_LARGE_AT_ONCE, /* "send-large-at-once": the same for a quiet write of at least
+                              * SEND_LARGE_AT_ONCE bytes (needs defer-taskrun) */
     TECH_COUNT,
 };
 

@@ -46,9 +46,11 @@ static int move_ring(gaio__ur_state *st, const char *why)
     st->ring = fresh;
     st->use[TECH_DEFER_TASKRUN] = 0;
     snprintf(st->why[TECH_DEFER_TASKRUN], sizeof st->why[0], "%s", why);
-    if (st->use[TECH_SEND_AT_ONCE]) {
-        st->use[TECH_SEND_AT_ONCE] = 0;
-        snprintf(st->why[TECH_SEND_AT_ONCE], sizeof st->why[0], "needs defer-taskrun");
+    for (int t = TECH_SEND_AT_ONCE; t <= TECH_SEND_LARGE_AT_ONCE; t++) {
+        if (st->use[t]) {
+            st->use[t] = 0;
+            snprintf(st->why[t], sizeof st->why[0], "needs defer-taskrun");
+        }
     }
     st->issuer = 0;
     st->in_flight = 0;

@@ -22,6 +22,7 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
     [TECH_SENDMSG] = "sendmsg",
     [TECH_DEFER_TASKRUN] = "defer-taskrun",
     [TECH_SEND_AT_ONCE] = "send-at-once",
+    [TECH_SEND_LARGE_AT_ONCE] = "send-large-at-once",
 };
 
 /* Techniques not used unless GAIO_URING_AVOID is set (to "" for none):
@@ -128,6 +129,7 @@ int gaio__ur_create(gaio_core *core, void **out, char *why, size_t whylen)
     }
     choose_techniques(st);
     offer(st, TECH_SEND_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
+    offer(st, TECH_SEND_LARGE_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
     st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (st->evfd < 0) {
         int err = errno;
