@@ -1,8 +1,8 @@
 /* The io_uring engine, without liburing: submissions, cancellations and the
  * wait. The kernel layer is uring_ring.c; what arrives (bytes, connections)
  * is handled in uring_recv.c; creation and the choice of techniques are in
- * uring_setup.c; the single issuer and the move to another ring in
- * uring_migrate.c; the end in uring_close.c.
+ * uring_setup.c; what a POLL_ADD leads to in uring_poll.c; the single issuer
+ * and the move to another ring in uring_migrate.c; the end in uring_close.c.
  *
  * Techniques, and the kernel each needs. The probe refuses kernels before
  * 5.11 (engine="auto" then picks epoll); a technique the kernel lacks falls
@@ -163,15 +163,13 @@ static uint32_t prep_write(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, g
     return BIT(POLL_IN_FLIGHT, GAIO_WRITE);
 }
 
-static void datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind);
-
 /* Submit the head of c's kind queue. -1: no SQE free, try again later. */
 static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
 {
     if (kind == GAIO_READ && c->dgram && !(c->engine_flags & IN_FLIGHT) &&
         gaio_recv_waiting(st->core, c)) {
         /* a recvmmsg took them already: no poll would come for them */
-        datagrams_ready(st, c, GAIO_READ);
+        gaio__ur_datagrams_ready(st, c, GAIO_READ);
         if (gaio_recv_waiting(st->core, c))
             return 0; /* the next batch takes the rest (starved), or no read is left */
     }
@@ -238,53 +236,6 @@ static void run_work(gaio__ur_state *st)
     st->nwork -= i;
 }
 
-/* A POLL_ADD for datagram socket c's kind head said ready (or an error,
- * POLLERR: the syscall reports it): a datagram per head while the socket
- * takes them, at most GAIO_DATAGRAMS_PER_PASS (complete_op polls again). */
-static void datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind)
-{
-    gaio_req *r;
-    for (int n = 0; n < GAIO_DATAGRAMS_PER_PASS && (r = gaio_conn_head(c, kind)); n++) {
-        int unused; /* a datagram is never short */
-        ssize_t res = kind == GAIO_READ ? gaio_recv_datagram(st->core, c, r, (unsigned)n)
-                                        : gaio_send_head(st->core, c, r, &unused);
-        if (res == GAIO_RECV_NO_ROOM) {
-            gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
-            return;
-        }
-        if (res == -EAGAIN || (kind == GAIO_READ && res >= 0 && gaio_recv_drained(st->core, c)))
-            return; /* drained: the next poll finds what comes */
-    }
-}
-
-/* A POLL_ADD for c's kind head said ready: do what the heads ask while the
- * socket takes it (accepts; connect, sendfile, vectored writes). */
-static void poll_ready(gaio__ur_state *st, gaio_conn *c, int kind)
-{
-    gaio_req *r;
-    if (c->dgram) {
-        datagrams_ready(st, c, kind);
-        return;
-    }
-    while ((r = gaio_conn_head(c, kind)) && r->op != GAIO_OP_READ &&
-           !(r->op == GAIO_OP_WRITE && !r->u.w.vec)) {
-        if (kind == GAIO_READ) {
-            ssize_t n = gaio_accept_head(st->core, c, r);
-            if (n == GAIO_RECV_NO_ROOM) {
-                gaio__ur_starve(st, c);
-                return;
-            }
-            if (n == -EAGAIN)
-                break;
-        } else {
-            int short_write;
-            ssize_t n = gaio_send_head(st->core, c, r, &short_write);
-            if (n == -EAGAIN || short_write)
-                break;
-        }
-    }
-}
-
 /* A CQE of the operation of c's kind queue head. */
 static void complete_op(gaio__ur_state *st, gaio_conn *c, int kind, int32_t res, uint32_t flags)
 {
@@ -312,7 +263,7 @@ static void complete_op(gaio__ur_state *st, gaio_conn *c, int kind, int32_t res,
             gaio__ur_ibuf_reads(st, c);
     } else if (r && was_poll) {
         if (!c->closing && c->fd >= 0)
-            poll_ready(st, c, kind); /* a poll error (POLLERR) shows in the syscall */
+            gaio__ur_poll_ready(st, c, kind); /* a poll error (POLLERR) shows in the syscall */
     } else if (r) {
         gaio_core_progress(core, r, res);
     }

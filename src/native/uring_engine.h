@@ -158,6 +158,15 @@ int gaio__ur_claim_ring(gaio__ur_state *st, const char *why);
  * cancelled finish, the rest is submitted again. */
 void gaio__ur_restart_all(gaio__ur_state *st);
 
+/* uring_poll.c */
+/* A POLL_ADD for datagram socket c's kind head said ready (or an error): a
+ * datagram per head while the socket takes them, at most
+ * GAIO_DATAGRAMS_PER_PASS (the engine polls again). */
+void gaio__ur_datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind);
+/* A POLL_ADD for c's kind head said ready: the heads' syscalls while the
+ * socket takes them. */
+void gaio__ur_poll_ready(gaio__ur_state *st, gaio_conn *c, int kind);
+
 /* uring_recv.c */
 /* c's read waits for room (internal buffer, results): on the starved list,
  * tried again by the next wait that has room (gaio__ur_retry_starved). */
