@@ -8,7 +8,9 @@ given back (the kernel's writes are invisible to ASan: checked here).
 GAIO_URING_AVOID=defer-taskrun forces the fallback from the start.
 "send-at-once" (a quiet write's send() from the requesting thread) needs
 that ring: without DEFER_TASKRUN a send() runs the ring's task work; so does
-"send-large-at-once" (the same, for quiet writes of 4 KiB or more).
+"send-large-at-once" (the same, for quiet writes of 4 KiB or more), and
+"min-wait" (batch_wait as the kernel's min-wait, which falls back to the
+first completion only on that ring). test_batch_wait.py checks its timing.
 """
 import threading
 import time
@@ -68,6 +70,20 @@ def test_the_technique_is_on_and_can_be_avoided(single_issuer, monkeypatch):
     with gaio.Watcher(engine="uring") as w:
         assert w._techniques()[TECH] is None
         assert "GAIO_URING_AVOID" in w._techniques()["send-at-once"]
+
+
+def test_min_wait_needs_the_single_issuer_and_can_be_avoided(single_issuer, monkeypatch):
+    with gaio.Watcher(engine="uring") as w:
+        why = w._techniques()["min-wait"]
+    if why is not None:
+        assert "6.12" in why
+        pytest.skip(why)
+    monkeypatch.setenv("GAIO_URING_AVOID", TECH)
+    with gaio.Watcher(engine="uring") as w:
+        assert w._techniques()["min-wait"] == "needs defer-taskrun"
+    monkeypatch.setenv("GAIO_URING_AVOID", "min-wait")
+    with gaio.Watcher(engine="uring", batch_wait=0.001) as w:
+        assert "GAIO_URING_AVOID" in w._techniques()["min-wait"]
 
 
 @pytest.mark.parametrize("avoid", ["", "send-large-at-once"])

@@ -71,6 +71,9 @@
  *   - with defer-taskrun, a quiet write of SEND_LARGE_AT_ONCE bytes or more
  *     is sent by the requesting thread ("send-large-at-once"; smaller ones
  *     too with "send-at-once", off by default): ur_send_now says why.
+ *   - Watcher(batch_wait=) with defer-taskrun: the kernel's min-wait in the
+ *     wait's one io_uring_enter ("min-wait", 6.12), not the core's second
+ *     sleep and look (core_wait.c's gather).
  * Not used: COOP_TASKRUN (5.19): it does not wake a submitter that sleeps
  * elsewhere, which would stall its completions, and measured no faster.
  * user_data: a gaio_conn pointer | direction (TAG_READ/TAG_WRITE), or a tag.
@@ -371,8 +374,15 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
         timeout_ns = 0;
     else if (st->rescan && (timeout_ns < 0 || timeout_ns > 10000000))
         timeout_ns = 10000000; /* still owed (no memory yet): come back soon */
+    /* batch_wait: a wait that sleeps gathers in the kernel (min-wait). The
+     * kernel arms the wait's timeout only once the min-wait is over: never
+     * past the caller's, so the min-wait is at most the timeout. */
+    int64_t min_wait = st->use[TECH_MIN_WAIT] && timeout_ns != 0 ? gaio_core_batch_wait_ns(st->core) : 0;
+    if (timeout_ns > 0 && min_wait > timeout_ns)
+        min_wait = timeout_ns;
+    st->gathered = min_wait > 0;
     gaio_core_unlock(st->core);
-    int ret = gaio__uring_submit_and_wait_sigmask(&st->ring, timeout_ns, sigmask);
+    int ret = gaio__uring_submit_and_wait_min(&st->ring, timeout_ns, min_wait, sigmask);
     gaio_core_lock(st->core);
     if (ret == -EEXIST && st->use[TECH_DEFER_TASKRUN]) {
         /* the kernel has another issuer: this thread's id was the issuer's,
@@ -518,6 +528,11 @@ static void ur_pause(void *state, gaio_conn *c)
  * writes that measured slower (send-at-once, off by default); a large one
  * sent now also needs no copy of the caller's view (R6): 64 KiB stream echo,
  * server CPU per MB 0.5x, A/B (send-large-at-once). */
+static int ur_gathers(void *state)
+{
+    return ((gaio__ur_state *)state)->gathered;
+}
+
 static ssize_t ur_send_now(void *state, gaio_conn *c, const void *buf, size_t len)
 {
     gaio__ur_state *st = state;
@@ -552,6 +567,7 @@ const gaio_engine_ops gaio_engine_uring = {
     .pause = ur_pause,
     .send_now = ur_send_now,
     .techniques = gaio__ur_techniques,
+    .gathers = ur_gathers,
 };
 
 #else /* not Linux */

@@ -59,6 +59,8 @@ enum {
                            * defer-taskrun) */
     TECH_SEND_LARGE_AT_ONCE, /* "send-large-at-once": the same for a quiet write of at least
                               * SEND_LARGE_AT_ONCE bytes (needs defer-taskrun) */
+    TECH_MIN_WAIT,        /* "min-wait": Watcher(batch_wait=) as the kernel's min-wait in the
+                           * one io_uring_enter (needs defer-taskrun) */
     TECH_COUNT,
 };
 
@@ -100,6 +102,7 @@ typedef struct gaio__ur_state {
     /* use[TECH_DEFER_TASKRUN]: only the issuer may io_uring_enter. It is the
      * first thread to wait(); 0 until then (the ring is disabled). */
     pid_t issuer;
+    int gathered;        /* the last wait() gathered for batch_wait (min-wait) */
 } gaio__ur_state;
 
 /* Doubles a list (64 items at first); -1 when it could not grow. */

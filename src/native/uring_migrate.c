@@ -46,7 +46,9 @@ static int move_ring(gaio__ur_state *st, const char *why)
     st->ring = fresh;
     st->use[TECH_DEFER_TASKRUN] = 0;
     snprintf(st->why[TECH_DEFER_TASKRUN], sizeof st->why[0], "%s", why);
-    for (int t = TECH_SEND_AT_ONCE; t <= TECH_SEND_LARGE_AT_ONCE; t++) {
+    static const int need_it[] = {TECH_SEND_AT_ONCE, TECH_SEND_LARGE_AT_ONCE, TECH_MIN_WAIT};
+    for (unsigned i = 0; i < sizeof need_it / sizeof need_it[0]; i++) {
+        int t = need_it[i];
         if (st->use[t]) {
             st->use[t] = 0;
             snprintf(st->why[t], sizeof st->why[0], "needs defer-taskrun");

@@ -23,6 +23,7 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
     [TECH_DEFER_TASKRUN] = "defer-taskrun",
     [TECH_SEND_AT_ONCE] = "send-at-once",
     [TECH_SEND_LARGE_AT_ONCE] = "send-large-at-once",
+    [TECH_MIN_WAIT] = "min-wait",
 };
 
 /* Techniques not used unless GAIO_URING_AVOID is set (to "" for none):
@@ -130,6 +131,13 @@ int gaio__ur_create(gaio_core *core, void **out, char *why, size_t whylen)
     choose_techniques(st);
     offer(st, TECH_SEND_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
     offer(st, TECH_SEND_LARGE_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
+    /* Only with DEFER_TASKRUN does a min-wait that found nothing fall back to
+     * waking at the first completion (io_cqring_min_timer_wakeup resets
+     * cq_wait_nr to 1); a normal ring would wait for all it was asked. */
+    offer(st, TECH_MIN_WAIT, !st->use[TECH_DEFER_TASKRUN] ? "needs defer-taskrun"
+                             : !(st->ring.features & GAIO__IORING_FEAT_MIN_TIMEOUT)
+                                 ? "IORING_FEAT_MIN_TIMEOUT needs Linux 6.12"
+                                 : NULL);
     st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (st->evfd < 0) {
         int err = errno;
