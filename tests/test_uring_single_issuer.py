@@ -72,8 +72,8 @@ def test_the_technique_is_on_and_can_be_avoided(single_issuer, monkeypatch):
         assert "GAIO_URING_AVOID" in w._techniques()["send-at-once"]
 
 
-def test_min_wait_needs_the_single_issuer_and_can_be_avoided(single_issuer, monkeypatch):
-    with gaio.Watcher(engine="uring") as w:
+def test_min_wait_needs_the_single_issuer_and_is_off_by_default(single_issuer, monkeypatch):
+    with gaio.Watcher(engine="uring") as w:  # the fixture turned everything on
         why = w._techniques()["min-wait"]
     if why is not None:
         assert "6.12" in why
@@ -81,9 +81,48 @@ def test_min_wait_needs_the_single_issuer_and_can_be_avoided(single_issuer, monk
     monkeypatch.setenv("GAIO_URING_AVOID", TECH)
     with gaio.Watcher(engine="uring") as w:
         assert w._techniques()["min-wait"] == "needs defer-taskrun"
-    monkeypatch.setenv("GAIO_URING_AVOID", "min-wait")
+    monkeypatch.delenv("GAIO_URING_AVOID")
     with gaio.Watcher(engine="uring", batch_wait=0.001) as w:
-        assert "GAIO_URING_AVOID" in w._techniques()["min-wait"]
+        assert "off by default" in w._techniques()["min-wait"]
+
+
+def test_min_wait_gathers_within_the_window_and_never_past_the_timeout(single_issuer, net):
+    """test_batch_wait.py's window, with the kernel's min-wait doing it."""
+    with gaio.Watcher(engine="uring") as w:
+        if w._techniques()["min-wait"] is not None:
+            pytest.skip(w._techniques()["min-wait"])
+    (a_client, a), (b_client, b) = net.pairs(2)
+    with gaio.Watcher(engine="uring", batch_wait=0.5) as w:
+        w.read(a, repeat=True, ctx="a")
+        w.read(b, repeat=True, ctx="b")
+        assert w.wait_io(timeout=0.05) == []
+        timers = [threading.Timer(0.05, a_client.sendall, args=(b"first",)),
+                  threading.Timer(0.15, b_client.sendall, args=(b"second",))]
+        for t in timers:
+            t.start()
+        started = time.monotonic()
+        batch = w.wait_io(timeout=5)
+        took = time.monotonic() - started
+        for t in timers:
+            t.join()
+        assert sorted((r.ctx, bytes(r.buffer)) for r in batch) == [("a", b"first"), ("b", b"second")]
+        assert 0.14 < took < 2.0
+        late = threading.Timer(0.7, a_client.sendall, args=(b"late",))  # past the window
+        started = time.monotonic()
+        late.start()
+        batch = w.wait_io(timeout=5)
+        took = time.monotonic() - started
+        late.join()
+        assert [bytes(r.buffer) for r in batch] == [b"late"]
+        assert 0.65 < took < 0.7 + 0.35
+        timer = threading.Timer(0.05, a_client.sendall, args=(b"x",))
+        started = time.monotonic()
+        timer.start()
+        batch = w.wait_io(timeout=0.2)  # the caller's timeout bounds the window
+        took = time.monotonic() - started
+        timer.join()
+        assert [bytes(r.buffer) for r in batch] == [b"x"]
+        assert took < 0.6
 
 
 @pytest.mark.parametrize("avoid", ["", "send-large-at-once"])

@@ -72,8 +72,8 @@
  *     is sent by the requesting thread ("send-large-at-once"; smaller ones
  *     too with "send-at-once", off by default): ur_send_now says why.
  *   - Watcher(batch_wait=) with defer-taskrun: the kernel's min-wait in the
- *     wait's one io_uring_enter ("min-wait", 6.12), not the core's second
- *     sleep and look (core_wait.c's gather).
+ *     wait's one io_uring_enter ("min-wait", 6.12; off by default, measured
+ *     no better), not the core's second sleep and look (core_wait.c).
  * Not used: COOP_TASKRUN (5.19): it does not wake a submitter that sleeps
  * elsewhere, which would stall its completions, and measured no faster.
  * user_data: a gaio_conn pointer | direction (TAG_READ/TAG_WRITE), or a tag.

@@ -34,8 +34,12 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
  * at once ("send-at-once") cost 1.06x (rr 64 B x 50) and 1.08x (50,000
  * msgs/s) the CPU per message of a SEND in the next wait's enter, with
  * defer-taskrun, median of 6 alternating runs on a loaded machine (the
- * server saturated: many messages per wait, whose SENDs share one enter). */
-#define AVOIDED_BY_DEFAULT "multishot-recv,send-at-once"
+ * server saturated: many messages per wait, whose SENDs share one enter).
+ * batch_wait as the kernel's min-wait ("min-wait") measured no better than
+ * the core's sleep and look: server CPU per message at 50,000 msgs/s with
+ * batch_wait=100 us, 9.05-10.14 against 9.46-11.31 us (4 runs each, A/B/A/B,
+ * a saturated machine where the load generator reached only 19-51k msgs/s). */
+#define AVOIDED_BY_DEFAULT "multishot-recv,send-at-once,min-wait"
 
 /* Whether GAIO_URING_AVOID (a comma-separated list) names technique t. */
 static int avoided(int t)
