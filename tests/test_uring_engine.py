@@ -26,7 +26,7 @@ def skip_without_uring():
 
 
 TECHNIQUES = ("provided-buffers", "multishot-recv", "accept", "multishot-accept", "sendmsg",
-              "defer-taskrun", "send-at-once")
+              "defer-taskrun", "send-at-once", "send-large-at-once", "min-wait")
 # What each mode of `standing_mode` avoids: its fallbacks are what a kernel
 # without those operations gets.
 AVOID = {

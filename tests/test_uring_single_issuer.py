@@ -7,7 +7,10 @@ with no byte lost, doubled or reordered and no buffer touched after it was
 given back (the kernel's writes are invisible to ASan: checked here).
 GAIO_URING_AVOID=defer-taskrun forces the fallback from the start.
 "send-at-once" (a quiet write's send() from the requesting thread) needs
-that ring: without DEFER_TASKRUN a send() runs the ring's task work.
+that ring: without DEFER_TASKRUN a send() runs the ring's task work; so does
+"send-large-at-once" (the same, for quiet writes of 4 KiB or more), and
+"min-wait" (batch_wait as the kernel's min-wait, which falls back to the
+first completion only on that ring). test_batch_wait.py checks its timing.
 """
 import threading
 import time
@@ -67,6 +70,86 @@ def test_the_technique_is_on_and_can_be_avoided(single_issuer, monkeypatch):
     with gaio.Watcher(engine="uring") as w:
         assert w._techniques()[TECH] is None
         assert "GAIO_URING_AVOID" in w._techniques()["send-at-once"]
+
+
+def test_min_wait_needs_the_single_issuer_and_is_off_by_default(single_issuer, monkeypatch):
+    with gaio.Watcher(engine="uring") as w:  # the fixture turned everything on
+        why = w._techniques()["min-wait"]
+    if why is not None:
+        assert "6.12" in why
+        pytest.skip(why)
+    monkeypatch.setenv("GAIO_URING_AVOID", TECH)
+    with gaio.Watcher(engine="uring") as w:
+        assert w._techniques()["min-wait"] == "needs defer-taskrun"
+    monkeypatch.delenv("GAIO_URING_AVOID")
+    with gaio.Watcher(engine="uring", batch_wait=0.001) as w:
+        assert "off by default" in w._techniques()["min-wait"]
+
+
+def test_min_wait_gathers_within_the_window_and_never_past_the_timeout(single_issuer, net):
+    """test_batch_wait.py's window, with the kernel's min-wait doing it."""
+    with gaio.Watcher(engine="uring") as w:
+        if w._techniques()["min-wait"] is not None:
+            pytest.skip(w._techniques()["min-wait"])
+    (a_client, a), (b_client, b) = net.pairs(2)
+    with gaio.Watcher(engine="uring", batch_wait=0.5) as w:
+        w.read(a, repeat=True, ctx="a")
+        w.read(b, repeat=True, ctx="b")
+        assert w.wait_io(timeout=0.05) == []
+        timers = [threading.Timer(0.05, a_client.sendall, args=(b"first",)),
+                  threading.Timer(0.15, b_client.sendall, args=(b"second",))]
+        for t in timers:
+            t.start()
+        started = time.monotonic()
+        batch = w.wait_io(timeout=5)
+        took = time.monotonic() - started
+        for t in timers:
+            t.join()
+        assert sorted((r.ctx, bytes(r.buffer)) for r in batch) == [("a", b"first"), ("b", b"second")]
+        assert 0.14 < took < 2.0
+        late = threading.Timer(0.7, a_client.sendall, args=(b"late",))  # past the window
+        started = time.monotonic()
+        late.start()
+        batch = w.wait_io(timeout=5)
+        took = time.monotonic() - started
+        late.join()
+        assert [bytes(r.buffer) for r in batch] == [b"late"]
+        assert 0.65 < took < 0.7 + 0.35
+        timer = threading.Timer(0.05, a_client.sendall, args=(b"x",))
+        started = time.monotonic()
+        timer.start()
+        batch = w.wait_io(timeout=0.2)  # the caller's timeout bounds the window
+        took = time.monotonic() - started
+        timer.join()
+        assert [bytes(r.buffer) for r in batch] == [b"x"]
+        assert took < 0.6
+
+
+@pytest.mark.parametrize("avoid", ["", "send-large-at-once"])
+def test_a_large_quiet_write_goes_out_before_the_next_wait(single_issuer, pair, monkeypatch, avoid):
+    if avoid:
+        monkeypatch.setenv("GAIO_URING_AVOID", "multishot-recv,send-at-once," + avoid)
+    else:
+        monkeypatch.delenv("GAIO_URING_AVOID")  # the defaults
+    client, server = pair()
+    large, small = pattern(8192), b"small"
+    with gaio.Watcher(engine="uring") as w:
+        assert (w._techniques()["send-large-at-once"] is None) == (not avoid)
+        w.read(server, ctx="r", repeat=True)  # as an echo server's connection
+        assert w.wait_io(0.01) == []  # this thread is the issuer
+        w.write(server, large, quiet=True)
+        assert w.stats()["quiet_done"] == (0 if avoid else 1)
+        if not avoid:  # sent by the write itself: no wait_io yet
+            client.settimeout(5)
+            assert recv_exactly(client, len(large)) == large
+        w.write(server, small, quiet=True)  # small: a SEND in a wait
+        for _ in range(100):  # a write behind another one goes in the wait after its end
+            if w.stats()["quiet_done"] == 2:
+                break
+            assert w.wait_io(0.01) == []
+        assert w.stats()["quiet_done"] == 2
+        expected = small if not avoid else large + small
+        assert recv_exactly(client, len(expected)) == expected
 
 
 def test_a_thread_that_waits_after_the_issuer_exited_gets_what_was_in_flight(single_issuer, pair):

@@ -235,6 +235,7 @@ void gaio_core_delete(gaio_core *core)
 
 int gaio_core_fileno_asked(const gaio_core *core) { return core->notify; }
 int gaio_core_waiting(const gaio_core *core) { return core->waiting; }
+int64_t gaio_core_batch_wait_ns(const gaio_core *core) { return core->batch_wait_ns; }
 int gaio_core_closing(const gaio_core *core) { return core->closing; }
 size_t gaio_core_bufsize(const gaio_core *core) { return core->bufsize; }
 void gaio_core_wake_engine(gaio_core *core) { core->engine->wake(core->engine_state); }

@@ -183,7 +183,8 @@ int gaio_core_wait(gaio_core *core, int64_t until_ns, int stop_before_sleep,
         core->woken = 0;
         int64_t slept_at = timeout != 0 && core->batch_wait_ns ? gaio_now_ns() : 0;
         int erc = core->engine->wait(core->engine_state, timeout, sigmask);
-        if (slept_at && core->nres && erc != -EINTR)
+        if (slept_at && core->nres && erc != -EINTR &&
+            !(core->engine->gathers && core->engine->gathers(core->engine_state)))
             erc = gather(core, slept_at, until_ns, sigmask);
         core->sleeping = 0;
         core->stats.wakeups++;

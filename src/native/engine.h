@@ -146,6 +146,13 @@ typedef struct gaio_engine_ops {
      * is used, else the reason it is not (the kernel lacks it, ...).
      * Returns how many were written. */
     int (*techniques)(void *state, gaio_technique *out, int max);
+
+    /* Optional (NULL: no). Whether wait() gathers for Watcher(batch_wait=)
+     * itself (gaio_core_batch_wait_ns): a wait that sleeps and gets
+     * completions keeps collecting them until batch_wait after it began, in
+     * the same kernel call. The core then does not sleep for it again
+     * (core_wait.c's gather). */
+    int (*gathers)(void *state);
 } gaio_engine_ops;
 
 /* ---- what the core offers engines (core_*.c), called with core->lock held ----
@@ -254,6 +261,8 @@ int gaio_core_has_results(const gaio_core *core);
 int gaio_core_fileno_asked(const gaio_core *core);
 /* A thread is inside gaio_core_wait (else a request thread runs the engine). */
 int gaio_core_waiting(const gaio_core *core);
+/* Watcher(batch_wait=) in ns, 0: off (engine.gathers). */
+int64_t gaio_core_batch_wait_ns(const gaio_core *core);
 /* The watcher is being closed: destroy() follows and ends what is in flight. */
 int gaio_core_closing(const gaio_core *core);
 /* The internal buffer's chunk size (Watcher(bufsize=)). */

@@ -1,7 +1,8 @@
 /* The io_uring engine, without liburing: submissions, cancellations and the
  * wait. The kernel layer is uring_ring.c; what arrives (bytes, connections)
  * is handled in uring_recv.c; creation and the choice of techniques are in
- * uring_setup.c.
+ * uring_setup.c; what a POLL_ADD leads to in uring_poll.c; the single issuer
+ * and the move to another ring in uring_migrate.c; the end in uring_close.c.
  *
  * Techniques, and the kernel each needs. The probe refuses kernels before
  * 5.11 (engine="auto" then picks epoll); a technique the kernel lacks falls
@@ -59,18 +60,20 @@
  *     are flushed with another enter.
  * The opcode probe does not see flags: multishot RECV is dated by
  * IORING_OP_SEND_ZC, multishot ACCEPT by IORING_OP_SOCKET (same releases).
- *   - SINGLE_ISSUER + DEFER_TASKRUN ("defer-taskrun", 6.1): the kernel
- *     finishes a socket operation as task work of the thread that submitted
- *     it; with DEFER_TASKRUN that work waits for the issuer's next
+ *   - SINGLE_ISSUER + DEFER_TASKRUN ("defer-taskrun", 6.1): a socket
+ *     operation's completion waits as task work for the issuer's next
  *     io_uring_enter(GETEVENTS) instead of interrupting it (an IPI and a
  *     return to user space per completion: 10% of the server's CPU at 50,000
- *     msgs/s). The ring opens disabled and the first thread to wait() becomes
- *     its issuer (uring_setup.c). Other threads never enter it: a request
- *     thread leaves its SQEs for the issuer's next wait and wakes it; a wait()
- *     from another thread, or fileno(), moves the engine for good to a ring
- *     any thread may enter (what was in flight is submitted again there), and
- *     close() from another thread kills the ring instead of cancelling (the
- *     kernel then never runs what it had). Before 6.1: as below.
+ *     msgs/s). The first thread to wait() becomes the issuer; other threads
+ *     leave their SQEs for it and wake it; a wait() from another thread, or
+ *     fileno(), moves the engine for good to a ring any thread may enter
+ *     (uring_migrate.c). Before 6.1: as below.
+ *   - with defer-taskrun, a quiet write of SEND_LARGE_AT_ONCE bytes or more
+ *     is sent by the requesting thread ("send-large-at-once"; smaller ones
+ *     too with "send-at-once", off by default): ur_send_now says why.
+ *   - Watcher(batch_wait=) with defer-taskrun: the kernel's min-wait in the
+ *     wait's one io_uring_enter ("min-wait", 6.12; off by default, measured
+ *     no better), not the core's second sleep and look (core_wait.c).
  * Not used: COOP_TASKRUN (5.19): it does not wake a submitter that sleeps
  * elsewhere, which would stall its completions, and measured no faster.
  * user_data: a gaio_conn pointer | direction (TAG_READ/TAG_WRITE), or a tag.
@@ -97,8 +100,6 @@
 
 _Static_assert((GAIO_IBUF_CHUNKS & (GAIO_IBUF_CHUNKS - 1)) == 0, "a buffer ring's size is a power of two");
 
-
-enum { WORK_START, WORK_CANCEL };
 
 /* 0, or -1 when the list could not grow: the caller leaves its flag unset
  * and sets st->rescan, so the next wait() finds the connection by its state. */
@@ -165,15 +166,13 @@ static uint32_t prep_write(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, g
     return BIT(POLL_IN_FLIGHT, GAIO_WRITE);
 }
 
-static void datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind);
-
 /* Submit the head of c's kind queue. -1: no SQE free, try again later. */
 static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
 {
     if (kind == GAIO_READ && c->dgram && !(c->engine_flags & IN_FLIGHT) &&
         gaio_recv_waiting(st->core, c)) {
         /* a recvmmsg took them already: no poll would come for them */
-        datagrams_ready(st, c, GAIO_READ);
+        gaio__ur_datagrams_ready(st, c, GAIO_READ);
         if (gaio_recv_waiting(st->core, c))
             return 0; /* the next batch takes the rest (starved), or no read is left */
     }
@@ -240,53 +239,6 @@ static void run_work(gaio__ur_state *st)
     st->nwork -= i;
 }
 
-/* A POLL_ADD for datagram socket c's kind head said ready (or an error,
- * POLLERR: the syscall reports it): a datagram per head while the socket
- * takes them, at most GAIO_DATAGRAMS_PER_PASS (complete_op polls again). */
-static void datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind)
-{
-    gaio_req *r;
-    for (int n = 0; n < GAIO_DATAGRAMS_PER_PASS && (r = gaio_conn_head(c, kind)); n++) {
-        int unused; /* a datagram is never short */
-        ssize_t res = kind == GAIO_READ ? gaio_recv_datagram(st->core, c, r, (unsigned)n)
-                                        : gaio_send_head(st->core, c, r, &unused);
-        if (res == GAIO_RECV_NO_ROOM) {
-            gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
-            return;
-        }
-        if (res == -EAGAIN || (kind == GAIO_READ && res >= 0 && gaio_recv_drained(st->core, c)))
-            return; /* drained: the next poll finds what comes */
-    }
-}
-
-/* A POLL_ADD for c's kind head said ready: do what the heads ask while the
- * socket takes it (accepts; connect, sendfile, vectored writes). */
-static void poll_ready(gaio__ur_state *st, gaio_conn *c, int kind)
-{
-    gaio_req *r;
-    if (c->dgram) {
-        datagrams_ready(st, c, kind);
-        return;
-    }
-    while ((r = gaio_conn_head(c, kind)) && r->op != GAIO_OP_READ &&
-           !(r->op == GAIO_OP_WRITE && !r->u.w.vec)) {
-        if (kind == GAIO_READ) {
-            ssize_t n = gaio_accept_head(st->core, c, r);
-            if (n == GAIO_RECV_NO_ROOM) {
-                gaio__ur_starve(st, c);
-                return;
-            }
-            if (n == -EAGAIN)
-                break;
-        } else {
-            int short_write;
-            ssize_t n = gaio_send_head(st->core, c, r, &short_write);
-            if (n == -EAGAIN || short_write)
-                break;
-        }
-    }
-}
-
 /* A CQE of the operation of c's kind queue head. */
 static void complete_op(gaio__ur_state *st, gaio_conn *c, int kind, int32_t res, uint32_t flags)
 {
@@ -314,7 +266,7 @@ static void complete_op(gaio__ur_state *st, gaio_conn *c, int kind, int32_t res,
             gaio__ur_ibuf_reads(st, c);
     } else if (r && was_poll) {
         if (!c->closing && c->fd >= 0)
-            poll_ready(st, c, kind); /* a poll error (POLLERR) shows in the syscall */
+            gaio__ur_poll_ready(st, c, kind); /* a poll error (POLLERR) shows in the syscall */
     } else if (r) {
         gaio_core_progress(core, r, res);
     }
@@ -406,37 +358,6 @@ static void rescan(gaio__ur_state *st)
     }
 }
 
-void gaio__ur_restart_all(gaio__ur_state *st)
-{
-    uint32_t keep = 0;
-    for (uint32_t i = 0; i < st->nwork; i++)
-        if (st->work[i].what == WORK_START) /* a cancel's target is gone with the old ring */
-            st->work[keep++] = st->work[i];
-    st->nwork = keep;
-    const uint32_t in_kernel = BIT(IN_FLIGHT, 0) | BIT(IN_FLIGHT, 1);
-    const uint32_t gone = in_kernel | BIT(CANCEL_ASKED, 0) | BIT(CANCEL_ASKED, 1) |
-                          BIT(POLL_IN_FLIGHT, 0) | BIT(POLL_IN_FLIGHT, 1) | READ_IS_IBUF | MULTISHOT |
-                          ACCEPTING;
-    uint32_t s = 0;
-    for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));) {
-        if (!(c->engine_flags & in_kernel))
-            continue;
-        c->engine_flags &= ~gone;
-        for (int kind = 0; kind < 2; kind++) {
-            gaio_req *r = c->head[kind];
-            if (r && r->state == GAIO_REQ_CANCELLING)
-                gaio_core_finish(st->core, r); /* its operation never moved a byte more */
-        }
-        if (c->closing) {
-            if (c->engine_busy)
-                gaio_core_conn_idle(st->core, c); /* c may be freed: not touched again */
-            continue;
-        }
-        gaio__ur_schedule_start(st, c, GAIO_READ);
-        gaio__ur_schedule_start(st, c, GAIO_WRITE);
-    }
-}
-
 static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
 {
     gaio__ur_state *st = state;
@@ -453,8 +374,15 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
         timeout_ns = 0;
     else if (st->rescan && (timeout_ns < 0 || timeout_ns > 10000000))
         timeout_ns = 10000000; /* still owed (no memory yet): come back soon */
+    /* batch_wait: a wait that sleeps gathers in the kernel (min-wait). The
+     * kernel arms the wait's timeout only once the min-wait is over: never
+     * past the caller's, so the min-wait is at most the timeout. */
+    int64_t min_wait = st->use[TECH_MIN_WAIT] && timeout_ns != 0 ? gaio_core_batch_wait_ns(st->core) : 0;
+    if (timeout_ns > 0 && min_wait > timeout_ns)
+        min_wait = timeout_ns;
+    st->gathered = min_wait > 0;
     gaio_core_unlock(st->core);
-    int ret = gaio__uring_submit_and_wait_sigmask(&st->ring, timeout_ns, sigmask);
+    int ret = gaio__uring_submit_and_wait_min(&st->ring, timeout_ns, min_wait, sigmask);
     gaio_core_lock(st->core);
     if (ret == -EEXIST && st->use[TECH_DEFER_TASKRUN]) {
         /* the kernel has another issuer: this thread's id was the issuer's,
@@ -596,11 +524,20 @@ static void ur_pause(void *state, gaio_conn *c)
  * engines do (engine.h). Only with DEFER_TASKRUN: without it, each send()
  * runs the ring's pending task work on its way out of the kernel. Against a
  * SEND it saves the submission, and the SEND's own completion, which would
- * end the next wait at once: an io_uring_enter more per message. */
+ * end the next wait at once: an io_uring_enter more per message. For small
+ * writes that measured slower (send-at-once, off by default); a large one
+ * sent now also needs no copy of the caller's view (R6): 64 KiB stream echo,
+ * server CPU per MB 0.5x, A/B (send-large-at-once). */
+static int ur_gathers(void *state)
+{
+    return ((gaio__ur_state *)state)->gathered;
+}
+
 static ssize_t ur_send_now(void *state, gaio_conn *c, const void *buf, size_t len)
 {
     gaio__ur_state *st = state;
-    if (!st->use[TECH_SEND_AT_ONCE] || (c->engine_flags & BIT(IN_FLIGHT, GAIO_WRITE)))
+    if (!(st->use[TECH_SEND_AT_ONCE] || (st->use[TECH_SEND_LARGE_AT_ONCE] && len >= SEND_LARGE_AT_ONCE)) ||
+        (c->engine_flags & BIT(IN_FLIGHT, GAIO_WRITE)))
         return 0;
     return gaio_ready_send_now(state, c, buf, len);
 }
@@ -630,6 +567,7 @@ const gaio_engine_ops gaio_engine_uring = {
     .pause = ur_pause,
     .send_now = ur_send_now,
     .techniques = gaio__ur_techniques,
+    .gathers = ur_gathers,
 };
 
 #else /* not Linux */

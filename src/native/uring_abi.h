@@ -34,6 +34,7 @@
 #define GAIO__IORING_FEAT_NODROP (1U << 1)      /* 5.5 */
 #define GAIO__IORING_FEAT_FAST_POLL (1U << 5)   /* 5.7 */
 #define GAIO__IORING_FEAT_EXT_ARG (1U << 8)     /* 5.11 */
+#define GAIO__IORING_FEAT_MIN_TIMEOUT (1U << 15) /* 6.12 */
 
 /* opcodes */
 enum {
@@ -193,7 +194,7 @@ struct gaio__kernel_timespec {
 struct gaio__io_uring_getevents_arg {
     uint64_t sigmask;
     uint32_t sigmask_sz;
-    uint32_t pad; /* min_wait_usec since 6.12; 0 = none */
+    uint32_t min_wait_usec; /* 6.12 (IORING_FEAT_MIN_TIMEOUT); 0 = none, before it "pad" */
     uint64_t ts;
 };
 

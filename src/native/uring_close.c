@@ -58,7 +58,7 @@ void gaio__ur_destroy(void *state)
         cancel_everything(st);
     } else {
         /* a SINGLE_ISSUER ring closed by another thread: it cannot cancel,
-         * so the ring dies first (uring_setup.c's move_ring says why no
+         * so the ring dies first (uring_migrate.c's move_ring says why no
          * operation of it touches a buffer after that) */
         uint32_t s = 0;
         for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));)

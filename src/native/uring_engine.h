@@ -1,6 +1,7 @@
 /* What engine_uring.c (submissions, cancels, the wait), uring_recv.c (what
- * arrives: bytes of buffer-select receives, connections of accepts) and
- * uring_setup.c (creation, the techniques chosen) share.
+ * arrives: bytes of buffer-select receives, connections of accepts),
+ * uring_setup.c (creation, the techniques chosen), uring_migrate.c (the
+ * single issuer, the move to another ring) and uring_close.c share.
  * Private to the io_uring engine; see engine_uring.c's header comment. */
 #ifndef GAIO_URING_ENGINE_H
 #define GAIO_URING_ENGINE_H
@@ -28,6 +29,11 @@ enum {
 };
 #define BIT(flag, kind) ((uint32_t)(flag) << (kind))
 
+/* A quiet write of an internal-buffer view that is not sent at once is
+ * copied (R6): from this size the copy costs more than the send() from the
+ * requesting thread does (the COPY_POOL_MIN of binding.h). */
+#define SEND_LARGE_AT_ONCE 4096
+
 /* The length of one RECV or SEND: at most 1 GiB, the rest goes with the next. */
 static inline uint32_t op_len(size_t n) { return n > (1u << 30) ? 1u << 30 : (uint32_t)n; }
 
@@ -51,8 +57,14 @@ enum {
     TECH_DEFER_TASKRUN,   /* "defer-taskrun": SINGLE_ISSUER|DEFER_TASKRUN, one waiting thread */
     TECH_SEND_AT_ONCE,    /* "send-at-once": engine.send_now, a quiet write's send() (needs
                            * defer-taskrun) */
+    TECH_SEND_LARGE_AT_ONCE, /* "send-large-at-once": the same for a quiet write of at least
+                              * SEND_LARGE_AT_ONCE bytes (needs defer-taskrun) */
+    TECH_MIN_WAIT,        /* "min-wait": Watcher(batch_wait=) as the kernel's min-wait in the
+                           * one io_uring_enter (needs defer-taskrun) */
     TECH_COUNT,
 };
+
+enum { WORK_START, WORK_CANCEL }; /* gaio__ur_work.what */
 
 typedef struct {
     uint64_t id; /* the connection, looked up again when the item runs */
@@ -90,6 +102,7 @@ typedef struct gaio__ur_state {
     /* use[TECH_DEFER_TASKRUN]: only the issuer may io_uring_enter. It is the
      * first thread to wait(); 0 until then (the ring is disabled). */
     pid_t issuer;
+    int gathered;        /* the last wait() gathered for batch_wait (min-wait) */
 } gaio__ur_state;
 
 /* Doubles a list (64 items at first); -1 when it could not grow. */
@@ -126,6 +139,13 @@ void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now);
 /* uring_setup.c: engine.create and engine.techniques */
 int gaio__ur_create(gaio_core *core, void **state, char *why, size_t whylen);
 int gaio__ur_techniques(void *state, gaio_technique *out, int max);
+/* Technique t (provided buffers, one ring each) registers its buffer ring
+ * `which` with the ring; when it cannot, t is not used. */
+void gaio__ur_open_bufring(gaio__ur_state *st, int t, int which);
+#define GAIO__UR_SQ_ENTRIES 256
+#define GAIO__UR_CQ_ENTRIES 4096 /* beyond it completions wait in the kernel (NODROP) */
+
+/* uring_migrate.c: the single issuer (defer-taskrun) and the move away from it */
 /* Whether this thread may io_uring_enter the ring: always, unless it is a
  * SINGLE_ISSUER ring and this thread is not (or not yet) its issuer. A
  * thread that may not leaves its SQEs in the ring for the issuer's next
@@ -137,10 +157,18 @@ int gaio__ur_may_enter(gaio__ur_state *st);
  * enter, for good (why: the reason techniques() gives). 0, or -errno when
  * the new ring could not be made (nothing changed then). */
 int gaio__ur_claim_ring(gaio__ur_state *st, const char *why);
-
-/* The ring was replaced (uring_setup.c): nothing is in flight any more.
- * Requests being cancelled finish, the rest is submitted again. */
+/* The ring was replaced: nothing is in flight any more. Requests being
+ * cancelled finish, the rest is submitted again. */
 void gaio__ur_restart_all(gaio__ur_state *st);
+
+/* uring_poll.c */
+/* A POLL_ADD for datagram socket c's kind head said ready (or an error): a
+ * datagram per head while the socket takes them, at most
+ * GAIO_DATAGRAMS_PER_PASS (the engine polls again). */
+void gaio__ur_datagrams_ready(gaio__ur_state *st, gaio_conn *c, int kind);
+/* A POLL_ADD for c's kind head said ready: the heads' syscalls while the
+ * socket takes them. */
+void gaio__ur_poll_ready(gaio__ur_state *st, gaio_conn *c, int kind);
 
 /* uring_recv.c */
 /* c's read waits for room (internal buffer, results): on the starved list,

@@ -297,6 +297,12 @@ int gaio__uring_submit_and_wait(struct gaio__uring *ring, int64_t timeout_ns)
 int gaio__uring_submit_and_wait_sigmask(struct gaio__uring *ring, int64_t timeout_ns,
                                         const sigset_t *sigmask)
 {
+    return gaio__uring_submit_and_wait_min(ring, timeout_ns, 0, sigmask);
+}
+
+int gaio__uring_submit_and_wait_min(struct gaio__uring *ring, int64_t timeout_ns,
+                                    int64_t min_wait_ns, const sigset_t *sigmask)
+{
     unsigned pending = publish_sqes(ring);
     struct gaio__kernel_timespec ts;
     struct gaio__io_uring_getevents_arg arg;
@@ -313,10 +319,24 @@ int gaio__uring_submit_and_wait_sigmask(struct gaio__uring *ring, int64_t timeou
     }
     /* EXT_ARG (5.11) carries the timeout in the call itself: no TIMEOUT SQE
      * to arm and reap. A zero timeout still runs deferred task work. */
+    unsigned want = 1;
+    if (min_wait_ns > 0 && timeout_ns != 0) {
+        /* The kernel ends the wait early only once `want` completions are
+         * there, so ask for more than can come: the min-wait ends it. With
+         * no timeout of ours, one that never comes: without one the kernel
+         * ends the wait at the min-wait even with nothing (io_cqring_min_timer_wakeup). */
+        want = ring->cq_entries;
+        arg.min_wait_usec = (uint32_t)((min_wait_ns + 999) / 1000);
+        if (timeout_ns < 0) {
+            ts.tv_sec = 86400;
+            ts.tv_nsec = 0;
+            arg.ts = (uint64_t)(uintptr_t)&ts;
+        }
+    }
     struct timespec start = {0, 0};
     if (pending && timeout_ns > 0)
         clock_gettime(CLOCK_MONOTONIC, &start);
-    int ret = uring_enter(ring->fd, pending, 1,
+    int ret = uring_enter(ring->fd, pending, want,
                           GAIO__IORING_ENTER_GETEVENTS | GAIO__IORING_ENTER_EXT_ARG, &arg,
                           sizeof arg);
     if (ret < 0)

@@ -104,6 +104,11 @@ int gaio__uring_submit(struct gaio__uring *ring);
 int gaio__uring_submit_and_wait(struct gaio__uring *ring, int64_t timeout_ns);
 /* The same, sleeping with the signal mask *sigmask (NULL: the thread's own),
  * which the kernel sets for the wait and restores after it, as pselect does. */
+/* The same, and (min_wait_ns > 0, IORING_FEAT_MIN_TIMEOUT) once a completion
+ * has come, it keeps gathering completions until min_wait_ns after the call
+ * began (the kernel's min-wait, 6.12); one that comes later ends it at once. */
+int gaio__uring_submit_and_wait_min(struct gaio__uring *ring, int64_t timeout_ns,
+                                    int64_t min_wait_ns, const sigset_t *sigmask);
 int gaio__uring_submit_and_wait_sigmask(struct gaio__uring *ring, int64_t timeout_ns,
                                         const sigset_t *sigmask);
 

@@ -1,7 +1,8 @@
 /* The io_uring engine's creation (engine.create): the ring, the techniques
  * the kernel offers and GAIO_URING_AVOID leaves (engine_uring.c's header
  * lists them with their kernel versions), the wake-up eventfd; and the
- * report of those choices (engine.techniques). */
+ * report of those choices (engine.techniques). The single issuer's thread
+ * and the move to another ring are uring_migrate.c's. */
 #if defined(__linux__)
 
 #include "uring_engine.h"
@@ -11,11 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-
-#define SQ_ENTRIES 256
-#define CQ_ENTRIES 4096   /* beyond it completions wait in the kernel (NODROP) */
 
 static const char *const TECH_NAMES[TECH_COUNT] = {
     [TECH_PBUF] = "provided-buffers",
@@ -25,6 +22,8 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
     [TECH_SENDMSG] = "sendmsg",
     [TECH_DEFER_TASKRUN] = "defer-taskrun",
     [TECH_SEND_AT_ONCE] = "send-at-once",
+    [TECH_SEND_LARGE_AT_ONCE] = "send-large-at-once",
+    [TECH_MIN_WAIT] = "min-wait",
 };
 
 /* Techniques not used unless GAIO_URING_AVOID is set (to "" for none):
@@ -35,8 +34,12 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
  * at once ("send-at-once") cost 1.06x (rr 64 B x 50) and 1.08x (50,000
  * msgs/s) the CPU per message of a SEND in the next wait's enter, with
  * defer-taskrun, median of 6 alternating runs on a loaded machine (the
- * server saturated: many messages per wait, whose SENDs share one enter). */
-#define AVOIDED_BY_DEFAULT "multishot-recv,send-at-once"
+ * server saturated: many messages per wait, whose SENDs share one enter).
+ * batch_wait as the kernel's min-wait ("min-wait") measured no better than
+ * the core's sleep and look: server CPU per message at 50,000 msgs/s with
+ * batch_wait=100 us, 9.05-10.14 against 9.46-11.31 us (4 runs each, A/B/A/B,
+ * a saturated machine where the load generator reached only 19-51k msgs/s). */
+#define AVOIDED_BY_DEFAULT "multishot-recv,send-at-once,min-wait"
 
 /* Whether GAIO_URING_AVOID (a comma-separated list) names technique t. */
 static int avoided(int t)
@@ -68,9 +71,7 @@ static void offer(gaio__ur_state *st, int t, const char *missing)
         st->use[t] = 1;
 }
 
-/* Technique t (provided buffers, one ring each) registers its buffer ring
- * `which` with the ring; when it cannot, t is not used. */
-static void open_bufring(gaio__ur_state *st, int t, int which)
+void gaio__ur_open_bufring(gaio__ur_state *st, int t, int which)
 {
     uint32_t size = (uint32_t)gaio_core_bufsize(st->core);
     if (st->use[t] && gaio__uring_bufring_open(&st->ring, &st->bufs[which], (uint16_t)(which + 1),
@@ -88,12 +89,12 @@ static void choose_techniques(gaio__ur_state *st)
     const char *no_pbuf = getenv("GAIO_URING_NO_PBUF");
     offer(st, TECH_PBUF, no_pbuf && no_pbuf[0] && strcmp(no_pbuf, "0") != 0 ? "GAIO_URING_NO_PBUF is set"
                                                                             : NULL);
-    open_bufring(st, TECH_PBUF, RING_ONESHOT);
+    gaio__ur_open_bufring(st, TECH_PBUF, RING_ONESHOT);
     offer(st, TECH_RECV_MULTISHOT,
           !st->use[TECH_PBUF] ? "needs provided buffers"
           : !gaio__uring_has_op(ring, GAIO__IORING_OP_SEND_ZC) ? "IORING_RECV_MULTISHOT needs Linux 6.0"
                                                                 : NULL);
-    open_bufring(st, TECH_RECV_MULTISHOT, RING_MULTISHOT);
+    gaio__ur_open_bufring(st, TECH_RECV_MULTISHOT, RING_MULTISHOT);
     offer(st, TECH_ACCEPT,
           gaio__uring_has_op(ring, GAIO__IORING_OP_ACCEPT) ? NULL : "io_uring lacks IORING_OP_ACCEPT");
     offer(st, TECH_ACCEPT_MULTISHOT,
@@ -115,7 +116,7 @@ int gaio__ur_create(gaio_core *core, void **out, char *why, size_t whylen)
     char reason[GAIO__URING_REASON_MAX];
     /* offered before the ring exists: the ring's flags are its probe */
     offer(st, TECH_DEFER_TASKRUN, NULL);
-    if (gaio__uring_open(&st->ring, SQ_ENTRIES, CQ_ENTRIES,
+    if (gaio__uring_open(&st->ring, GAIO__UR_SQ_ENTRIES, GAIO__UR_CQ_ENTRIES,
                          st->use[TECH_DEFER_TASKRUN] ? GAIO__URING_TASKRUN_SINGLE_THREAD
                                                      : GAIO__URING_TASKRUN_ANY_THREAD,
                          reason) < 0) {
@@ -133,6 +134,14 @@ int gaio__ur_create(gaio_core *core, void **out, char *why, size_t whylen)
     }
     choose_techniques(st);
     offer(st, TECH_SEND_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
+    offer(st, TECH_SEND_LARGE_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
+    /* Only with DEFER_TASKRUN does a min-wait that found nothing fall back to
+     * waking at the first completion (io_cqring_min_timer_wakeup resets
+     * cq_wait_nr to 1); a normal ring would wait for all it was asked. */
+    offer(st, TECH_MIN_WAIT, !st->use[TECH_DEFER_TASKRUN] ? "needs defer-taskrun"
+                             : !(st->ring.features & GAIO__IORING_FEAT_MIN_TIMEOUT)
+                                 ? "IORING_FEAT_MIN_TIMEOUT needs Linux 6.12"
+                                 : NULL);
     st->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (st->evfd < 0) {
         int err = errno;
@@ -144,74 +153,6 @@ int gaio__ur_create(gaio_core *core, void **out, char *why, size_t whylen)
     }
     *out = st;
     return 0;
-}
-
-static pid_t this_thread(void)
-{
-    return (pid_t)syscall(SYS_gettid); /* not cached: a fork()ed child has another */
-}
-
-int gaio__ur_may_enter(gaio__ur_state *st)
-{
-    return !st->use[TECH_DEFER_TASKRUN] || (st->issuer > 0 && st->issuer == this_thread());
-}
-
-/* Leave the SINGLE_ISSUER ring for one any thread may enter. No thread can
- * run the old ring's completions but its issuer, which does not wait now
- * (maybe never again: it may have exited): what the old ring already posted
- * is reported, then it is closed, and what was still in flight is submitted
- * again on the new ring. Closing kills the old ring's context before the
- * close returns (the last reference goes with the munmap of its rings), and
- * the kernel cancels, never runs, the task work of a dying context
- * (io_should_terminate_tw): no operation of the old ring moves a byte or
- * touches a buffer again, and its references to sockets are dropped by the
- * kernel's exit work a moment later. */
-static int move_ring(gaio__ur_state *st, const char *why)
-{
-    struct gaio__uring fresh;
-    char reason[GAIO__URING_REASON_MAX];
-    if (gaio__uring_open(&fresh, SQ_ENTRIES, CQ_ENTRIES, GAIO__URING_TASKRUN_ANY_THREAD, reason) < 0)
-        return errno ? -errno : -ENOMEM;
-    gaio__ur_reap(st, 1);
-    gaio__uring_close(&st->ring); /* first: its context dies before its buffers go */
-    gaio__ur_close_bufrings(st);
-    st->ring = fresh;
-    st->use[TECH_DEFER_TASKRUN] = 0;
-    snprintf(st->why[TECH_DEFER_TASKRUN], sizeof st->why[0], "%s", why);
-    if (st->use[TECH_SEND_AT_ONCE]) {
-        st->use[TECH_SEND_AT_ONCE] = 0;
-        snprintf(st->why[TECH_SEND_AT_ONCE], sizeof st->why[0], "needs defer-taskrun");
-    }
-    st->issuer = 0;
-    st->in_flight = 0;
-    st->wake_armed = 0;
-    memset(st->buf_filled, 0, sizeof st->buf_filled);
-    open_bufring(st, TECH_PBUF, RING_ONESHOT);
-    if (!st->use[TECH_PBUF] && st->use[TECH_RECV_MULTISHOT]) {
-        st->use[TECH_RECV_MULTISHOT] = 0;
-        snprintf(st->why[TECH_RECV_MULTISHOT], sizeof st->why[0], "needs provided buffers");
-    }
-    open_bufring(st, TECH_RECV_MULTISHOT, RING_MULTISHOT);
-    gaio__ur_restart_all(st);
-    return 0;
-}
-
-int gaio__ur_claim_ring(gaio__ur_state *st, const char *why)
-{
-    if (!st->use[TECH_DEFER_TASKRUN])
-        return 0;
-    pid_t me = this_thread();
-    if (!why && st->issuer == me)
-        return 0;
-    if (!why && st->issuer == 0) {
-        if (gaio__uring_enable(&st->ring) == 0) {
-            st->issuer = me;
-            return 0;
-        }
-        why = "IORING_REGISTER_ENABLE_RINGS failed";
-    }
-    return move_ring(st, why ? why : "wait_io() ran on a second thread: moved to a ring any "
-                                     "thread may wait on");
 }
 
 int gaio__ur_techniques(void *state, gaio_technique *out, int max)
