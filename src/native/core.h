@@ -288,7 +288,8 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err);
  * with u.c.addr set (an AF_UNIX backlog was full: the core tries again every
  * GAIO_CONNECT_RETRY_NS), or the errno it failed with, the request then
  * ending at once with it).
- * Returns 0; -1 when the core is closing (the request was not taken); or
+ * Returns 0; -1 when the core is closing (the request was not taken);
+ * -EALREADY for a second start_tls on a connection (not taken either); or
  * -ENOMEM when the deadline heap or the results could not grow for it: it
  * was not queued either, and the caller raises MemoryError. Room in the heap
  * and for its last result is reserved here so that neither is lost later.

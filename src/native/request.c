@@ -157,6 +157,8 @@ PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, u
          * or there was no memory for its deadline or its result */
         gaio__live_remove(p);
         gaio__req_dispose(w, p);
+        if (rc == -EALREADY)
+            return gaio__tls_again_error();
         return rc == -ENOMEM ? PyErr_NoMemory() : gaio__closed_error();
     }
     Py_RETURN_NONE;
