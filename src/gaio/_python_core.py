@@ -126,6 +126,7 @@ class _Core(Requests, Results, Conns, AcceptConnect, Datagrams, TLS, WaitLoop, B
         with self.lock:
             if self.closed:
                 return
+            self._tls_refuse_close()
             self.closed = True
             conns = list(self.conns.values())
             self.conns.clear()

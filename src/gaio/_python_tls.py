@@ -34,6 +34,7 @@ import os
 import socket
 import ssl
 
+from . import _python_args as args
 from ._python_accept_connect import _clone_error
 from ._python_requests import _MSG_NOSIGNAL
 from ._python_results import new_result
@@ -184,9 +185,27 @@ class TLS:
 
     # ------------------------------------------------------------ the pump
 
+    # True while a pump runs (under the lock): Python code the session runs
+    # (an SNI or msg callback) may not close() or free() (_tls_refuse_close)
+    tls_pumping = False
+
+    def _tls_refuse_close(self):
+        """close() and free() under the lock: refused from inside the pump,
+        which would go on with a connection closed under it."""
+        if self.tls_pumping:
+            raise RuntimeError(args.TLS_CALLBACK_CLOSE)
+
     def _tls_pump(self, conn):
         """Do what conn's session can do now: the writes ahead of start_tls,
         the handshake, reads, writes, the failure's results."""
+        was = self.tls_pumping
+        self.tls_pumping = True
+        try:
+            self._tls_pump_once(conn)
+        finally:
+            self.tls_pumping = was
+
+    def _tls_pump_once(self, conn):
         session = conn.tls
         if session.state == WAITING:
             if not self._tls_plain_writes(conn, session):

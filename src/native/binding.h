@@ -314,6 +314,9 @@ void gaio__tls_failed_before(gaio_tls *t, PyObject *exc);
 void gaio__tls_goodbye(Watcher *w, uint64_t conn_id);
 /* Raises R28's ValueError for a second start_tls; returns NULL (request_tls.c). */
 PyObject *gaio__tls_again_error(void);
+/* close() or free() from a TLS callback on the pass's thread: raises
+ * RuntimeError and returns -1 (request_tls.c); 0 elsewhere. */
+int gaio__tls_refuse_close(Watcher *w);
 
 /* ---- the batch of results (result.c): R4 views, R6 copies ---- */
 

@@ -388,6 +388,10 @@ typedef struct gaio_tls {
  * may re-enter the core from Python code run by the session: an SNI
  * callback, a garbage-collected socket) and stands for the waiter. */
 void *gaio_core_tls_pass_begin(gaio_core *core);
+/* 1 on the thread that runs the pass (or a goodbye), inside it: Python code
+ * the session runs (an SNI or msg callback) may not close or free, which
+ * would take core->lock it holds, or a connection from under it. */
+int gaio_core_tls_in_own_pass(gaio_core *core);
 /* The next session with work, NULL when none is left. */
 gaio_tls *gaio_core_tls_next(gaio_core *core);
 /* After a round of the pass: an engine that submits in wait() (io_uring)

@@ -206,6 +206,12 @@ gaio_tls *gaio_core_tls_of(gaio_core *core, uint64_t conn_id)
 
 /* ---- the pass ---- */
 
+int gaio_core_tls_in_own_pass(gaio_core *core)
+{
+    /* read without core->lock: only the pass's own thread can find itself */
+    return core->in_pass && pthread_equal(core->pass_owner, pthread_self());
+}
+
 void *gaio_core_tls_pass_begin(gaio_core *core)
 {
     void *token = gaio__binding_enter(core);

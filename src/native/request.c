@@ -534,6 +534,8 @@ PyObject *gaio__watcher_free(Watcher *w, PyObject *conn)
             return gaio__conn_type_error(conn, "a socket.socket");
         Py_RETURN_NONE; /* unknown, never delegated or already freed */
     }
+    if (gaio__tls_refuse_close(w) < 0)
+        return NULL;
     uint64_t id = entry_id(e);
     gaio__map_drop(&w->map, e); /* conn is the caller's: nothing is deallocated */
     if (w->tls_used) /* after the map's entry: Python code may run, and change the map */

@@ -152,6 +152,18 @@ PyObject *gaio__tls_again_error(void)
     return NULL;
 }
 
+int gaio__tls_refuse_close(Watcher *w)
+{
+    if (!w->tls_used || !w->core || w->closed || !gaio_core_tls_in_own_pass(w->core))
+        return 0;
+    PyObject *words = py_args_attr("TLS_CALLBACK_CLOSE");
+    if (words) {
+        PyErr_SetObject(PyExc_RuntimeError, words);
+        Py_DECREF(words);
+    }
+    return -1;
+}
+
 void gaio__forget_connect_error(Watcher *w, uint64_t id)
 {
     if (!w->connect_errors || !PyDict_GET_SIZE(w->connect_errors))
