@@ -71,8 +71,8 @@ class Session:
     """A connection's TLS session: the SSLObject, its BIOs, and what the
     engine keeps between passes."""
     __slots__ = ("obj", "incoming", "outgoing", "state", "request", "error", "read_end",
-                 "header", "want", "sending", "sent", "record_req", "record_plain",
-                 "record_pays")
+                 "header", "want", "drained", "sending", "sent", "record_req",
+                 "record_plain", "record_pays")
 
     def __init__(self, context, server_side, server_hostname):
         self.incoming = ssl.MemoryBIO()
@@ -87,6 +87,8 @@ class Session:
         # and the bytes left to the end of the header or body
         self.header = bytearray()
         self.want = _HEADER
+        # a recv of this pump found the socket emptied: no other in this pump
+        self.drained = False
         # ciphertext handed to the kernel in part: a record and what follows it
         self.sending = None
         self.sent = 0
@@ -200,6 +202,7 @@ class TLS:
         the handshake, reads, writes, the failure's results."""
         was = self.tls_pumping
         self.tls_pumping = True
+        conn.tls.drained = False  # a pump may always look once (_tls_recv)
         try:
             self._tls_pump_once(conn)
         finally:
@@ -270,29 +273,49 @@ class TLS:
 
     def _tls_recv(self, conn, session):
         """Take the next piece of the record being received from the socket
-        into the session, never past the record's end. Raises what recv
-        raises (BlockingIOError: nothing there)."""
-        data = conn.sock.recv(session.want)
+        into the session: the rest of its header, or the rest of its body
+        and the next record's header if it is there (never more). A recv
+        that brings less than it asked for has emptied the socket: no other
+        is made in this pump (session.drained), instead of one that finds
+        nothing after each record; the next pump (readiness, a request)
+        looks again. Raises what recv raises (BlockingIOError: nothing
+        there)."""
+        if session.drained:
+            raise BlockingIOError
+        want = session.want
+        if session.header is None:
+            want += _HEADER
+        try:
+            data = conn.sock.recv(want)
+        except BlockingIOError:
+            session.drained = True
+            raise
         if not data:
             session.incoming.write_eof()  # the SSLObject tells close_notify from truncation
             return
+        got = len(data)
+        if got < want:
+            session.drained = True
         session.incoming.write(data)
-        header = session.header
-        if header is None:
-            session.want -= len(data)
+        at = 0
+        while at < got:  # the framing walks over what came
+            take = min(session.want, got - at)
+            session.want -= take
+            header = session.header
+            if header is not None:
+                header += data[at:at + take]
+            at += take
+            if session.want:
+                continue
+            if header is None:  # a body's end: a header next
+                session.header = bytearray()
+                session.want = _HEADER
+                continue
+            session.want = int.from_bytes(header[3:5], "big")
+            session.header = None
             if session.want == 0:
                 session.header = bytearray()
                 session.want = _HEADER
-            return
-        header += data
-        if len(header) < _HEADER:
-            session.want = _HEADER - len(header)
-            return
-        session.want = int.from_bytes(header[3:5], "big")
-        session.header = None
-        if session.want == 0:
-            session.header = bytearray()
-            session.want = _HEADER
 
     def _tls_flush(self, conn, session):
         """Send the ciphertext waiting to go: True when all of it went.
