@@ -6,10 +6,8 @@ handshake_failure): the connection's requests end with ssl.SSLError, and
 later ones with its class; nothing leaks, the watcher and its other
 connections go on. Python's ssl cannot start a renegotiation, hence the tool.
 """
-import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 
