@@ -297,25 +297,26 @@ class TLS:
         if got < want:
             session.drained = True
         session.incoming.write(data)
-        at = 0
-        while at < got:  # the framing walks over what came
-            take = min(session.want, got - at)
-            session.want -= take
-            header = session.header
-            if header is not None:
-                header += data[at:at + take]
-            at += take
-            if session.want:
-                continue
-            if header is None:  # a body's end: a header next
-                session.header = bytearray()
-                session.want = _HEADER
-                continue
-            session.want = int.from_bytes(header[3:5], "big")
-            session.header = None
-            if session.want == 0:
-                session.header = bytearray()
-                session.want = _HEADER
+        header = session.header
+        if header is None:  # in a body, perhaps the next header after it
+            left = session.want
+            if got <= left:
+                session.want = left - got
+                if not session.want:
+                    session.header = bytearray()
+                    session.want = _HEADER
+                return
+            header = session.header = bytearray(data[left:])  # at most _HEADER bytes
+        else:
+            header += data
+        if len(header) < _HEADER:
+            session.want = _HEADER - len(header)
+            return
+        session.want = int.from_bytes(header[3:5], "big")
+        session.header = None
+        if session.want == 0:
+            session.header = bytearray()
+            session.want = _HEADER
 
     def _tls_flush(self, conn, session):
         """Send the ciphertext waiting to go: True when all of it went.
