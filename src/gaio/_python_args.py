@@ -302,6 +302,10 @@ def datagram_address(family, address, connected):
 TLS_ON_LISTENER = "start_tls() on a listening socket"
 TLS_UNCONNECTED = "start_tls() needs a connected socket (or one on which connect() was requested)"
 TLS_AGAIN = "start_tls() on a connection already in TLS"
+# close() or free() from Python code the TLS record layer runs (an SNI or msg
+# callback) while it works inside wait_io(): the connection under it would go
+TLS_CALLBACK_CLOSE = ("close() or free() called from a TLS callback (SNI, msg_callback) "
+                      "that the watcher's TLS record layer runs: call it after wait_io() returns")
 TLS_SERVER_HOSTNAME = "server_hostname is for the client side (server_side=False)"
 # CPython's words for the check SSLContext.wrap_socket makes and wrap_bio does not
 TLS_NO_HOSTNAME = "check_hostname requires server_hostname"

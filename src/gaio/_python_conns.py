@@ -139,6 +139,7 @@ class Conns:
             conn = self.conns.get(key)
             if conn is None or conn() is not owner:
                 return
+            self._tls_refuse_close()
             del self.conns[key]
             if conn.tls is not None:
                 self._tls_goodbye(conn)  # R30: close_notify, if it goes at once

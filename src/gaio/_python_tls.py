@@ -34,6 +34,7 @@ import os
 import socket
 import ssl
 
+from . import _python_args as args
 from ._python_accept_connect import _clone_error
 from ._python_requests import _MSG_NOSIGNAL
 from ._python_results import new_result
@@ -70,8 +71,8 @@ class Session:
     """A connection's TLS session: the SSLObject, its BIOs, and what the
     engine keeps between passes."""
     __slots__ = ("obj", "incoming", "outgoing", "state", "request", "error", "read_end",
-                 "header", "want", "sending", "sent", "record_req", "record_plain",
-                 "record_pays")
+                 "header", "want", "drained", "sending", "sent", "record_req",
+                 "record_plain", "record_pays")
 
     def __init__(self, context, server_side, server_hostname):
         self.incoming = ssl.MemoryBIO()
@@ -86,6 +87,8 @@ class Session:
         # and the bytes left to the end of the header or body
         self.header = bytearray()
         self.want = _HEADER
+        # a recv of this pump found the socket emptied: no other in this pump
+        self.drained = False
         # ciphertext handed to the kernel in part: a record and what follows it
         self.sending = None
         self.sent = 0
@@ -184,9 +187,28 @@ class TLS:
 
     # ------------------------------------------------------------ the pump
 
+    # True while a pump runs (under the lock): Python code the session runs
+    # (an SNI or msg callback) may not close() or free() (_tls_refuse_close)
+    tls_pumping = False
+
+    def _tls_refuse_close(self):
+        """close() and free() under the lock: refused from inside the pump,
+        which would go on with a connection closed under it."""
+        if self.tls_pumping:
+            raise RuntimeError(args.TLS_CALLBACK_CLOSE)
+
     def _tls_pump(self, conn):
         """Do what conn's session can do now: the writes ahead of start_tls,
         the handshake, reads, writes, the failure's results."""
+        was = self.tls_pumping
+        self.tls_pumping = True
+        conn.tls.drained = False  # a pump may always look once (_tls_recv)
+        try:
+            self._tls_pump_once(conn)
+        finally:
+            self.tls_pumping = was
+
+    def _tls_pump_once(self, conn):
         session = conn.tls
         if session.state == WAITING:
             if not self._tls_plain_writes(conn, session):
@@ -251,21 +273,42 @@ class TLS:
 
     def _tls_recv(self, conn, session):
         """Take the next piece of the record being received from the socket
-        into the session, never past the record's end. Raises what recv
-        raises (BlockingIOError: nothing there)."""
-        data = conn.sock.recv(session.want)
+        into the session: the rest of its header, or the rest of its body
+        and the next record's header if it is there (never more). A recv
+        that brings less than it asked for has emptied the socket: no other
+        is made in this pump (session.drained), instead of one that finds
+        nothing after each record; the next pump (readiness, a request)
+        looks again. Raises what recv raises (BlockingIOError: nothing
+        there)."""
+        if session.drained:
+            raise BlockingIOError
+        want = session.want
+        if session.header is None:
+            want += _HEADER
+        try:
+            data = conn.sock.recv(want)
+        except BlockingIOError:
+            session.drained = True
+            raise
         if not data:
             session.incoming.write_eof()  # the SSLObject tells close_notify from truncation
             return
+        got = len(data)
+        if got < want:
+            session.drained = True
         session.incoming.write(data)
         header = session.header
-        if header is None:
-            session.want -= len(data)
-            if session.want == 0:
-                session.header = bytearray()
-                session.want = _HEADER
-            return
-        header += data
+        if header is None:  # in a body, perhaps the next header after it
+            left = session.want
+            if got <= left:
+                session.want = left - got
+                if not session.want:
+                    session.header = bytearray()
+                    session.want = _HEADER
+                return
+            header = session.header = bytearray(data[left:])  # at most _HEADER bytes
+        else:
+            header += data
         if len(header) < _HEADER:
             session.want = _HEADER - len(header)
             return

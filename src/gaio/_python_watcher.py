@@ -208,8 +208,29 @@ class PythonWatcher:
     @args.signature_checked("Watcher.start_tls")
     def start_tls(self, conn, context, *, server_side, server_hostname=None, ctx=None,
                   timeout=None, deadline=None):
-        # the order of the native engines' checks: the socket, the TLS
-        # arguments, then the times
+        try:
+            core, known, when = self._tls_checked(conn, context, server_side, server_hostname,
+                                                  timeout, deadline)
+        except ValueError:
+            # Another thread's request may have delegated conn meanwhile: its
+            # descriptor is the watcher's now and the caller's object reads
+            # as closed. Checked again as the delegated socket it is (a
+            # racing second start_tls then gets TLS_AGAIN, here or from submit).
+            # Delegation happens under the lock: taken, it is over.
+            with self._core.lock:
+                known = self._core.conns.get(id(conn))
+            if known is None or known() is not conn:
+                raise
+            core, known, when = self._tls_checked(conn, context, server_side, server_hostname,
+                                                  timeout, deadline)
+        spec = _Special()
+        # made now: what wrap_bio refuses (a bad host name) is raised here
+        spec.session = Session(context, server_side, server_hostname)
+        core.submit(_OP_TLS, conn, ctx, None, None, False, when, spec)
+
+    def _tls_checked(self, conn, context, server_side, server_hostname, timeout, deadline):
+        """start_tls()'s checks, in the order of the native engines' (the
+        socket, the TLS arguments, then the times): (core, known, when)."""
         core, _, known = self._checked(conn, None, None, args.check_conn)
         if known is None and conn.fileno() == -1:
             raise ValueError(args.CLOSED_CONN)
@@ -224,10 +245,7 @@ class PythonWatcher:
             raise ValueError(args.TLS_AGAIN)
         elif not known.peer:  # no connect() requested: it must be connected
             args.check_tls_socket(known.sock)
-        spec = _Special()
-        # made now: what wrap_bio refuses (a bad host name) is raised here
-        spec.session = Session(context, server_side, server_hostname)
-        core.submit(_OP_TLS, conn, ctx, None, None, False, when, spec)
+        return core, known, when
 
     @args.signature_checked("Watcher.fileno")
     def fileno(self):

@@ -320,6 +320,11 @@ void gaio__forget_connect_error(Watcher *w, uint64_t id);
 void gaio__tls_failed_before(gaio_tls *t, PyObject *exc);
 /* free(conn): close_notify if it can go at once (R30). */
 void gaio__tls_goodbye(Watcher *w, uint64_t conn_id);
+/* Raises R28's ValueError for a second start_tls; returns NULL (request_tls.c). */
+PyObject *gaio__tls_again_error(void);
+/* close() or free() from a TLS callback on the pass's thread: raises
+ * RuntimeError and returns -1 (request_tls.c); 0 elsewhere. */
+int gaio__tls_refuse_close(Watcher *w);
 
 /* ---- the batch of results (result.c): R4 views, R6 copies ---- */
 

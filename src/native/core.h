@@ -301,7 +301,8 @@ uint64_t gaio_core_watch(gaio_core *core, int fd, unsigned flags, int *err);
  * with u.c.addr set (an AF_UNIX backlog was full: the core tries again every
  * GAIO_CONNECT_RETRY_NS), or the errno it failed with, the request then
  * ending at once with it).
- * Returns 0; -1 when the core is closing (the request was not taken); or
+ * Returns 0; -1 when the core is closing (the request was not taken);
+ * -EALREADY for a second start_tls on a connection (not taken either); or
  * -ENOMEM when the deadline heap or the results could not grow for it: it
  * was not queued either, and the caller raises MemoryError. Room in the heap
  * and for its last result is reserved here so that neither is lost later.
@@ -404,6 +405,10 @@ typedef struct gaio_tls {
  * may re-enter the core from Python code run by the session: an SNI
  * callback, a garbage-collected socket) and stands for the waiter. */
 void *gaio_core_tls_pass_begin(gaio_core *core);
+/* 1 on the thread that runs the pass (or a goodbye), inside it: Python code
+ * the session runs (an SNI or msg callback) may not close or free, which
+ * would take core->lock it holds, or a connection from under it. */
+int gaio_core_tls_in_own_pass(gaio_core *core);
 /* The next session with work, NULL when none is left. */
 gaio_tls *gaio_core_tls_next(gaio_core *core);
 /* After a round of the pass: an engine that submits in wait() (io_uring)

@@ -108,6 +108,10 @@ struct gaio_core {
 
 /* ---- core_tls.c ---- */
 
+/* 1: start_tls request r, being submitted, is a second one on its
+ * connection (R28's ValueError): the connection has a session, or another
+ * thread's start_tls for it is still in the incoming list. */
+int gaio__tls_again(gaio_core *core, const gaio_req *r);
 /* start_tls request r reached its connection c (queued): c is a TLS one. */
 void gaio__tls_begin(gaio_core *core, gaio_conn *c, gaio_req *r);
 /* start_tls request r ends without its session having begun: the session

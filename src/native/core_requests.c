@@ -45,6 +45,10 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
         gaio__binding_leave(core, token);
         return -1;
     }
+    if (r->op == GAIO_OP_TLS && gaio__tls_again(core, r)) {
+        gaio__binding_leave(core, token);
+        return -EALREADY;
+    }
     /* room for its last result and its deadline is taken now, in the
      * caller's thread, where failing is a MemoryError and not a lost result */
     if (gaio__res_grow(core, (uint64_t)core->nres + core->res_reserved + 1) != 0) {

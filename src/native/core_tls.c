@@ -40,6 +40,19 @@ void gaio__tls_orphan(gaio_core *core, gaio_req *r)
     core->tls_dead = t;
 }
 
+int gaio__tls_again(gaio_core *core, const gaio_req *r)
+{
+    gaio_conn *c = gaio_core_conn(core, r->conn_id);
+    if (c && session_of(core, c))
+        return 1;
+    /* the binding's check ran without core->lock: two threads may both have
+     * passed it, the first one's request not drained yet (a waiter sleeps) */
+    for (const gaio_req *q = core->incoming_head; q; q = q->next)
+        if (q->op == GAIO_OP_TLS && q->conn_id == r->conn_id)
+            return 1;
+    return 0;
+}
+
 void gaio__tls_begin(gaio_core *core, gaio_conn *c, gaio_req *r)
 {
     gaio_tls *t = r->u.w.tls;
@@ -57,7 +70,8 @@ void gaio__tls_begin(gaio_core *core, gaio_conn *c, gaio_req *r)
         core->cap_tls_of = cap;
     }
     if (core->tls_of[c->slot]) {
-        /* a second start_tls that raced the first past the binding's check */
+        /* cannot happen: gaio_core_submit refused a second start_tls
+         * (gaio__tls_again); never two sessions on one connection */
         gaio__tls_orphan(core, r);
         gaio__req_complete(core, r, EALREADY);
         return;
@@ -191,6 +205,12 @@ gaio_tls *gaio_core_tls_of(gaio_core *core, uint64_t conn_id)
 }
 
 /* ---- the pass ---- */
+
+int gaio_core_tls_in_own_pass(gaio_core *core)
+{
+    /* read without core->lock: only the pass's own thread can find itself */
+    return core->in_pass && pthread_equal(core->pass_owner, pthread_self());
+}
 
 void *gaio_core_tls_pass_begin(gaio_core *core)
 {

@@ -171,6 +171,8 @@ PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, u
          * or there was no memory for its deadline or its result */
         gaio__live_remove(p);
         gaio__req_dispose(w, p);
+        if (rc == -EALREADY)
+            return gaio__tls_again_error();
         return rc == -ENOMEM ? PyErr_NoMemory() : gaio__closed_error();
     }
     Py_RETURN_NONE;
@@ -564,6 +566,8 @@ PyObject *gaio__watcher_free(Watcher *w, PyObject *conn)
             return gaio__conn_type_error(conn, "a socket.socket");
         Py_RETURN_NONE; /* unknown, never delegated or already freed */
     }
+    if (gaio__tls_refuse_close(w) < 0)
+        return NULL;
     uint64_t id = entry_id(e);
     gaio__map_drop(&w->map, e); /* conn is the caller's: nothing is deallocated */
     if (w->tls_used) /* after the map's entry: Python code may run, and change the map */

@@ -43,6 +43,21 @@ static int check_delegated(Watcher *w, uint64_t id)
     return -1;
 }
 
+/* A check of the caller's socket failed (ValueError set): if another
+ * thread's request delegated it meanwhile, its descriptor is the watcher's
+ * now and the caller's object reads as closed: the error goes, and the
+ * checks go on as for a delegated socket (a racing second start_tls then
+ * gets R28's ValueError, gaio_core_submit's). Returns its entry or NULL. */
+static map_entry *delegated_meanwhile(Watcher *w, PyObject *conn)
+{
+    map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
+    if (e && PyErr_ExceptionMatches(PyExc_ValueError))
+        PyErr_Clear();
+    else
+        e = NULL;
+    return e;
+}
+
 PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
 {
@@ -62,8 +77,8 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
     if (gaio__parse_args("Watcher.start_tls", args, nargs, kwnames, names, N, 2, 3, a) < 0)
         return NULL;
     int fd; /* the socket's checks as for every stream-only request */
-    unsigned flags;
-    if (gaio__conn_first_look(w, a[C], &fd, 0, &flags) < 0)
+    unsigned flags = 0;
+    if (gaio__conn_first_look(w, a[C], &fd, 0, &flags) < 0 && !delegated_meanwhile(w, a[C]))
         return NULL;
     if (!check && !(check = py_args_attr("check_tls_arguments")))
         return NULL;
@@ -82,23 +97,17 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
     gaio_tls *known = NULL;
     if (e && !w->closed)
         PINNED(w, known = gaio_core_tls_of(w->core, entry_id(e)));
-    if (known) {
-        PyObject *again = py_args_attr("TLS_AGAIN");
-        if (again) {
-            PyErr_SetObject(PyExc_ValueError, again);
-            Py_DECREF(again);
-        }
-        return NULL;
-    }
+    if (known)
+        return gaio__tls_again_error(); /* gaio_core_submit checks again, under its lock */
     /* a socket on which connect() was requested counts as connecting (R28) */
     if (!e) {
         r = PyObject_CallOneArg(check_socket, a[C]);
-        if (!r)
+        if (!r && !(e = delegated_meanwhile(w, a[C])))
             return NULL;
-        Py_DECREF(r);
-    } else if (!(entry_flags(e) & GAIO_CONN_PEER) && check_delegated(w, entry_id(e)) < 0) {
-        return NULL;
+        Py_XDECREF(r);
     }
+    if (e && !(entry_flags(e) & GAIO_CONN_PEER) && check_delegated(w, entry_id(e)) < 0)
+        return NULL;
     PyObject *sslobj;
     gaio_tls *t = gaio__tls_session_new(a[CONTEXT], a[SERVER_SIDE] == Py_True,
                                         a[SERVER_HOSTNAME] ? a[SERVER_HOSTNAME] : Py_None, &sslobj);
@@ -131,6 +140,28 @@ PyObject *gaio__watcher_start_tls(Watcher *w, PyObject *const *args, Py_ssize_t 
         gaio__tls_dispose(t); /* never queued */
     }
     return res;
+}
+
+PyObject *gaio__tls_again_error(void)
+{
+    PyObject *again = py_args_attr("TLS_AGAIN");
+    if (again) {
+        PyErr_SetObject(PyExc_ValueError, again);
+        Py_DECREF(again);
+    }
+    return NULL;
+}
+
+int gaio__tls_refuse_close(Watcher *w)
+{
+    if (!w->tls_used || !w->core || w->closed || !gaio_core_tls_in_own_pass(w->core))
+        return 0;
+    PyObject *words = py_args_attr("TLS_CALLBACK_CLOSE");
+    if (words) {
+        PyErr_SetObject(PyExc_RuntimeError, words);
+        Py_DECREF(words);
+    }
+    return -1;
 }
 
 void gaio__forget_connect_error(Watcher *w, uint64_t id)

@@ -1,6 +1,8 @@
 /* TLS sessions in the native engines (R28-R31), the binding's side: the
  * record layer, run with the GIL in the pass wait_io makes after the core
- * returned GAIO_WAIT_TLS (core_tls.c has the core's side). The python
+ * returned GAIO_WAIT_TLS (core_tls.c has the core's side). This file has
+ * the sessions, their errors, their ciphertext and the pass; the record
+ * paths (handshake, reads, writes) are in tls_records.c. The python
  * engine's twin is gaio/_python_tls.py: the same states and rules.
  *
  * The session is Python's ssl.SSLObject over two ssl.MemoryBIOs (R31), its
@@ -29,49 +31,13 @@
  * around OpenSSL; no thread holding core->lock ever waits for the GIL, and
  * Python code the session runs on this thread re-enters the core: see
  * gaio__binding_enter). */
-#include "binding.h"
+#include "tls_session.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-/* The most plaintext one record carries (RFC 8446 5.1), and the largest
- * record on the wire (TLS 1.2's limit: 2^14 + 2048, plus the header). */
-#define RECORD 16384
-#define HEADER 5
-/* The records of one write encrypted ahead and handed to the engine as one
- * send: one pass per RECORDS_PER_SEND records, not per record (each pass
- * is a round trip through wait_io, and io_uring submits at its wait). */
-#define RECORDS_PER_SEND 4
-
-enum { WAITING, HANDSHAKING, OPEN, FAILED };
-
-typedef struct {
-    gaio_tls t;                 /* first: the core hands back &t */
-    PyObject *obj, *in, *out;   /* the SSLObject and its incoming / outgoing MemoryBIO */
-    PyObject *error;            /* FAILED: what every request completes with (its class) */
-    PyObject *end_exc;          /* reads end: ssl.SSLEOFError (end == GAIO_ERR_TLS) */
-    int end;                    /* reads end: 0, GAIO_ERR_EOF, GAIO_ERR_TLS, an errno */
-    int rd_errno;               /* the socket's error met by the internal read */
-    int state;
-    int server_side;
-    /* the record being received: its header so far, or the body bytes left */
-    unsigned char hdr[HEADER];
-    uint8_t hdr_len;
-    uint8_t eof_fed;            /* the BIO was told the stream ended */
-    size_t body_left;
-    unsigned char *rbuf;        /* the body's bytes, only while one is being received */
-    PyObject *sending;          /* the bytes the internal write sends */
-} tls_session;
-
-static struct {
-    PyObject *read, *write, *do_handshake, *pending, *write_eof, *unwrap, *version, *wrap_bio,
-        *server_side, *server_hostname, *release;
-    PyObject *SSLError, *SSLWantReadError, *SSLEOFError, *SSLZeroReturnError;
-    PyObject *clone_error;
-    int ready;
-} S;
+struct gaio__tls_names gaio__tls_names;
 
 static int init_names(void)
 {
@@ -188,7 +154,7 @@ void gaio__tls_failed_before(gaio_tls *t, PyObject *exc)
 /* ---- errors: a TLS error's exception travels beside its result ---- */
 
 /* End r with exception exc (stolen): its result's error (GAIO_ERR_TLS). */
-static void end_with(Watcher *w, gaio_core *core, gaio_req *r, PyObject *exc)
+void gaio__tls_end_with(Watcher *w, gaio_core *core, gaio_req *r, PyObject *exc)
 {
     PyObject *key = PyLong_FromVoidPtr(r);
     if (!w->tls_errors)
@@ -217,7 +183,7 @@ PyObject *gaio__tls_error_take(Watcher *w, gaio_req *r)
     return exc;
 }
 
-static PyObject *clone_of(PyObject *exc)
+PyObject *gaio__tls_clone_of(PyObject *exc)
 {
     PyObject *c = PyObject_CallOneArg(S.clone_error, exc);
     if (!c)
@@ -232,7 +198,7 @@ static PyObject *clone_of(PyObject *exc)
  * gaio__sig_hold). Such a call may have lost or half made its work, so the
  * connection still fails, with an SSLError that names it, and the exception
  * itself is kept for wait_io to raise: never swallowed. */
-static PyObject *fetch(Watcher *w)
+PyObject *gaio__tls_fetch(Watcher *w)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
@@ -264,18 +230,6 @@ static PyObject *fetch(Watcher *w)
 static size_t record_want(const tls_session *s)
 {
     return s->body_left ? s->body_left : (size_t)(HEADER - s->hdr_len);
-}
-
-static PyObject *call0(PyObject *self, PyObject *name)
-{
-    PyObject *args[] = {self};
-    return PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-}
-
-static PyObject *call1(PyObject *self, PyObject *name, PyObject *a)
-{
-    PyObject *args[] = {self, a};
-    return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
 /* What the internal read brought: into the incoming BIO, the framing moved on. */
@@ -347,7 +301,7 @@ static void absorb_early(tls_session *s)
 
 /* More ciphertext for the session: 1 when some arrived at once (look
  * again), 0 when the read is on its way, -1 when none will come. */
-static int more_ciphertext(gaio_core *core, tls_session *s)
+int gaio__tls_more_ciphertext(gaio_core *core, tls_session *s)
 {
     if (s->t.early) {
         absorb_early(s);
@@ -377,8 +331,6 @@ static int more_ciphertext(gaio_core *core, tls_session *s)
     return 1;
 }
 
-static void write_failed(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c, int err);
-
 /* The internal write ended: the record it carried counts, or fails. */
 static void absorb_write(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
 {
@@ -388,7 +340,7 @@ static void absorb_write(Watcher *w, gaio_core *core, tls_session *s, gaio_conn 
     gaio_req *r = s->t.record_req;
     s->t.record_req = NULL;
     if (q->error > 0) {
-        write_failed(w, core, s, c, q->error);
+        gaio__tls_write_failed(w, core, s, c, q->error);
         return;
     }
     if (q->error)
@@ -399,7 +351,7 @@ static void absorb_write(Watcher *w, gaio_core *core, tls_session *s, gaio_conn 
 
 /* Hand what the outgoing BIO holds to the engine: 1 when all of it went,
  * 0 while some is on its way, -1 when the socket refused it. */
-static int flush(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
+int gaio__tls_flush(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
 {
     for (;;) {
         if (s->t.wr_over)
@@ -433,320 +385,29 @@ static int flush(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
 
 /* ---- failure ---- */
 
-static void fail_all(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
+void gaio__tls_fail_all(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
 {
     for (int k = 0; k < 2; k++) {
         gaio_req *r;
         /* the start_tls request too, when the session began FAILED */
         while ((r = gaio_core_tls_user_head(c, k)) && r->state == GAIO_REQ_QUEUED)
-            end_with(w, core, r, clone_of(s->error));
+            gaio__tls_end_with(w, core, r, gaio__tls_clone_of(s->error));
     }
 }
 
 /* A record that failed to decrypt, a protocol violation (R30): exc stolen. */
-static void broken(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c, PyObject *exc)
+void gaio__tls_broken(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c, PyObject *exc)
 {
     s->state = FAILED;
     Py_XSETREF(s->error, exc);
-    fail_all(w, core, s, c);
+    gaio__tls_fail_all(w, core, s, c);
 }
 
-static void write_failed(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c, int err)
+void gaio__tls_write_failed(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c, int err)
 {
     gaio_req *r = c ? gaio_core_tls_user_head(c, GAIO_WRITE) : NULL;
     if (r && r->state == GAIO_REQ_QUEUED && r != s->t.request && s->state == OPEN)
         gaio_core_tls_end(core, r, err);
-}
-
-/* ---- handshake ---- */
-
-static void handshake_failed(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c,
-                             PyObject *exc)
-{
-    s->state = FAILED;
-    Py_XSETREF(s->error, exc);
-    if (s->t.request)
-        end_with(w, core, s->t.request, clone_of(exc));
-    fail_all(w, core, s, c);
-}
-
-/* Advance the handshake: 1 once it succeeded (its result made). */
-static int handshake(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
-{
-    for (;;) {
-        int f = flush(w, core, s, c);
-        if (f == 0)
-            return 0;
-        if (!s->t.request) {
-            /* its deadline passed, or the connection is going */
-            handshake_failed(w, core, s, c, gaio__error_object(s->t.request_error));
-            return 0;
-        }
-        if (f < 0) {
-            int err = s->t.wr.error > 0 ? s->t.wr.error : EPIPE;
-            handshake_failed(w, core, s, c, gaio__error_object(err));
-            return 0;
-        }
-        PyObject *r = call0(s->obj, S.do_handshake);
-        if (r) {
-            Py_DECREF(r);
-            f = flush(w, core, s, c); /* its last flight goes before the result */
-            if (f == 0)
-                return 0;
-            gaio_core_tls_handshake_done(core, &s->t, 0);
-            s->state = OPEN;
-            return 1;
-        }
-        if (!PyErr_ExceptionMatches(S.SSLWantReadError)) {
-            PyObject *exc = fetch(w);
-            flush(w, core, s, c); /* the alert tells the peer why, if it goes */
-            handshake_failed(w, core, s, c, exc);
-            return 0;
-        }
-        PyErr_Clear();
-        PyObject *p = PyObject_GetAttr(s->out, S.pending);
-        long pending = p ? PyLong_AsLong(p) : 0;
-        Py_XDECREF(p);
-        PyErr_Clear();
-        if (pending > 0)
-            continue;
-        int m = more_ciphertext(core, s);
-        if (m == 0)
-            return 0;
-        if (m < 0 && s->rd_errno) {
-            handshake_failed(w, core, s, c, gaio__error_object(s->rd_errno));
-            return 0;
-        }
-        if (m < 0 && !s->eof_fed) {
-            /* no memory for the body's buffer, or the connection is going */
-            handshake_failed(w, core, s, c, gaio__error_object(ENOMEM));
-            return 0;
-        }
-    }
-}
-
-/* ---- reads ---- */
-
-/* A read made the session write (a TLS 1.3 key update's answer, an alert):
- * send it. A TLS 1.2 client asked to renegotiate would answer with a
- * handshake: refused, the connection fails (SPEC 0.3). 1 to go on. */
-static int answer(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
-{
-    if (!s->server_side) {
-        PyObject *v = call0(s->obj, S.version);
-        int tls12 = v && PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, "TLSv1.2") == 0;
-        Py_XDECREF(v);
-        PyErr_Clear();
-        if (tls12) {
-            PyObject *junk = call0(s->out, S.read);
-            Py_XDECREF(junk);
-            PyErr_Clear();
-            broken(w, core, s, c, PyObject_CallFunction(
-                       S.SSLError, "s", "renegotiation refused: the peer asked for a new handshake"));
-            return 0;
-        }
-    }
-    flush(w, core, s, c);
-    return 1;
-}
-
-static long out_pending(tls_session *s)
-{
-    PyObject *p = PyObject_GetAttr(s->out, S.pending);
-    long n = p ? PyLong_AsLong(p) : 0;
-    Py_XDECREF(p);
-    PyErr_Clear();
-    return n;
-}
-
-static void reads(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
-{
-    gaio_req *r;
-    while (s->state == OPEN && (r = gaio_core_tls_user_head(c, GAIO_READ)) &&
-           r->state == GAIO_REQ_QUEUED) {
-        if (s->end) {
-            if (s->end == GAIO_ERR_TLS)
-                end_with(w, core, r, clone_of(s->end_exc));
-            else
-                gaio_core_tls_end(core, r, s->end);
-            continue;
-        }
-        if (r->flags & GAIO_F_HELD)
-            return; /* back-pressure (R21): the pass comes back when it is released */
-        unsigned char *ptr;
-        size_t room;
-        if (!r->buf) {
-            ssize_t got = gaio_core_ibuf_reserve(core, &ptr);
-            if (got < 0) {
-                gaio_core_tls_end(core, r, ENOMEM);
-                continue;
-            }
-            if (got == 0) {
-                gaio_core_tls_later(core, &s->t); /* the next batch has room */
-                return;
-            }
-            room = (size_t)got;
-        } else {
-            ptr = r->buf + r->done;
-            room = r->len - r->done;
-        }
-        if (room > PY_SSIZE_T_MAX)
-            room = PY_SSIZE_T_MAX;
-        PyObject *mv = PyMemoryView_FromMemory((char *)ptr, (Py_ssize_t)room, PyBUF_WRITE);
-        PyObject *len = mv ? PyLong_FromSize_t(room) : NULL;
-        PyObject *res = NULL;
-        if (len) {
-            PyObject *args[] = {s->obj, len, mv};
-            res = PyObject_VectorcallMethod(S.read, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        }
-        Py_XDECREF(len);
-        if (mv) {
-            /* the memory is the caller's or the batch's: no export may outlive the call */
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyObject *rel = call0(mv, S.release);
-            Py_XDECREF(rel);
-            Py_DECREF(mv);
-            PyErr_Clear();
-            PyErr_Restore(type, value, tb);
-        }
-        if (!res) {
-            if (PyErr_ExceptionMatches(S.SSLWantReadError)) {
-                PyErr_Clear();
-                if (out_pending(s) > 0 && !answer(w, core, s, c))
-                    return;
-                int m = more_ciphertext(core, s);
-                if (m == 0)
-                    return;
-                if (m < 0 && s->rd_errno)
-                    s->end = s->rd_errno; /* a reset ends the reads (R30) */
-                else if (m < 0 && !s->eof_fed)
-                    s->end = ENOMEM;
-                continue;
-            }
-            if (PyErr_ExceptionMatches(S.SSLEOFError) || PyErr_ExceptionMatches(S.SSLZeroReturnError)) {
-                /* the stream ended without close_notify: never a clean end (R30) */
-                PyErr_Clear();
-                s->end = GAIO_ERR_TLS;
-                Py_XSETREF(s->end_exc, PyObject_CallFunction(S.SSLEOFError, "is", 8,
-                                                             "EOF occurred in violation of protocol"));
-                continue;
-            }
-            broken(w, core, s, c, fetch(w));
-            return;
-        }
-        ssize_t n = PyLong_AsSsize_t(res);
-        Py_DECREF(res);
-        if (n < 0) {
-            PyErr_Clear();
-            n = 0;
-        }
-        if (out_pending(s) > 0 && !answer(w, core, s, c))
-            return;
-        if (n == 0) { /* the peer's close_notify (SSLObject.read returns 0 only then) */
-            s->end = GAIO_ERR_EOF;
-            continue;
-        }
-        gaio_core_progress(core, r, n);
-    }
-}
-
-/* ---- writes ---- */
-
-/* The next record's plaintext of write r, at most RECORD bytes from
- * `ahead` bytes past what was sent (NULL: r ended here, or no memory). */
-static PyObject *take(gaio_core *core, gaio_req *r, size_t ahead, size_t *size)
-{
-    size_t done = r->done + ahead;
-    size_t left = r->len - done;
-    size_t n = left < RECORD ? left : RECORD;
-    *size = n;
-    if (r->op == GAIO_OP_SENDFILE) {
-        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
-        if (!b)
-            return NULL;
-        ssize_t got;
-        do
-            got = pread(r->u.w.file_fd, PyBytes_AS_STRING(b), n, (off_t)(r->u.w.file_off + (int64_t)done));
-        while (got < 0 && errno == EINTR);
-        if (got <= 0) {
-            int err = got == 0 ? GAIO_ERR_EOF : errno;
-            Py_DECREF(b);
-            if (!ahead) /* else the records taken go first, and the next look ends it */
-                gaio_core_tls_end(core, r, err);
-            return NULL;
-        }
-        *size = (size_t)got;
-        if ((size_t)got < n)
-            _PyBytes_Resize(&b, got);
-        return b;
-    }
-    if (r->u.w.vec) {
-        gaio_vec *v = r->u.w.vec;
-        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
-        if (!b)
-            return NULL;
-        char *dst = PyBytes_AS_STRING(b);
-        size_t want = n, skip = ahead;
-        for (uint32_t i = v->cur; want && i < v->n; i++) {
-            size_t have = v->iov[i].iov_len;
-            const char *from = v->iov[i].iov_base;
-            if (skip >= have) {
-                skip -= have;
-                continue;
-            }
-            from += skip;
-            have -= skip;
-            skip = 0;
-            size_t part = have < want ? have : want;
-            memcpy(dst, from, part);
-            dst += part;
-            want -= part;
-        }
-        return b;
-    }
-    return PyMemoryView_FromMemory((char *)r->buf + done, (Py_ssize_t)n, PyBUF_READ);
-}
-
-static void writes(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
-{
-    while (s->state == OPEN) {
-        int f = flush(w, core, s, c);
-        if (f == 0)
-            return;
-        gaio_req *r = gaio_core_tls_user_head(c, GAIO_WRITE);
-        if (!r || r->state != GAIO_REQ_QUEUED)
-            return;
-        if (f < 0) {
-            write_failed(w, core, s, c, EPIPE);
-            continue;
-        }
-        size_t ahead = 0;
-        for (int n = 0; n < RECORDS_PER_SEND && r->done + ahead < r->len; n++) {
-            size_t size;
-            PyObject *chunk = take(core, r, ahead, &size);
-            if (!chunk) {
-                if (PyErr_Occurred()) {
-                    PyErr_Clear();
-                    if (!ahead)
-                        gaio_core_tls_end(core, r, ENOMEM);
-                }
-                break; /* take() ended r, or what is encrypted goes first */
-            }
-            PyObject *res = call1(s->obj, S.write, chunk);
-            Py_DECREF(chunk);
-            if (!res) {
-                broken(w, core, s, c, fetch(w));
-                return;
-            }
-            Py_DECREF(res);
-            ahead += size;
-        }
-        if (ahead) {
-            s->t.record_req = r;
-            s->t.record_plain = ahead;
-        }
-    }
 }
 
 /* ---- the pump and the pass ---- */
@@ -762,19 +423,19 @@ static void pump(Watcher *w, gaio_core *core, tls_session *s)
         absorb_write(w, core, s, c);
     if (s->state == WAITING) {
         if (!s->t.request) {
-            handshake_failed(w, core, s, c, gaio__error_object(s->t.request_error));
+            gaio__tls_handshake_failed(w, core, s, c, gaio__error_object(s->t.request_error));
         } else if (gaio_core_tls_user_head(c, GAIO_WRITE) == s->t.request) {
             s->state = HANDSHAKING;
         }
     }
     if (s->state == HANDSHAKING)
-        handshake(w, core, s, c);
+        gaio__tls_handshake(w, core, s, c);
     if (s->state == OPEN)
-        reads(w, core, s, c);
+        gaio__tls_reads(w, core, s, c);
     if (s->state == OPEN)
-        writes(w, core, s, c);
+        gaio__tls_writes(w, core, s, c);
     if (s->state == FAILED)
-        fail_all(w, core, s, c);
+        gaio__tls_fail_all(w, core, s, c);
     if (PyErr_Occurred())
         PyErr_Clear();
     /* R29: no body buffer for an idle connection (what came is in the BIO) */

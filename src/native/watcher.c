@@ -191,6 +191,8 @@ static void wait_for_other_close(Watcher *w, gaio_stats *out)
 
 PyObject *gaio__watcher_close(Watcher *w, PyObject *unused)
 {
+    if (gaio__tls_refuse_close(w) < 0)
+        return NULL;
     if (w->closed && !w->close_done && w->core) {
         gaio_stats ignored;
         wait_for_other_close(w, &ignored);
