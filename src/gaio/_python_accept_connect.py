@@ -68,7 +68,9 @@ def _clone_error(error):
     behind a connect that failed)."""
     try:
         clone = type(error)(*error.args)
-    except Exception:  # an exception class with an unusual constructor
+    except (TypeError, ValueError):  # an exception class with an unusual constructor
+        # (not `except Exception`: a signal handler's exception raised here
+        # must reach the caller, and the native engines call this too)
         clone = OSError(*getattr(error, "args", ()))
     return clone
 

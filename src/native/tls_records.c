@@ -19,7 +19,7 @@ void gaio__tls_handshake_failed(Watcher *w, gaio_core *core, tls_session *s, gai
     s->state = FAILED;
     Py_XSETREF(s->error, exc);
     if (s->t.request)
-        gaio__tls_end_with(w, core, s->t.request, gaio__tls_clone_of(exc));
+        gaio__tls_end_with(w, core, s->t.request, gaio__tls_clone_of(w, exc));
     gaio__tls_fail_all(w, core, s, c);
 }
 
@@ -89,7 +89,7 @@ static int answer(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
         PyObject *v = call0(s->obj, S.version);
         int tls12 = v && PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, "TLSv1.2") == 0;
         Py_XDECREF(v);
-        PyErr_Clear();
+        gaio__tls_clear(w);
         if (tls12) {
             PyObject *junk = call0(s->out, S.read);
             Py_XDECREF(junk);
@@ -110,7 +110,7 @@ void gaio__tls_reads(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
            r->state == GAIO_REQ_QUEUED) {
         if (s->end) {
             if (s->end == GAIO_ERR_TLS)
-                gaio__tls_end_with(w, core, r, gaio__tls_clone_of(s->end_exc));
+                gaio__tls_end_with(w, core, r, gaio__tls_clone_of(w, s->end_exc));
             else
                 gaio_core_tls_end(core, r, s->end);
             continue;

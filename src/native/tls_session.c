@@ -183,11 +183,11 @@ PyObject *gaio__tls_error_take(Watcher *w, gaio_req *r)
     return exc;
 }
 
-PyObject *gaio__tls_clone_of(PyObject *exc)
+PyObject *gaio__tls_clone_of(Watcher *w, PyObject *exc)
 {
-    PyObject *c = PyObject_CallOneArg(S.clone_error, exc);
+    PyObject *c = PyObject_CallOneArg(S.clone_error, exc); /* Python code: a handler may run */
     if (!c)
-        PyErr_Clear();
+        gaio__tls_clear(w);
     return c;
 }
 
@@ -223,6 +223,23 @@ PyObject *gaio__tls_fetch(Watcher *w)
     if (value)
         PyException_SetTraceback(value, Py_None);
     return value;
+}
+
+/* The SSLObject's methods are Python (ssl.py wraps _ssl), so a signal handler
+ * can run at their first line even while wait_io holds signals off its own
+ * thread: another thread took the signal and the flag waits for the next
+ * Python code. Where a call's failure is otherwise of no interest, what such
+ * a handler raised must still reach the caller. A MemoryError keeps the old
+ * meaning of these sites (the detail is dropped, the result says it). */
+void gaio__tls_clear(Watcher *w)
+{
+    if (!PyErr_Occurred())
+        return;
+    if (PyErr_ExceptionMatches(S.SSLError) || PyErr_ExceptionMatches(PyExc_MemoryError)) {
+        PyErr_Clear();
+        return;
+    }
+    Py_XDECREF(gaio__tls_fetch(w));
 }
 
 /* ---- ciphertext: the internal requests ---- */
@@ -391,7 +408,7 @@ void gaio__tls_fail_all(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *
         gaio_req *r;
         /* the start_tls request too, when the session began FAILED */
         while ((r = gaio_core_tls_user_head(c, k)) && r->state == GAIO_REQ_QUEUED)
-            gaio__tls_end_with(w, core, r, gaio__tls_clone_of(s->error));
+            gaio__tls_end_with(w, core, r, gaio__tls_clone_of(w, s->error));
     }
 }
 
@@ -436,8 +453,7 @@ static void pump(Watcher *w, gaio_core *core, tls_session *s)
         gaio__tls_writes(w, core, s, c);
     if (s->state == FAILED)
         gaio__tls_fail_all(w, core, s, c);
-    if (PyErr_Occurred())
-        PyErr_Clear();
+    gaio__tls_clear(w);
     /* R29: no body buffer for an idle connection (what came is in the BIO) */
     if (s->rbuf && !s->t.rd_busy && !s->t.rd_over) {
         free(s->rbuf);
@@ -474,13 +490,13 @@ void gaio__tls_goodbye(Watcher *w, uint64_t conn_id)
     if (s && s->state == OPEN && !s->t.wr_busy) {
         PyObject *r = call0(s->obj, S.unwrap);
         Py_XDECREF(r);
-        PyErr_Clear(); /* SSLWantReadError: the peer's close_notify is not awaited */
+        gaio__tls_clear(w); /* SSLWantReadError: the peer's close_notify is not awaited */
         PyObject *data = call0(s->out, S.read);
         if (data && PyBytes_Check(data) && PyBytes_GET_SIZE(data))
             gaio_core_tls_goodbye(core, &s->t, PyBytes_AS_STRING(data),
                                   (size_t)PyBytes_GET_SIZE(data));
         Py_XDECREF(data);
-        PyErr_Clear();
+        gaio__tls_clear(w);
     }
     gaio_core_tls_unhold(core, token);
     gaio__core_unpin(w);

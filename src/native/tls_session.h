@@ -75,9 +75,12 @@ static inline long out_pending(tls_session *s)
 /* End r with exception exc (stolen): its result's error (GAIO_ERR_TLS). */
 void gaio__tls_end_with(Watcher *w, gaio_core *core, gaio_req *r, PyObject *exc);
 /* A copy of exc for one more request (NULL: none could be made). */
-PyObject *gaio__tls_clone_of(PyObject *exc);
+PyObject *gaio__tls_clone_of(Watcher *w, PyObject *exc);
 /* The exception an SSLObject call raised, cleared: the connection's failure. */
 PyObject *gaio__tls_fetch(Watcher *w);
+/* Drop the exception a call into Python left, unless a signal handler raised
+ * it: that one is kept for wait_io() to raise (gaio__tls_fetch's rule). */
+void gaio__tls_clear(Watcher *w);
 /* More ciphertext: 1 some arrived (look again), 0 on its way, -1 none will come. */
 int gaio__tls_more_ciphertext(gaio_core *core, tls_session *s);
 /* The outgoing BIO to the engine: 1 all went, 0 some on its way, -1 refused. */
