@@ -36,6 +36,7 @@ pytestmark = [
 TOOLS = ("wrk", "redis-benchmark", "redis-server", "iperf3", "dnsperf")
 
 
+@pytest.mark.slow  # the README command stays under 5 minutes (issue 16); CI runs -m slow
 def test_real_workloads_end_to_end(tmp_path):
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
@@ -161,6 +162,7 @@ def test_openssl_s_time_output_is_parsed():
         parse_s_time("ERROR\n")
 
 
+@pytest.mark.slow  # the README command stays under 5 minutes (issue 16); CI runs -m slow
 def test_tls_echo_workload_end_to_end(tmp_path):
     """tls-rr64 (tls_loadgen, benchmarks/tls.py) against the TLS echo servers of
     every gaio engine that runs here and asyncio: handshakes, echoes checked
