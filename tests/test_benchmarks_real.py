@@ -116,6 +116,18 @@ def test_client_outputs_are_parsed():
                                       "rate": 37426.461634, "avg_ms": 2.306}
 
 
+def _run_beside(tmp_path, old_section, workloads, timeout):
+    """A short harness run of `workloads` (gaio's engines and asyncio) into a
+    BENCHMARKS.md that already holds `old_section`: (the process, its raw JSON)."""
+    (tmp_path / "BENCHMARKS.md").write_text("# gaio benchmarks\n\n%s\n" % old_section)
+    cmd = [sys.executable, "-m", "benchmarks", "--workloads", workloads,
+           "--servers", "gaio-*,asyncio-protocol", "--repeat", "1", "--duration", "0.3",
+           "--warmup", "0", "--output", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done, json.loads(next((tmp_path / "raw").glob("*-real.json")).read_text())
+
+
 @pytest.mark.slow  # 25 s of servers and clients; the slow pass runs it
 def test_tls_workloads_end_to_end(tmp_path):
     """The TLS workloads (benchmarks/tls.py) on the python engine and asyncio:
@@ -126,13 +138,7 @@ def test_tls_workloads_end_to_end(tmp_path):
         pytest.skip("not installed: %s (apt-get install wrk openssl)" % ", ".join(missing))
     pytest.importorskip("httptools", reason="the HTTP example needs httptools")
     old_real = "%s\nthe plain real run's tables\n%s" % (report.REAL_BEGIN, report.REAL_END)
-    (tmp_path / "BENCHMARKS.md").write_text("# gaio benchmarks\n\n%s\n" % old_real)
-    cmd = [sys.executable, "-m", "benchmarks", "--workloads", "https,tls-handshakes,tls-idle1000",
-           "--servers", "gaio-*,asyncio-protocol", "--repeat", "1", "--duration", "0.3",
-           "--warmup", "0", "--output", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=85)
-    assert done.returncode == 0, done.stderr
-    raw = json.loads(next((tmp_path / "raw").glob("*-real.json")).read_text())
+    done, raw = _run_beside(tmp_path, old_real, "https,tls-handshakes,tls-idle1000", timeout=85)
     by_workload = {}
     for m in raw["measurements"]:
         assert "error" not in m, m
@@ -173,13 +179,7 @@ def test_tls_echo_workload_end_to_end(tmp_path):
     if problem:
         pytest.skip(problem)
     old_tls = "%s\nthe https run's tables\n%s" % (report.TLS_BEGIN, report.TLS_END)
-    (tmp_path / "BENCHMARKS.md").write_text("# gaio benchmarks\n\n%s\n" % old_tls)
-    cmd = [sys.executable, "-m", "benchmarks", "--workloads", "tls-rr64",
-           "--servers", "gaio-*,asyncio-protocol", "--repeat", "1", "--duration", "0.3",
-           "--warmup", "0", "--output", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=55)
-    assert done.returncode == 0, done.stderr
-    raw = json.loads(next((tmp_path / "raw").glob("*-real.json")).read_text())
+    done, raw = _run_beside(tmp_path, old_tls, "tls-rr64", timeout=55)
     servers = {m["server"] for m in raw["measurements"]}
     assert "asyncio-protocol" in servers and "gaio-python" in servers, done.stderr
     for m in raw["measurements"]:
