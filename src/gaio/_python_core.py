@@ -13,8 +13,9 @@ Its files mirror the C core's, by name, to be read side by side:
   _python_accept_connect.py  core_accept_connect.c: accept, connect, their back-offs
   _python_datagrams.py       core_datagrams.c, datagram_io.c: datagram sockets'
                              reads and writes (R24-R27)
-  _python_tls.py             tls_session.c, tls_records.c, core_tls.c: TLS
-                             sessions: start_tls, plaintext in and out (R28-R31)
+  _python_tls.py             tls_session.c, core_tls.c: TLS sessions (R28-R31): start_tls,
+                             ciphertext in and out, the pump
+  _python_tls_records.py     tls_records.c: the handshake, plaintext reads and writes
   _python_wait.py            core_wait.c: the wait loop, deadlines expiring, wake-ups
   _python_poller.py          epoll.c, kqueue.c: what is watched, what is ready
   _python_backpressure.py _python_deadlines.py _python_internal_buffer.py

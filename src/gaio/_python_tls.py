@@ -30,7 +30,6 @@ ssl.SSLEOFError when the stream ends without it (R30).
 
 `TLS` is a mixin of the engine's `_Core`, under the core's lock.
 """
-import os
 import socket
 import ssl
 
@@ -38,13 +37,11 @@ from . import _python_args as args
 from ._python_accept_connect import _clone_error
 from ._python_requests import _MSG_NOSIGNAL
 from ._python_results import new_result
+from ._python_tls_records import TLSRecords
 from ._result import Op, TLSResult
 
-# The most plaintext one record carries (TLS's limit, RFC 8446 5.1).
-RECORD = 16384
 _HEADER = 5
 _OP_TLS = Op.TLS
-_OP_SENDFILE = Op.SENDFILE
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
 WAITING, HANDSHAKING, OPEN, FAILED = range(4)
 
@@ -99,8 +96,9 @@ class Session:
         self.record_pays = None
 
 
-class TLS:
-    """Mixin of _Core: see the module docstring. Expects the core's fields."""
+class TLS(TLSRecords):
+    """Mixin of _Core: see the module docstring. Expects the core's fields.
+    The record paths (handshake, reads, writes) are TLSRecords'."""
 
     # ------------------------------------------------------------ begin, end
 
@@ -357,39 +355,6 @@ class TLS:
             if req.size == total:
                 self._finish(req, req.size, None, req.buffer, False)
 
-    # ------------------------------------------------------------ handshake
-
-    def _tls_handshake(self, conn, session):
-        """Advance the handshake: True once it succeeded (result delivered)."""
-        obj = session.obj
-        req = session.request
-        done = False
-        try:
-            while True:
-                if session.sending is not None and not self._tls_flush(conn, session):
-                    return False
-                if done:
-                    self._finish(req, 0, None, None, False)
-                    return True
-                try:
-                    obj.do_handshake()
-                    done = True
-                except ssl.SSLWantReadError:
-                    pass
-                if session.outgoing.pending:
-                    session.sending = session.outgoing.read()
-                    continue
-                if not done:
-                    self._tls_recv(conn, session)
-        except BlockingIOError:
-            return False
-        except OSError as exc:  # ssl.SSLError and its subclasses, a reset
-            exc.__traceback__ = None
-            if isinstance(exc, ssl.SSLError):
-                self._tls_send_alert(conn, session)
-            self._fail(req, exc)
-            return False
-
     def _tls_send_alert(self, conn, session):
         """The alert a failed handshake left in the session, if the socket
         takes it at once: the peer learns why."""
@@ -399,209 +364,3 @@ class TLS:
                 conn.sock.send(data, _MSG_NOSIGNAL)
             except OSError:
                 pass
-
-    # ------------------------------------------------------------ reads
-
-    def _tls_reads(self, conn, session):
-        """Perform the reads at the head of conn's queue, in plaintext, until
-        one must wait."""
-        reads = conn.reads
-        obj = session.obj
-        while reads:
-            req = reads[0]
-            if session.read_end is not None:
-                end = session.read_end
-                self._fail(req, EOFError("end of stream") if end is EOFError
-                           else _clone_error(end))
-                continue
-            if req.held:
-                conn.stalled = True
-                return
-            view = req.view
-            try:
-                if view is None:
-                    if self.internal.is_full():
-                        if not conn.deferred:
-                            conn.deferred = True
-                            self.deferred.append(conn)
-                        return
-                    size, out = self.internal.fill(obj.read)
-                elif req.full and req.size:
-                    with view[req.size:] as rest:
-                        size = obj.read(rest.nbytes, rest)
-                else:
-                    size = obj.read(view.nbytes, view)
-            except ssl.SSLWantReadError:
-                if session.outgoing.pending and not self._tls_answer(conn, session):
-                    return
-                try:
-                    self._tls_recv(conn, session)
-                except BlockingIOError:
-                    return
-                except OSError as exc:  # a reset ends the reads (R30)
-                    exc.__traceback__ = None
-                    session.read_end = exc
-                continue
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-                # the stream ended without close_notify: never a clean end (R30)
-                session.read_end = ssl.SSLEOFError(
-                    ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
-                continue
-            except ssl.SSLError as exc:
-                exc.__traceback__ = None
-                self._tls_broken(conn, session, exc)
-                return
-            if session.outgoing.pending and not self._tls_answer(conn, session):
-                return
-            if size == 0:  # the peer's close_notify (SSLObject.read returns 0 only then)
-                session.read_end = EOFError
-                continue
-            self.bytes_read += size
-            if view is None:
-                if req.repeat:
-                    self._deliver_standing(req, size, out)
-                else:
-                    self._finish(req, size, None, out, True)
-                continue
-            req.size += size
-            if not req.full or req.size == view.nbytes:
-                self._finish(req, req.size, None, req.buffer, False)
-
-    def _tls_answer(self, conn, session):
-        """A read made the session write (a TLS 1.3 key update's answer, an
-        alert): send it after what is on its way. A TLS 1.2 client asked to
-        renegotiate would answer with a handshake: refused, the connection
-        fails (SPEC 0.3). True to go on reading."""
-        obj = session.obj
-        if not obj.server_side and obj.version() == "TLSv1.2":
-            session.outgoing.read()
-            self._tls_broken(conn, session, ssl.SSLError(
-                "renegotiation refused: the peer asked for a new handshake"))
-            return False
-        if session.sending is None:
-            session.sending = session.outgoing.read()
-        try:
-            self._tls_flush(conn, session)
-        except OSError:
-            pass  # the writes meet it
-        return True
-
-    # ------------------------------------------------------------ writes
-
-    def _tls_writes(self, conn, session):
-        """Encrypt and send the writes at the head of conn's queue, one record
-        at a time, until one must wait."""
-        writes = conn.writes
-        obj = session.obj
-        while True:
-            try:
-                if session.sending is not None and not self._tls_flush(conn, session):
-                    return
-            except OSError as exc:
-                exc.__traceback__ = None
-                self._tls_write_failed(conn, session, exc)
-                continue
-            if not writes:
-                return
-            req = writes[0]
-            chunk = self._tls_take(conn, req)
-            if chunk is None:
-                continue  # it completed, or met the end of its file
-            try:
-                obj.write(chunk)
-            except ssl.SSLError as exc:
-                exc.__traceback__ = None
-                self._tls_broken(conn, session, exc)
-                return
-            finally:
-                if isinstance(chunk, memoryview):
-                    chunk.release()
-            session.sending = session.outgoing.read()
-            session.sent = 0
-
-    def _tls_write_failed(self, conn, session, error):
-        """The socket refused ciphertext (a reset, a broken pipe): the write
-        whose record it was fails, and the ciphertext is dropped (nothing
-        can follow it)."""
-        req = session.record_req
-        session.sending = None
-        session.sent = 0
-        self._tls_drop(conn)
-        if req is None or req.finished:
-            req = conn.writes[0] if conn.writes else None
-        if req is not None:
-            self._fail(req, error)
-
-    def _tls_take(self, conn, req):
-        """The next record's plaintext of write `req` (at most RECORD bytes),
-        its cursor moved past it and its back-pressure noted as owed until
-        sent; None when `req` has none left (it is completed here then)."""
-        session = conn.tls
-        if not req.special:
-            view = req.view
-            start = req.size
-            size = min(RECORD, view.nbytes - start)
-            if size == 0:
-                self._finish(req, req.size, None, req.buffer, False)
-                return None
-            chunk = view[start:start + size]
-            standing = conn.standing
-            pays = [(standing, size)] if standing is not None else None
-            req.size = start + size
-        else:
-            left = req.total - req.size
-            if left == 0:
-                self._finish(req, req.size, None, req.buffer, False)
-                return None
-            size = min(RECORD, left)
-            if req.op is _OP_SENDFILE:
-                try:
-                    chunk = os.pread(req.fd, size, req.offset + req.size)
-                except OSError as exc:
-                    exc.__traceback__ = None
-                    self._fail(req, exc)
-                    return None
-                if not chunk:
-                    self._fail(req, EOFError("end of file after %d bytes" % req.size))
-                    return None
-                size = len(chunk)
-            elif req.items is None:
-                chunk = req.view[req.size:req.size + size]
-            pays = None
-            if self.write_high is not None:
-                pays = []
-                self._settle(req, conn.standing, size,
-                             lambda standing, part: pays.append((standing, part)))
-            if req.items is not None:
-                chunk = self._tls_gather(req, size)
-            req.size += size
-        session.record_req = req
-        session.record_plain = size
-        session.record_pays = pays
-        return chunk
-
-    @staticmethod
-    def _tls_gather(req, size):
-        """The next `size` bytes of vectored write `req`, joined; its item
-        cursor moved past them."""
-        items = req.items
-        index = req.index
-        offset = req.offset
-        parts = []
-        while size:
-            item = items[index]
-            part = min(size, item.nbytes - offset)
-            parts.append(item[offset:offset + part])
-            size -= part
-            offset += part
-            if offset == item.nbytes:
-                index += 1
-                offset = 0
-        req.index = index
-        req.offset = offset
-        if len(parts) == 1:
-            return parts[0]
-        joined = b"".join(parts)
-        for part in parts:
-            part.release()
-        return joined
