@@ -69,8 +69,8 @@ typedef struct pyreq {
     /* A request without a buffer (a one-shot read into the internal buffer,
      * accept, connect, sendfile) is allocated without what follows
      * (PYREQ_ALLOC_SMALL, 160 bytes), and a standing read without the end
-     * of req too (GAIO_REQ_STANDING_READ_SIZE: 136 bytes, pymalloc's class
-     * of 144), so an idle connection's standing read stays small. */
+     * of req too (GAIO_REQ_STANDING_READ_SIZE: 112 bytes, a pymalloc class
+     * of its own), so an idle connection's standing read stays small. */
     PyObject *bufobj;           /* caller's buffer (or our bytes copy) */
     union {
         Py_buffer view;         /* export of bufobj held until completion */
@@ -84,7 +84,7 @@ typedef struct pyreq {
 enum { PYREQ_ALLOC_SMALL, PYREQ_ALLOC_VIEW, PYREQ_ALLOC_STANDING_READ, PYREQ_ALLOCS };
 static inline pyreq *pyreq_of(gaio_req *r) { return (pyreq *)((char *)r - offsetof(pyreq, req)); }
 enum {
-    PYREQ_STANDING_READ = 8,    /* allocated up to req.u.st.idle (PYREQ_ALLOC_STANDING_READ) */
+    PYREQ_STANDING_READ = 8,    /* allocated up to req.ibuf_ptr (PYREQ_ALLOC_STANDING_READ) */
     PYREQ_HAS_VIEW = 1,         /* allocated whole (bufobj, view or vec) */
     PYREQ_IS_VECTOR = 2,        /* ... used as vec: a vectored write */
     PYREQ_COPIED = 4,           /* bufobj is the watcher's bytes copy of an internal-buffer view

@@ -73,8 +73,8 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
             : (p->req.owner & PYREQ_STANDING_READ) ? PYREQ_ALLOC_STANDING_READ : PYREQ_ALLOC_SMALL;
     PyObject *buf = k == PYREQ_ALLOC_VIEW ? p->bufobj : NULL;
     if (p->req.flags & GAIO_F_REPEAT) {
-        PyMem_Free(p->req.u.st.idle);
-        p->req.u.st.idle = NULL;
+        PyMem_Free(p->req.st.idle);
+        p->req.st.idle = NULL;
     }
     if (p->req.owner & PYREQ_IS_VECTOR) {
         release_items(p->vec.items, p->vec.n);
@@ -219,11 +219,11 @@ int gaio__standing_set(pyreq *p, const gaio_idle *t, int64_t deadline_ns)
     p->req.deadline_ns = deadline_ns;
     if (!t->idle_ns)
         return 0; /* deadline_ns is its end, if it has one */
-    if (!(p->req.u.st.idle = PyMem_Malloc(sizeof *t))) {
+    if (!(p->req.st.idle = PyMem_Malloc(sizeof *t))) {
         PyErr_NoMemory();
         return -1;
     }
-    *p->req.u.st.idle = *t;
+    *p->req.st.idle = *t;
     return 0;
 }
 
