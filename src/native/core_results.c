@@ -15,7 +15,9 @@ int gaio__res_grow(gaio_core *core, uint64_t need)
         cap = need;
     if (cap > UINT32_MAX / 2)
         return -1;
-    gaio_result *a = gaio_realloc(core->res, cap * sizeof *a);
+    /* only the results waiting are copied: the reserve stays untouched (gaio_grow) */
+    gaio_result *a = gaio_grow(core->res, core->nres * sizeof *a, core->cap_res * sizeof *a,
+                               cap * sizeof *a);
     if (!a)
         return -1;
     core->res = a;
