@@ -144,3 +144,18 @@ def test_watcher_with_ctx_cycle_is_collected(native_engine):
     gc.collect()
     assert ref() is None
     b.close()
+
+
+def test_watcher_with_standing_read_ctx_cycle_is_collected(native_engine):
+    """A standing read is found through its connection's map entry, not the
+    live list: the GC must see its ctx too, and a second one's behind it."""
+    import weakref
+    w = gaio.Watcher(engine=native_engine)
+    a, b = socket.socketpair()
+    w.read(a, repeat=True, ctx=w)
+    w.read(a, repeat=True, ctx=w)
+    ref = weakref.ref(w)
+    del w
+    gc.collect()
+    assert ref() is None
+    b.close()

@@ -36,6 +36,27 @@ static inline void *gaio_realloc(void *p, size_t n)
     return gaio__alloc_fails() ? NULL : realloc(p, n);
 }
 
+/* Grow an array whose tail is reserved room, mostly never written (a free()
+ * queued for every connection, a result for every live request): realloc
+ * would copy the whole old size, making every page of the room resident in
+ * the new block; only the used bytes are copied here. A block of
+ * GAIO_GROW_REMAP bytes or more is glibc's mmap'd chunk: realloc moves its
+ * pages without a copy (mremap), and freeing it would raise glibc's mmap
+ * threshold for the whole process. NULL on failure, old kept. */
+#define GAIO_GROW_REMAP (128u * 1024u)
+static inline void *gaio_grow(void *old, size_t used, size_t old_size, size_t new_size)
+{
+    if (!old || old_size >= GAIO_GROW_REMAP)
+        return gaio_realloc(old, new_size);
+    void *p = gaio_malloc(new_size);
+    if (p) {
+        if (used)
+            __builtin_memcpy(p, old, used);
+        free(old);
+    }
+    return p;
+}
+
 /* Arm the injector: the after-th allocation from now fails, and count in a
  * row (count >= 1); after == 0 disarms it. Returns how many allocations the
  * previous arming made fail, so a test can tell whether its failure happened. */

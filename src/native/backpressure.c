@@ -1,5 +1,5 @@
 /* Back-pressure (R21): see backpressure.h for the rule. Every count a
- * standing read keeps (u.st.owed) is changed here and only here. */
+ * standing read keeps (st.owed) is changed here and only here. */
 #include "core_private.h"
 
 #include <stdint.h>
@@ -24,8 +24,8 @@ static void owe(gaio_core *core, gaio_req *s, size_t n)
 {
     if (!s || !n)
         return;
-    s->u.st.owed += n;
-    if (!(s->flags & GAIO_F_HELD) && s->u.st.owed > core->write_high) {
+    s->st.owed += n;
+    if (!(s->flags & GAIO_F_HELD) && s->st.owed > core->write_high) {
         s->flags |= GAIO_F_HELD;
         if (core->engine->pause && s->conn && s->state == GAIO_REQ_QUEUED)
             core->engine->pause(core->engine_state, s->conn);
@@ -36,8 +36,8 @@ static void pay(gaio_core *core, gaio_req *s, size_t n)
 {
     if (!s || !n)
         return;
-    s->u.st.owed -= n < s->u.st.owed ? n : s->u.st.owed;
-    if ((s->flags & GAIO_F_HELD) && s->u.st.owed <= core->write_low) {
+    s->st.owed -= n < s->st.owed ? n : s->st.owed;
+    if ((s->flags & GAIO_F_HELD) && s->st.owed <= core->write_low) {
         s->flags &= ~GAIO_F_HELD;
         gaio_standing_touch(s); /* its idle limit did not run while it was held */
         /* started once the I/O under way is reported: what it reads comes

@@ -63,14 +63,20 @@ extern gaio__live_counts gaio__live;
 /* ---- requests (request.c) ---- */
 
 typedef struct pyreq {
-    PyObject *conn, *ctx;       /* strong */
-    struct pyreq *live_prev, *live_next; /* every undelivered request, for GC traversal */
+    union {
+        PyObject *conn;         /* strong */
+        struct pyreq *next_spare; /* in the watcher's freelist (spare) */
+    };
+    PyObject *ctx;              /* strong */
     gaio_req req;               /* the core hands back &req (pyreq_of); req.owner: PYREQ_* */
+    /* A standing read is allocated up to here, without the end of req
+     * (GAIO_REQ_STANDING_READ_SIZE: 96 bytes, a pymalloc class of its own),
+     * so an idle connection's standing read stays small: it is not on the
+     * live list, its connection's map entry names it (OWNER_STANDING). */
+    struct pyreq *live_prev, *live_next; /* every other undelivered request, for GC traversal */
     /* A request without a buffer (a one-shot read into the internal buffer,
      * accept, connect, sendfile) is allocated without what follows
-     * (PYREQ_ALLOC_SMALL, 160 bytes), and a standing read without the end
-     * of req too (GAIO_REQ_STANDING_READ_SIZE: 136 bytes, pymalloc's class
-     * of 144), so an idle connection's standing read stays small. */
+     * (PYREQ_ALLOC_SMALL, 160 bytes). */
     PyObject *bufobj;           /* caller's buffer (or our bytes copy) */
     union {
         Py_buffer view;         /* export of bufobj held until completion */
@@ -84,13 +90,18 @@ typedef struct pyreq {
 enum { PYREQ_ALLOC_SMALL, PYREQ_ALLOC_VIEW, PYREQ_ALLOC_STANDING_READ, PYREQ_ALLOCS };
 static inline pyreq *pyreq_of(gaio_req *r) { return (pyreq *)((char *)r - offsetof(pyreq, req)); }
 enum {
-    PYREQ_STANDING_READ = 8,    /* allocated up to req.u.st.idle (PYREQ_ALLOC_STANDING_READ) */
+    PYREQ_STANDING_READ = 8,    /* allocated up to req.ibuf_ptr (PYREQ_ALLOC_STANDING_READ):
+                                 * named by its map entry, never on the live list */
     PYREQ_HAS_VIEW = 1,         /* allocated whole (bufobj, view or vec) */
     PYREQ_IS_VECTOR = 2,        /* ... used as vec: a vectored write */
     PYREQ_COPIED = 4,           /* bufobj is the watcher's bytes copy of an internal-buffer view
                                  * large enough to be recycled (see copy_pool) */
 };
 static inline int pyreq_has_view(const pyreq *p) { return (p->req.owner & PYREQ_HAS_VIEW) != 0; }
+static inline int pyreq_is_short_standing(const pyreq *p)
+{
+    return (p->req.owner & PYREQ_STANDING_READ) != 0;
+}
 
 /* ---- socket -> connection map: open addressing on the object's address (conn_map.c) ---- */
 
@@ -106,15 +117,19 @@ static inline uintptr_t connref_key(const ConnRef *r) { return r->key; }
  * slot + 1 (0: empty) hashed on the socket object's address, 4 bytes a
  * connection at a load of 3/8 to 3/4 (5-11 bytes). owner is the socket's
  * ConnRef (OWNER_WEAK: the weak reference that releases a dropped socket,
- * R9) or, while a standing read holds the socket strongly, the socket's
- * address with no ConnRef at all: an idle connection with a standing read
- * (a server's every connection) saves the 96 bytes of a weakref.
+ * R9) or, while a standing read holds the socket strongly, that standing
+ * read's pyreq (OWNER_STANDING; its conn is the key) with no ConnRef at all:
+ * an idle connection with a standing read (a server's every connection)
+ * saves the 96 bytes of a weakref, and its standing read the 16 bytes of
+ * live links (GC traversal and close() find it through the map). A second
+ * standing read of the same connection is an ordinary request (live list).
  * OWNER_OWNED marks one that holds the socket itself because a ConnRef could
  * not be made (out of memory): it is released by free() or close() only.
  * owner_bits' low bits are the connection's GAIO_CONN_* flags. */
 #define OWNER_FLAGS 7u
 #define OWNER_WEAK 8u
 #define OWNER_OWNED 16u
+#define OWNER_STANDING 32u
 _Static_assert((GAIO_CONN_DGRAM | GAIO_CONN_PEER | GAIO_CONN_LOCAL) <= OWNER_FLAGS,
                "the connection's flags fit below the binding's marks");
 typedef gaio_conn map_entry;
@@ -122,9 +137,17 @@ static inline ConnRef *entry_ref(const map_entry *e)
 {
     return (e->owner_bits & OWNER_WEAK) ? (ConnRef *)e->owner : NULL;
 }
+static inline pyreq *entry_standing(const map_entry *e)
+{
+    return (e->owner_bits & OWNER_STANDING) ? (pyreq *)e->owner : NULL;
+}
 static inline uintptr_t entry_key(const map_entry *e)
 {
-    return (e->owner_bits & OWNER_WEAK) ? connref_key((ConnRef *)e->owner) : e->owner;
+    if (e->owner_bits & OWNER_WEAK)
+        return connref_key((ConnRef *)e->owner);
+    if (e->owner_bits & OWNER_STANDING)
+        return (uintptr_t)((pyreq *)e->owner)->conn;
+    return e->owner;
 }
 static inline unsigned entry_flags(const map_entry *e) { return e->owner_bits & OWNER_FLAGS; }
 static inline uint64_t entry_id(const map_entry *e) { return gaio_conn_id(e); }
@@ -256,10 +279,11 @@ map_entry *gaio__map_at(connmap *m, size_t i);
  * it owns): no Python code runs (the ConnRef's callback is the watcher's). */
 void gaio__map_drop(connmap *m, map_entry *e);
 /* R9 with a standing read: while one stands the socket is held by it, and
- * its entry keeps no weak reference (conn_strong); when a standing read is
- * disposed of, its connection (still id) is weakly held again (conn_weak). */
-void gaio__conn_strong(Watcher *w, PyObject *conn, uint64_t id);
-void gaio__conn_weak(Watcher *w, PyObject *conn, uint64_t id);
+ * its entry keeps no weak reference but names it (conn_strong: 1; 0 when
+ * the entry is held by another standing read already); when a standing read
+ * is disposed of, its connection (still id) is weakly held again (conn_weak). */
+int gaio__conn_strong(Watcher *w, pyreq *p, uint64_t id);
+void gaio__conn_weak(Watcher *w, pyreq *p);
 PyObject *gaio__conn_type_error(PyObject *conn, const char *why);
 /* The descriptor of a socket.socket not delegated yet, and its GAIO_CONN_*
  * flags; a datagram socket is refused unless dgram_ok (R24). */

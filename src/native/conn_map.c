@@ -90,31 +90,44 @@ void gaio__map_drop(connmap *m, map_entry *e)
         Py_DECREF((PyObject *)e->owner);
 }
 
-void gaio__conn_strong(Watcher *w, PyObject *conn, uint64_t id)
+int gaio__conn_strong(Watcher *w, pyreq *p, uint64_t id)
 {
-    map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
-    if (!e || entry_id(e) != id || !(e->owner_bits & (OWNER_WEAK | OWNER_OWNED)))
-        return;
-    PyObject *held = (PyObject *)e->owner;
-    e->owner = (uintptr_t)conn;
-    e->owner_bits &= OWNER_FLAGS;
+    map_entry *e = gaio__map_find(&w->map, (uintptr_t)p->conn);
+    if (!e || entry_id(e) != id || entry_standing(e))
+        return 0;
+    PyObject *held = (e->owner_bits & (OWNER_WEAK | OWNER_OWNED)) ? (PyObject *)e->owner : NULL;
+    e->owner = (uintptr_t)p;
+    e->owner_bits = (uint8_t)((e->owner_bits & OWNER_FLAGS) | OWNER_STANDING);
     /* a weakref going away with its object alive calls nothing; the socket
      * has more references than this one (the standing read's) */
-    Py_DECREF(held);
+    Py_XDECREF(held);
+    return 1;
 }
 
-void gaio__conn_weak(Watcher *w, PyObject *conn, uint64_t id)
+void gaio__conn_weak(Watcher *w, pyreq *p)
 {
+    PyObject *conn = p->conn;
+    uint64_t id = p->req.conn_id;
     map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
     if (!e || entry_id(e) != id || (e->owner_bits & (OWNER_WEAK | OWNER_OWNED)))
         return;
+    if (entry_standing(e) && entry_standing(e) != p)
+        return; /* the entry names another standing read, which holds the socket */
+    if (entry_standing(e)) {
+        /* its standing read is going: the entry keeps the socket's address
+         * (its key) until the weak reference is made, never a pyreq recycled */
+        e->owner = (uintptr_t)conn;
+        e->owner_bits &= OWNER_FLAGS;
+    }
+    if (w->closed)
+        return; /* close() empties the map */
     PyObject *type, *value, *tb; /* called while a batch's error may be set */
     PyErr_Fetch(&type, &value, &tb);
     ConnRef *ref = (ConnRef *)PyObject_CallFunctionObjArgs((PyObject *)&gaio__ConnRef_Type, conn,
                                                            w->callback, NULL);
     /* making it may have run a collection, and Python code: look again */
     e = w->closed ? NULL : gaio__map_find(&w->map, (uintptr_t)conn);
-    if (e && entry_id(e) == id && !(e->owner_bits & (OWNER_WEAK | OWNER_OWNED))) {
+    if (e && entry_id(e) == id && !(e->owner_bits & (OWNER_WEAK | OWNER_OWNED | OWNER_STANDING))) {
         if (ref) {
             ref->key = (uintptr_t)conn;
             ref->id = id;

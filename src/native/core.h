@@ -132,8 +132,22 @@ struct gaio_req {
     gaio_conn *conn;            /* set when the request reaches its connection */
     uint64_t conn_id;           /* slot | gen << 32 of its connection */
     unsigned char *buf;         /* caller's memory; NULL for a read into the internal buffer */
-    size_t len;                 /* bytes asked (writes, read_full, sendfile) or room in buf (read) */
-    size_t done;                /* bytes transferred so far */
+    union {
+        struct {                /* a request without GAIO_F_REPEAT */
+            size_t len;         /* bytes asked (writes, read_full, sendfile) or room in buf */
+            size_t done;        /* bytes transferred so far */
+        };
+        /* GAIO_F_REPEAT: a standing read takes no buffer and each arrival
+         * is a result of its own, so it counts no bytes: these take their
+         * place and its struct ends early (GAIO_REQ_STANDING_READ_SIZE). */
+        struct {
+            union {
+                size_t owed;    /* read: bytes of writes it answers for, not yet written */
+                int64_t retry_ns; /* accept in GAIO_F_BACKOFF: when to try again */
+            };
+            gaio_idle *idle;    /* its idle limit (R20), NULL: none (the binding's memory) */
+        } st;
+    };
     int64_t deadline_ns;        /* CLOCK_MONOTONIC, the heap's key; GAIO_NO_DEADLINE: none */
     uint32_t heap_index;        /* position in the deadline heap, UINT32_MAX when absent */
     uint32_t seq;               /* submission number (order across queues; answers) */
@@ -144,18 +158,12 @@ struct gaio_req {
     int16_t error;              /* 0, errno > 0 (errnos are small), or GAIO_ERR_* */
     int8_t cancel_reason;       /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
     uint8_t owner;              /* the binding's own bits: the core never reads them */
-    unsigned char *ibuf_ptr;    /* read without a buffer: where its bytes are */
+    /* A standing read's struct ends here (GAIO_REQ_STANDING_READ_SIZE): what
+     * follows is never touched for one (its arrivals' bytes are passed along,
+     * not kept in ibuf_ptr; its last result has none). */
+    unsigned char *ibuf_ptr;    /* a one-shot read without a buffer: where its bytes are */
     union {
-        struct {                /* GAIO_F_REPEAT */
-            union {
-                size_t owed;    /* read: bytes of writes it answers for, not yet written */
-                int64_t retry_ns; /* accept in GAIO_F_BACKOFF: when to try again */
-            };
-            gaio_idle *idle;    /* its idle limit (R20), NULL: none (the binding's memory) */
-            /* A standing read's struct may end here (GAIO_REQ_STANDING_READ_SIZE):
-             * what follows is an accept's only. */
-            int64_t reported_ns;/* accept: its last resource-error result */
-        } st;
+        int64_t reported_ns;    /* standing accept: its last resource-error result */
         int accepted_fd;        /* a one-shot accept's new descriptor, for its result */
         struct {                /* GAIO_OP_CONNECT */
             gaio_req *later;    /* while it is drained */
@@ -183,12 +191,12 @@ struct gaio_req {
 
 /* 128 bytes on LP64, allocated by the binding with every request with a
  * buffer. A standing read's (an idle connection's memory) is allocated
- * short, up to u.st.idle: the core never touches what follows in it. */
+ * short, up to ibuf_ptr: the core never touches what follows in it. */
 _Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_req) <= 128,
                "gaio_req outgrew 128 bytes (per idle connection memory)");
-#define GAIO_REQ_STANDING_READ_SIZE (offsetof(gaio_req, u.st.idle) + sizeof(gaio_idle *))
-_Static_assert(sizeof(void *) != 8 || GAIO_REQ_STANDING_READ_SIZE <= 104,
-               "a standing read outgrew 104 bytes (per idle connection memory)");
+#define GAIO_REQ_STANDING_READ_SIZE offsetof(gaio_req, ibuf_ptr)
+_Static_assert(sizeof(void *) != 8 || GAIO_REQ_STANDING_READ_SIZE <= 80,
+               "a standing read outgrew 80 bytes (per idle connection memory)");
 
 /* The sender of a datagram (R25), for a read's result on an unconnected
  * datagram socket: allocated by the core (gaio_malloc), freed with free() by
@@ -370,8 +378,8 @@ int64_t gaio_now_ns(void);
 /* A standing request's idle limit counts from now (lazily, R20). */
 static inline void gaio_standing_touch(gaio_req *r)
 {
-    if (r->u.st.idle)
-        r->u.st.idle->active_ns = gaio_now_ns();
+    if (r->st.idle)
+        r->st.idle->active_ns = gaio_now_ns();
 }
 
 /* ---- TLS sessions (R28-R31, core_tls.c) ----

@@ -92,16 +92,16 @@ int gaio_core_accepted(gaio_core *core, gaio_req *r, int res)
     }
     /* R16: a standing accept survives descriptor exhaustion without spinning */
     int64_t now = gaio_now_ns();
-    if (now - r->u.st.reported_ns >= GAIO_ACCEPT_RETRY_NS) {
-        r->u.st.reported_ns = now;
+    if (now - r->u.reported_ns >= GAIO_ACCEPT_RETRY_NS) {
+        r->u.reported_ns = now;
         gaio__arrival(core, r, NULL, 0, -res, -1);
         if (r->state == GAIO_REQ_DONE)
             return 1;
     }
     r->flags |= GAIO_F_BACKOFF;
-    r->u.st.retry_ns = now + GAIO_ACCEPT_RETRY_NS;
-    if (!core->nbackoff++ || r->u.st.retry_ns < core->backoff_ns)
-        core->backoff_ns = r->u.st.retry_ns;
+    r->st.retry_ns = now + GAIO_ACCEPT_RETRY_NS;
+    if (!core->nbackoff++ || r->st.retry_ns < core->backoff_ns)
+        core->backoff_ns = r->st.retry_ns;
     core->fd_closed = 0; /* only a descriptor closed from now on counts */
     return 0;
 }
@@ -134,12 +134,12 @@ void gaio__serve_backoff(gaio_core *core, int64_t now)
         r = c->head[GAIO_READ];
         if (!r || !(r->flags & GAIO_F_BACKOFF))
             continue;
-        if (all || now >= r->u.st.retry_ns) {
+        if (all || now >= r->st.retry_ns) {
             r->flags &= ~GAIO_F_BACKOFF;
             core->nbackoff--;
             gaio__start_next(core, c, GAIO_READ);
-        } else if (r->u.st.retry_ns < next) {
-            next = r->u.st.retry_ns;
+        } else if (r->st.retry_ns < next) {
+            next = r->st.retry_ns;
         }
     }
     if (next < core->backoff_ns)

@@ -69,18 +69,24 @@ static int slots_grow(gaio_core *core)
     }
     if (core->nslots < core->cap_slots)
         return 0;
-    uint32_t cap = core->cap_slots ? core->cap_slots * 2 : 64;
-    uint32_t *f = gaio_realloc(core->free_slots, cap * sizeof *f);
+    uint32_t old = core->cap_slots, cap = old ? old * 2 : 64;
+    /* room an idle connection never uses stays untouched (gaio_grow) */
+    uint32_t *f = gaio_grow(core->free_slots, core->nfree * sizeof *f, old * sizeof *f,
+                            cap * sizeof *f);
     if (!f)
         return ENOMEM;
     core->free_slots = f;
     /* room to queue a free() for every connection: free() never allocates */
-    uint64_t *q = cap <= core->cap_frees ? core->frees : gaio_realloc(core->frees, cap * sizeof *q);
+    uint64_t *q = cap <= core->cap_frees
+                      ? core->frees
+                      : gaio_grow(core->frees, core->nfrees * sizeof *q,
+                                  core->cap_frees * sizeof *q, cap * sizeof *q);
     if (!q)
         return ENOMEM;
     core->frees = q;
     /* and to restart the standing read of every connection (R21) */
-    uint64_t *rl = gaio_realloc(core->released, cap * sizeof *rl);
+    uint64_t *rl = gaio_grow(core->released, core->nreleased * sizeof *rl, old * sizeof *rl,
+                             cap * sizeof *rl);
     if (!rl)
         return ENOMEM;
     core->released = rl;

@@ -32,12 +32,15 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
 {
     r->state = GAIO_REQ_INCOMING;
     r->heap_index = GAIO__NO_HEAP;
-    if (r->kind != GAIO_WRITE)
-        r->done = 0; /* a write's may count what gaio_core_try_send sent */
+    if (!(r->flags & GAIO_F_REPEAT)) {
+        /* a standing request has neither: st and its end are in their place */
+        if (r->kind != GAIO_WRITE)
+            r->done = 0; /* a write's may count what gaio_core_try_send sent */
+        r->ibuf_ptr = NULL;
+    }
     if (r->op != GAIO_OP_CONNECT)
         r->error = 0; /* a connect's says how connect() went */
     r->conn = NULL;
-    r->ibuf_ptr = NULL;
     r->next = NULL;
     void *token = gaio__binding_enter(core);
     if (core->closing || core->closed) {
@@ -64,8 +67,8 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
     }
     core->res_reserved++;
     r->seq = core->next_seq++;
-    if ((r->flags & GAIO_F_REPEAT) && r->u.st.idle)
-        r->u.st.idle->active_ns = gaio_now_ns();
+    if ((r->flags & GAIO_F_REPEAT) && r->st.idle)
+        r->st.idle->active_ns = gaio_now_ns();
     r->prev = core->incoming_tail;
     if (core->incoming_tail)
         core->incoming_tail->next = r;
@@ -245,7 +248,8 @@ static void vec_advance(gaio_vec *v, size_t n)
     }
 }
 
-static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
+/* ptr: where an internal-buffer read's res bytes were put (NULL otherwise) */
+static int progress_common(gaio_core *core, gaio_req *r, ssize_t res, unsigned char *ptr)
 {
     if (res > 0 && (r->flags & GAIO_F_INTERNAL)) {
         /* ciphertext: the TLS layer counts plaintext */
@@ -259,7 +263,7 @@ static int progress_common(gaio_core *core, gaio_req *r, ssize_t res)
         if (r->kind == GAIO_READ) {
             core->stats.bytes_read += (uint64_t)res;
             if (r->flags & GAIO_F_REPEAT) {
-                gaio__arrival(core, r, r->ibuf_ptr, (size_t)res, 0, -1);
+                gaio__arrival(core, r, ptr, (size_t)res, 0, -1);
                 return r->state == GAIO_REQ_DONE; /* 1 only when it could not be kept */
             }
         } else {
@@ -302,13 +306,16 @@ int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
 {
     if (r->state == GAIO_REQ_CANCELLING && r->cancel_reason == GAIO_ERR_HANDOVER)
         return res > 0 ? gaio__tls_early(core, r, res) : 0;
+    unsigned char *ptr = NULL;
     if (res > 0 && !r->buf && r->kind == GAIO_READ) {
         /* committed where gaio_core_ibuf_reserve pointed */
-        r->ibuf_ptr = core->chunk[core->chunk_cur] + core->chunk_off;
+        ptr = core->chunk[core->chunk_cur] + core->chunk_off;
         core->chunk_off += (size_t)res;
         core->ibuf_out += (size_t)res;
+        if (!(r->flags & GAIO_F_REPEAT))
+            r->ibuf_ptr = ptr; /* a standing read's struct has no ibuf_ptr */
     }
-    return progress_common(core, r, res);
+    return progress_common(core, r, res, ptr);
 }
 
 void gaio_core_finish(gaio_core *core, gaio_req *r)

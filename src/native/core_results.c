@@ -15,7 +15,9 @@ int gaio__res_grow(gaio_core *core, uint64_t need)
         cap = need;
     if (cap > UINT32_MAX / 2)
         return -1;
-    gaio_result *a = gaio_realloc(core->res, cap * sizeof *a);
+    /* only the results waiting are copied: the reserve stays untouched (gaio_grow) */
+    gaio_result *a = gaio_grow(core->res, core->nres * sizeof *a, core->cap_res * sizeof *a,
+                               cap * sizeof *a);
     if (!a)
         return -1;
     core->res = a;
@@ -39,8 +41,11 @@ void gaio__done_append(gaio_core *core, gaio_req *r)
     int fd = r->op == GAIO_OP_ACCEPT && !(r->flags & GAIO_F_REPEAT) && r->error == 0
                  ? r->u.accepted_fd : -1;
     core->res_reserved--;
+    /* a standing request's arrivals carried its bytes: its last result has none */
+    int standing = (r->flags & GAIO_F_REPEAT) != 0;
     core->res[core->nres++] = (gaio_result){
-        .req = r, .ptr = r->ibuf_ptr, .size = r->done, .error = r->error, .fd = fd, .final = 1,
+        .req = r, .ptr = standing ? NULL : r->ibuf_ptr, .size = standing ? 0 : r->done,
+        .error = r->error, .fd = fd, .final = 1,
         .silent = (r->flags & GAIO_F_QUIET) && r->error == 0,
     };
 }

@@ -209,8 +209,13 @@ static int Watcher_traverse(Watcher *w, visitproc visit, void *arg)
     }
     for (size_t i = 0; i < w->map.cap; i++) {
         map_entry *e = gaio__map_at(&w->map, i);
-        if (e && (e->owner_bits & OWNER_OWNED))
+        pyreq *p = e ? entry_standing(e) : NULL;
+        if (p) {
+            Py_VISIT(p->ctx); /* a standing read the entry names (not on the live list) */
+            Py_VISIT(p->conn);
+        } else if (e && (e->owner_bits & OWNER_OWNED)) {
             Py_VISIT((PyObject *)e->owner);
+        }
     }
     Py_VISIT(w->views);
     Py_VISIT(w->copies);
@@ -256,7 +261,7 @@ static void Watcher_dealloc(Watcher *w)
     for (int k = 0; k < PYREQ_ALLOCS; k++)
         while (w->spare[k]) {
             pyreq *p = w->spare[k];
-            w->spare[k] = p->live_next;
+            w->spare[k] = p->next_spare;
             PyMem_Free(p);
         }
     Py_TYPE(w)->tp_free((PyObject *)w);

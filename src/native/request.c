@@ -25,7 +25,7 @@ pyreq *gaio__req_alloc(Watcher *w, int size)
 {
     pyreq *p = w->spare[size];
     if (p) {
-        w->spare[size] = p->live_next;
+        w->spare[size] = p->next_spare;
         w->nspare[size]--;
     } else if (!(p = PyMem_Malloc(alloc_size[size]))) {
         PyErr_NoMemory();
@@ -47,6 +47,8 @@ static void live_add(Watcher *w, pyreq *p)
 
 void gaio__live_remove(pyreq *p)
 {
+    if (pyreq_is_short_standing(p))
+        return; /* never on the list: its map entry names it */
     p->live_prev->live_next = p->live_next;
     p->live_next->live_prev = p->live_prev;
     p->live_next = p->live_prev = NULL;
@@ -67,14 +69,14 @@ static int is_standing_read(const pyreq *p)
 /* Drop a request's references and recycle its struct (GIL held). */
 void gaio__req_dispose(Watcher *w, pyreq *p)
 {
-    if (is_standing_read(p) && p->conn && !w->closed)
-        gaio__conn_weak(w, p->conn, p->req.conn_id); /* R9 again, before its reference goes */
+    if (is_standing_read(p) && p->conn)
+        gaio__conn_weak(w, p); /* R9 again, before its reference goes */
     int k = pyreq_has_view(p) ? PYREQ_ALLOC_VIEW
             : (p->req.owner & PYREQ_STANDING_READ) ? PYREQ_ALLOC_STANDING_READ : PYREQ_ALLOC_SMALL;
     PyObject *buf = k == PYREQ_ALLOC_VIEW ? p->bufobj : NULL;
     if (p->req.flags & GAIO_F_REPEAT) {
-        PyMem_Free(p->req.u.st.idle);
-        p->req.u.st.idle = NULL;
+        PyMem_Free(p->req.st.idle);
+        p->req.st.idle = NULL;
     }
     if (p->req.owner & PYREQ_IS_VECTOR) {
         release_items(p->vec.items, p->vec.n);
@@ -98,7 +100,7 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
     p->conn = p->ctx = NULL;
     gaio__live.requests--;
     if (w->nspare[k] < MAX_SPARE) {
-        p->live_next = w->spare[k];
+        p->next_spare = w->spare[k];
         w->spare[k] = p;
         w->nspare[k]++;
     } else {
@@ -158,12 +160,27 @@ PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, u
     p->ctx = ctx ? ctx : Py_None;
     Py_INCREF(p->ctx);
     p->req.conn_id = id;
-    live_add(w, p);
     /* The standing read holds conn from now until it is disposed of, which
      * makes the entry weak again (done before the core may finish it in
-     * another thread): the weakref is not needed meanwhile. */
-    if (is_standing_read(p))
-        gaio__conn_strong(w, conn, id);
+     * another thread): the weakref is not needed meanwhile, and the entry
+     * names the standing read instead of a live list. */
+    if (pyreq_is_short_standing(p) && !gaio__conn_strong(w, p, id)) {
+        /* the entry names another standing read: this one goes on the live
+         * list, which a short struct has no room for */
+        pyreq *q = gaio__req_alloc(w, PYREQ_ALLOC_SMALL);
+        if (!q) {
+            gaio__req_dispose(w, p);
+            return NULL;
+        }
+        memcpy(q, p, offsetof(pyreq, req) + GAIO_REQ_STANDING_READ_SIZE);
+        q->req.owner = 0;
+        p->conn = p->ctx = NULL; /* now q's, and its idle limit too */
+        p->req.flags = 0;
+        gaio__req_dispose(w, p);
+        p = q;
+    }
+    if (!pyreq_is_short_standing(p))
+        live_add(w, p);
     int rc;
     PINNED(w, rc = gaio_core_submit(w->core, &p->req));
     if (rc < 0) {
@@ -219,11 +236,11 @@ int gaio__standing_set(pyreq *p, const gaio_idle *t, int64_t deadline_ns)
     p->req.deadline_ns = deadline_ns;
     if (!t->idle_ns)
         return 0; /* deadline_ns is its end, if it has one */
-    if (!(p->req.u.st.idle = PyMem_Malloc(sizeof *t))) {
+    if (!(p->req.st.idle = PyMem_Malloc(sizeof *t))) {
         PyErr_NoMemory();
         return -1;
     }
-    *p->req.u.st.idle = *t;
+    *p->req.st.idle = *t;
     return 0;
 }
 
