@@ -4,6 +4,7 @@ localhost/127.0.0.1, a client certificate for mutual TLS), contexts, and
 peers made of Python's own ssl module, run in a thread.
 """
 import ssl
+import threading
 
 import trustme
 
@@ -22,12 +23,16 @@ class _Authority:
 
 
 _AUTHORITY = None
+# a Peer's thread may ask first, while the test asks for the other end's
+# context: two authorities would make certificates neither end trusts
+_AUTHORITY_LOCK = threading.Lock()
 
 
 def authority():
     global _AUTHORITY
-    if _AUTHORITY is None:
-        _AUTHORITY = _Authority()
+    with _AUTHORITY_LOCK:
+        if _AUTHORITY is None:
+            _AUTHORITY = _Authority()
     return _AUTHORITY
 
 

@@ -247,15 +247,21 @@ void gaio__tls_clear(Watcher *w)
 /* ---- ciphertext: the internal requests ---- */
 
 /* What the next internal read asks for: the rest of the header, or the rest
- * of the body and the next record's header with it (never more: an idle
- * connection holds at most the unread rest of one record and the next
- * header, R29). Asking past the body is what tells the engine when the
- * socket was emptied: a body read that brings less than it asked for is a
- * short read, after which a readiness engine tries no recv until the next
- * edge, instead of one that finds nothing after each record. */
+ * of the body and, once the session is open, the next record's header with
+ * it (never more: an idle connection holds at most the unread rest of one
+ * record and the next header, R29). Asking past the body is what tells the
+ * engine when the socket was emptied: a body read that brings less than it
+ * asked for is a short read, after which a readiness engine tries no recv
+ * until the next edge, instead of one that finds nothing after each record.
+ * The handshake's reads ask for exactly the record: its last one then leaves
+ * the socket as readable as before, so the first read after start_tls()
+ * looks at once for what the peer sent since (a short read there would wait
+ * for the engine's next edge while the pass goes on with the writes). */
 static size_t record_want(const tls_session *s)
 {
-    return s->body_left ? s->body_left + HEADER : (size_t)(HEADER - s->hdr_len);
+    if (!s->body_left)
+        return (size_t)(HEADER - s->hdr_len);
+    return s->body_left + (s->state == OPEN ? HEADER : 0);
 }
 
 /* Walk the record framing over n ciphertext bytes the BIO was given: a
