@@ -335,6 +335,33 @@ static void absorb_early(tls_session *s)
     free(p);
 }
 
+/* 1 when SSLObject.read could only raise SSLWantReadError: no plaintext is
+ * buffered, the stream did not end, and what the incoming BIO still holds
+ * is the beginning of the record being received, nothing of a record before
+ * it (without read_ahead, which Python never sets, OpenSSL takes a record
+ * from the BIO only as it processes it). Raising that exception costs about
+ * ten times this look (6 us against 0.6 here), twice per record. */
+int gaio__tls_nothing_to_read(Watcher *w, tls_session *s)
+{
+    if (s->eof_fed || s->t.early || s->t.rd_over)
+        return 0;
+    size_t partial = s->body_left
+        ? HEADER + ((size_t)s->hdr[3] << 8 | s->hdr[4]) - s->body_left
+        : s->hdr_len;
+    PyObject *p = PyObject_GetAttr(s->in, S.pending);
+    long held = p ? PyLong_AsLong(p) : -1;
+    Py_XDECREF(p);
+    if (held < 0 || (size_t)held > partial) {
+        gaio__tls_clear(w);
+        return 0;
+    }
+    p = call0(s->obj, S.pending); /* Python code: a handler may run */
+    long plain = p ? PyLong_AsLong(p) : -1;
+    Py_XDECREF(p);
+    gaio__tls_clear(w);
+    return plain == 0;
+}
+
 /* More ciphertext for the session: 1 when some arrived at once (look
  * again), 0 when the read is on its way, -1 when none will come. */
 int gaio__tls_more_ciphertext(gaio_core *core, tls_session *s)
