@@ -69,13 +69,18 @@ class TLSRecords:
                 conn.stalled = True
                 return
             view = req.view
+            if view is None and self.internal.is_full():
+                if not conn.deferred:
+                    conn.deferred = True
+                    self.deferred.append(conn)
+                return
+            # the read would raise SSLWantReadError (twice a record): ask at once
+            if self._tls_nothing_to_read(session):
+                if not self._tls_want_ciphertext(conn, session):
+                    return
+                continue
             try:
                 if view is None:
-                    if self.internal.is_full():
-                        if not conn.deferred:
-                            conn.deferred = True
-                            self.deferred.append(conn)
-                        return
                     size, out = self.internal.fill(obj.read)
                 elif req.full and req.size:
                     with view[req.size:] as rest:
@@ -83,15 +88,8 @@ class TLSRecords:
                 else:
                     size = obj.read(view.nbytes, view)
             except ssl.SSLWantReadError:
-                if session.outgoing.pending and not self._tls_answer(conn, session):
+                if not self._tls_want_ciphertext(conn, session):
                     return
-                try:
-                    self._tls_recv(conn, session)
-                except BlockingIOError:
-                    return
-                except OSError as exc:  # a reset ends the reads (R30)
-                    exc.__traceback__ = None
-                    session.read_end = exc
                 continue
             except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
                 # the stream ended without close_notify: never a clean end (R30)
@@ -117,6 +115,20 @@ class TLSRecords:
             req.size += size
             if not req.full or req.size == view.nbytes:
                 self._finish(req, req.size, None, req.buffer, False)
+
+    def _tls_want_ciphertext(self, conn, session):
+        """The session needs ciphertext to decrypt more: the answer a read
+        made goes first, then a recv. True to look again, False to stop."""
+        if session.outgoing.pending and not self._tls_answer(conn, session):
+            return False
+        try:
+            self._tls_recv(conn, session)
+        except BlockingIOError:
+            return False
+        except OSError as exc:  # a reset ends the reads (R30)
+            exc.__traceback__ = None
+            session.read_end = exc
+        return True
 
     def _tls_answer(self, conn, session):
         """A read made the session write (a TLS 1.3 key update's answer, an

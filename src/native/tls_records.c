@@ -103,6 +103,22 @@ static int answer(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
     return 1;
 }
 
+/* The session needs ciphertext to decrypt more: the answer a read made
+ * goes first, then the internal read. 1 to look again, 0 to stop here. */
+static int want_ciphertext(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
+{
+    if (out_pending(s) > 0 && !answer(w, core, s, c))
+        return 0;
+    int m = gaio__tls_more_ciphertext(core, s);
+    if (m == 0)
+        return 0;
+    if (m < 0 && s->rd_errno)
+        s->end = s->rd_errno; /* a reset ends the reads (R30) */
+    else if (m < 0 && !s->eof_fed)
+        s->end = ENOMEM;
+    return 1;
+}
+
 void gaio__tls_reads(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
 {
     gaio_req *r;
@@ -134,6 +150,12 @@ void gaio__tls_reads(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
             ptr = r->buf + r->done;
             room = r->len - r->done;
         }
+        /* the read would raise SSLWantReadError (twice a record): ask at once */
+        if (gaio__tls_nothing_to_read(w, s)) {
+            if (!want_ciphertext(w, core, s, c))
+                return;
+            continue;
+        }
         if (room > PY_SSIZE_T_MAX)
             room = PY_SSIZE_T_MAX;
         PyObject *mv = PyMemoryView_FromMemory((char *)ptr, (Py_ssize_t)room, PyBUF_WRITE);
@@ -157,15 +179,8 @@ void gaio__tls_reads(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
         if (!res) {
             if (PyErr_ExceptionMatches(S.SSLWantReadError)) {
                 PyErr_Clear();
-                if (out_pending(s) > 0 && !answer(w, core, s, c))
+                if (!want_ciphertext(w, core, s, c))
                     return;
-                int m = gaio__tls_more_ciphertext(core, s);
-                if (m == 0)
-                    return;
-                if (m < 0 && s->rd_errno)
-                    s->end = s->rd_errno; /* a reset ends the reads (R30) */
-                else if (m < 0 && !s->eof_fed)
-                    s->end = ENOMEM;
                 continue;
             }
             if (PyErr_ExceptionMatches(S.SSLEOFError) || PyErr_ExceptionMatches(S.SSLZeroReturnError)) {

@@ -81,6 +81,9 @@ PyObject *gaio__tls_fetch(Watcher *w);
 /* Drop the exception a call into Python left, unless a signal handler raised
  * it: that one is kept for wait_io() to raise (gaio__tls_fetch's rule). */
 void gaio__tls_clear(Watcher *w);
+/* 1 when SSLObject.read could only raise SSLWantReadError (nothing is
+ * buffered that a read could decrypt): the read asks for ciphertext at once. */
+int gaio__tls_nothing_to_read(Watcher *w, tls_session *s);
 /* More ciphertext: 1 some arrived (look again), 0 on its way, -1 none will come. */
 int gaio__tls_more_ciphertext(gaio_core *core, tls_session *s);
 /* The outgoing BIO to the engine: 1 all went, 0 some on its way, -1 refused. */
