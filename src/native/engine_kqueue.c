@@ -254,18 +254,14 @@ static void kq_reads(kq_state *st, gaio_conn *c)
     /* libkqueue fills EV_EOF's fflags with getsockopt(SO_ERROR), which clears
      * the socket's pending error: recv() then says end of stream where a
      * kernel kqueue leaves the error for recv() to report (ECONNRESET after a
-     * reset). kq_wait kept the error in engine_data; the next read gets it. */
-    gaio_req *r;
+     * reset). kq_wait kept the error in engine_data: a stream socket's end
+     * of stream becomes it, after the bytes still queued (GAIO_KEPT_ERROR,
+     * readiness.c); a datagram socket's is one request's, or nobody's (R27). */
     if (c->engine_data && c->dgram) {
-        /* a datagram socket's error is one request's, or nobody's (R27) */
         int err = (int)(intptr_t)c->engine_data;
         c->engine_data = NULL;
         gaio_core_datagram_error(st->core, c, err);
         gaio_ready_writes(&st->rd, c);
-    } else if (c->engine_data && (r = gaio_conn_head(c, GAIO_READ))) {
-        int err = (int)(intptr_t)c->engine_data;
-        c->engine_data = NULL;
-        gaio_core_progress(st->core, r, -err);
     }
 #endif
     gaio_ready_reads(&st->rd, c);
@@ -356,8 +352,11 @@ static int kq_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
             if (ev->flags & EV_EOF) {
                 c->engine_flags |= GAIO_HUP;
 #ifdef GAIO_LIBKQUEUE
-                if (ev->fflags && ev->data == 0) /* kq_reads */
+                if (ev->fflags && (!c->dgram || ev->data == 0)) { /* kq_reads */
                     c->engine_data = (void *)(intptr_t)ev->fflags;
+                    if (!c->dgram)
+                        c->engine_flags |= GAIO_KEPT_ERROR;
+                }
 #endif
             }
             kq_reads(st, c);

@@ -113,7 +113,10 @@ static ssize_t io_result(ssize_t n)
     return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 }
 
-ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_read)
+/* eof_error: an errno that an end of stream stands for (GAIO_KEPT_ERROR),
+ * or 0; *eof_error_used says it was reported */
+static ssize_t recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_read,
+                         int eof_error, int *eof_error_used)
 {
     unsigned char *ptr;
     size_t want;
@@ -142,9 +145,19 @@ ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_re
     while (n < 0 && errno == EINTR);
     if ((n = io_result(n)) == -EAGAIN)
         return n;
+    if (n == 0 && eof_error) {
+        n = -eof_error;
+        *eof_error_used = 1;
+    }
     *short_read = n > 0 && (size_t)n < want;
     gaio_core_progress(core, r, n);
     return n;
+}
+
+ssize_t gaio_recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_read)
+{
+    int unused;
+    return recv_head(core, c, r, short_read, 0, &unused);
 }
 
 ssize_t gaio_accept_head(gaio_core *core, gaio_conn *c, gaio_req *r)
@@ -300,8 +313,13 @@ void gaio_ready_reads(gaio_ready *rd, gaio_conn *c)
                 c->engine_flags &= ~GAIO_MAY_READ;
             continue;
         }
-        int short_read;
-        ssize_t n = gaio_recv_head(rd->core, c, r, &short_read);
+        int short_read, kept_used = 0;
+        int kept = (c->engine_flags & GAIO_KEPT_ERROR) ? (int)(intptr_t)c->engine_data : 0;
+        ssize_t n = recv_head(rd->core, c, r, &short_read, kept, &kept_used);
+        if (kept_used) {
+            c->engine_data = NULL;
+            c->engine_flags &= ~GAIO_KEPT_ERROR;
+        }
         if (n == GAIO_RECV_NO_ROOM) {
             gaio_ready_later(rd, c); /* this batch's internal buffer is spent */
             return;

@@ -18,7 +18,12 @@
 #include <errno.h>
 
 /* gaio_conn.engine_flags of a readiness engine */
-enum { GAIO_MAY_READ = 1, GAIO_MAY_WRITE = 2, GAIO_HUP = 4, GAIO_IN_TODO = 8, GAIO_IN_FLUSH = 16 };
+enum { GAIO_MAY_READ = 1, GAIO_MAY_WRITE = 2, GAIO_HUP = 4, GAIO_IN_TODO = 8, GAIO_IN_FLUSH = 16,
+       /* a stream socket's pending error was read by someone else (libkqueue
+        * reads SO_ERROR for EV_EOF's fflags, which clears it): engine_data
+        * holds the errno, and the end of stream recv() then finds is that
+        * error instead (gaio_ready_reads) */
+       GAIO_KEPT_ERROR = 32 };
 
 typedef struct gaio_ready {
     gaio_core *core;
