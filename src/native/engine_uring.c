@@ -31,6 +31,10 @@
  *     request stands, cancelled when the request stops taking bytes (held by
  *     back-pressure, engine.pause; bytes parked; no room for a result). A
  *     bulk stream gets a RECV per arrival instead (uring_recv.c);
+ *   - reads of a bulk stream (an arrival of more than bufsize / 8): POLL_ADD
+ *     then recv() straight into the internal buffer, no copy out of a
+ *     provided buffer, until a small piece empties the socket
+ *     ("poll-streams", uring_recv.c; needs provided-buffers, 5.1);
  *   - accepts: ACCEPT(SOCK_CLOEXEC), blocking descriptors as accept4() gives
  *     ("accept", 5.5); a standing accept is ONE multishot ACCEPT ("multishot-
  *     accept", 5.19). A descriptor arriving once its request ended is closed;
@@ -253,7 +257,7 @@ static void complete_op(gaio__ur_state *st, gaio_conn *c, int kind, int32_t res,
     gaio_req *r = c->head[kind];
     if (kind == GAIO_READ && (was & ACCEPTING)) {
         gaio__ur_accept_cqe(st, c, res, more);
-    } else if (was_ibuf && st->use[TECH_PBUF]) {
+    } else if (was_ibuf && !was_poll && st->use[TECH_PBUF]) {
         gaio__ur_recv_cqe(st, c, res, flags, (was & MULTISHOT) ? RING_MULTISHOT : RING_ONESHOT, more);
     } else if (r && r->state == GAIO_REQ_CANCELLING) {
         /* bytes that raced the cancel are the caller's: report them first */
@@ -516,7 +520,7 @@ static void ur_pause(void *state, gaio_conn *c)
 {
     gaio__ur_state *st = state;
     if ((c->engine_flags & BIT(IN_FLIGHT, GAIO_READ)) && (c->engine_flags & READ_IS_IBUF) &&
-        st->use[TECH_PBUF])
+        !(c->engine_flags & BIT(POLL_IN_FLIGHT, GAIO_READ)) && st->use[TECH_PBUF])
         gaio__ur_ask_cancel(st, c, GAIO_READ, 1);
 }
 

@@ -25,7 +25,8 @@ enum {
     MULTISHOT = 2048,     /* the read in flight is a multishot RECV or ACCEPT: a CQE with
                            * IORING_CQE_F_MORE keeps it, the one without ends it */
     ACCEPTING = 4096,     /* the read in flight is an IORING_OP_ACCEPT */
-    STREAMING = 8192,     /* a standing read that streams: one-shot RECVs (uring_recv.c) */
+    STREAMING = 8192,     /* reads that stream: POLL_ADD + recv() ("poll-streams"), else
+                           * one-shot RECVs (uring_recv.c) */
 };
 #define BIT(flag, kind) ((uint32_t)(flag) << (kind))
 
@@ -61,6 +62,9 @@ enum {
                               * SEND_LARGE_AT_ONCE bytes (needs defer-taskrun) */
     TECH_MIN_WAIT,        /* "min-wait": Watcher(batch_wait=) as the kernel's min-wait in the
                            * one io_uring_enter (needs defer-taskrun) */
+    TECH_POLL_STREAMS,    /* "poll-streams": internal-buffer reads of a bulk stream (STREAMING)
+                           * are POLL_ADD + recv() into the internal buffer, no copy out of a
+                           * provided buffer (needs provided-buffers: else every read is) */
     TECH_COUNT,
 };
 

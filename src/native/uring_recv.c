@@ -21,9 +21,16 @@
  * parked, a cancel and a resubmission each time: on the benchmarks' 4
  * streams, up to a fifth less throughput and a tenth more CPU per byte than a
  * RECV per arrival). So a standing read whose multishot receive ran the ring
- * dry or parked bytes is STREAMING: it gets a one-shot RECV per arrival until
- * one brings a small piece (<= bufsize / 8) and leaves the socket empty (no
- * IORING_CQE_F_SOCK_NONEMPTY).
+ * dry or parked bytes is STREAMING, and so is a connection whose one-shot
+ * RECV brought more than bufsize / 8 bytes. A STREAMING connection's reads
+ * wait with POLL_ADD and recv() straight into the internal buffer, as the
+ * readiness engines do ("poll-streams"): the copy out of the provided buffer
+ * was the stream echo's cost over epoll (its memmove, 8.5% of the server's
+ * profile). Small messages keep the RECV: a copy of a few hundred bytes costs
+ * less than the recv() syscall. It streams until a piece of at most bufsize /
+ * 8 leaves the socket empty (a short recv(), or a RECV's CQE without
+ * IORING_CQE_F_SOCK_NONEMPTY). Without "poll-streams" a STREAMING connection
+ * gets a one-shot RECV per arrival.
  */
 #if defined(__linux__)
 
@@ -215,7 +222,10 @@ void gaio__ur_retry_starved(gaio__ur_state *st)
         else if (!st->use[TECH_PBUF] && !c->dgram && r && r->op == GAIO_OP_READ)
             gaio__ur_ibuf_reads(st, c);
         else
-            gaio__ur_schedule_start(st, c, GAIO_READ); /* parked bytes first, then a new operation */
+            gaio__ur_schedule_start(st, c, GAIO_READ); /* parked bytes first, then a new operation
+                                                        * (a STREAMING one polls first: a recv()
+                                                        * now would go before the parked bytes
+                                                        * of those starved before it) */
     }
 }
 
@@ -247,6 +257,10 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
         gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* then recv() into the internal buffer */
         return READ_IS_IBUF;
     }
+    if ((c->engine_flags & STREAMING) && st->use[TECH_POLL_STREAMS]) {
+        gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* the same, a provided buffer spared */
+        return READ_IS_IBUF | BIT(POLL_IN_FLIGHT, GAIO_READ);
+    }
     if (standing && st->use[TECH_RECV_MULTISHOT] && !(c->engine_flags & STREAMING)) {
         gaio__uring_prep_recv_multishot(sqe, c->fd, st->bufs[RING_MULTISHOT].group, ud);
         return READ_IS_IBUF | MULTISHOT;
@@ -266,6 +280,8 @@ void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
             gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
             return;
         }
+        if (short_read && (size_t)n <= gaio_core_bufsize(st->core) / 8)
+            c->engine_flags &= ~STREAMING; /* a small piece emptied the socket: messages again */
         if (n == -EAGAIN || short_read)
             break; /* drained: poll before the next read */
     }
@@ -308,6 +324,8 @@ void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t f
     if (ring == RING_ONESHOT && res > 0 && (uint32_t)res <= bufs->size / 8 &&
         !(flags & GAIO__IORING_CQE_F_SOCK_NONEMPTY))
         c->engine_flags &= ~STREAMING; /* messages again */
+    else if (ring == RING_ONESHOT && res > 0 && (uint32_t)res > bufs->size / 8 && st->use[TECH_POLL_STREAMS])
+        c->engine_flags |= STREAMING; /* a bulk arrival: the next reads recv() in place */
     if ((flags & GAIO__IORING_CQE_F_BUFFER) && id < bufs->count) {
         if (res > 0) {
             unsigned char *src = (unsigned char *)gaio__uring_bufring_data(bufs, (uint16_t)id) + filled[id];
