@@ -4,6 +4,7 @@ localhost/127.0.0.1, a client certificate for mutual TLS), contexts, and
 peers made of Python's own ssl module, run in a thread.
 """
 import ssl
+import threading
 
 import trustme
 
@@ -22,13 +23,17 @@ class _Authority:
 
 
 _AUTHORITY = None
+_AUTHORITY_LOCK = threading.Lock()
 
 
 def authority():
+    # a test's peer thread may ask first, at the same time as the test: two
+    # authorities would make each side distrust the other (unknown ca)
     global _AUTHORITY
-    if _AUTHORITY is None:
-        _AUTHORITY = _Authority()
-    return _AUTHORITY
+    with _AUTHORITY_LOCK:
+        if _AUTHORITY is None:
+            _AUTHORITY = _Authority()
+        return _AUTHORITY
 
 
 def server_context(alpn=None, client_cert=False, sni=None, cert=None, tls12=False):
