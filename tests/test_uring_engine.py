@@ -26,7 +26,8 @@ def skip_without_uring():
 
 
 TECHNIQUES = ("provided-buffers", "multishot-recv", "accept", "multishot-accept", "sendmsg",
-              "defer-taskrun", "send-at-once", "send-large-at-once", "min-wait", "poll-streams")
+              "defer-taskrun", "send-at-once", "send-large-at-once", "min-wait", "recv-poll-first",
+              "poll-streams")
 # What each mode of `standing_mode` avoids: its fallbacks are what a kernel
 # without those operations gets.
 AVOID = {

@@ -31,6 +31,10 @@
  *     request stands, cancelled when the request stops taking bytes (held by
  *     back-pressure, engine.pause; bytes parked; no room for a result). A
  *     bulk stream gets a RECV per arrival instead (uring_recv.c);
+ *   - a buffer-select RECV after a receive that emptied the socket (no
+ *     IORING_CQE_F_SOCK_NONEMPTY) arms its poll at once: its first try would
+ *     find nothing, as on request/response traffic it always does
+ *     ("recv-poll-first", IORING_RECVSEND_POLL_FIRST, 5.19);
  *   - reads of a bulk stream (an arrival of more than bufsize / 8): POLL_ADD
  *     then recv() straight into the internal buffer, no copy out of a
  *     provided buffer, until a small piece empties the socket
