@@ -33,12 +33,12 @@ TECHNIQUES = ("provided-buffers", "multishot-recv", "accept", "multishot-accept"
 AVOID = {
     "multishot": "",
     "one-shot": "multishot-recv,multishot-accept",
-    "poll": "multishot-recv,multishot-accept,accept,sendmsg",
+    "poll": "multishot-recv,multishot-accept,accept,sendmsg,recv-poll-first",
     "stream-recv": "multishot-recv,multishot-accept,poll-streams",
 }
-# The defaults (AVOIDED_BY_DEFAULT in uring_setup.c) and bulk streams read by
-# one-shot RECVs out of provided buffers, as before poll-streams.
-STREAMS_BY_RECV = "multishot-recv,send-at-once,min-wait,poll-streams"
+# The defaults (AVOIDED_BY_DEFAULT in uring_setup.c), bulk streams read by
+# one-shot RECVs out of provided buffers and every RECV tried before it polls.
+STREAMS_BY_RECV = "multishot-recv,send-at-once,min-wait,poll-streams,recv-poll-first"
 
 
 def techniques():
