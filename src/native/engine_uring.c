@@ -203,6 +203,15 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
         gaio__ur_starve(st, c); /* no room for its next result: the next wait tries again */
         return 0;
     }
+    if (kind == GAIO_READ && (c->engine_flags & RESUME)) {
+        /* a stream that starved (its bytes wait in the socket): read them
+         * now, in the order starved, rather than a poll per batch for each */
+        c->engine_flags &= ~RESUME;
+        if ((c->engine_flags & STREAMING) && st->use[TECH_POLL_STREAMS] && !r->buf &&
+            r->op == GAIO_OP_READ && !c->dgram &&
+            (gaio__ur_recv_in_place(st, c) != 0 || !(r = gaio_conn_head(c, kind))))
+            return 0;
+    }
     struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
     if (!sqe)
         return -1;
@@ -452,7 +461,13 @@ static int ur_fileno(void *state)
 
 static int ur_watch(void *state, gaio_conn *c)
 {
-    c->engine_flags = 0;
+    /* poll-streams: a connection's first reads recv() in place, as a stream's:
+     * a burst of new connections with bytes waiting then takes this batch's
+     * internal buffer in turn, the rest left in their sockets, instead of
+     * RECVs that each take a piece of the provided buffers only to park it
+     * (a copy) once the batch's budget is spent. The first small piece makes
+     * its reads RECVs. */
+    c->engine_flags = ((gaio__ur_state *)state)->use[TECH_POLL_STREAMS] ? STREAMING : 0;
     return 0;
 }
 

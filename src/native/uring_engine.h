@@ -26,6 +26,7 @@ enum {
                            * IORING_CQE_F_MORE keeps it, the one without ends it */
     ACCEPTING = 4096,     /* the read in flight is an IORING_OP_ACCEPT */
     BYTES_LEFT = 16384,   /* the last receive left bytes in the socket: no poll first */
+    RESUME = 32768,       /* a STREAMING read retried after it starved: recv() before a poll */
     STREAMING = 8192,     /* reads that stream: POLL_ADD + recv() ("poll-streams"), else
                            * one-shot RECVs (uring_recv.c) */
 };
@@ -191,6 +192,9 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
  * internal buffer for as many internal-buffer reads as are queued at its head
  * and have data. */
 void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c);
+/* The same without scheduling what follows: -1 when the batch's internal
+ * buffer ran out (c starved, bytes left in the socket), else 0. */
+int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c);
 /* r's deadline passed while nothing of it was in the kernel: its next try was
  * only scheduled (after a short recv, or not yet submitted), so a read_full
  * with timeout=0 that took the bytes there would end with a deadline though

@@ -22,15 +22,18 @@
  * streams, up to a fifth less throughput and a tenth more CPU per byte than a
  * RECV per arrival). So a standing read whose multishot receive ran the ring
  * dry or parked bytes is STREAMING, and so is a connection whose one-shot
- * RECV brought more than bufsize / 8 bytes. A STREAMING connection's reads
+ * RECV brought more than bufsize / 8 bytes, and a new one (ur_watch says
+ * why). A STREAMING connection's reads
  * wait with POLL_ADD and recv() straight into the internal buffer, as the
  * readiness engines do ("poll-streams"): the copy out of the provided buffer
  * was the stream echo's cost over epoll (its memmove, 8.5% of the server's
  * profile). Small messages keep the RECV: a copy of a few hundred bytes costs
  * less than the recv() syscall. It streams until a piece of at most bufsize /
  * 8 leaves the socket empty (a short recv(), or a RECV's CQE without
- * IORING_CQE_F_SOCK_NONEMPTY). Without "poll-streams" a STREAMING connection
- * gets a one-shot RECV per arrival.
+ * IORING_CQE_F_SOCK_NONEMPTY). One that starved for room is read with
+ * recv() at its turn in the next batch (RESUME), not polled again: a poll per
+ * starved connection per batch would cost as many SQEs and CQEs. Without
+ * "poll-streams" a STREAMING connection gets a one-shot RECV per arrival.
  */
 #if defined(__linux__)
 
@@ -221,11 +224,14 @@ void gaio__ur_retry_starved(gaio__ur_state *st)
             gaio__ur_starve(st, c);
         else if (!st->use[TECH_PBUF] && !c->dgram && r && r->op == GAIO_OP_READ)
             gaio__ur_ibuf_reads(st, c);
-        else
-            gaio__ur_schedule_start(st, c, GAIO_READ); /* parked bytes first, then a new operation
-                                                        * (a STREAMING one polls first: a recv()
-                                                        * now would go before the parked bytes
-                                                        * of those starved before it) */
+        else {
+            /* parked bytes first, then a new operation; a STREAMING read's
+             * recv() waits for its turn in the work list too, after the
+             * parked bytes of those starved before it */
+            if (c->engine_flags & STREAMING)
+                c->engine_flags |= RESUME;
+            gaio__ur_schedule_start(st, c, GAIO_READ);
+        }
     }
 }
 
@@ -272,7 +278,7 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
     return READ_IS_IBUF;
 }
 
-void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
+int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
 {
     gaio_req *r;
     while ((r = gaio_conn_head(c, GAIO_READ)) && !r->buf && r->op == GAIO_OP_READ) {
@@ -281,7 +287,7 @@ void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
         if (n == GAIO_RECV_NO_ROOM) {
             c->engine_flags |= BYTES_LEFT;
             gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
-            return;
+            return -1;
         }
         if (short_read && (size_t)n <= gaio_core_bufsize(st->core) / 8)
             c->engine_flags &= ~STREAMING; /* a small piece emptied the socket: messages again */
@@ -290,7 +296,13 @@ void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
             break; /* drained: poll before the next read */
         }
     }
-    gaio__ur_schedule_start(st, c, GAIO_READ);
+    return 0;
+}
+
+void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
+{
+    if (gaio__ur_recv_in_place(st, c) == 0)
+        gaio__ur_schedule_start(st, c, GAIO_READ);
 }
 
 int gaio__ur_last_try(gaio__ur_state *st, gaio_conn *c, gaio_req *r)
