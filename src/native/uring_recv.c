@@ -23,15 +23,15 @@
  * RECV per arrival). So a standing read whose multishot receive ran the ring
  * dry or parked bytes is STREAMING, and so is a connection whose one-shot
  * RECV brought more than bufsize / 8 bytes, and a new one (ur_watch says
- * why). A STREAMING connection's reads
- * wait with POLL_ADD and recv() straight into the internal buffer, as the
- * readiness engines do ("poll-streams"): the copy out of the provided buffer
- * was the stream echo's cost over epoll (its memmove, 8.5% of the server's
- * profile). Small messages keep the RECV: a copy of a few hundred bytes costs
- * less than the recv() syscall. It streams until a piece of at most bufsize /
- * 8 leaves the socket empty (a short recv(), or a RECV's CQE without
- * IORING_CQE_F_SOCK_NONEMPTY). One that starved for room is read with
- * recv() at its turn in the next batch (RESUME), not polled again: a poll per
+ * why). A STREAMING connection's reads wait with POLL_ADD and recv()
+ * straight into the internal buffer, as the readiness engines do
+ * ("poll-streams"): the copy out of the provided buffer was the stream
+ * echo's cost over epoll (its memmove, 8.5% of the server's profile). Small
+ * messages keep the RECV: a copy of a few hundred bytes costs less than the
+ * recv() syscall. It streams until a piece of at most bufsize / 8 leaves the
+ * socket empty (a short recv(), or a RECV's CQE without
+ * IORING_CQE_F_SOCK_NONEMPTY). One that starved for room is read with recv()
+ * at its turn in the next batch (RESUME), not polled again: a poll per
  * starved connection per batch would cost as many SQEs and CQEs. Without
  * "poll-streams" a STREAMING connection gets a one-shot RECV per arrival.
  */
