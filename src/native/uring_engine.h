@@ -25,7 +25,7 @@ enum {
     MULTISHOT = 2048,     /* the read in flight is a multishot RECV or ACCEPT: a CQE with
                            * IORING_CQE_F_MORE keeps it, the one without ends it */
     ACCEPTING = 4096,     /* the read in flight is an IORING_OP_ACCEPT */
-    BYTES_LEFT = 16384,   /* the last receive left bytes in the socket: no poll first */
+    DRAINED = 16384,      /* the last receive emptied the socket: the next polls first */
     RESUME = 32768,       /* a STREAMING read retried after it starved: recv() before a poll */
     STREAMING = 8192,     /* reads that stream: POLL_ADD + recv() ("poll-streams"), else
                            * one-shot RECVs (uring_recv.c) */
@@ -64,9 +64,9 @@ enum {
                               * SEND_LARGE_AT_ONCE bytes (needs defer-taskrun) */
     TECH_MIN_WAIT,        /* "min-wait": Watcher(batch_wait=) as the kernel's min-wait in the
                            * one io_uring_enter (needs defer-taskrun) */
-    TECH_RECV_POLL_FIRST, /* "recv-poll-first": a buffer-select RECV after one that emptied
-                           * the socket arms its poll at once (IORING_RECVSEND_POLL_FIRST,
-                           * 5.19): no try that finds nothing */
+    TECH_RECV_POLL_FIRST, /* "recv-poll-first": a buffer-select RECV after a receive that
+                           * emptied the socket (DRAINED) arms its poll at once
+                           * (IORING_RECVSEND_POLL_FIRST, 5.19): no try that finds nothing */
     TECH_POLL_STREAMS,    /* "poll-streams": internal-buffer reads of a bulk stream (STREAMING)
                            * are POLL_ADD + recv() into the internal buffer, no copy out of a
                            * provided buffer (needs provided-buffers: else every read is) */

@@ -273,7 +273,7 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
     }
     struct gaio__uring_bufring *bufs = &st->bufs[RING_ONESHOT];
     gaio__uring_prep_recv_select(sqe, c->fd, bufs->size, bufs->group, ud);
-    if (st->use[TECH_RECV_POLL_FIRST] && !(c->engine_flags & BYTES_LEFT))
+    if (st->use[TECH_RECV_POLL_FIRST] && (c->engine_flags & DRAINED))
         sqe->ioprio |= GAIO__IORING_RECVSEND_POLL_FIRST;
     return READ_IS_IBUF;
 }
@@ -285,14 +285,14 @@ int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
         int short_read;
         ssize_t n = gaio_recv_head(st->core, c, r, &short_read);
         if (n == GAIO_RECV_NO_ROOM) {
-            c->engine_flags |= BYTES_LEFT;
+            c->engine_flags &= ~DRAINED;
             gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
             return -1;
         }
         if (short_read && (size_t)n <= gaio_core_bufsize(st->core) / 8)
             c->engine_flags &= ~STREAMING; /* a small piece emptied the socket: messages again */
         if (n == -EAGAIN || short_read) {
-            c->engine_flags &= ~BYTES_LEFT;
+            c->engine_flags |= DRAINED;
             break; /* drained: poll before the next read */
         }
     }
@@ -338,10 +338,10 @@ void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t f
     struct gaio__uring_bufring *bufs = &st->bufs[ring];
     uint32_t *filled = st->buf_filled[ring];
     uint32_t id = flags >> GAIO__IORING_CQE_BUFFER_SHIFT;
-    if (flags & GAIO__IORING_CQE_F_SOCK_NONEMPTY)
-        c->engine_flags |= BYTES_LEFT;
+    if (res > 0 && !(flags & GAIO__IORING_CQE_F_SOCK_NONEMPTY))
+        c->engine_flags |= DRAINED;
     else
-        c->engine_flags &= ~BYTES_LEFT;
+        c->engine_flags &= ~DRAINED; /* bytes left, or none taken (ENOBUFS: no buffer for them) */
     if (ring == RING_ONESHOT && res > 0 && (uint32_t)res <= bufs->size / 8 &&
         !(flags & GAIO__IORING_CQE_F_SOCK_NONEMPTY))
         c->engine_flags &= ~STREAMING; /* messages again */
