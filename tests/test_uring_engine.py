@@ -26,14 +26,19 @@ def skip_without_uring():
 
 
 TECHNIQUES = ("provided-buffers", "multishot-recv", "accept", "multishot-accept", "sendmsg",
-              "defer-taskrun", "send-at-once", "send-large-at-once", "min-wait")
+              "defer-taskrun", "send-at-once", "send-large-at-once", "min-wait", "recv-poll-first",
+              "poll-streams")
 # What each mode of `standing_mode` avoids: its fallbacks are what a kernel
 # without those operations gets.
 AVOID = {
     "multishot": "",
     "one-shot": "multishot-recv,multishot-accept",
-    "poll": "multishot-recv,multishot-accept,accept,sendmsg",
+    "poll": "multishot-recv,multishot-accept,accept,sendmsg,recv-poll-first",
+    "stream-recv": "multishot-recv,multishot-accept,poll-streams",
 }
+# The defaults (AVOIDED_BY_DEFAULT in uring_setup.c), bulk streams read by
+# one-shot RECVs out of provided buffers and every RECV tried before it polls.
+STREAMS_BY_RECV = "multishot-recv,send-at-once,min-wait,poll-streams,recv-poll-first"
 
 
 def techniques():
@@ -48,7 +53,8 @@ def standing_mode(request, monkeypatch):
     skip_without_uring()
     monkeypatch.delenv("GAIO_URING_NO_PBUF", raising=False)
     monkeypatch.setenv("GAIO_URING_AVOID", AVOID[request.param])
-    missing = {name: why for name, why in techniques().items() if why and name not in AVOID["poll"]}
+    avoided = set(AVOID["poll"].split(",") + AVOID[request.param].split(","))
+    missing = {name: why for name, why in techniques().items() if why and name not in avoided}
     if request.param == "multishot":
         missing.update((name, why) for name, why in techniques().items() if why)
     if missing:
@@ -56,14 +62,18 @@ def standing_mode(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(params=["provided-buffers", "poll"])
+@pytest.fixture(params=["provided-buffers", "streams-by-recv", "poll"])
 def read_mode(request, monkeypatch):
-    """Reads without a buffer: provided buffers (6.12), or POLL_ADD + recv()."""
+    """Reads without a buffer: provided buffers (6.12; a bulk stream's reads
+    POLL_ADD + recv(), or with poll-streams avoided RECVs), or POLL_ADD +
+    recv() for all."""
     skip_without_uring()
     if request.param == "poll":
         monkeypatch.setenv("GAIO_URING_NO_PBUF", "1")
     else:
         monkeypatch.delenv("GAIO_URING_NO_PBUF", raising=False)
+    if request.param == "streams-by-recv":
+        monkeypatch.setenv("GAIO_URING_AVOID", STREAMS_BY_RECV)
     return request.param
 
 
@@ -560,3 +570,41 @@ def test_accepts_taken_past_a_lowered_limit_are_held_then_closed_with_the_listen
                 assert client.recv(1) == b""
             except ConnectionResetError:  # never accepted (POLL_ADD + accept4())
                 pass
+
+
+def test_standing_read_goes_from_stream_to_messages_and_back(standing_mode, pair):
+    """A standing read that gets bulk arrivals (read in place after POLL_ADD
+    with poll-streams, else RECVs), then small messages one at a time, then
+    bulk again, then the end: every byte in order, each message answered
+    alone, then EOFError."""
+    client, server = pair()
+    bufsize = 16384
+    got = bytearray()
+    sent = bytearray()
+
+    def take_until(n):
+        end = time.monotonic() + 10
+        while len(got) < n:
+            assert time.monotonic() < end, (len(got), n)
+            for res in w.wait_io(1):
+                assert res.error is None and res.is_swap_buffer, res
+                got.extend(res.buffer)
+
+    with gaio.Watcher(bufsize, engine="uring") as w:
+        w.read(server, repeat=True)
+        for rnd in range(3):
+            bulk = pattern(20 * bufsize + 11, seed=rnd)
+            sender = threading.Thread(target=client.sendall, args=(bulk,))
+            sender.start()
+            sent += bulk
+            take_until(len(sent))
+            sender.join()
+            for i in range(20):
+                msg = pattern(100 + i, seed=100 * rnd + i)
+                client.sendall(msg)
+                sent += msg
+                take_until(len(sent))
+        assert bytes(got) == bytes(sent)
+        client.shutdown(socket.SHUT_WR)
+        res = collect(w, 1)[0]
+        assert isinstance(res.error, EOFError) and res.size == 0, res

@@ -31,6 +31,14 @@
  *     request stands, cancelled when the request stops taking bytes (held by
  *     back-pressure, engine.pause; bytes parked; no room for a result). A
  *     bulk stream gets a RECV per arrival instead (uring_recv.c);
+ *   - a buffer-select RECV after a receive that emptied the socket (no
+ *     IORING_CQE_F_SOCK_NONEMPTY) arms its poll at once: its first try would
+ *     find nothing, as on request/response traffic it always does
+ *     ("recv-poll-first", IORING_RECVSEND_POLL_FIRST, 5.19);
+ *   - reads of a bulk stream (an arrival of more than bufsize / 8): POLL_ADD
+ *     then recv() straight into the internal buffer, no copy out of a
+ *     provided buffer, until a small piece empties the socket
+ *     ("poll-streams", uring_recv.c; needs provided-buffers, 5.1);
  *   - accepts: ACCEPT(SOCK_CLOEXEC), blocking descriptors as accept4() gives
  *     ("accept", 5.5); a standing accept is ONE multishot ACCEPT ("multishot-
  *     accept", 5.19). A descriptor arriving once its request ended is closed;
@@ -195,6 +203,15 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
         gaio__ur_starve(st, c); /* no room for its next result: the next wait tries again */
         return 0;
     }
+    if (kind == GAIO_READ && (c->engine_flags & RESUME)) {
+        /* a stream that starved (its bytes wait in the socket): read them
+         * now, in the order starved, rather than a poll per batch for each */
+        c->engine_flags &= ~RESUME;
+        if ((c->engine_flags & STREAMING) && st->use[TECH_POLL_STREAMS] && !r->buf &&
+            r->op == GAIO_OP_READ && !c->dgram &&
+            (gaio__ur_recv_in_place(st, c) != 0 || !(r = gaio_conn_head(c, kind))))
+            return 0;
+    }
     struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
     if (!sqe)
         return -1;
@@ -253,7 +270,7 @@ static void complete_op(gaio__ur_state *st, gaio_conn *c, int kind, int32_t res,
     gaio_req *r = c->head[kind];
     if (kind == GAIO_READ && (was & ACCEPTING)) {
         gaio__ur_accept_cqe(st, c, res, more);
-    } else if (was_ibuf && st->use[TECH_PBUF]) {
+    } else if (was_ibuf && !was_poll && st->use[TECH_PBUF]) {
         gaio__ur_recv_cqe(st, c, res, flags, (was & MULTISHOT) ? RING_MULTISHOT : RING_ONESHOT, more);
     } else if (r && r->state == GAIO_REQ_CANCELLING) {
         /* bytes that raced the cancel are the caller's: report them first */
@@ -444,7 +461,13 @@ static int ur_fileno(void *state)
 
 static int ur_watch(void *state, gaio_conn *c)
 {
-    c->engine_flags = 0;
+    /* poll-streams: a connection's first reads recv() in place, as a stream's:
+     * a burst of new connections with bytes waiting then takes this batch's
+     * internal buffer in turn, the rest left in their sockets, instead of
+     * RECVs that each take a piece of the provided buffers only to park it
+     * (a copy) once the batch's budget is spent. The first small piece makes
+     * its reads RECVs. */
+    c->engine_flags = ((gaio__ur_state *)state)->use[TECH_POLL_STREAMS] ? STREAMING : 0;
     return 0;
 }
 
@@ -516,7 +539,7 @@ static void ur_pause(void *state, gaio_conn *c)
 {
     gaio__ur_state *st = state;
     if ((c->engine_flags & BIT(IN_FLIGHT, GAIO_READ)) && (c->engine_flags & READ_IS_IBUF) &&
-        st->use[TECH_PBUF])
+        !(c->engine_flags & BIT(POLL_IN_FLIGHT, GAIO_READ)) && st->use[TECH_PBUF])
         gaio__ur_ask_cancel(st, c, GAIO_READ, 1);
 }
 

@@ -57,6 +57,7 @@ enum {
 #define GAIO__IOSQE_BUFFER_SELECT (1U << 5) /* 5.7 */
 
 /* io_uring_sqe.ioprio of RECV and ACCEPT */
+#define GAIO__IORING_RECVSEND_POLL_FIRST (1U << 0) /* 5.19: arm the poll, no first try */
 #define GAIO__IORING_RECV_MULTISHOT (1U << 1)   /* 6.0: a CQE per arrival, needs BUFFER_SELECT */
 #define GAIO__IORING_ACCEPT_MULTISHOT (1U << 0) /* 5.19: a CQE per connection */
 

@@ -25,7 +25,10 @@ enum {
     MULTISHOT = 2048,     /* the read in flight is a multishot RECV or ACCEPT: a CQE with
                            * IORING_CQE_F_MORE keeps it, the one without ends it */
     ACCEPTING = 4096,     /* the read in flight is an IORING_OP_ACCEPT */
-    STREAMING = 8192,     /* a standing read that streams: one-shot RECVs (uring_recv.c) */
+    DRAINED = 16384,      /* the last receive emptied the socket: the next polls first */
+    RESUME = 32768,       /* a STREAMING read retried after it starved: recv() before a poll */
+    STREAMING = 8192,     /* reads that stream: POLL_ADD + recv() ("poll-streams"), else
+                           * one-shot RECVs (uring_recv.c) */
 };
 #define BIT(flag, kind) ((uint32_t)(flag) << (kind))
 
@@ -61,6 +64,12 @@ enum {
                               * SEND_LARGE_AT_ONCE bytes (needs defer-taskrun) */
     TECH_MIN_WAIT,        /* "min-wait": Watcher(batch_wait=) as the kernel's min-wait in the
                            * one io_uring_enter (needs defer-taskrun) */
+    TECH_RECV_POLL_FIRST, /* "recv-poll-first": a buffer-select RECV after a receive that
+                           * emptied the socket (DRAINED) arms its poll at once
+                           * (IORING_RECVSEND_POLL_FIRST, 5.19): no try that finds nothing */
+    TECH_POLL_STREAMS,    /* "poll-streams": internal-buffer reads of a bulk stream (STREAMING)
+                           * are POLL_ADD + recv() into the internal buffer, no copy out of a
+                           * provided buffer (needs provided-buffers: else every read is) */
     TECH_COUNT,
 };
 
@@ -183,6 +192,9 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
  * internal buffer for as many internal-buffer reads as are queued at its head
  * and have data. */
 void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c);
+/* The same without scheduling what follows: -1 when the batch's internal
+ * buffer ran out (c starved, bytes left in the socket), else 0. */
+int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c);
 /* r's deadline passed while nothing of it was in the kernel: its next try was
  * only scheduled (after a short recv, or not yet submitted), so a read_full
  * with timeout=0 that took the bytes there would end with a deadline though

@@ -21,9 +21,19 @@
  * parked, a cancel and a resubmission each time: on the benchmarks' 4
  * streams, up to a fifth less throughput and a tenth more CPU per byte than a
  * RECV per arrival). So a standing read whose multishot receive ran the ring
- * dry or parked bytes is STREAMING: it gets a one-shot RECV per arrival until
- * one brings a small piece (<= bufsize / 8) and leaves the socket empty (no
- * IORING_CQE_F_SOCK_NONEMPTY).
+ * dry or parked bytes is STREAMING, and so is a connection whose one-shot
+ * RECV brought more than bufsize / 8 bytes, and a new one (ur_watch says
+ * why). A STREAMING connection's reads wait with POLL_ADD and recv()
+ * straight into the internal buffer, as the readiness engines do
+ * ("poll-streams"): the copy out of the provided buffer was the stream
+ * echo's cost over epoll (its memmove, 8.5% of the server's profile). Small
+ * messages keep the RECV: a copy of a few hundred bytes costs less than the
+ * recv() syscall. It streams until a piece of at most bufsize / 8 leaves the
+ * socket empty (a short recv(), or a RECV's CQE without
+ * IORING_CQE_F_SOCK_NONEMPTY). One that starved for room is read with recv()
+ * at its turn in the next batch (RESUME), not polled again: a poll per
+ * starved connection per batch would cost as many SQEs and CQEs. Without
+ * "poll-streams" a STREAMING connection gets a one-shot RECV per arrival.
  */
 #if defined(__linux__)
 
@@ -214,8 +224,14 @@ void gaio__ur_retry_starved(gaio__ur_state *st)
             gaio__ur_starve(st, c);
         else if (!st->use[TECH_PBUF] && !c->dgram && r && r->op == GAIO_OP_READ)
             gaio__ur_ibuf_reads(st, c);
-        else
-            gaio__ur_schedule_start(st, c, GAIO_READ); /* parked bytes first, then a new operation */
+        else {
+            /* parked bytes first, then a new operation; a STREAMING read's
+             * recv() waits for its turn in the work list too, after the
+             * parked bytes of those starved before it */
+            if (c->engine_flags & STREAMING)
+                c->engine_flags |= RESUME;
+            gaio__ur_schedule_start(st, c, GAIO_READ);
+        }
     }
 }
 
@@ -247,29 +263,46 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
         gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* then recv() into the internal buffer */
         return READ_IS_IBUF;
     }
+    if ((c->engine_flags & STREAMING) && st->use[TECH_POLL_STREAMS]) {
+        gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* the same, a provided buffer spared */
+        return READ_IS_IBUF | BIT(POLL_IN_FLIGHT, GAIO_READ);
+    }
     if (standing && st->use[TECH_RECV_MULTISHOT] && !(c->engine_flags & STREAMING)) {
         gaio__uring_prep_recv_multishot(sqe, c->fd, st->bufs[RING_MULTISHOT].group, ud);
         return READ_IS_IBUF | MULTISHOT;
     }
     struct gaio__uring_bufring *bufs = &st->bufs[RING_ONESHOT];
     gaio__uring_prep_recv_select(sqe, c->fd, bufs->size, bufs->group, ud);
+    if (st->use[TECH_RECV_POLL_FIRST] && (c->engine_flags & DRAINED))
+        sqe->ioprio |= GAIO__IORING_RECVSEND_POLL_FIRST;
     return READ_IS_IBUF;
 }
 
-void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
+int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
 {
     gaio_req *r;
     while ((r = gaio_conn_head(c, GAIO_READ)) && !r->buf && r->op == GAIO_OP_READ) {
         int short_read;
         ssize_t n = gaio_recv_head(st->core, c, r, &short_read);
         if (n == GAIO_RECV_NO_ROOM) {
+            c->engine_flags &= ~DRAINED;
             gaio__ur_starve(st, c); /* this batch's internal buffer is spent */
-            return;
+            return -1;
         }
-        if (n == -EAGAIN || short_read)
+        if (short_read && (size_t)n <= gaio_core_bufsize(st->core) / 8)
+            c->engine_flags &= ~STREAMING; /* a small piece emptied the socket: messages again */
+        if (n == -EAGAIN || short_read) {
+            c->engine_flags |= DRAINED;
             break; /* drained: poll before the next read */
+        }
     }
-    gaio__ur_schedule_start(st, c, GAIO_READ);
+    return 0;
+}
+
+void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
+{
+    if (gaio__ur_recv_in_place(st, c) == 0)
+        gaio__ur_schedule_start(st, c, GAIO_READ);
 }
 
 int gaio__ur_last_try(gaio__ur_state *st, gaio_conn *c, gaio_req *r)
@@ -305,9 +338,15 @@ void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t f
     struct gaio__uring_bufring *bufs = &st->bufs[ring];
     uint32_t *filled = st->buf_filled[ring];
     uint32_t id = flags >> GAIO__IORING_CQE_BUFFER_SHIFT;
+    if (res > 0 && !(flags & GAIO__IORING_CQE_F_SOCK_NONEMPTY))
+        c->engine_flags |= DRAINED;
+    else
+        c->engine_flags &= ~DRAINED; /* bytes left, or none taken (ENOBUFS: no buffer for them) */
     if (ring == RING_ONESHOT && res > 0 && (uint32_t)res <= bufs->size / 8 &&
         !(flags & GAIO__IORING_CQE_F_SOCK_NONEMPTY))
         c->engine_flags &= ~STREAMING; /* messages again */
+    else if (ring == RING_ONESHOT && res > 0 && (uint32_t)res > bufs->size / 8 && st->use[TECH_POLL_STREAMS])
+        c->engine_flags |= STREAMING; /* a bulk arrival: the next reads recv() in place */
     if ((flags & GAIO__IORING_CQE_F_BUFFER) && id < bufs->count) {
         if (res > 0) {
             unsigned char *src = (unsigned char *)gaio__uring_bufring_data(bufs, (uint16_t)id) + filled[id];

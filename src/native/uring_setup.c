@@ -24,6 +24,8 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
     [TECH_SEND_AT_ONCE] = "send-at-once",
     [TECH_SEND_LARGE_AT_ONCE] = "send-large-at-once",
     [TECH_MIN_WAIT] = "min-wait",
+    [TECH_RECV_POLL_FIRST] = "recv-poll-first",
+    [TECH_POLL_STREAMS] = "poll-streams",
 };
 
 /* Techniques not used unless GAIO_URING_AVOID is set (to "" for none):
@@ -103,6 +105,12 @@ static void choose_techniques(gaio__ur_state *st)
                                                               : NULL);
     offer(st, TECH_SENDMSG,
           gaio__uring_has_op(ring, GAIO__IORING_OP_SENDMSG) ? NULL : "io_uring lacks IORING_OP_SENDMSG");
+    offer(st, TECH_RECV_POLL_FIRST,
+          !st->use[TECH_PBUF] ? "needs provided buffers"
+          : !gaio__uring_has_op(ring, GAIO__IORING_OP_SOCKET) ? "IORING_RECVSEND_POLL_FIRST needs Linux 5.19"
+                                                              : NULL);
+    offer(st, TECH_POLL_STREAMS,
+          st->use[TECH_PBUF] ? NULL : "needs provided buffers (without them every read is POLL_ADD + recv())");
 }
 
 int gaio__ur_create(gaio_core *core, void **out, char *why, size_t whylen)
