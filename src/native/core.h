@@ -277,8 +277,10 @@ typedef struct gaio_technique {
  * CPython: release and retake the GIL). A binding thread never blocks on
  * core->lock or core->idle while holding the GIL: it tries the lock, and
  * when that fails calls release(), blocks, does the call's work, drops
- * core->lock and only then calls reacquire(token). So no thread ever takes
- * the GIL while holding core->lock either. */
+ * core->lock and only then calls reacquire(token). The one exception is
+ * the TLS pass and hold (core_tls.c), which run Python code under core->lock
+ * and so take the GIL back while holding it: safe, since no thread waits for
+ * core->lock with the GIL held. */
 typedef struct gaio_runtime {
     void *(*release)(void);
     void (*reacquire)(void *token);

@@ -212,9 +212,28 @@ int gaio_core_tls_in_own_pass(gaio_core *core)
     return core->in_pass && pthread_equal(core->pass_owner, pthread_self());
 }
 
-void *gaio_core_tls_pass_begin(gaio_core *core)
+/* The pass and a hold run the session's Python code under core->lock, so
+ * they keep the runtime lock (GIL) all along: when gaio__binding_enter let
+ * it go to wait for core->lock (another thread held it), it is taken back
+ * now, core->lock held. Without it the pass ran Python code with no GIL, and
+ * the GIL the SSLObject's calls let go was another thread's (a start_tls
+ * racing a handshake's pass crashed in that thread). Taking the GIL while
+ * holding core->lock cannot deadlock: every thread that holds the GIL and
+ * wants core->lock lets the GIL go first (gaio__binding_enter), and the
+ * session's own calls already retake it inside the pass. */
+static void *enter_with_runtime(gaio_core *core)
 {
     void *token = gaio__binding_enter(core);
+    if (token && token != GAIO__REENTERED) {
+        core->runtime->reacquire(token);
+        token = NULL;
+    }
+    return token;
+}
+
+void *gaio_core_tls_pass_begin(gaio_core *core)
+{
+    void *token = enter_with_runtime(core);
     core->pass_owner = pthread_self();
     core->in_pass = 1;
     /* standing for the waiter: requests of other threads queue as incoming,
@@ -321,7 +340,7 @@ void gaio_core_tls_handshake_done(gaio_core *core, gaio_tls *t, int error)
 
 void *gaio_core_tls_hold(gaio_core *core)
 {
-    void *token = gaio__binding_enter(core);
+    void *token = enter_with_runtime(core);
     if (token != GAIO__REENTERED) {
         core->pass_owner = pthread_self();
         core->in_pass = 1;
