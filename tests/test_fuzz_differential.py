@@ -676,6 +676,8 @@ def test_native_engine_agrees_with_python(native_engine):
     run_machine(native_engine)
 
 
+# the slow pass: the README's command keeps the campaign above (it takes ~10 s an engine)
+@pytest.mark.slow
 @FUZZ_TIMEOUT
 def test_native_engine_agrees_with_python_past_deadlines_not_negative(native_engine):
     """The same with deadlines in the past but not below zero: a defect known
