@@ -109,33 +109,6 @@
 _Static_assert((GAIO_IBUF_CHUNKS & (GAIO_IBUF_CHUNKS - 1)) == 0, "a buffer ring's size is a power of two");
 
 
-/* 0, or -1 when the list could not grow: the caller leaves its flag unset
- * and sets st->rescan, so the next wait() finds the connection by its state. */
-static int work_push(gaio__ur_state *st, gaio_conn *c, int what, int kind)
-{
-    if (st->nwork == st->cap_work && grow((void **)&st->work, &st->cap_work, sizeof *st->work)) {
-        st->rescan = 1;
-        return -1;
-    }
-    st->work[st->nwork++] = (gaio__ur_work){.id = gaio_conn_id(c), .what = what, .kind = kind};
-    return 0;
-}
-
-static void ur_wake(void *state);
-
-void gaio__ur_schedule_start(gaio__ur_state *st, gaio_conn *c, int kind)
-{
-    if (c->closing || c->fd < 0 || (c->engine_flags & (BIT(IN_FLIGHT, kind) | BIT(TO_START, kind))))
-        return;
-    gaio_req *r = gaio_conn_head(c, kind);
-    if (!r || (kind == GAIO_READ && !r->buf && (c->engine_flags & STARVED)))
-        return;
-    if (work_push(st, c, WORK_START, kind) == 0)
-        c->engine_flags |= BIT(TO_START, kind);
-    if (gaio_core_fileno_asked(st->core) && !gaio_core_waiting(st->core))
-        ur_wake(st); /* R23: fileno() must show that a submission waits */
-}
-
 struct gaio__io_uring_sqe *gaio__ur_get_sqe(gaio__ur_state *st)
 {
     struct gaio__io_uring_sqe *sqe = gaio__uring_get_sqe(&st->ring);
@@ -353,7 +326,7 @@ static void arm_wake(gaio__ur_state *st)
     st->wake_armed = 1;
 }
 
-/* work_push or starve could not grow their list: find what they would have
+/* gaio__ur_work_push or starve could not grow their list: find what they would have
  * held by the connections' state (only after an allocation failed). */
 static void rescan(gaio__ur_state *st)
 {
@@ -427,7 +400,7 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
         if (gaio__ur_may_enter(st))
             gaio__uring_submit(&st->ring);
         if (st->nwork || st->nstarved || st->rescan)
-            ur_wake(st); /* work is left for the next wait */
+            gaio__ur_wake(st); /* work is left for the next wait */
     }
     if (ret == -EINTR)
         return -EINTR;
@@ -436,7 +409,7 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
     return n;
 }
 
-static void ur_wake(void *state)
+void gaio__ur_wake(void *state)
 {
     gaio__ur_state *st = state;
     uint64_t one = 1;
@@ -469,30 +442,6 @@ static int ur_watch(void *state, gaio_conn *c)
      * its reads RECVs. */
     c->engine_flags = ((gaio__ur_state *)state)->use[TECH_POLL_STREAMS] ? STREAMING : 0;
     return 0;
-}
-
-void gaio__ur_ask_cancel(gaio__ur_state *st, gaio_conn *c, int kind, int now)
-{
-    if (c->engine_flags & BIT(CANCEL_ASKED, kind))
-        return;
-    c->engine_flags |= BIT(CANCEL_ASKED, kind);
-    if ((now || c->closing) && !gaio_core_closing(st->core)) { /* watcher close(): destroy cancels all */
-        /* free(): the operation holds a reference to the socket, so the
-         * core's close() would not end the connection while it lives, and
-         * the peer must see the end at once. Cancel now, not at the next wait. */
-        struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
-        if (sqe) {
-            gaio__uring_prep_cancel(sqe, (uint64_t)(uintptr_t)c | (uint64_t)kind, TAG_CANCEL);
-            if (gaio__ur_may_enter(st))
-                gaio__uring_submit(&st->ring);
-            else
-                ur_wake(st); /* the issuer submits it with its next wait */
-            return;
-        }
-    }
-    /* deadlines, multishot operations no longer wanted: batched into the next wait */
-    if (work_push(st, c, WORK_CANCEL, kind) != 0)
-        c->engine_flags &= ~BIT(CANCEL_ASKED, kind);
 }
 
 static int ur_unwatch(void *state, gaio_conn *c)
@@ -585,7 +534,7 @@ const gaio_engine_ops gaio_engine_uring = {
     .start = ur_start,
     .cancel = ur_cancel,
     .wait = ur_wait,
-    .wake = ur_wake,
+    .wake = gaio__ur_wake,
     .fileno = ur_fileno,
     .pause = ur_pause,
     .send_now = ur_send_now,

@@ -139,6 +139,11 @@ int gaio__ur_reap(gaio__ur_state *st, int with_callbacks);
 void gaio__ur_destroy(void *state);
 /* Give the provided-buffer rings back to the kernel. */
 void gaio__ur_close_bufrings(gaio__ur_state *st);
+/* uring_work.c: the work list. Append (c, what, kind): 0, or -1 when the
+ * list could not grow (st->rescan is set). */
+int gaio__ur_work_push(gaio__ur_state *st, gaio_conn *c, int what, int kind);
+/* engine.wake: the eventfd the ring watches (engine_uring.c) */
+void gaio__ur_wake(void *state);
 /* c's kind queue has a new head: submitted with the next wait (work list). */
 void gaio__ur_schedule_start(gaio__ur_state *st, gaio_conn *c, int kind);
 /* Cancel the operation of c's kind queue in flight: with the next wait, or
