@@ -17,9 +17,8 @@ import pytest
 import gaio
 from conftest import collect, pattern, reset
 from tls_support import (
-    HOST,
+    bio_client,
     Peer,
-    client_context,
     gaio_pair,
     handshake_with_peer,
     server_context,
@@ -154,22 +153,7 @@ def test_a_dropped_connection_sends_nothing(watcher, net):
 def _bio_client(sock, then):
     """A TLS client over memory BIOs on blocking `sock`: the handshake, then
     then(obj, outgoing) returns ciphertext to send."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = client_context().wrap_bio(incoming, outgoing, server_hostname=HOST)
-    sock.settimeout(10)
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            pass
-        if outgoing.pending:
-            sock.sendall(outgoing.read())
-        data = sock.recv(65536)
-        assert data
-        incoming.write(data)
-    if outgoing.pending:
-        sock.sendall(outgoing.read())
+    obj, _, outgoing = bio_client(sock)
     sock.sendall(then(obj, outgoing))
     try:
         while sock.recv(65536):

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import collect
-from tls_support import HOST, Peer, client_context, server_context
+from tls_support import Peer, bio_client, server_context
 
 pytestmark = pytest.mark.usefixtures("tls_engine")
 
@@ -44,23 +44,8 @@ def _piecewise_client(sock, messages, end):
     b"!" once it read the whole message (so a read that waited for bytes
     already there would stall here), then the end: `close_notify`, or
     `truncate` (the first half of one more record and no more)."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = client_context().wrap_bio(incoming, outgoing, server_hostname=HOST)
-    sock.settimeout(10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            pass
-        if outgoing.pending:
-            sock.sendall(outgoing.read())
-        data = sock.recv(65536)
-        assert data
-        incoming.write(data)
-    if outgoing.pending:
-        sock.sendall(outgoing.read())
+    obj, incoming, outgoing = bio_client(sock)
     piece = 0
     for m in messages:
         if not m:
