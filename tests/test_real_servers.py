@@ -246,7 +246,7 @@ def test_http_client_that_never_reads_is_held_back(http):
     assert_clean_exit(http)
 
 
-@pytest.mark.parametrize("seconds", slow_param(2, 5))
+@pytest.mark.parametrize("seconds", slow_param(1, 5))
 def test_http_wrk_100_connections_all_200(http, seconds):
     wrk = tool("wrk")
     code, out, err = run_tool([wrk, "-t", "2", "-c", "100", "-d", "%ds" % seconds,
@@ -381,7 +381,7 @@ def iperf_server():
     proc.communicate(timeout=TIMEOUT)
 
 
-@pytest.mark.parametrize("seconds", slow_param(2, 5))
+@pytest.mark.parametrize("seconds", slow_param(1, 5))
 @pytest.mark.parametrize("reverse", [False, True], ids=["upload", "download"])
 def test_proxy_iperf3(start, iperf_server, reverse, seconds):
     proxy = start("proxy.py", "--upstream", "127.0.0.1:%d" % iperf_server)

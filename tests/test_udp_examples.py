@@ -197,7 +197,7 @@ QUERIES = ["www.example.test A", "www.example.test AAAA", "nope.example.test A",
            "example.test SOA", "v6.example.test AAAA", "many.example.test A"]
 
 
-@pytest.mark.parametrize("seconds", slow_param(2, 5))
+@pytest.mark.parametrize("seconds", slow_param(1, 5))
 def test_dns_dnsperf_every_query_answered(dns, tmp_path, seconds):
     """dnsperf keeps at most 100 queries outstanding (-q), from 4 sockets: its
     ~100 small datagrams take well under the 208 KiB (rmem_default) of the
@@ -235,7 +235,7 @@ def iperf3_udp(port, seconds, reverse):
     return report["end"]
 
 
-@pytest.mark.parametrize("seconds", slow_param(2, 5))
+@pytest.mark.parametrize("seconds", slow_param(1, 5))
 @pytest.mark.parametrize("reverse", [False, True], ids=["upload", "download"])
 def test_udp_relay_iperf3(start, iperf_server, reverse, seconds):  # noqa: F811
     upstream = "127.0.0.1:%d" % iperf_server
