@@ -133,6 +133,22 @@ def test_later_reads_queue_behind_a_standing_read(watcher, pair):
     assert data == b"third"
 
 
+def test_reads_behind_a_standing_read_end_at_their_deadline(watcher, pair):
+    # the deadline walk looks at the requests queued ahead of the one that
+    # expires: a standing read without a deadline among them (native: a short
+    # request, allocated without its deadline fields) is passed over
+    client, server = pair()
+    watcher.read(server, repeat=True, ctx="standing")
+    deadline = time.monotonic() + 0.05
+    watcher.read(server, bytearray(8), ctx="a", deadline=deadline)
+    watcher.read(server, bytearray(8), ctx="b", deadline=deadline)
+    results = collect(watcher, 2, timeout=5)
+    assert [r.ctx for r in results] == ["a", "b"]
+    assert all(isinstance(r.error, gaio.DeadlineExceededError) for r in results)
+    results = _exchange(watcher, client, [b"still standing"])
+    assert all(r.ctx == "standing" for r in results)
+
+
 def test_batches_hand_out_at_most_four_bufsize(make_watcher, net):
     bufsize = 4096
     w = make_watcher(bufsize)

@@ -1,5 +1,5 @@
 /* Back-pressure (R21): see backpressure.h for the rule. Every count a
- * standing read keeps (st.owed) is changed here and only here. */
+ * standing read keeps (owed) is changed here and only here. */
 #include "core_private.h"
 
 #include <stdint.h>
@@ -24,8 +24,8 @@ static void owe(gaio_core *core, gaio_req *s, size_t n)
 {
     if (!s || !n)
         return;
-    s->st.owed += n;
-    if (!(s->flags & GAIO_F_HELD) && s->st.owed > core->write_high) {
+    s->owed += n;
+    if (!(s->flags & GAIO_F_HELD) && s->owed > core->write_high) {
         s->flags |= GAIO_F_HELD;
         if (core->engine->pause && s->conn && s->state == GAIO_REQ_QUEUED)
             core->engine->pause(core->engine_state, s->conn);
@@ -36,8 +36,8 @@ static void pay(gaio_core *core, gaio_req *s, size_t n)
 {
     if (!s || !n)
         return;
-    s->st.owed -= n < s->st.owed ? n : s->st.owed;
-    if ((s->flags & GAIO_F_HELD) && s->st.owed <= core->write_low) {
+    s->owed -= n < s->owed ? n : s->owed;
+    if ((s->flags & GAIO_F_HELD) && s->owed <= core->write_low) {
         s->flags &= ~GAIO_F_HELD;
         gaio_standing_touch(s); /* its idle limit did not run while it was held */
         /* started once the I/O under way is reported: what it reads comes

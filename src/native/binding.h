@@ -69,10 +69,11 @@ typedef struct pyreq {
     };
     PyObject *ctx;              /* strong */
     gaio_req req;               /* the core hands back &req (pyreq_of); req.owner: PYREQ_* */
-    /* A standing read is allocated up to here, without the end of req
-     * (GAIO_REQ_STANDING_READ_SIZE: 96 bytes, a pymalloc class of its own),
-     * so an idle connection's standing read stays small: it is not on the
-     * live list, its connection's map entry names it (OWNER_STANDING). */
+    /* A standing read without an idle limit or a deadline is allocated up
+     * to req's short end (GAIO_REQ_SHORT_SIZE: 64 bytes, a pymalloc class
+     * of its own), so an idle connection's standing read stays small: it is
+     * not on the live list, its connection's map entry names it
+     * (OWNER_STANDING). Any other standing read is allocated whole. */
     struct pyreq *live_prev, *live_next; /* every other undelivered request, for GC traversal */
     /* A request without a buffer (a one-shot read into the internal buffer,
      * accept, connect, sendfile) is allocated without what follows
@@ -90,7 +91,7 @@ typedef struct pyreq {
 enum { PYREQ_ALLOC_SMALL, PYREQ_ALLOC_VIEW, PYREQ_ALLOC_STANDING_READ, PYREQ_ALLOCS };
 static inline pyreq *pyreq_of(gaio_req *r) { return (pyreq *)((char *)r - offsetof(pyreq, req)); }
 enum {
-    PYREQ_STANDING_READ = 8,    /* allocated up to req.ibuf_ptr (PYREQ_ALLOC_STANDING_READ):
+    PYREQ_STANDING_READ = GAIO_REQ_SHORT, /* allocated short (PYREQ_ALLOC_STANDING_READ):
                                  * named by its map entry, never on the live list */
     PYREQ_HAS_VIEW = 1,         /* allocated whole (bufobj, view or vec) */
     PYREQ_IS_VECTOR = 2,        /* ... used as vec: a vectored write */
@@ -317,6 +318,8 @@ int gaio__flag_arg(PyObject *o, uint8_t *flags, uint8_t bit);
 int gaio__standing_times(gaio_idle *t, int64_t *deadline_ns, PyObject *timeout, PyObject *deadline,
                          int64_t when);
 int gaio__standing_set(pyreq *p, const gaio_idle *t, int64_t deadline_ns);
+/* 1: a standing read of these times is short (PYREQ_ALLOC_STANDING_READ). */
+int gaio__standing_short(const gaio_idle *t, int64_t deadline_ns);
 PyObject *gaio__watcher_read(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_read_full(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);
 PyObject *gaio__watcher_write(Watcher *w, PyObject *const *args, Py_ssize_t nargs, PyObject *kw);

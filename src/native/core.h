@@ -131,36 +131,37 @@ struct gaio_req {
     gaio_req *next, *prev;      /* FIFO links (incoming, connection queue) */
     gaio_conn *conn;            /* set when the request reaches its connection */
     uint64_t conn_id;           /* slot | gen << 32 of its connection */
-    unsigned char *buf;         /* caller's memory; NULL for a read into the internal buffer */
     union {
-        struct {                /* a request without GAIO_F_REPEAT */
-            size_t len;         /* bytes asked (writes, read_full, sendfile) or room in buf */
-            size_t done;        /* bytes transferred so far */
-        };
-        /* GAIO_F_REPEAT: a standing read takes no buffer and each arrival
-         * is a result of its own, so it counts no bytes: these take their
-         * place and its struct ends early (GAIO_REQ_STANDING_READ_SIZE). */
-        struct {
-            union {
-                size_t owed;    /* read: bytes of writes it answers for, not yet written */
-                int64_t retry_ns; /* accept in GAIO_F_BACKOFF: when to try again */
-            };
-            gaio_idle *idle;    /* its idle limit (R20), NULL: none (the binding's memory) */
-        } st;
+        size_t len;             /* bytes asked (writes, read_full, sendfile) or room in buf */
+        /* GAIO_F_REPEAT: a standing request takes no buffer and each arrival
+         * is a result of its own, so it counts no bytes: */
+        size_t owed;            /* read: bytes of writes it answers for, not yet written */
+        int64_t retry_ns;       /* accept in GAIO_F_BACKOFF: when to try again */
     };
+    uint32_t seq;               /* submission number (order across queues; answers) */
+    /* One 32-bit word, so that a short request (below) ends at 48 bytes.
+     * Errnos are below 256 on every platform gaio builds on. */
+    unsigned kind : 1;          /* enum gaio_kind */
+    unsigned op : 3;            /* enum gaio_op */
+    unsigned state : 3;         /* GAIO_REQ_* */
+    unsigned flags : 8;         /* GAIO_F_* */
+    unsigned owner : 4;         /* the binding's bits, but GAIO_REQ_SHORT, which the core reads */
+    signed error : 9;           /* 0, errno > 0, or GAIO_ERR_* */
+    signed cancel_reason : 4;   /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED / GAIO_ERR_HANDOVER
+                                 * while CANCELLING */
+    /* A short request ends here (GAIO_REQ_SHORT_SIZE): a standing read
+     * without an idle limit or a deadline (a server's every connection).
+     * What follows is read through gaio_req_buf, gaio_req_deadline,
+     * gaio_req_idle (its arrivals' bytes are passed along, not kept in
+     * ibuf_ptr; its last result has none). */
+    union {
+        size_t done;            /* bytes transferred so far (not GAIO_F_REPEAT) */
+        gaio_idle *idle;        /* GAIO_F_REPEAT: its idle limit (R20), NULL: none (the
+                                 * binding's memory) */
+    };
+    unsigned char *buf;         /* caller's memory; NULL for a read into the internal buffer */
     int64_t deadline_ns;        /* CLOCK_MONOTONIC, the heap's key; GAIO_NO_DEADLINE: none */
     uint32_t heap_index;        /* position in the deadline heap, UINT32_MAX when absent */
-    uint32_t seq;               /* submission number (order across queues; answers) */
-    uint8_t kind;               /* enum gaio_kind */
-    uint8_t op;                 /* enum gaio_op */
-    uint8_t state;              /* GAIO_REQ_* */
-    uint8_t flags;              /* GAIO_F_* */
-    int16_t error;              /* 0, errno > 0 (errnos are small), or GAIO_ERR_* */
-    int8_t cancel_reason;       /* GAIO_ERR_DEADLINE / GAIO_ERR_CLOSED while CANCELLING */
-    uint8_t owner;              /* the binding's own bits: the core never reads them */
-    /* A standing read's struct ends here (GAIO_REQ_STANDING_READ_SIZE): what
-     * follows is never touched for one (its arrivals' bytes are passed along,
-     * not kept in ibuf_ptr; its last result has none). */
     unsigned char *ibuf_ptr;    /* a one-shot read without a buffer: where its bytes are */
     union {
         int64_t reported_ns;    /* standing accept: its last resource-error result */
@@ -189,14 +190,33 @@ struct gaio_req {
     } u;
 };
 
+/* gaio_req.owner's one bit the core reads: the request is allocated up to
+ * GAIO_REQ_SHORT_SIZE only (a standing read: no buffer, deadline nor idle
+ * limit). The core never touches what follows in it but through these. */
+#define GAIO_REQ_SHORT 8u
+#define GAIO_REQ_SHORT_SIZE offsetof(gaio_req, done)
+static inline int gaio_req_short(const gaio_req *r) { return (r->owner & GAIO_REQ_SHORT) != 0; }
+static inline unsigned char *gaio_req_buf(const gaio_req *r)
+{
+    return gaio_req_short(r) ? NULL : r->buf;
+}
+static inline int64_t gaio_req_deadline(const gaio_req *r)
+{
+    return gaio_req_short(r) ? GAIO_NO_DEADLINE : r->deadline_ns;
+}
+/* a standing request's idle limit (GAIO_F_REPEAT only) */
+static inline gaio_idle *gaio_req_idle(const gaio_req *r)
+{
+    return gaio_req_short(r) ? NULL : r->idle;
+}
+
 /* 128 bytes on LP64, allocated by the binding with every request with a
- * buffer. A standing read's (an idle connection's memory) is allocated
- * short, up to ibuf_ptr: the core never touches what follows in it. */
+ * buffer. A short one (an idle connection's standing read) is 48, which
+ * with the binding's conn and ctx is pymalloc's class of 64. */
 _Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_req) <= 128,
                "gaio_req outgrew 128 bytes (per idle connection memory)");
-#define GAIO_REQ_STANDING_READ_SIZE offsetof(gaio_req, ibuf_ptr)
-_Static_assert(sizeof(void *) != 8 || GAIO_REQ_STANDING_READ_SIZE <= 80,
-               "a standing read outgrew 80 bytes (per idle connection memory)");
+_Static_assert(sizeof(void *) != 8 || GAIO_REQ_SHORT_SIZE <= 48,
+               "a short request outgrew 48 bytes (per idle connection memory)");
 
 /* The sender of a datagram (R25), for a read's result on an unconnected
  * datagram socket: allocated by the core (gaio_malloc), freed with free() by
@@ -380,8 +400,9 @@ int64_t gaio_now_ns(void);
 /* A standing request's idle limit counts from now (lazily, R20). */
 static inline void gaio_standing_touch(gaio_req *r)
 {
-    if (r->st.idle)
-        r->st.idle->active_ns = gaio_now_ns();
+    gaio_idle *t = gaio_req_idle(r);
+    if (t)
+        t->active_ns = gaio_now_ns();
 }
 
 /* ---- TLS sessions (R28-R31, core_tls.c) ----

@@ -99,9 +99,9 @@ int gaio_core_accepted(gaio_core *core, gaio_req *r, int res)
             return 1;
     }
     r->flags |= GAIO_F_BACKOFF;
-    r->st.retry_ns = now + GAIO_ACCEPT_RETRY_NS;
-    if (!core->nbackoff++ || r->st.retry_ns < core->backoff_ns)
-        core->backoff_ns = r->st.retry_ns;
+    r->retry_ns = now + GAIO_ACCEPT_RETRY_NS;
+    if (!core->nbackoff++ || r->retry_ns < core->backoff_ns)
+        core->backoff_ns = r->retry_ns;
     core->fd_closed = 0; /* only a descriptor closed from now on counts */
     return 0;
 }
@@ -134,12 +134,12 @@ void gaio__serve_backoff(gaio_core *core, int64_t now)
         r = c->head[GAIO_READ];
         if (!r || !(r->flags & GAIO_F_BACKOFF))
             continue;
-        if (all || now >= r->st.retry_ns) {
+        if (all || now >= r->retry_ns) {
             r->flags &= ~GAIO_F_BACKOFF;
             core->nbackoff--;
             gaio__start_next(core, c, GAIO_READ);
-        } else if (r->st.retry_ns < next) {
-            next = r->st.retry_ns;
+        } else if (r->retry_ns < next) {
+            next = r->retry_ns;
         }
     }
     if (next < core->backoff_ns)

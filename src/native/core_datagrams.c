@@ -43,7 +43,7 @@ int gaio_core_datagram(gaio_core *core, gaio_req *r, ssize_t res, const struct s
         return r->state == GAIO_REQ_DONE;
     }
     unsigned char *ptr = NULL;
-    if (!r->buf) {
+    if (!gaio_req_buf(r)) {
         /* committed where gaio_core_ibuf_reserve pointed, even empty: the
          * result shows an (empty) view of the internal buffer */
         ptr = core->chunk[core->chunk_cur] + core->chunk_off;

@@ -31,7 +31,8 @@ ssize_t gaio_core_try_send(gaio_core *core, uint64_t id, const void *buf, size_t
 int gaio_core_submit(gaio_core *core, gaio_req *r)
 {
     r->state = GAIO_REQ_INCOMING;
-    r->heap_index = GAIO__NO_HEAP;
+    if (!gaio_req_short(r))
+        r->heap_index = GAIO__NO_HEAP;
     if (!(r->flags & GAIO_F_REPEAT)) {
         /* a standing request has neither: st and its end are in their place */
         if (r->kind != GAIO_WRITE)
@@ -58,7 +59,7 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
         gaio__binding_leave(core, token);
         return -ENOMEM;
     }
-    if (r->deadline_ns != GAIO_NO_DEADLINE) {
+    if (gaio_req_deadline(r) != GAIO_NO_DEADLINE) {
         if (gaio__heap_reserve(core, (uint64_t)core->nheap + core->heap_promised + 1) != 0) {
             gaio__binding_leave(core, token);
             return -ENOMEM;
@@ -67,8 +68,8 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
     }
     core->res_reserved++;
     r->seq = core->next_seq++;
-    if ((r->flags & GAIO_F_REPEAT) && r->st.idle)
-        r->st.idle->active_ns = gaio_now_ns();
+    if (r->flags & GAIO_F_REPEAT)
+        gaio_standing_touch(r);
     r->prev = core->incoming_tail;
     if (core->incoming_tail)
         core->incoming_tail->next = r;
@@ -109,7 +110,8 @@ void gaio__drain_incoming(gaio_core *core)
         gaio_conn *c = gaio_core_conn(core, r->conn_id);
         r->next = r->prev = NULL;
         r->state = GAIO_REQ_QUEUED;
-        if (r->deadline_ns != GAIO_NO_DEADLINE)
+        int64_t deadline = gaio_req_deadline(r);
+        if (deadline != GAIO_NO_DEADLINE)
             core->heap_promised--;
         if (!c) {
             /* its connection went away after the request was made */
@@ -121,7 +123,7 @@ void gaio__drain_incoming(gaio_core *core)
             continue;
         }
         r->conn = c;
-        if (r->deadline_ns != GAIO_NO_DEADLINE && gaio__heap_push(core, r) != 0) {
+        if (deadline != GAIO_NO_DEADLINE && gaio__heap_push(core, r) != 0) {
             /* cannot happen (gaio_core_submit reserved the room); never drop
              * the deadline: a request that could wait forever fails now */
             r->error = ENOMEM;
@@ -307,7 +309,7 @@ int gaio_core_progress(gaio_core *core, gaio_req *r, ssize_t res)
     if (r->state == GAIO_REQ_CANCELLING && r->cancel_reason == GAIO_ERR_HANDOVER)
         return res > 0 ? gaio__tls_early(core, r, res) : 0;
     unsigned char *ptr = NULL;
-    if (res > 0 && !r->buf && r->kind == GAIO_READ) {
+    if (res > 0 && !gaio_req_buf(r) && r->kind == GAIO_READ) {
         /* committed where gaio_core_ibuf_reserve pointed */
         ptr = core->chunk[core->chunk_cur] + core->chunk_off;
         core->chunk_off += (size_t)res;

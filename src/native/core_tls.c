@@ -109,7 +109,7 @@ void gaio__tls_begin(gaio_core *core, gaio_conn *c, gaio_req *r)
 int gaio__tls_early(gaio_core *core, gaio_req *r, ssize_t res)
 {
     gaio_tls *t = session_of(core, r->conn);
-    unsigned char *src = r->buf ? r->buf + r->done : NULL;
+    unsigned char *src = gaio_req_buf(r) ? r->buf + r->done : NULL;
     if (!t || !src)
         return 0;
     unsigned char *e = gaio_realloc(t->early, t->nearly + (size_t)res);

@@ -30,7 +30,7 @@ void gaio__wake_waiter(gaio_core *core)
  * last result, and not while back-pressure holds r (R21). */
 static int64_t standing_due(const gaio_req *r, int64_t now)
 {
-    const gaio_idle *t = r->st.idle;
+    const gaio_idle *t = r->idle;
     int64_t when = (r->flags & GAIO_F_HELD) ? now : t->active_ns;
     when = when > GAIO_NO_DEADLINE - t->idle_ns ? GAIO_NO_DEADLINE : when + t->idle_ns;
     return when > t->until_ns ? t->until_ns : when;
@@ -42,7 +42,7 @@ static void heap_settle(gaio_core *core, int64_t now)
 {
     while (core->nheap) {
         gaio_req *r = core->heap[0];
-        if (!(r->flags & GAIO_F_REPEAT) || !r->st.idle)
+        if (!(r->flags & GAIO_F_REPEAT) || !r->idle)
             return;
         int64_t when = standing_due(r, now);
         if (when <= r->deadline_ns)
@@ -55,7 +55,7 @@ static void expire_deadlines(gaio_core *core, int64_t now)
 {
     while (core->nheap && core->heap[0]->deadline_ns <= now) {
         gaio_req *r = core->heap[0];
-        if ((r->flags & GAIO_F_REPEAT) && r->st.idle) {
+        if ((r->flags & GAIO_F_REPEAT) && r->idle) {
             int64_t when = standing_due(r, now);
             if (when > now) {
                 gaio__heap_rekey(core, r, when);
@@ -65,7 +65,7 @@ static void expire_deadlines(gaio_core *core, int64_t now)
         /* The heap leaves equal deadlines in no set order: end the requests
          * queued ahead of r with the same deadline first (R3). Linked in the
          * queue and still in the heap means still waiting. */
-        for (gaio_req *p; (p = gaio__queue_prev(r)) && p->heap_index != GAIO__NO_HEAP &&
+        for (gaio_req *p; (p = gaio__queue_prev(r)) && !gaio_req_short(p) && p->heap_index != GAIO__NO_HEAP &&
                           p->deadline_ns <= r->deadline_ns;)
             r = p;
         gaio__req_abort(core, r, GAIO_ERR_DEADLINE);

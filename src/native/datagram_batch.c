@@ -111,7 +111,7 @@ static ssize_t deliver(gaio_core *core, gaio_landing *l, gaio_req *r)
     struct msghdr *m = &l->in[i].msg_hdr;
     size_t take = l->in[i].msg_len;
     int truncated = (m->msg_flags & MSG_TRUNC) != 0;
-    unsigned char *to = r->buf;
+    unsigned char *to = gaio_req_buf(r);
     if (to) {
         if (take > r->len) {
             take = r->len;

@@ -76,8 +76,8 @@ ssize_t gaio_recv_datagram(gaio_core *core, gaio_conn *c, gaio_req *r, unsigned 
     ssize_t got;
     if (gaio_recv_batched(core, c, r, taken, &got))
         return got;
-    unsigned char *ptr = r->buf, *spill = NULL;
-    size_t want = r->len;
+    unsigned char *ptr = gaio_req_buf(r), *spill = NULL;
+    size_t want = ptr ? r->len : 0;
     if (!ptr) {
         ssize_t room = datagram_room(core, c->fd, &ptr, &spill);
         if (room == 0)

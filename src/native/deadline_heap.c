@@ -70,6 +70,8 @@ int gaio__heap_push(gaio_core *core, gaio_req *r)
 
 void gaio__heap_remove(gaio_core *core, gaio_req *r)
 {
+    if (gaio_req_short(r))
+        return; /* never has a deadline */
     uint32_t i = r->heap_index;
     if (i == GAIO__NO_HEAP)
         return;

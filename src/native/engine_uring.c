@@ -171,7 +171,7 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
         (!gaio__ur_hand_held(st, c) || !(r = gaio_conn_head(c, kind))))
         return 0; /* connections accepted past RLIMIT_NOFILE go first (uring_recv.c) */
     if ((r->flags & GAIO_F_REPEAT) &&
-        (!gaio_core_arrival_room(st->core) || (!r->buf && r->op == GAIO_OP_READ &&
+        (!gaio_core_arrival_room(st->core) || (!gaio_req_buf(r) && r->op == GAIO_OP_READ &&
                                                 !gaio_core_ibuf_room(st->core)))) {
         gaio__ur_starve(st, c); /* no room for its next result: the next wait tries again */
         return 0;
@@ -180,7 +180,7 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
         /* a stream that starved (its bytes wait in the socket): read them
          * now, in the order starved, rather than a poll per batch for each */
         c->engine_flags &= ~RESUME;
-        if ((c->engine_flags & STREAMING) && st->use[TECH_POLL_STREAMS] && !r->buf &&
+        if ((c->engine_flags & STREAMING) && st->use[TECH_POLL_STREAMS] && !gaio_req_buf(r) &&
             r->op == GAIO_OP_READ && !c->dgram &&
             (gaio__ur_recv_in_place(st, c) != 0 || !(r = gaio_conn_head(c, kind))))
             return 0;

@@ -125,7 +125,7 @@ static ssize_t recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_
         return gaio_recv_datagram(core, c, r, GAIO_DATAGRAMS_PER_PASS - 1); /* just one */
     if ((r->flags & GAIO_F_REPEAT) && !gaio_core_arrival_room(core))
         return GAIO_RECV_NO_ROOM; /* no memory for one more result now */
-    if (r->buf) {
+    if (gaio_req_buf(r)) {
         ptr = r->buf + r->done;
         want = r->len - r->done;
     } else {
@@ -367,7 +367,7 @@ static void retry_all(gaio_ready *rd)
     for (gaio_conn *c; (c = gaio_core_next_conn(core, &s));) {
         gaio_req *r;
         if (!c->closing && c->fd >= 0 && !(c->engine_flags & GAIO_IN_TODO) &&
-            (r = gaio_conn_head(c, GAIO_READ)) && (!r->buf || r->op == GAIO_OP_ACCEPT))
+            (r = gaio_conn_head(c, GAIO_READ)) && (!gaio_req_buf(r) || r->op == GAIO_OP_ACCEPT))
             gaio_ready_reads(rd, c);
         if (rd->rescan || !gaio_core_ibuf_room(core)) {
             rd->rescan = 1; /* the rest at the next retry */

@@ -14,7 +14,7 @@
 static const size_t alloc_size[PYREQ_ALLOCS] = {
     [PYREQ_ALLOC_SMALL] = offsetof(pyreq, bufobj),
     [PYREQ_ALLOC_VIEW] = sizeof(pyreq),
-    [PYREQ_ALLOC_STANDING_READ] = offsetof(pyreq, req) + GAIO_REQ_STANDING_READ_SIZE,
+    [PYREQ_ALLOC_STANDING_READ] = offsetof(pyreq, req) + GAIO_REQ_SHORT_SIZE,
 };
 static const uint8_t alloc_owner[PYREQ_ALLOCS] = {
     [PYREQ_ALLOC_VIEW] = PYREQ_HAS_VIEW,
@@ -74,9 +74,9 @@ void gaio__req_dispose(Watcher *w, pyreq *p)
     int k = pyreq_has_view(p) ? PYREQ_ALLOC_VIEW
             : (p->req.owner & PYREQ_STANDING_READ) ? PYREQ_ALLOC_STANDING_READ : PYREQ_ALLOC_SMALL;
     PyObject *buf = k == PYREQ_ALLOC_VIEW ? p->bufobj : NULL;
-    if (p->req.flags & GAIO_F_REPEAT) {
-        PyMem_Free(p->req.st.idle);
-        p->req.st.idle = NULL;
+    if ((p->req.flags & GAIO_F_REPEAT) && !pyreq_is_short_standing(p)) {
+        PyMem_Free(p->req.idle);
+        p->req.idle = NULL;
     }
     if (p->req.owner & PYREQ_IS_VECTOR) {
         release_items(p->vec.items, p->vec.n);
@@ -172,9 +172,11 @@ PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, u
             gaio__req_dispose(w, p);
             return NULL;
         }
-        memcpy(q, p, offsetof(pyreq, req) + GAIO_REQ_STANDING_READ_SIZE);
+        memcpy(q, p, offsetof(pyreq, req) + GAIO_REQ_SHORT_SIZE);
         q->req.owner = 0;
-        p->conn = p->ctx = NULL; /* now q's, and its idle limit too */
+        q->req.idle = NULL; /* a short one has neither */
+        q->req.deadline_ns = GAIO_NO_DEADLINE;
+        p->conn = p->ctx = NULL; /* now q's */
         p->req.flags = 0;
         gaio__req_dispose(w, p);
         p = q;
@@ -231,16 +233,24 @@ int gaio__standing_times(gaio_idle *out, int64_t *deadline_ns, PyObject *timeout
     return 0;
 }
 
+int gaio__standing_short(const gaio_idle *t, int64_t deadline_ns)
+{
+    return !t->idle_ns && deadline_ns == GAIO_NO_DEADLINE;
+}
+
 int gaio__standing_set(pyreq *p, const gaio_idle *t, int64_t deadline_ns)
 {
+    if (pyreq_is_short_standing(p))
+        return 0; /* neither a deadline nor an idle limit: nowhere to keep them */
     p->req.deadline_ns = deadline_ns;
+    p->req.idle = NULL;
     if (!t->idle_ns)
         return 0; /* deadline_ns is its end, if it has one */
-    if (!(p->req.st.idle = PyMem_Malloc(sizeof *t))) {
+    if (!(p->req.idle = PyMem_Malloc(sizeof *t))) {
         PyErr_NoMemory();
         return -1;
     }
-    *p->req.st.idle = *t;
+    *p->req.idle = *t;
     return 0;
 }
 
@@ -393,7 +403,9 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     uint64_t id = 0;
     pyreq *p = NULL;
     int size = bufobj ? PYREQ_ALLOC_VIEW
-               : (flags & GAIO_F_REPEAT) ? PYREQ_ALLOC_STANDING_READ : PYREQ_ALLOC_SMALL;
+               : (flags & GAIO_F_REPEAT) && gaio__standing_short(&st, st_deadline)
+                   ? PYREQ_ALLOC_STANDING_READ
+                   : PYREQ_ALLOC_SMALL;
     if (gaio__conn_resolve(w, conn, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, size))) {
         if (bufobj)
             PyBuffer_Release(&view);
@@ -413,7 +425,8 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     p->req.kind = (uint8_t)kind;
     p->req.op = kind == GAIO_WRITE ? GAIO_OP_WRITE : GAIO_OP_READ;
     p->req.flags = flags | (full ? GAIO_F_FULL : 0);
-    p->req.deadline_ns = deadline;
+    if (!pyreq_is_short_standing(p))
+        p->req.deadline_ns = deadline;
     if (flags & GAIO_F_REPEAT) {
         if (gaio__standing_set(p, &st, st_deadline) < 0) {
             gaio__req_dispose(w, p);

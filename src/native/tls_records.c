@@ -135,7 +135,7 @@ void gaio__tls_reads(Watcher *w, gaio_core *core, tls_session *s, gaio_conn *c)
             return; /* back-pressure (R21): the pass comes back when it is released */
         unsigned char *ptr;
         size_t room;
-        if (!r->buf) {
+        if (!gaio_req_buf(r)) {
             ssize_t got = gaio_core_ibuf_reserve(core, &ptr);
             if (got < 0) {
                 gaio_core_tls_end(core, r, ENOMEM);

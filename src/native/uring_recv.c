@@ -80,7 +80,7 @@ static size_t hand_out(gaio__ur_state *st, gaio_conn *c, const unsigned char *sr
             break; /* no memory for one more result now */
         unsigned char *dst;
         size_t room;
-        if (r->buf) {
+        if (gaio_req_buf(r)) {
             dst = r->buf + r->done;
             room = r->len - r->done;
         } else {
@@ -255,7 +255,7 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
         gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* then readiness.c's accept4() */
         return BIT(POLL_IN_FLIGHT, GAIO_READ);
     }
-    if (r->buf) {
+    if (gaio_req_buf(r)) {
         gaio__uring_prep_recv(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
         return 0;
     }
@@ -281,7 +281,7 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
 int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
 {
     gaio_req *r;
-    while ((r = gaio_conn_head(c, GAIO_READ)) && !r->buf && r->op == GAIO_OP_READ) {
+    while ((r = gaio_conn_head(c, GAIO_READ)) && !gaio_req_buf(r) && r->op == GAIO_OP_READ) {
         int short_read;
         ssize_t n = gaio_recv_head(st->core, c, r, &short_read);
         if (n == GAIO_RECV_NO_ROOM) {
@@ -307,7 +307,7 @@ void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
 
 int gaio__ur_last_try(gaio__ur_state *st, gaio_conn *c, gaio_req *r)
 {
-    if (r->kind != GAIO_READ || r->op != GAIO_OP_READ || !r->buf || c->closing || c->fd < 0 ||
+    if (r->kind != GAIO_READ || r->op != GAIO_OP_READ || !gaio_req_buf(r) || c->closing || c->fd < 0 ||
         c->engine_data || (c->engine_flags & READ_FAILED))
         return 0;
     for (;;) {
@@ -329,7 +329,7 @@ int gaio__ur_multishot_wanted(gaio__ur_state *st, gaio_conn *c)
         return 0;
     if (r->op == GAIO_OP_ACCEPT)
         return (c->engine_flags & ACCEPTING) != 0;
-    return r->op == GAIO_OP_READ && !r->buf && !c->engine_data && !(c->engine_flags & ACCEPTING);
+    return r->op == GAIO_OP_READ && !gaio_req_buf(r) && !c->engine_data && !(c->engine_flags & ACCEPTING);
 }
 
 void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t flags, int ring,

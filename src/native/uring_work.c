@@ -23,7 +23,7 @@ void gaio__ur_schedule_start(gaio__ur_state *st, gaio_conn *c, int kind)
     if (c->closing || c->fd < 0 || (c->engine_flags & (BIT(IN_FLIGHT, kind) | BIT(TO_START, kind))))
         return;
     gaio_req *r = gaio_conn_head(c, kind);
-    if (!r || (kind == GAIO_READ && !r->buf && (c->engine_flags & STARVED)))
+    if (!r || (kind == GAIO_READ && !gaio_req_buf(r) && (c->engine_flags & STARVED)))
         return;
     if (gaio__ur_work_push(st, c, WORK_START, kind) == 0)
         c->engine_flags |= BIT(TO_START, kind);
