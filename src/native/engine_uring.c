@@ -182,7 +182,7 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
         c->engine_flags &= ~RESUME;
         if ((c->engine_flags & STREAMING) && st->use[TECH_POLL_STREAMS] && !r->buf &&
             r->op == GAIO_OP_READ && !c->dgram &&
-            (gaio__ur_recv_in_place(st, c) != 0 || !(r = gaio_conn_head(c, kind))))
+            (gaio__ur_recv_in_place(st, c, 0) != 0 || !(r = gaio_conn_head(c, kind))))
             return 0;
     }
     struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
@@ -243,6 +243,8 @@ static void complete_op(gaio__ur_state *st, gaio_conn *c, int kind, int32_t res,
     gaio_req *r = c->head[kind];
     if (kind == GAIO_READ && (was & ACCEPTING)) {
         gaio__ur_accept_cqe(st, c, res, more);
+    } else if (more && was_poll) {
+        gaio__ur_poll_arrival(st, c, res); /* a standing read's multishot poll: it goes on */
     } else if (was_ibuf && !was_poll && st->use[TECH_PBUF]) {
         gaio__ur_recv_cqe(st, c, res, flags, (was & MULTISHOT) ? RING_MULTISHOT : RING_ONESHOT, more);
     } else if (r && r->state == GAIO_REQ_CANCELLING) {
@@ -391,6 +393,7 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
         if (!more && flushed < 0 && flushed != -ETIME && flushed != -EINTR)
             break;
     }
+    st->last_reaped = (uint32_t)n;
     if (gaio_core_fileno_asked(st->core)) {
         /* fileno(): what the callbacks scheduled goes to the kernel now, so
          * that its completion shows on the ring's descriptor; the wake-up
@@ -508,7 +511,8 @@ static int ur_gathers(void *state)
 static ssize_t ur_send_now(void *state, gaio_conn *c, const void *buf, size_t len)
 {
     gaio__ur_state *st = state;
-    if (!(st->use[TECH_SEND_AT_ONCE] || (st->use[TECH_SEND_LARGE_AT_ONCE] && len >= SEND_LARGE_AT_ONCE)) ||
+    if (!(st->use[TECH_SEND_AT_ONCE] || (st->use[TECH_SEND_LARGE_AT_ONCE] && len >= SEND_LARGE_AT_ONCE) ||
+          (st->use[TECH_SEND_WHEN_QUIET] && len < SEND_LARGE_AT_ONCE && st->last_reaped <= QUIET_WAIT)) ||
         (c->engine_flags & BIT(IN_FLIGHT, GAIO_WRITE)))
         return 0;
     return gaio_ready_send_now(state, c, buf, len);

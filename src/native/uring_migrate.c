@@ -9,14 +9,28 @@
 #include "uring_engine.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* The thread's id, asked of the kernel once per thread: the issuer test runs
+ * before every io_uring_enter, and gettid() was a syscall more per wait. A
+ * fork()ed child's thread has another id: the child forgets it. */
+static __thread pid_t cached_tid;
+static pthread_once_t forget_at_fork = PTHREAD_ONCE_INIT;
+
+static void forget_tid(void) { cached_tid = 0; }
+static void forget_tid_in_children(void) { pthread_atfork(NULL, NULL, forget_tid); }
+
 static pid_t this_thread(void)
 {
-    return (pid_t)syscall(SYS_gettid); /* not cached: a fork()ed child has another */
+    if (!cached_tid) {
+        pthread_once(&forget_at_fork, forget_tid_in_children);
+        cached_tid = (pid_t)syscall(SYS_gettid);
+    }
+    return cached_tid;
 }
 
 int gaio__ur_may_enter(gaio__ur_state *st)
@@ -46,7 +60,8 @@ static int move_ring(gaio__ur_state *st, const char *why)
     st->ring = fresh;
     st->use[TECH_DEFER_TASKRUN] = 0;
     snprintf(st->why[TECH_DEFER_TASKRUN], sizeof st->why[0], "%s", why);
-    static const int need_it[] = {TECH_SEND_AT_ONCE, TECH_SEND_LARGE_AT_ONCE, TECH_MIN_WAIT};
+    static const int need_it[] = {TECH_SEND_AT_ONCE, TECH_SEND_LARGE_AT_ONCE, TECH_SEND_WHEN_QUIET,
+                                  TECH_MIN_WAIT};
     for (unsigned i = 0; i < sizeof need_it / sizeof need_it[0]; i++) {
         int t = need_it[i];
         if (st->use[t]) {

@@ -259,6 +259,10 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
         gaio__uring_prep_recv(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
         return 0;
     }
+    if (standing && st->use[TECH_POLL_MULTISHOT]) {
+        gaio__uring_prep_poll_multishot(sqe, c->fd, POLLIN | POLLRDHUP, ud); /* gaio__ur_poll_arrival */
+        return READ_IS_IBUF | MULTISHOT | BIT(POLL_IN_FLIGHT, GAIO_READ);
+    }
     if (!st->use[TECH_PBUF]) {
         gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* then recv() into the internal buffer */
         return READ_IS_IBUF;
@@ -278,7 +282,7 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
     return READ_IS_IBUF;
 }
 
-int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
+int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c, int to_the_end)
 {
     gaio_req *r;
     while ((r = gaio_conn_head(c, GAIO_READ)) && !r->buf && r->op == GAIO_OP_READ) {
@@ -291,7 +295,7 @@ int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
         }
         if (short_read && (size_t)n <= gaio_core_bufsize(st->core) / 8)
             c->engine_flags &= ~STREAMING; /* a small piece emptied the socket: messages again */
-        if (n == -EAGAIN || short_read) {
+        if (n == -EAGAIN || (short_read && !to_the_end)) {
             c->engine_flags |= DRAINED;
             break; /* drained: poll before the next read */
         }
@@ -299,9 +303,24 @@ int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
     return 0;
 }
 
+void gaio__ur_poll_arrival(gaio__ur_state *st, gaio_conn *c, int32_t mask)
+{
+    /* A short recv() says the socket is empty, but not that the end of
+     * stream (or an error) behind the bytes has been seen, and the wake-up
+     * that brought it may have been this one: none would follow. */
+    if (!c->closing && c->fd >= 0)
+        gaio__ur_recv_in_place(st, c, (mask & (POLLRDHUP | POLLHUP | POLLERR)) != 0);
+    /* It wakes only for what arrives: a read that stopped before the socket
+     * was empty (no room, held, ended) would not hear of those bytes again.
+     * Cancelled, it is armed anew when the read goes on, and a POLL_ADD on a
+     * readable socket completes at once. */
+    if (!gaio__ur_multishot_wanted(st, c))
+        gaio__ur_ask_cancel(st, c, GAIO_READ, 0);
+}
+
 void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
 {
-    if (gaio__ur_recv_in_place(st, c) == 0)
+    if (gaio__ur_recv_in_place(st, c, 0) == 0)
         gaio__ur_schedule_start(st, c, GAIO_READ);
 }
 

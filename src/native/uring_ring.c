@@ -533,6 +533,13 @@ void gaio__uring_prep_poll_add(struct gaio__io_uring_sqe *sqe, int fd, uint32_t 
     sqe->user_data = user_data;
 }
 
+void gaio__uring_prep_poll_multishot(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
+                                     uint64_t user_data)
+{
+    gaio__uring_prep_poll_add(sqe, fd, events, user_data);
+    sqe->len = GAIO__IORING_POLL_ADD_MULTI;
+}
+
 void gaio__uring_prep_cancel(struct gaio__io_uring_sqe *sqe, uint64_t target, uint64_t user_data)
 {
     sqe->opcode = GAIO__IORING_OP_ASYNC_CANCEL;

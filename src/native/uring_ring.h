@@ -190,6 +190,10 @@ void gaio__uring_prep_accept_multishot(struct gaio__io_uring_sqe *sqe, int fd, i
                                        uint64_t user_data);
 void gaio__uring_prep_poll_add(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
                                uint64_t user_data);
+/* The same, armed until cancelled: a CQE with F_MORE per wake-up of the
+ * socket (5.13), the mask its wake-up said. */
+void gaio__uring_prep_poll_multishot(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
+                                     uint64_t user_data);
 void gaio__uring_prep_cancel(struct gaio__io_uring_sqe *sqe, uint64_t target, uint64_t user_data);
 void gaio__uring_prep_nop(struct gaio__io_uring_sqe *sqe, uint64_t user_data);
 
