@@ -27,7 +27,7 @@ def skip_without_uring():
 
 TECHNIQUES = ("provided-buffers", "multishot-recv", "accept", "multishot-accept", "sendmsg",
               "defer-taskrun", "send-at-once", "send-large-at-once", "min-wait", "recv-poll-first",
-              "poll-streams", "multishot-poll", "send-when-quiet")
+              "poll-streams", "multishot-poll", "send-when-quiet", "look-in-user-space")
 # What each mode of `standing_mode` avoids: its fallbacks are what a kernel
 # without those operations gets.
 AVOID = {

@@ -25,7 +25,9 @@ enum {
     MULTISHOT = 2048,     /* the read in flight is a multishot RECV or ACCEPT: a CQE with
                            * IORING_CQE_F_MORE keeps it, the one without ends it */
     ACCEPTING = 4096,     /* the read in flight is an IORING_OP_ACCEPT */
-    DRAINED = 16384,      /* the last receive emptied the socket: the next polls first */
+    DRAINED = 16384,      /* the last receive emptied the socket: the next polls first; with
+                           * a multishot POLL_ADD in flight, unset when a recv() stopped before
+                           * the socket was empty (the poll must go: no wake-up would follow) */
     RESUME = 32768,       /* a STREAMING read retried after it starved: recv() before a poll */
     STREAMING = 8192,     /* reads that stream: POLL_ADD + recv() ("poll-streams"), else
                            * one-shot RECVs (uring_recv.c) */
@@ -76,6 +78,9 @@ enum {
     TECH_SEND_WHEN_QUIET, /* "send-when-quiet": a small quiet write's send() from the requesting
                            * thread when the last wait brought at most QUIET_WAIT completions
                            * (needs defer-taskrun) */
+    TECH_LOOK_IN_USER_SPACE, /* "look-in-user-space": a look (wait with no timeout) with nothing
+                              * to submit reads the ring's flags, no io_uring_enter, when the
+                              * kernel says no task work waits (TASKRUN_FLAG, defer-taskrun) */
     TECH_COUNT,
 };
 

@@ -61,7 +61,7 @@ static int move_ring(gaio__ur_state *st, const char *why)
     st->use[TECH_DEFER_TASKRUN] = 0;
     snprintf(st->why[TECH_DEFER_TASKRUN], sizeof st->why[0], "%s", why);
     static const int need_it[] = {TECH_SEND_AT_ONCE, TECH_SEND_LARGE_AT_ONCE, TECH_SEND_WHEN_QUIET,
-                                  TECH_MIN_WAIT};
+                                  TECH_MIN_WAIT, TECH_LOOK_IN_USER_SPACE};
     for (unsigned i = 0; i < sizeof need_it / sizeof need_it[0]; i++) {
         int t = need_it[i];
         if (st->use[t]) {

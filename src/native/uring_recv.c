@@ -34,6 +34,17 @@
  * at its turn in the next batch (RESUME), not polled again: a poll per
  * starved connection per batch would cost as many SQEs and CQEs. Without
  * "poll-streams" a STREAMING connection gets a one-shot RECV per arrival.
+ *
+ * With "multishot-poll" a standing read takes none of the above: one
+ * multishot POLL_ADD stays armed and each of its CQEs is a recv() into the
+ * internal buffer (gaio__ur_poll_arrival), as epoll's loop does; what a
+ * RECV cost per message over epoll's recv() was arming its poll and the
+ * copy. Such a poll wakes for new bytes only, never for bytes left in the
+ * socket: a read that stops before the socket is empty cancels it and the
+ * next one is armed when the read goes on (it completes at once on a
+ * readable socket); a wake-up that says the stream ended or failed
+ * (POLLRDHUP, POLLHUP, POLLERR) is read until recv() says so, not only until
+ * a short piece.
  */
 #if defined(__linux__)
 
@@ -261,7 +272,7 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
     }
     if (standing && st->use[TECH_POLL_MULTISHOT]) {
         gaio__uring_prep_poll_multishot(sqe, c->fd, POLLIN | POLLRDHUP, ud); /* gaio__ur_poll_arrival */
-        return READ_IS_IBUF | MULTISHOT | BIT(POLL_IN_FLIGHT, GAIO_READ);
+        return READ_IS_IBUF | MULTISHOT | BIT(POLL_IN_FLIGHT, GAIO_READ) | DRAINED;
     }
     if (!st->use[TECH_PBUF]) {
         gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* then recv() into the internal buffer */
@@ -348,6 +359,8 @@ int gaio__ur_multishot_wanted(gaio__ur_state *st, gaio_conn *c)
         return 0;
     if (r->op == GAIO_OP_ACCEPT)
         return (c->engine_flags & ACCEPTING) != 0;
+    if ((c->engine_flags & BIT(POLL_IN_FLIGHT, GAIO_READ)) && !(c->engine_flags & DRAINED))
+        return 0; /* its last recv() left bytes in the socket: no wake-up comes for them */
     return r->op == GAIO_OP_READ && !r->buf && !c->engine_data && !(c->engine_flags & ACCEPTING);
 }
 

@@ -132,6 +132,12 @@ static inline void gaio__uring_cq_advance(struct gaio__uring *ring, uint32_t cou
     __atomic_store_n(ring->cq_head, *ring->cq_head + count, __ATOMIC_RELEASE);
 }
 
+/* True when a look (a GETEVENTS enter with no wait) could bring nothing the
+ * CQ ring does not show already: a DEFER_TASKRUN ring with TASKRUN_FLAG (the
+ * kernel sets IORING_SQ_TASKRUN in the SQ flags when it queues task work,
+ * 6.1), no SQE to submit, no task work and no overflow. */
+int gaio__uring_nothing_to_get(const struct gaio__uring *ring);
+
 /* True when completions are held in the kernel because the CQ ring was full
  * (FEAT_NODROP keeps them); an enter with GETEVENTS flushes them. */
 static inline int gaio__uring_cq_overflowed(const struct gaio__uring *ring)

@@ -28,6 +28,7 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
     [TECH_POLL_STREAMS] = "poll-streams",
     [TECH_POLL_MULTISHOT] = "multishot-poll",
     [TECH_SEND_WHEN_QUIET] = "send-when-quiet",
+    [TECH_LOOK_IN_USER_SPACE] = "look-in-user-space",
 };
 
 /* Techniques not used unless GAIO_URING_AVOID is set (to "" for none):
@@ -151,6 +152,10 @@ int gaio__ur_create(gaio_core *core, void **out, char *why, size_t whylen)
     offer(st, TECH_SEND_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
     offer(st, TECH_SEND_LARGE_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
     offer(st, TECH_SEND_WHEN_QUIET, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
+    offer(st, TECH_LOOK_IN_USER_SPACE, !st->use[TECH_DEFER_TASKRUN] ? "needs defer-taskrun"
+                                       : !(st->ring.setup_flags & GAIO__IORING_SETUP_TASKRUN_FLAG)
+                                           ? "the kernel refused TASKRUN_FLAG with DEFER_TASKRUN"
+                                           : NULL);
     /* Only with DEFER_TASKRUN does a min-wait that found nothing fall back to
      * waking at the first completion (io_cqring_min_timer_wakeup resets
      * cq_wait_nr to 1); a normal ring would wait for all it was asked. */
