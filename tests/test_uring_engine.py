@@ -27,14 +27,15 @@ def skip_without_uring():
 
 TECHNIQUES = ("provided-buffers", "multishot-recv", "accept", "multishot-accept", "sendmsg",
               "defer-taskrun", "send-at-once", "send-large-at-once", "min-wait", "recv-poll-first",
-              "poll-streams")
+              "poll-streams", "multishot-poll", "send-when-quiet", "look-in-user-space")
 # What each mode of `standing_mode` avoids: its fallbacks are what a kernel
 # without those operations gets.
 AVOID = {
     "multishot": "",
-    "one-shot": "multishot-recv,multishot-accept",
+    "multishot-recv": "multishot-poll",
+    "one-shot": "multishot-recv,multishot-accept,multishot-poll",
     "poll": "multishot-recv,multishot-accept,accept,sendmsg,recv-poll-first",
-    "stream-recv": "multishot-recv,multishot-accept,poll-streams",
+    "stream-recv": "multishot-recv,multishot-accept,poll-streams,multishot-poll",
 }
 # The defaults (AVOIDED_BY_DEFAULT in uring_setup.c), bulk streams read by
 # one-shot RECVs out of provided buffers and every RECV tried before it polls.
@@ -55,8 +56,9 @@ def standing_mode(request, monkeypatch):
     monkeypatch.setenv("GAIO_URING_AVOID", AVOID[request.param])
     avoided = set(AVOID["poll"].split(",") + AVOID[request.param].split(","))
     missing = {name: why for name, why in techniques().items() if why and name not in avoided}
-    if request.param == "multishot":
-        missing.update((name, why) for name, why in techniques().items() if why)
+    if request.param.startswith("multishot"):
+        missing.update((name, why) for name, why in techniques().items()
+                       if why and name not in AVOID[request.param].split(","))
     if missing:
         pytest.skip("this kernel lacks what mode %r tests: %s" % (request.param, missing))
     return request.param

@@ -10,7 +10,8 @@ GAIO_URING_AVOID=defer-taskrun forces the fallback from the start.
 that ring: without DEFER_TASKRUN a send() runs the ring's task work; so does
 "send-large-at-once" (the same, for quiet writes of 4 KiB or more), and
 "min-wait" (batch_wait as the kernel's min-wait, which falls back to the
-first completion only on that ring). test_batch_wait.py checks its timing.
+first completion only on that ring), and "send-when-quiet" (a small quiet
+write's send() after a wait that brought at most 2 completions). test_batch_wait.py checks its timing.
 """
 import threading
 import time
@@ -150,6 +151,39 @@ def test_a_large_quiet_write_goes_out_before_the_next_wait(single_issuer, pair, 
         assert w.stats()["quiet_done"] == 2
         expected = small if not avoid else large + small
         assert recv_exactly(client, len(expected)) == expected
+
+
+@pytest.mark.parametrize("avoid", ["multishot-recv,send-at-once,min-wait",
+                                   "multishot-recv,send-at-once,min-wait,send-when-quiet"])
+def test_a_small_quiet_write_goes_out_at_once_after_a_quiet_wait(single_issuer, net, monkeypatch,
+                                                                  avoid):
+    """send-when-quiet: after a wait that brought at most 2 completions a SEND
+    would share its enter with nothing, so the write's own send() goes; after
+    a busier wait the SENDs go together in the next one."""
+    monkeypatch.setenv("GAIO_URING_AVOID", avoid)
+    on = "send-when-quiet" not in avoid
+    pairs = net.pairs(4)
+    with gaio.Watcher(engine="uring") as w:
+        assert (w._techniques()["send-when-quiet"] is None) == on
+        for i, (_, server) in enumerate(pairs):
+            w.read(server, ctx=i, repeat=True)
+        assert w.wait_io(0.01) == []  # this thread is the issuer; nothing came
+        client, server = pairs[0]
+        w.write(server, b"quiet", quiet=True)
+        assert w.stats()["quiet_done"] == (1 if on else 0)
+        for client_i, _ in pairs:
+            client_i.sendall(b"x")
+        time.sleep(0.05)
+        assert len(collect(w, 4)) == 4  # the first write's SEND went with it when not at once
+        assert w.stats()["quiet_done"] == 1
+        w.write(server, b"busy", quiet=True)  # after four completions: a SEND in the next wait
+        assert w.stats()["quiet_done"] == 1
+        for _ in range(100):
+            if w.stats()["quiet_done"] == 2:
+                break
+            assert w.wait_io(0.01) == []
+        client.settimeout(5)
+        assert recv_exactly(client, 9) == b"quietbusy"
 
 
 def test_a_thread_that_waits_after_the_issuer_exited_gets_what_was_in_flight(single_issuer, pair):

@@ -35,6 +35,13 @@
  *     IORING_CQE_F_SOCK_NONEMPTY) arms its poll at once: its first try would
  *     find nothing, as on request/response traffic it always does
  *     ("recv-poll-first", IORING_RECVSEND_POLL_FIRST, 5.19);
+ *   - a standing read without a buffer: ONE multishot POLL_ADD
+ *     (IORING_POLL_ADD_MULTI, 5.13; dated by IORING_OP_MKDIRAT, 5.15), and
+ *     per arrival a recv() straight into the internal buffer, as epoll's
+ *     level-triggered loop does: no SQE, no poll armed, no provided buffer
+ *     and no copy per message ("multishot-poll", uring_recv.c). Cancelled
+ *     when the read stops taking what comes (a wake-up comes only for new
+ *     bytes), armed anew when it goes on. The RECVs below serve the rest;
  *   - reads of a bulk stream (an arrival of more than bufsize / 8): POLL_ADD
  *     then recv() straight into the internal buffer, no copy out of a
  *     provided buffer, until a small piece empties the socket
@@ -78,10 +85,16 @@
  *     (uring_migrate.c). Before 6.1: as below.
  *   - with defer-taskrun, a quiet write of SEND_LARGE_AT_ONCE bytes or more
  *     is sent by the requesting thread ("send-large-at-once"; smaller ones
- *     too with "send-at-once", off by default): ur_send_now says why.
+ *     too after a wait that brought at most QUIET_WAIT completions,
+ *     "send-when-quiet", and always with "send-at-once", off by default):
+ *     ur_send_now says why.
  *   - Watcher(batch_wait=) with defer-taskrun: the kernel's min-wait in the
  *     wait's one io_uring_enter ("min-wait", 6.12; off by default, measured
  *     no better), not the core's second sleep and look (core_wait.c).
+ *   - with defer-taskrun and TASKRUN_FLAG (the kernel flags queued task
+ *     work in the SQ ring), a look with nothing to submit reads that flag
+ *     and the CQ ring instead of entering the kernel ("look-in-user-space",
+ *     liburing's cq_ring_needs_flush): wait_io() looks before every sleep.
  * Not used: COOP_TASKRUN (5.19): it does not wake a submitter that sleeps
  * elsewhere, which would stall its completions, and measured no faster.
  * user_data: a gaio_conn pointer | direction (TAG_READ/TAG_WRITE), or a tag.
@@ -182,7 +195,7 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
         c->engine_flags &= ~RESUME;
         if ((c->engine_flags & STREAMING) && st->use[TECH_POLL_STREAMS] && !gaio_req_buf(r) &&
             r->op == GAIO_OP_READ && !c->dgram &&
-            (gaio__ur_recv_in_place(st, c) != 0 || !(r = gaio_conn_head(c, kind))))
+            (gaio__ur_recv_in_place(st, c, 0) != 0 || !(r = gaio_conn_head(c, kind))))
             return 0;
     }
     struct gaio__io_uring_sqe *sqe = gaio__ur_get_sqe(st);
@@ -243,6 +256,8 @@ static void complete_op(gaio__ur_state *st, gaio_conn *c, int kind, int32_t res,
     gaio_req *r = c->head[kind];
     if (kind == GAIO_READ && (was & ACCEPTING)) {
         gaio__ur_accept_cqe(st, c, res, more);
+    } else if (more && was_poll) {
+        gaio__ur_poll_arrival(st, c, res); /* a standing read's multishot poll: it goes on */
     } else if (was_ibuf && !was_poll && st->use[TECH_PBUF]) {
         gaio__ur_recv_cqe(st, c, res, flags, (was & MULTISHOT) ? RING_MULTISHOT : RING_ONESHOT, more);
     } else if (r && r->state == GAIO_REQ_CANCELLING) {
@@ -371,9 +386,12 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
     if (timeout_ns > 0 && min_wait > timeout_ns)
         min_wait = timeout_ns;
     st->gathered = min_wait > 0;
-    gaio_core_unlock(st->core);
-    int ret = gaio__uring_submit_and_wait_min(&st->ring, timeout_ns, min_wait, sigmask);
-    gaio_core_lock(st->core);
+    int ret = 0;
+    if (timeout_ns != 0 || !st->use[TECH_LOOK_IN_USER_SPACE] || !gaio__uring_nothing_to_get(&st->ring)) {
+        gaio_core_unlock(st->core);
+        ret = gaio__uring_submit_and_wait_min(&st->ring, timeout_ns, min_wait, sigmask);
+        gaio_core_lock(st->core);
+    }
     if (ret == -EEXIST && st->use[TECH_DEFER_TASKRUN]) {
         /* the kernel has another issuer: this thread's id was the issuer's,
          * reused after it exited. Nothing was submitted: move, try next wait. */
@@ -391,6 +409,7 @@ static int ur_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
         if (!more && flushed < 0 && flushed != -ETIME && flushed != -EINTR)
             break;
     }
+    st->last_reaped = (uint32_t)n;
     if (gaio_core_fileno_asked(st->core)) {
         /* fileno(): what the callbacks scheduled goes to the kernel now, so
          * that its completion shows on the ring's descriptor; the wake-up
@@ -497,9 +516,12 @@ static void ur_pause(void *state, gaio_conn *c)
  * runs the ring's pending task work on its way out of the kernel. Against a
  * SEND it saves the submission, and the SEND's own completion, which would
  * end the next wait at once: an io_uring_enter more per message. For small
- * writes that measured slower (send-at-once, off by default); a large one
- * sent now also needs no copy of the caller's view (R6): 64 KiB stream echo,
- * server CPU per MB 0.5x, A/B (send-large-at-once). */
+ * writes of a busy server that measured slower (send-at-once, off by
+ * default: many SENDs share one enter there); after a quiet wait, which
+ * brought a message or two, there is nothing to share it with, and the
+ * send() measured cheaper (send-when-quiet). A large one sent now also needs
+ * no copy of the caller's view (R6): 64 KiB stream echo, server CPU per MB
+ * 0.5x, A/B (send-large-at-once). */
 static int ur_gathers(void *state)
 {
     return ((gaio__ur_state *)state)->gathered;
@@ -508,7 +530,8 @@ static int ur_gathers(void *state)
 static ssize_t ur_send_now(void *state, gaio_conn *c, const void *buf, size_t len)
 {
     gaio__ur_state *st = state;
-    if (!(st->use[TECH_SEND_AT_ONCE] || (st->use[TECH_SEND_LARGE_AT_ONCE] && len >= SEND_LARGE_AT_ONCE)) ||
+    if (!(st->use[TECH_SEND_AT_ONCE] || (st->use[TECH_SEND_LARGE_AT_ONCE] && len >= SEND_LARGE_AT_ONCE) ||
+          (st->use[TECH_SEND_WHEN_QUIET] && len < SEND_LARGE_AT_ONCE && st->last_reaped <= QUIET_WAIT)) ||
         (c->engine_flags & BIT(IN_FLIGHT, GAIO_WRITE)))
         return 0;
     return gaio_ready_send_now(state, c, buf, len);

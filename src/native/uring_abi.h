@@ -48,6 +48,7 @@ enum {
     GAIO__IORING_OP_RECV = 27,         /* 5.6 */
     /* Not used, only probed: the release that brought each also brought a
      * flag the probe cannot see (see uring_ring.h, gaio__uring_has_op). */
+    GAIO__IORING_OP_MKDIRAT = 37,      /* 5.15, with IORING_POLL_ADD_MULTI's fixes */
     GAIO__IORING_OP_SOCKET = 45,       /* 5.19, with IORING_ACCEPT_MULTISHOT */
     GAIO__IORING_OP_SEND_ZC = 47,      /* 6.0, with IORING_RECV_MULTISHOT */
     GAIO__IORING_OP_LAST_KNOWN = 48,
@@ -60,6 +61,9 @@ enum {
 #define GAIO__IORING_RECVSEND_POLL_FIRST (1U << 0) /* 5.19: arm the poll, no first try */
 #define GAIO__IORING_RECV_MULTISHOT (1U << 1)   /* 6.0: a CQE per arrival, needs BUFFER_SELECT */
 #define GAIO__IORING_ACCEPT_MULTISHOT (1U << 0) /* 5.19: a CQE per connection */
+
+/* io_uring_sqe.len of POLL_ADD */
+#define GAIO__IORING_POLL_ADD_MULTI (1U << 0) /* 5.13: a CQE per wake-up, armed until cancelled */
 
 /* io_uring_enter() flags */
 #define GAIO__IORING_ENTER_GETEVENTS (1U << 0)

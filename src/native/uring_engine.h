@@ -25,7 +25,9 @@ enum {
     MULTISHOT = 2048,     /* the read in flight is a multishot RECV or ACCEPT: a CQE with
                            * IORING_CQE_F_MORE keeps it, the one without ends it */
     ACCEPTING = 4096,     /* the read in flight is an IORING_OP_ACCEPT */
-    DRAINED = 16384,      /* the last receive emptied the socket: the next polls first */
+    DRAINED = 16384,      /* the last receive emptied the socket: the next polls first; with
+                           * a multishot POLL_ADD in flight, unset when a recv() stopped before
+                           * the socket was empty (the poll must go: no wake-up would follow) */
     RESUME = 32768,       /* a STREAMING read retried after it starved: recv() before a poll */
     STREAMING = 8192,     /* reads that stream: POLL_ADD + recv() ("poll-streams"), else
                            * one-shot RECVs (uring_recv.c) */
@@ -70,8 +72,21 @@ enum {
     TECH_POLL_STREAMS,    /* "poll-streams": internal-buffer reads of a bulk stream (STREAMING)
                            * are POLL_ADD + recv() into the internal buffer, no copy out of a
                            * provided buffer (needs provided-buffers: else every read is) */
+    TECH_POLL_MULTISHOT,  /* "multishot-poll": a standing internal-buffer read is ONE multishot
+                           * POLL_ADD, a recv() into the internal buffer per arrival: no SQE,
+                           * no poll armed and no copy out of a provided buffer per message */
+    TECH_SEND_WHEN_QUIET, /* "send-when-quiet": a small quiet write's send() from the requesting
+                           * thread when the last wait brought at most QUIET_WAIT completions
+                           * (needs defer-taskrun) */
+    TECH_LOOK_IN_USER_SPACE, /* "look-in-user-space": a look (wait with no timeout) with nothing
+                              * to submit reads the ring's flags, no io_uring_enter, when the
+                              * kernel says no task work waits (TASKRUN_FLAG, defer-taskrun) */
     TECH_COUNT,
 };
+
+/* A wait that brought at most this many completions is a quiet one: its
+ * writes' SENDs would share no enter (send-when-quiet). */
+#define QUIET_WAIT 2
 
 enum { WORK_START, WORK_CANCEL }; /* gaio__ur_work.what */
 
@@ -112,6 +127,7 @@ typedef struct gaio__ur_state {
      * first thread to wait(); 0 until then (the ring is disabled). */
     pid_t issuer;
     int gathered;        /* the last wait() gathered for batch_wait (min-wait) */
+    uint32_t last_reaped; /* completions the last wait() took (send-when-quiet) */
 } gaio__ur_state;
 
 /* Doubles a list (64 items at first); -1 when it could not grow. */
@@ -197,9 +213,14 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
  * internal buffer for as many internal-buffer reads as are queued at its head
  * and have data. */
 void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c);
+/* A CQE with F_MORE of c's multishot POLL_ADD ("multishot-poll"), mask its
+ * events: recv() into the internal buffer for its standing read; the poll is
+ * cancelled when the read no longer takes what comes. */
+void gaio__ur_poll_arrival(gaio__ur_state *st, gaio_conn *c, int32_t mask);
 /* The same without scheduling what follows: -1 when the batch's internal
- * buffer ran out (c starved, bytes left in the socket), else 0. */
-int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c);
+ * buffer ran out (c starved, bytes left in the socket), else 0. A short
+ * recv() ends it unless to_the_end (then only EAGAIN, the end or an error). */
+int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c, int to_the_end);
 /* r's deadline passed while nothing of it was in the kernel: its next try was
  * only scheduled (after a short recv, or not yet submitted), so a read_full
  * with timeout=0 that took the bytes there would end with a deadline though

@@ -34,6 +34,17 @@
  * at its turn in the next batch (RESUME), not polled again: a poll per
  * starved connection per batch would cost as many SQEs and CQEs. Without
  * "poll-streams" a STREAMING connection gets a one-shot RECV per arrival.
+ *
+ * With "multishot-poll" a standing read takes none of the above: one
+ * multishot POLL_ADD stays armed and each of its CQEs is a recv() into the
+ * internal buffer (gaio__ur_poll_arrival), as epoll's loop does; what a
+ * RECV cost per message over epoll's recv() was arming its poll and the
+ * copy. Such a poll wakes for new bytes only, never for bytes left in the
+ * socket: a read that stops before the socket is empty cancels it and the
+ * next one is armed when the read goes on (it completes at once on a
+ * readable socket); a wake-up that says the stream ended or failed
+ * (POLLRDHUP, POLLHUP, POLLERR) is read until recv() says so, not only until
+ * a short piece.
  */
 #if defined(__linux__)
 
@@ -259,6 +270,10 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
         gaio__uring_prep_recv(sqe, c->fd, r->buf + r->done, op_len(r->len - r->done), ud);
         return 0;
     }
+    if (standing && st->use[TECH_POLL_MULTISHOT]) {
+        gaio__uring_prep_poll_multishot(sqe, c->fd, POLLIN | POLLRDHUP, ud); /* gaio__ur_poll_arrival */
+        return READ_IS_IBUF | MULTISHOT | BIT(POLL_IN_FLIGHT, GAIO_READ) | DRAINED;
+    }
     if (!st->use[TECH_PBUF]) {
         gaio__uring_prep_poll_add(sqe, c->fd, POLLIN, ud); /* then recv() into the internal buffer */
         return READ_IS_IBUF;
@@ -278,7 +293,7 @@ uint32_t gaio__ur_prep_read(gaio__ur_state *st, struct gaio__io_uring_sqe *sqe, 
     return READ_IS_IBUF;
 }
 
-int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
+int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c, int to_the_end)
 {
     gaio_req *r;
     while ((r = gaio_conn_head(c, GAIO_READ)) && !gaio_req_buf(r) && r->op == GAIO_OP_READ) {
@@ -291,7 +306,7 @@ int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
         }
         if (short_read && (size_t)n <= gaio_core_bufsize(st->core) / 8)
             c->engine_flags &= ~STREAMING; /* a small piece emptied the socket: messages again */
-        if (n == -EAGAIN || short_read) {
+        if (n == -EAGAIN || (short_read && !to_the_end)) {
             c->engine_flags |= DRAINED;
             break; /* drained: poll before the next read */
         }
@@ -299,9 +314,24 @@ int gaio__ur_recv_in_place(gaio__ur_state *st, gaio_conn *c)
     return 0;
 }
 
+void gaio__ur_poll_arrival(gaio__ur_state *st, gaio_conn *c, int32_t mask)
+{
+    /* A short recv() says the socket is empty, but not that the end of
+     * stream (or an error) behind the bytes has been seen, and the wake-up
+     * that brought it may have been this one: none would follow. */
+    if (!c->closing && c->fd >= 0)
+        gaio__ur_recv_in_place(st, c, (mask & (POLLRDHUP | POLLHUP | POLLERR)) != 0);
+    /* It wakes only for what arrives: a read that stopped before the socket
+     * was empty (no room, held, ended) would not hear of those bytes again.
+     * Cancelled, it is armed anew when the read goes on, and a POLL_ADD on a
+     * readable socket completes at once. */
+    if (!gaio__ur_multishot_wanted(st, c))
+        gaio__ur_ask_cancel(st, c, GAIO_READ, 0);
+}
+
 void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
 {
-    if (gaio__ur_recv_in_place(st, c) == 0)
+    if (gaio__ur_recv_in_place(st, c, 0) == 0)
         gaio__ur_schedule_start(st, c, GAIO_READ);
 }
 
@@ -329,6 +359,8 @@ int gaio__ur_multishot_wanted(gaio__ur_state *st, gaio_conn *c)
         return 0;
     if (r->op == GAIO_OP_ACCEPT)
         return (c->engine_flags & ACCEPTING) != 0;
+    if ((c->engine_flags & BIT(POLL_IN_FLIGHT, GAIO_READ)) && !(c->engine_flags & DRAINED))
+        return 0; /* its last recv() left bytes in the socket: no wake-up comes for them */
     return r->op == GAIO_OP_READ && !gaio_req_buf(r) && !c->engine_data && !(c->engine_flags & ACCEPTING);
 }
 

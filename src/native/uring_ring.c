@@ -83,6 +83,9 @@ static int setup_with_fallback(unsigned sq_entries, unsigned cq_entries, int tas
         /* disabled: the issuer is the thread that enables it (gaio__uring_enable),
          * not the one that creates it */
         base | GAIO__IORING_SETUP_SUBMIT_ALL | GAIO__IORING_SETUP_SINGLE_ISSUER |
+            GAIO__IORING_SETUP_DEFER_TASKRUN | GAIO__IORING_SETUP_R_DISABLED |
+            GAIO__IORING_SETUP_TASKRUN_FLAG,
+        base | GAIO__IORING_SETUP_SUBMIT_ALL | GAIO__IORING_SETUP_SINGLE_ISSUER |
             GAIO__IORING_SETUP_DEFER_TASKRUN | GAIO__IORING_SETUP_R_DISABLED,
         base | GAIO__IORING_SETUP_SUBMIT_ALL | GAIO__IORING_SETUP_COOP_TASKRUN |
             GAIO__IORING_SETUP_TASKRUN_FLAG,
@@ -90,8 +93,8 @@ static int setup_with_fallback(unsigned sq_entries, unsigned cq_entries, int tas
         base,
     };
     size_t first = taskrun >= GAIO__URING_TASKRUN_SINGLE_THREAD ? 0
-                   : taskrun == GAIO__URING_TASKRUN_COOP     ? 1
-                                                             : 2;
+                   : taskrun == GAIO__URING_TASKRUN_COOP     ? 2
+                                                             : 3;
     for (size_t i = first; i < sizeof attempts / sizeof attempts[0]; i++) {
         memset(params, 0, sizeof *params);
         params->flags = attempts[i];
@@ -271,6 +274,16 @@ struct gaio__io_uring_sqe *gaio__uring_get_sqe(struct gaio__uring *ring)
 unsigned gaio__uring_sq_unsubmitted(const struct gaio__uring *ring)
 {
     return ring->sq_local_tail - __atomic_load_n(ring->sq_head, __ATOMIC_ACQUIRE);
+}
+
+int gaio__uring_nothing_to_get(const struct gaio__uring *ring)
+{
+    const uint32_t both = GAIO__IORING_SETUP_DEFER_TASKRUN | GAIO__IORING_SETUP_TASKRUN_FLAG;
+    if ((ring->setup_flags & both) != both || ring->sq_local_tail != __atomic_load_n(ring->sq_head, __ATOMIC_ACQUIRE))
+        return 0;
+    /* acquire: the kernel sets the flag after queueing the work it stands for */
+    return !(__atomic_load_n(ring->sq_flags, __ATOMIC_ACQUIRE) &
+             (GAIO__IORING_SQ_TASKRUN | GAIO__IORING_SQ_CQ_OVERFLOW));
 }
 
 static unsigned publish_sqes(struct gaio__uring *ring)
@@ -531,6 +544,13 @@ void gaio__uring_prep_poll_add(struct gaio__io_uring_sqe *sqe, int fd, uint32_t 
 #endif
     sqe->op_flags = events;
     sqe->user_data = user_data;
+}
+
+void gaio__uring_prep_poll_multishot(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
+                                     uint64_t user_data)
+{
+    gaio__uring_prep_poll_add(sqe, fd, events, user_data);
+    sqe->len = GAIO__IORING_POLL_ADD_MULTI;
 }
 
 void gaio__uring_prep_cancel(struct gaio__io_uring_sqe *sqe, uint64_t target, uint64_t user_data)

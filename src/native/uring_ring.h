@@ -132,6 +132,12 @@ static inline void gaio__uring_cq_advance(struct gaio__uring *ring, uint32_t cou
     __atomic_store_n(ring->cq_head, *ring->cq_head + count, __ATOMIC_RELEASE);
 }
 
+/* True when a look (a GETEVENTS enter with no wait) could bring nothing the
+ * CQ ring does not show already: a DEFER_TASKRUN ring with TASKRUN_FLAG (the
+ * kernel sets IORING_SQ_TASKRUN in the SQ flags when it queues task work,
+ * 6.1), no SQE to submit, no task work and no overflow. */
+int gaio__uring_nothing_to_get(const struct gaio__uring *ring);
+
 /* True when completions are held in the kernel because the CQ ring was full
  * (FEAT_NODROP keeps them); an enter with GETEVENTS flushes them. */
 static inline int gaio__uring_cq_overflowed(const struct gaio__uring *ring)
@@ -190,6 +196,10 @@ void gaio__uring_prep_accept_multishot(struct gaio__io_uring_sqe *sqe, int fd, i
                                        uint64_t user_data);
 void gaio__uring_prep_poll_add(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
                                uint64_t user_data);
+/* The same, armed until cancelled: a CQE with F_MORE per wake-up of the
+ * socket (5.13), the mask its wake-up said. */
+void gaio__uring_prep_poll_multishot(struct gaio__io_uring_sqe *sqe, int fd, uint32_t events,
+                                     uint64_t user_data);
 void gaio__uring_prep_cancel(struct gaio__io_uring_sqe *sqe, uint64_t target, uint64_t user_data);
 void gaio__uring_prep_nop(struct gaio__io_uring_sqe *sqe, uint64_t user_data);
 

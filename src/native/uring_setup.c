@@ -26,6 +26,9 @@ static const char *const TECH_NAMES[TECH_COUNT] = {
     [TECH_MIN_WAIT] = "min-wait",
     [TECH_RECV_POLL_FIRST] = "recv-poll-first",
     [TECH_POLL_STREAMS] = "poll-streams",
+    [TECH_POLL_MULTISHOT] = "multishot-poll",
+    [TECH_SEND_WHEN_QUIET] = "send-when-quiet",
+    [TECH_LOOK_IN_USER_SPACE] = "look-in-user-space",
 };
 
 /* Techniques not used unless GAIO_URING_AVOID is set (to "" for none):
@@ -109,6 +112,11 @@ static void choose_techniques(gaio__ur_state *st)
           !st->use[TECH_PBUF] ? "needs provided buffers"
           : !gaio__uring_has_op(ring, GAIO__IORING_OP_SOCKET) ? "IORING_RECVSEND_POLL_FIRST needs Linux 5.19"
                                                               : NULL);
+    /* IORING_POLL_ADD_MULTI came in 5.13 and has no opcode of its own; it
+     * is dated by IORING_OP_MKDIRAT (5.15), past its early fixes */
+    offer(st, TECH_POLL_MULTISHOT, gaio__uring_has_op(ring, GAIO__IORING_OP_MKDIRAT)
+                                       ? NULL
+                                       : "IORING_POLL_ADD_MULTI needs Linux 5.15 here");
     offer(st, TECH_POLL_STREAMS,
           st->use[TECH_PBUF] ? NULL : "needs provided buffers (without them every read is POLL_ADD + recv())");
 }
@@ -143,6 +151,11 @@ int gaio__ur_create(gaio_core *core, void **out, char *why, size_t whylen)
     choose_techniques(st);
     offer(st, TECH_SEND_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
     offer(st, TECH_SEND_LARGE_AT_ONCE, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
+    offer(st, TECH_SEND_WHEN_QUIET, st->use[TECH_DEFER_TASKRUN] ? NULL : "needs defer-taskrun");
+    offer(st, TECH_LOOK_IN_USER_SPACE, !st->use[TECH_DEFER_TASKRUN] ? "needs defer-taskrun"
+                                       : !(st->ring.setup_flags & GAIO__IORING_SETUP_TASKRUN_FLAG)
+                                           ? "the kernel refused TASKRUN_FLAG with DEFER_TASKRUN"
+                                           : NULL);
     /* Only with DEFER_TASKRUN does a min-wait that found nothing fall back to
      * waking at the first completion (io_cqring_min_timer_wakeup resets
      * cq_wait_nr to 1); a normal ring would wait for all it was asked. */
