@@ -293,7 +293,9 @@ int gaio__delegate(Watcher *w, PyObject *conn, int fd, unsigned flags, uint64_t 
 
 /* ---- requests (request.c, request_special.c) ---- */
 
+void gaio__live_add(Watcher *w, pyreq *p); /* request_lifetime.c */
 void gaio__live_remove(pyreq *p);
+void gaio__release_items(Py_buffer *items, Py_ssize_t n);
 void gaio__req_dispose(Watcher *w, pyreq *p);
 /* The steps every request takes, shared by request.c and request_special.c. */
 pyreq *gaio__req_alloc(Watcher *w, int size); /* PYREQ_ALLOC_* */

@@ -1,5 +1,4 @@
-/* Requests: the binding's request struct (pyreq) from allocation to
- * disposal, the steps every request takes (its socket looked up or
+/* Requests: the steps every request takes (its socket looked up or
  * delegated, its times, its queueing in the core), and the request methods
  * read, read_full, write and free. accept, connect and sendfile are in
  * request_special.c. */
@@ -8,108 +7,6 @@
 
 #include <string.h>
 #include <unistd.h>
-
-#define MAX_SPARE 1024
-
-static const size_t alloc_size[PYREQ_ALLOCS] = {
-    [PYREQ_ALLOC_SMALL] = offsetof(pyreq, bufobj),
-    [PYREQ_ALLOC_VIEW] = sizeof(pyreq),
-    [PYREQ_ALLOC_STANDING_READ] = offsetof(pyreq, req) + GAIO_REQ_SHORT_SIZE,
-};
-static const uint8_t alloc_owner[PYREQ_ALLOCS] = {
-    [PYREQ_ALLOC_VIEW] = PYREQ_HAS_VIEW,
-    [PYREQ_ALLOC_STANDING_READ] = PYREQ_STANDING_READ,
-};
-
-pyreq *gaio__req_alloc(Watcher *w, int size)
-{
-    pyreq *p = w->spare[size];
-    if (p) {
-        w->spare[size] = p->next_spare;
-        w->nspare[size]--;
-    } else if (!(p = PyMem_Malloc(alloc_size[size]))) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    memset(p, 0, alloc_size[size]);
-    p->req.owner = alloc_owner[size];
-    gaio__live.requests++;
-    return p;
-}
-
-static void live_add(Watcher *w, pyreq *p)
-{
-    p->live_next = w->live.live_next;
-    p->live_prev = &w->live;
-    w->live.live_next->live_prev = p;
-    w->live.live_next = p;
-}
-
-void gaio__live_remove(pyreq *p)
-{
-    if (pyreq_is_short_standing(p))
-        return; /* never on the list: its map entry names it */
-    p->live_prev->live_next = p->live_next;
-    p->live_next->live_prev = p->live_prev;
-    p->live_next = p->live_prev = NULL;
-}
-
-static void release_items(Py_buffer *items, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; i < n; i++)
-        PyBuffer_Release(&items[i]);
-    PyMem_Free(items);
-}
-
-static int is_standing_read(const pyreq *p)
-{
-    return (p->req.flags & GAIO_F_REPEAT) && p->req.op == GAIO_OP_READ;
-}
-
-/* Drop a request's references and recycle its struct (GIL held). */
-void gaio__req_dispose(Watcher *w, pyreq *p)
-{
-    if (is_standing_read(p) && p->conn)
-        gaio__conn_weak(w, p); /* R9 again, before its reference goes */
-    int k = pyreq_has_view(p) ? PYREQ_ALLOC_VIEW
-            : (p->req.owner & PYREQ_STANDING_READ) ? PYREQ_ALLOC_STANDING_READ : PYREQ_ALLOC_SMALL;
-    PyObject *buf = k == PYREQ_ALLOC_VIEW ? p->bufobj : NULL;
-    if ((p->req.flags & GAIO_F_REPEAT) && !pyreq_is_short_standing(p)) {
-        PyMem_Free(p->req.idle);
-        p->req.idle = NULL;
-    }
-    if (p->req.owner & PYREQ_IS_VECTOR) {
-        release_items(p->vec.items, p->vec.n);
-        PyMem_Free(p->req.u.w.vec);
-    } else if (buf && p->view.obj) {
-        PyBuffer_Release(&p->view);
-    }
-    if (p->req.op == GAIO_OP_WRITE && p->req.u.w.to) {
-        PyMem_Free(p->req.u.w.to);
-        p->req.u.w.to = NULL;
-    }
-    if (p->req.op == GAIO_OP_CONNECT && p->req.u.c.addr) {
-        PyMem_Free(p->req.u.c.addr);
-        p->req.u.c.addr = NULL;
-    }
-    if (p->req.op == GAIO_OP_SENDFILE && p->req.u.w.file_fd >= 0) {
-        close(p->req.u.w.file_fd);
-        p->req.u.w.file_fd = -1;
-    }
-    PyObject *conn = p->conn, *ctx = p->ctx;
-    p->conn = p->ctx = NULL;
-    gaio__live.requests--;
-    if (w->nspare[k] < MAX_SPARE) {
-        p->next_spare = w->spare[k];
-        w->spare[k] = p;
-        w->nspare[k]++;
-    } else {
-        PyMem_Free(p);
-    }
-    Py_XDECREF(buf);
-    Py_XDECREF(conn);
-    Py_XDECREF(ctx);
-}
 
 /* ---- the steps every request takes ---- */
 
@@ -182,7 +79,7 @@ PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, u
         p = q;
     }
     if (!pyreq_is_short_standing(p))
-        live_add(w, p);
+        gaio__live_add(w, p);
     int rc;
     PINNED(w, rc = gaio_core_submit(w->core, &p->req));
     if (rc < 0) {
@@ -564,7 +461,7 @@ fail:
     Py_XDECREF(seq);
     PyMem_Free(origin);
     PyMem_Free(to);
-    release_items(items, used);
+    gaio__release_items(items, used);
     return NULL;
 }
 
