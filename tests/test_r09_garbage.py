@@ -202,6 +202,30 @@ def test_second_standing_read_keeps_the_socket_until_it_ends(watcher, net):
     assert _released_within(watcher, [inode]) == []
 
 
+def test_two_standing_reads_without_limits_hold_the_socket_until_both_end(watcher, net):
+    """R20: a later standing read queues behind the first (R3); R9: the socket
+    is released only once neither stands."""
+    client, server = net.pair()
+    net.forget()
+    net.track(client)
+    inode = fd_inode(server)
+    watcher.read(server, repeat=True, ctx="first")
+    watcher.read(server, repeat=True, ctx="second")
+    ref = weakref.ref(server)
+    del server
+    gc.collect()
+    assert ref() is not None, "the standing reads hold their socket"
+    client.sendall(b"s")
+    first = collect(watcher, 1)[0]
+    assert (first.ctx, bytes(first.buffer)) == ("first", b"s")
+    del first
+    client.shutdown(socket.SHUT_WR)
+    results = collect(watcher, 2)
+    assert [(r.ctx, type(r.error)) for r in results] == [("first", EOFError), ("second", EOFError)]
+    del results
+    assert _released_within(watcher, [inode]) == []
+
+
 def test_standing_read_on_a_freed_and_dropped_socket(watcher, net):
     client, server = net.pair()
     net.forget()

@@ -283,6 +283,7 @@ void gaio__map_drop(connmap *m, map_entry *e);
  * its entry keeps no weak reference but names it (conn_strong: 1; 0 when
  * the entry is held by another standing read already); when a standing read
  * is disposed of, its connection (still id) is weakly held again (conn_weak). */
+int gaio__conn_can_name_standing(Watcher *w, PyObject *conn, uint64_t id);
 int gaio__conn_strong(Watcher *w, pyreq *p, uint64_t id);
 void gaio__conn_weak(Watcher *w, pyreq *p);
 PyObject *gaio__conn_type_error(PyObject *conn, const char *why);

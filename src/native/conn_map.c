@@ -90,10 +90,23 @@ void gaio__map_drop(connmap *m, map_entry *e)
         Py_DECREF((PyObject *)e->owner);
 }
 
+/* The entry of conn (id) names no standing read yet: one made now can be
+ * named by it (gaio__conn_strong), and so allocated short. */
+static map_entry *entry_without_standing(Watcher *w, PyObject *conn, uint64_t id)
+{
+    map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
+    return e && entry_id(e) == id && !entry_standing(e) ? e : NULL;
+}
+
+int gaio__conn_can_name_standing(Watcher *w, PyObject *conn, uint64_t id)
+{
+    return entry_without_standing(w, conn, id) != NULL;
+}
+
 int gaio__conn_strong(Watcher *w, pyreq *p, uint64_t id)
 {
-    map_entry *e = gaio__map_find(&w->map, (uintptr_t)p->conn);
-    if (!e || entry_id(e) != id || entry_standing(e))
+    map_entry *e = entry_without_standing(w, p->conn, id);
+    if (!e)
         return 0;
     PyObject *held = (e->owner_bits & (OWNER_WEAK | OWNER_OWNED)) ? (PyObject *)e->owner : NULL;
     e->owner = (uintptr_t)p;

@@ -61,24 +61,9 @@ PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, u
      * makes the entry weak again (done before the core may finish it in
      * another thread): the weakref is not needed meanwhile, and the entry
      * names the standing read instead of a live list. */
-    if (pyreq_is_short_standing(p) && !gaio__conn_strong(w, p, id)) {
-        /* the entry names another standing read: this one goes on the live
-         * list, which a short struct has no room for */
-        pyreq *q = gaio__req_alloc(w, PYREQ_ALLOC_SMALL);
-        if (!q) {
-            gaio__req_dispose(w, p);
-            return NULL;
-        }
-        memcpy(q, p, offsetof(pyreq, req) + GAIO_REQ_SHORT_SIZE);
-        q->req.owner = 0;
-        q->req.idle = NULL; /* a short one has neither */
-        q->req.deadline_ns = GAIO_NO_DEADLINE;
-        p->conn = p->ctx = NULL; /* now q's */
-        p->req.flags = 0;
-        gaio__req_dispose(w, p);
-        p = q;
-    }
-    if (!pyreq_is_short_standing(p))
+    if (pyreq_is_short_standing(p))
+        gaio__conn_strong(w, p, id); /* cannot fail: submit() checked the entry */
+    else
         gaio__live_add(w, p);
     int rc;
     PINNED(w, rc = gaio_core_submit(w->core, &p->req));
@@ -299,11 +284,15 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
     }
     uint64_t id = 0;
     pyreq *p = NULL;
+    int resolved = gaio__conn_resolve(w, conn, fd, cflags, &id);
+    /* short only when its connection's entry can name it (not a second
+     * standing read): nothing runs Python code from here to gaio__req_queue */
     int size = bufobj ? PYREQ_ALLOC_VIEW
-               : (flags & GAIO_F_REPEAT) && gaio__standing_short(&st, st_deadline)
+               : resolved == 0 && (flags & GAIO_F_REPEAT) && gaio__standing_short(&st, st_deadline) &&
+                         gaio__conn_can_name_standing(w, conn, id)
                    ? PYREQ_ALLOC_STANDING_READ
                    : PYREQ_ALLOC_SMALL;
-    if (gaio__conn_resolve(w, conn, fd, cflags, &id) < 0 || !(p = gaio__req_alloc(w, size))) {
+    if (resolved < 0 || !(p = gaio__req_alloc(w, size))) {
         if (bufobj)
             PyBuffer_Release(&view);
         PyMem_Free(to);
