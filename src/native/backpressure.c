@@ -1,5 +1,6 @@
-/* Back-pressure (R21): see backpressure.h for the rule. Every count a
- * standing read keeps (owed) is changed here and only here. */
+/* Back-pressure (R21): see backpressure.h for the rule. The count a
+ * counting standing read keeps (its connection's owed) is changed here and
+ * only here. */
 #include "core_private.h"
 
 #include <stdint.h>
@@ -24,10 +25,10 @@ static void owe(gaio_core *core, gaio_req *s, size_t n)
 {
     if (!s || !n)
         return;
-    s->owed += n;
-    if (!(s->flags & GAIO_F_HELD) && s->owed > core->write_high) {
+    s->conn->owed += n;
+    if (!(s->flags & GAIO_F_HELD) && s->conn->owed > core->write_high) {
         s->flags |= GAIO_F_HELD;
-        if (core->engine->pause && s->conn && s->state == GAIO_REQ_QUEUED)
+        if (core->engine->pause && s->state == GAIO_REQ_QUEUED)
             core->engine->pause(core->engine_state, s->conn);
     }
 }
@@ -36,8 +37,9 @@ static void pay(gaio_core *core, gaio_req *s, size_t n)
 {
     if (!s || !n)
         return;
-    s->owed -= n < s->owed ? n : s->owed;
-    if ((s->flags & GAIO_F_HELD) && s->owed <= core->write_low) {
+    size_t *owed = &s->conn->owed;
+    *owed -= n < *owed ? n : *owed;
+    if ((s->flags & GAIO_F_HELD) && *owed <= core->write_low) {
         s->flags &= ~GAIO_F_HELD;
         gaio_standing_touch(s); /* its idle limit did not run while it was held */
         /* started once the I/O under way is reported: what it reads comes
@@ -115,6 +117,7 @@ void gaio__bp_read_head(gaio_core *core, gaio_conn *c)
         (s->flags & (GAIO_F_REPEAT | GAIO_F_COUNTING)) != GAIO_F_REPEAT)
         return;
     s->flags |= GAIO_F_COUNTING;
+    c->owed = 0; /* an earlier counting read's count ended with it */
     size_t n = 0;
     for (gaio_req *w = c->head[GAIO_WRITE]; w; w = w->next)
         n += own_bytes_left(w);

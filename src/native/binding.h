@@ -70,8 +70,8 @@ typedef struct pyreq {
     PyObject *ctx;              /* strong */
     gaio_req req;               /* the core hands back &req (pyreq_of); req.owner: PYREQ_* */
     /* A standing read without an idle limit or a deadline is allocated up
-     * to req's short end (GAIO_REQ_SHORT_SIZE: 64 bytes, a pymalloc class
-     * of its own), so an idle connection's standing read stays small: it is
+     * to req's short end (GAIO_REQ_SHORT_SIZE: 48 bytes with conn and
+     * ctx, a pymalloc class of its own), so an idle connection's standing read stays small: it is
      * not on the live list, its connection's map entry names it
      * (OWNER_STANDING). Any other standing read is allocated whole. */
     struct pyreq *live_prev, *live_next; /* every other undelivered request, for GC traversal */

@@ -120,7 +120,7 @@ int gaio__conn_strong(Watcher *w, pyreq *p, uint64_t id)
 void gaio__conn_weak(Watcher *w, pyreq *p)
 {
     PyObject *conn = p->conn;
-    uint64_t id = p->req.conn_id;
+    uint64_t id = gaio_req_conn_id(&p->req);
     map_entry *e = gaio__map_find(&w->map, (uintptr_t)conn);
     if (!e || entry_id(e) != id || (e->owner_bits & (OWNER_WEAK | OWNER_OWNED)))
         return;

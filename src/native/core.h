@@ -129,17 +129,13 @@ typedef struct gaio_idle {
 
 struct gaio_req {
     gaio_req *next, *prev;      /* FIFO links (incoming, connection queue) */
-    gaio_conn *conn;            /* set when the request reaches its connection */
-    uint64_t conn_id;           /* slot | gen << 32 of its connection */
     union {
-        size_t len;             /* bytes asked (writes, read_full, sendfile) or room in buf */
-        /* GAIO_F_REPEAT: a standing request takes no buffer and each arrival
-         * is a result of its own, so it counts no bytes: */
-        size_t owed;            /* read: bytes of writes it answers for, not yet written */
-        int64_t retry_ns;       /* accept in GAIO_F_BACKOFF: when to try again */
+        gaio_conn *conn;        /* set when the request reaches its connection */
+        uint64_t short_conn_id; /* a short request's connection while it is not on it
+                                 * (incoming, or done): read it through gaio_req_conn_id */
     };
     uint32_t seq;               /* submission number (order across queues; answers) */
-    /* One 32-bit word, so that a short request (below) ends at 48 bytes.
+    /* One 32-bit word, so that a short request (below) ends at 32 bytes.
      * Errnos are below 256 on every platform gaio builds on. */
     unsigned kind : 1;          /* enum gaio_kind */
     unsigned op : 3;            /* enum gaio_op */
@@ -151,9 +147,16 @@ struct gaio_req {
                                  * while CANCELLING */
     /* A short request ends here (GAIO_REQ_SHORT_SIZE): a standing read
      * without an idle limit or a deadline (a server's every connection).
-     * What follows is read through gaio_req_buf, gaio_req_deadline,
-     * gaio_req_idle (its arrivals' bytes are passed along, not kept in
-     * ibuf_ptr; its last result has none). */
+     * What follows is read through gaio_req_conn_id, gaio_req_buf,
+     * gaio_req_deadline, gaio_req_idle (a standing read's count of the
+     * writes it answers for is its connection's, gaio_conn.owed; its
+     * arrivals' bytes are passed along, not kept in ibuf_ptr; its last
+     * result has none). */
+    uint64_t conn_id;           /* slot | gen << 32 of its connection */
+    union {
+        size_t len;             /* bytes asked (writes, read_full, sendfile) or room in buf */
+        int64_t retry_ns;       /* accept in GAIO_F_BACKOFF: when to try again */
+    };
     union {
         size_t done;            /* bytes transferred so far (not GAIO_F_REPEAT) */
         gaio_idle *idle;        /* GAIO_F_REPEAT: its idle limit (R20), NULL: none (the
@@ -194,7 +197,7 @@ struct gaio_req {
  * GAIO_REQ_SHORT_SIZE only (a standing read: no buffer, deadline nor idle
  * limit). The core never touches what follows in it but through these. */
 #define GAIO_REQ_SHORT 8u
-#define GAIO_REQ_SHORT_SIZE offsetof(gaio_req, done)
+#define GAIO_REQ_SHORT_SIZE offsetof(gaio_req, conn_id)
 static inline int gaio_req_short(const gaio_req *r) { return (r->owner & GAIO_REQ_SHORT) != 0; }
 static inline unsigned char *gaio_req_buf(const gaio_req *r)
 {
@@ -211,12 +214,12 @@ static inline gaio_idle *gaio_req_idle(const gaio_req *r)
 }
 
 /* 128 bytes on LP64, allocated by the binding with every request with a
- * buffer. A short one (an idle connection's standing read) is 48, which
- * with the binding's conn and ctx is pymalloc's class of 64. */
+ * buffer. A short one (an idle connection's standing read) is 32, which
+ * with the binding's conn and ctx is pymalloc's class of 48. */
 _Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_req) <= 128,
                "gaio_req outgrew 128 bytes (per idle connection memory)");
-_Static_assert(sizeof(void *) != 8 || GAIO_REQ_SHORT_SIZE <= 48,
-               "a short request outgrew 48 bytes (per idle connection memory)");
+_Static_assert(sizeof(void *) != 8 || GAIO_REQ_SHORT_SIZE <= 32,
+               "a short request outgrew 32 bytes (per idle connection memory)");
 
 /* The sender of a datagram (R25), for a read's result on an unconnected
  * datagram socket: allocated by the core (gaio_malloc), freed with free() by
@@ -267,9 +270,31 @@ struct gaio_conn {
     void *engine_data;          /* engine-private */
     uintptr_t owner;            /* the binding's: zeroed by gaio_core_watch, never read by the
                                  * core; the binding reads it without the lock (gaio_core_slot) */
+    size_t owed;                /* bytes of writes its counting standing read answers for, not
+                                 * yet written (R21: backpressure.c's, meaningless without one) */
 };
-_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 48,
-               "gaio_conn outgrew 48 bytes (per idle connection memory)");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 56,
+               "gaio_conn outgrew 56 bytes (per idle connection memory)");
+
+/* A short request names its connection by pointer while it is on it and
+ * by id otherwise (incoming, done), in one place; any other has both. */
+static inline int gaio_req_on_conn(const gaio_req *r)
+{
+    return r->state != GAIO_REQ_INCOMING && r->state != GAIO_REQ_DONE;
+}
+static inline uint64_t gaio_req_conn_id(const gaio_req *r)
+{
+    if (!gaio_req_short(r))
+        return r->conn_id;
+    return gaio_req_on_conn(r) ? r->conn->slot | (uint64_t)r->conn->gen << 32 : r->short_conn_id;
+}
+static inline void gaio_req_set_conn_id(gaio_req *r, uint64_t id)
+{
+    if (gaio_req_short(r))
+        r->short_conn_id = id;
+    else
+        r->conn_id = id;
+}
 
 typedef struct gaio_stats {
     uint64_t submitted, completed, bytes_read, bytes_written, timeouts, watched, pending;

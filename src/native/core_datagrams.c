@@ -128,7 +128,7 @@ static int has_results(const gaio_core *core, const gaio_conn *c)
 {
     uint64_t id = gaio_conn_id(c);
     for (uint32_t i = 0; i < core->nres; i++)
-        if (core->res[i].req->conn_id == id)
+        if (gaio_req_conn_id(core->res[i].req) == id)
             return 1;
     return 0;
 }

@@ -41,7 +41,8 @@ int gaio_core_submit(gaio_core *core, gaio_req *r)
     }
     if (r->op != GAIO_OP_CONNECT)
         r->error = 0; /* a connect's says how connect() went */
-    r->conn = NULL;
+    if (!gaio_req_short(r))
+        r->conn = NULL; /* a short request's conn holds its connection's id until it is on it */
     r->next = NULL;
     void *token = gaio__binding_enter(core);
     if (core->closing || core->closed) {
@@ -107,9 +108,8 @@ void gaio__drain_incoming(gaio_core *core)
             break;
         }
         gaio_req *next = r->next;
-        gaio_conn *c = gaio_core_conn(core, r->conn_id);
+        gaio_conn *c = gaio_core_conn(core, gaio_req_conn_id(r));
         r->next = r->prev = NULL;
-        r->state = GAIO_REQ_QUEUED;
         int64_t deadline = gaio_req_deadline(r);
         if (deadline != GAIO_NO_DEADLINE)
             core->heap_promised--;
@@ -123,6 +123,7 @@ void gaio__drain_incoming(gaio_core *core)
             continue;
         }
         r->conn = c;
+        r->state = GAIO_REQ_QUEUED;
         if (deadline != GAIO_NO_DEADLINE && gaio__heap_push(core, r) != 0) {
             /* cannot happen (gaio_core_submit reserved the room); never drop
              * the deadline: a request that could wait forever fails now */

@@ -36,6 +36,8 @@ int gaio_core_arrival_room(gaio_core *core)
 /* r's last result (r->error set); its room was reserved at submit. */
 void gaio__done_append(gaio_core *core, gaio_req *r)
 {
+    if (gaio_req_short(r) && gaio_req_on_conn(r))
+        r->short_conn_id = gaio_req_conn_id(r); /* its connection may be reused from now on */
     r->state = GAIO_REQ_DONE;
     r->next = r->prev = NULL;
     int fd = r->op == GAIO_OP_ACCEPT && !(r->flags & GAIO_F_REPEAT) && r->error == 0

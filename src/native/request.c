@@ -56,7 +56,7 @@ PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, u
     Py_INCREF(conn);
     p->ctx = ctx ? ctx : Py_None;
     Py_INCREF(p->ctx);
-    p->req.conn_id = id;
+    gaio_req_set_conn_id(&p->req, id);
     /* The standing read holds conn from now until it is disposed of, which
      * makes the entry weak again (done before the core may finish it in
      * another thread): the weakref is not needed meanwhile, and the entry

@@ -11,6 +11,9 @@ static const size_t alloc_size[PYREQ_ALLOCS] = {
     [PYREQ_ALLOC_VIEW] = sizeof(pyreq),
     [PYREQ_ALLOC_STANDING_READ] = offsetof(pyreq, req) + GAIO_REQ_SHORT_SIZE,
 };
+/* an idle connection's standing read: pymalloc's class of 48 (issue 16) */
+_Static_assert(sizeof(void *) != 8 || offsetof(pyreq, req) + GAIO_REQ_SHORT_SIZE <= 48,
+               "a short standing read outgrew pymalloc's class of 48");
 static const uint8_t alloc_owner[PYREQ_ALLOCS] = {
     [PYREQ_ALLOC_VIEW] = PYREQ_HAS_VIEW,
     [PYREQ_ALLOC_STANDING_READ] = PYREQ_STANDING_READ,
