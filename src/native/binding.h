@@ -315,11 +315,10 @@ int gaio__datagram_to(PyObject *conn, unsigned flags, PyObject *address, gaio_ad
 PyObject *gaio__sender_object(const gaio_addr *a);
 PyObject *gaio__req_queue(Watcher *w, pyreq *p, PyObject *conn, PyObject *ctx, uint64_t id);
 int gaio__flag_arg(PyObject *o, uint8_t *flags, uint8_t bit);
-/* A standing request's times (R20) into *t (t->idle_ns 0: no idle limit) and
- * *deadline_ns, the heap's key; gaio__standing_set gives them to p (-1:
- * MemoryError, p left as it was). */
-int gaio__standing_times(gaio_idle *t, int64_t *deadline_ns, PyObject *timeout, PyObject *deadline,
-                         int64_t when);
+/* A standing request's times (R20: timeout, and when, its parsed deadline)
+ * into *t (t->idle_ns 0: no idle limit) and *deadline_ns, the heap's key;
+ * gaio__standing_set gives them to p (-1: MemoryError, p left as it was). */
+int gaio__standing_times(gaio_idle *t, int64_t *deadline_ns, PyObject *timeout, int64_t when);
 int gaio__standing_set(pyreq *p, const gaio_idle *t, int64_t deadline_ns);
 /* 1: a standing read of these times is short (PYREQ_ALLOC_STANDING_READ). */
 int gaio__standing_short(const gaio_idle *t, int64_t deadline_ns);

@@ -91,9 +91,8 @@ int gaio__flag_arg(PyObject *o, uint8_t *flags, uint8_t bit)
     return 0;
 }
 
-/* timeout is an idle limit, deadline its end */
-int gaio__standing_times(gaio_idle *out, int64_t *deadline_ns, PyObject *timeout, PyObject *deadline,
-                         int64_t when)
+/* timeout is an idle limit; when (the deadline argument, parsed) its end */
+int gaio__standing_times(gaio_idle *out, int64_t *deadline_ns, PyObject *timeout, int64_t when)
 {
     *out = (gaio_idle){.until_ns = GAIO_NO_DEADLINE};
     *deadline_ns = when;
@@ -238,7 +237,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
             PyErr_SetString(PyExc_ValueError, "a standing read (repeat=True) takes no buffer");
             return NULL;
         }
-        if ((flags & GAIO_F_REPEAT) && gaio__standing_times(&st, &st_deadline, a[ARG_TIMEOUT], a[ARG_DEADLINE], deadline) < 0)
+        if ((flags & GAIO_F_REPEAT) && gaio__standing_times(&st, &st_deadline, a[ARG_TIMEOUT], deadline) < 0)
             return NULL;
         if (buf) {
             if (gaio__buffer_arg(buf, &view, 1) < 0)
@@ -328,7 +327,7 @@ static PyObject *submit(Watcher *w, const char *fname, int kind, int full,
 /* A datagram of more items than one sendmsg takes is still one datagram
  * (R24): its items become one bytes copy, item 0. The copy answers for no
  * standing read (R21), as a copy made by the caller would not. */
-static int join_items(Watcher *w, Py_buffer *items, Py_ssize_t *used, gaio_answer *origin,
+static int join_items(Py_buffer *items, Py_ssize_t *used, gaio_answer *origin,
                       int *from_views)
 {
     size_t total = 0;
@@ -409,7 +408,7 @@ static PyObject *vector_write(Watcher *w, PyObject *conn, int fd, unsigned cflag
         PyErr_SetString(PyExc_ValueError, "vectored write of no bytes (empty sequence or all items empty)");
         goto fail;
     }
-    if (dgram && used > GAIO_IOV_MAX && join_items(w, items, &used, origin, &from_views) < 0)
+    if (dgram && used > GAIO_IOV_MAX && join_items(items, &used, origin, &from_views) < 0)
         goto fail;
     size_t origin_size = from_views ? (size_t)used * sizeof *origin : 0;
     gaio_vec *vec = PyMem_Malloc(sizeof *vec + (size_t)used * sizeof(struct iovec) + origin_size);

@@ -75,7 +75,7 @@ PyObject *gaio__watcher_accept(Watcher *w, PyObject *const *args, Py_ssize_t nar
     int64_t st_deadline = 0;
     if (gaio__flag_arg(a[REPEAT], &flags, GAIO_F_REPEAT) < 0)
         return NULL;
-    if ((flags & GAIO_F_REPEAT) && gaio__standing_times(&st, &st_deadline, a[TIMEOUT], a[DEADLINE], when) < 0)
+    if ((flags & GAIO_F_REPEAT) && gaio__standing_times(&st, &st_deadline, a[TIMEOUT], when) < 0)
         return NULL;
     if (!known && py_check(gaio__state.check_listener, a[L], NULL) < 0)
         return NULL;
