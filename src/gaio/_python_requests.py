@@ -283,7 +283,12 @@ class Requests:
                 return
             if op is _OP_READ or op is _OP_ACCEPT:
                 queue = conn.reads
-                queue.append(req)
+                if queue:
+                    queue.append(req)
+                else:
+                    # a list of one (append would reserve four slots): an idle
+                    # connection's standing read is its one request (issue 16)
+                    queue = conn.reads = [req]
                 if req.repeat and op is _OP_READ and queue[0] is req:
                     self._bp_adopt(conn)
             elif op is _OP_TLS:
