@@ -8,7 +8,7 @@ import socket
 from . import _python_args as args
 from ._errors import WatcherClosedError
 from ._python_core import _Core
-from ._python_requests import _DataWrite, _Special, _StandingRead
+from ._python_requests import _DataWrite, _Special, _StandingRead, _TimedStandingRead
 from ._python_tls import Session
 from ._result import Op
 
@@ -76,7 +76,7 @@ class PythonWatcher:
             if buf is not None:
                 raise ValueError("a standing read (repeat=True) takes no buffer")
             idle = None if timeout is None else args.idle_limit(timeout)
-            spec = _StandingRead(idle, when)
+            spec = _StandingRead() if idle is None and when is None else _TimedStandingRead(idle, when)
             core.submit(_OP_READ, conn, ctx, None, None, False, when, spec)
         elif buf is None:
             core.submit(_OP_READ, conn, ctx, None, None, False, when)
