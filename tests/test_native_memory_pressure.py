@@ -674,6 +674,20 @@ def test_standing_reads_sweep(engine_variant, net, count):
     assert caused, "no allocation failed: the sweep tested nothing"
 
 
+def test_standing_reads_of_streams_by_recv_sweep(engine_variant, net, monkeypatch):
+    """The same with io_uring reading bulk streams by one-shot and multishot
+    RECVs out of provided buffers (GAIO_URING_AVOID; other engines ignore
+    it): what a receive brings beyond the batch's room is parked, and a park
+    that cannot be made (its copy, or its entry) ends the connection's reads
+    with MemoryError, never a hole in the stream."""
+    monkeypatch.setenv("GAIO_URING_AVOID", "poll-streams,multishot-poll")
+    caused = 0
+    for after in range(1, 16):
+        caused += _standing_reads(engine_variant, net, after, 2)
+        net.close_all()
+    assert caused, "no allocation failed: the sweep tested nothing"
+
+
 def test_standing_accept_sweep(engine_variant, net):
     """150 connections come at once to a standing accept while allocations
     fail (its results outgrow the batch's room): it ends with MemoryError

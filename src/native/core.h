@@ -252,7 +252,9 @@ enum {
     GAIO_CONN_LOCAL = 4,        /* ... of AF_UNIX */
 };
 
-/* 48 bytes on LP64, in the core's slab (core_conns.c): one per idle connection. */
+/* 48 bytes on LP64, in the core's slab (core_conns.c): one per idle connection.
+ * What an engine keeps for a few connections only lives on its side
+ * (io_uring's parked bytes: side_table.h). */
 struct gaio_conn {
     int fd;                     /* -1 once free() closed it */
     uint32_t slot, gen;
@@ -267,14 +269,13 @@ struct gaio_conn {
     uint8_t tls : 1;            /* start_tls was queued: its user reads are the TLS layer's */
     uint8_t tls_open : 1;       /* ... and ended: its user writes are too (before: plaintext) */
     gaio_req *head[2];          /* FIFOs by enum gaio_kind (a head's prev is the tail) */
-    void *engine_data;          /* engine-private */
     uintptr_t owner;            /* the binding's: zeroed by gaio_core_watch, never read by the
                                  * core; the binding reads it without the lock (gaio_core_slot) */
     size_t owed;                /* bytes of writes its counting standing read answers for, not
                                  * yet written (R21: backpressure.c's, meaningless without one) */
 };
-_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 56,
-               "gaio_conn outgrew 56 bytes (per idle connection memory)");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 48,
+               "gaio_conn outgrew 48 bytes (per idle connection memory)");
 
 /* A short request names its connection by pointer while it is on it and
  * by id otherwise (incoming, done), in one place; any other has both. */

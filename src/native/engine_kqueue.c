@@ -228,7 +228,6 @@ static int kq_watch(void *state, gaio_conn *c)
     }
 #endif
     c->engine_flags = GAIO_MAY_READ | GAIO_MAY_WRITE;
-    c->engine_data = NULL;
     return 0;
 }
 
@@ -247,20 +246,19 @@ static int kq_unwatch(void *state, gaio_conn *c)
     return 0;
 }
 
-/* The head reads of c while it may be readable. */
-static void kq_reads(kq_state *st, gaio_conn *c)
+/* The head reads of c while it may be readable; dgram_error: an error
+ * libkqueue took from datagram socket c (kq_wait), or 0. */
+static void kq_reads(kq_state *st, gaio_conn *c, int dgram_error)
 {
 #ifdef GAIO_LIBKQUEUE
     /* libkqueue fills EV_EOF's fflags with getsockopt(SO_ERROR), which clears
      * the socket's pending error: recv() then says end of stream where a
      * kernel kqueue leaves the error for recv() to report (ECONNRESET after a
-     * reset). kq_wait kept the error in engine_data: a stream socket's end
-     * of stream becomes it, after the bytes still queued (GAIO_KEPT_ERROR,
+     * reset). kq_wait keeps a stream socket's error: its end of stream
+     * becomes it, after the bytes still queued (gaio_kept_error,
      * readiness.c); a datagram socket's is one request's, or nobody's (R27). */
-    if (c->engine_data && c->dgram) {
-        int err = (int)(intptr_t)c->engine_data;
-        c->engine_data = NULL;
-        gaio_core_datagram_error(st->core, c, err);
+    if (dgram_error) {
+        gaio_core_datagram_error(st->core, c, dgram_error);
         gaio_ready_writes(&st->rd, c);
     }
 #endif
@@ -271,7 +269,7 @@ static void kq_start(void *state, gaio_conn *c, int kind)
 {
     kq_state *st = state;
     if (kind == GAIO_READ && !c->closing && c->fd >= 0)
-        kq_reads(st, c);
+        kq_reads(st, c, 0);
     else
         gaio_ready_start(&st->rd, c, kind);
 }
@@ -296,7 +294,7 @@ static void kq_sweep(kq_state *st)
         if (c->closing || c->fd < 0)
             continue;
         c->engine_flags |= GAIO_MAY_READ | GAIO_MAY_WRITE | GAIO_HUP;
-        kq_reads(st, c);
+        kq_reads(st, c, 0);
         gaio_ready_writes(&st->rd, c);
     }
 }
@@ -348,18 +346,18 @@ static int kq_wait(void *state, int64_t timeout_ns, const sigset_t *sigmask)
         if (!c)
             continue; /* freed in this batch, or before */
         if (ev->filter == EVFILT_READ) {
+            int dgram_error = 0;
             c->engine_flags |= GAIO_MAY_READ;
             if (ev->flags & EV_EOF) {
                 c->engine_flags |= GAIO_HUP;
 #ifdef GAIO_LIBKQUEUE
-                if (ev->fflags && (!c->dgram || ev->data == 0)) { /* kq_reads */
-                    c->engine_data = (void *)(intptr_t)ev->fflags;
-                    if (!c->dgram)
-                        c->engine_flags |= GAIO_KEPT_ERROR;
-                }
+                if (ev->fflags && c->dgram && ev->data == 0) /* kq_reads */
+                    dgram_error = (int)ev->fflags;
+                else if (ev->fflags && !c->dgram)
+                    gaio_keep_error(c, (int)ev->fflags);
 #endif
             }
-            kq_reads(st, c);
+            kq_reads(st, c, dgram_error);
         } else if (ev->filter == EVFILT_WRITE) {
             c->engine_flags |= GAIO_MAY_WRITE;
             gaio_ready_writes(&st->rd, c);

@@ -170,13 +170,14 @@ static int start_op(gaio__ur_state *st, gaio_conn *c, int kind)
         if (gaio_recv_waiting(st->core, c))
             return 0; /* the next batch takes the rest (starved), or no read is left */
     }
-    if (kind == GAIO_READ && (c->engine_flags & READ_FAILED)) {
-        gaio__ur_fail_reads(st, c);
-        return 0;
+    if (kind == GAIO_READ && (c->engine_flags & READ_HELD)) {
+        if (gaio__ur_read_failed(st, c)) {
+            gaio__ur_fail_reads(st, c);
+            return 0;
+        }
+        if (!(c->engine_flags & IN_FLIGHT) && !gaio__ur_parked_out(st, c))
+            return 0; /* bytes are still waiting for room in the internal buffer */
     }
-    if (kind == GAIO_READ && c->engine_data && !(c->engine_flags & IN_FLIGHT) &&
-        !gaio__ur_parked_out(st, c))
-        return 0; /* bytes are still waiting for room in the internal buffer */
     gaio_req *r = gaio_conn_head(c, kind);
     if (!r || (c->engine_flags & BIT(IN_FLIGHT, kind)))
         return 0;
@@ -466,7 +467,7 @@ static int ur_watch(void *state, gaio_conn *c)
 static int ur_unwatch(void *state, gaio_conn *c)
 {
     int busy = 0;
-    gaio__ur_drop_parked(c);
+    gaio__ur_drop_parked(state, c);
     if (((gaio__ur_state *)state)->nheld)
         gaio__ur_drop_held(state, c);
     for (int kind = 0; kind < 2; kind++) {

@@ -113,7 +113,7 @@ static ssize_t io_result(ssize_t n)
     return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 }
 
-/* eof_error: an errno that an end of stream stands for (GAIO_KEPT_ERROR),
+/* eof_error: an errno that an end of stream stands for (gaio_kept_error),
  * or 0; *eof_error_used says it was reported */
 static ssize_t recv_head(gaio_core *core, gaio_conn *c, gaio_req *r, int *short_read,
                          int eof_error, int *eof_error_used)
@@ -314,12 +314,9 @@ void gaio_ready_reads(gaio_ready *rd, gaio_conn *c)
             continue;
         }
         int short_read, kept_used = 0;
-        int kept = (c->engine_flags & GAIO_KEPT_ERROR) ? (int)(intptr_t)c->engine_data : 0;
-        ssize_t n = recv_head(rd->core, c, r, &short_read, kept, &kept_used);
-        if (kept_used) {
-            c->engine_data = NULL;
-            c->engine_flags &= ~GAIO_KEPT_ERROR;
-        }
+        ssize_t n = recv_head(rd->core, c, r, &short_read, gaio_kept_error(c), &kept_used);
+        if (kept_used)
+            gaio_keep_error(c, 0);
         if (n == GAIO_RECV_NO_ROOM) {
             gaio_ready_later(rd, c); /* this batch's internal buffer is spent */
             return;

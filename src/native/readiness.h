@@ -19,11 +19,26 @@
 
 /* gaio_conn.engine_flags of a readiness engine */
 enum { GAIO_MAY_READ = 1, GAIO_MAY_WRITE = 2, GAIO_HUP = 4, GAIO_IN_TODO = 8, GAIO_IN_FLUSH = 16,
-       /* a stream socket's pending error was read by someone else (libkqueue
-        * reads SO_ERROR for EV_EOF's fflags, which clears it): engine_data
-        * holds the errno, and the end of stream recv() then finds is that
-        * error instead (gaio_ready_reads) */
-       GAIO_KEPT_ERROR = 32 };
+       /* the bits from here up: a stream socket's pending error that someone
+        * else read (libkqueue reads SO_ERROR for EV_EOF's fflags, which
+        * clears it), or 0. The end of stream recv() then finds is that error
+        * instead (gaio_ready_reads). Kept in the flags, not beside them: an
+        * errno is small (Linux's largest is 133), so it costs gaio_conn no
+        * byte and keeping it cannot fail. */
+       GAIO_KEPT_ERROR_SHIFT = 6 };
+#define GAIO_KEPT_ERROR_MAX (UINT16_MAX >> GAIO_KEPT_ERROR_SHIFT)
+
+static inline int gaio_kept_error(const gaio_conn *c) { return c->engine_flags >> GAIO_KEPT_ERROR_SHIFT; }
+
+/* Keep err for c's end of stream; one too large for the flags is not kept:
+ * the end reads as an end of stream, as libkqueue left it. */
+static inline void gaio_keep_error(gaio_conn *c, int err)
+{
+    if (err < 0 || err > GAIO_KEPT_ERROR_MAX)
+        err = 0;
+    c->engine_flags = (uint16_t)((c->engine_flags & ((1u << GAIO_KEPT_ERROR_SHIFT) - 1)) |
+                                 (unsigned)err << GAIO_KEPT_ERROR_SHIFT);
+}
 
 typedef struct gaio_ready {
     gaio_core *core;

@@ -16,7 +16,6 @@ static void cancel_everything(gaio__ur_state *st)
     st->nwork = 0;
     uint32_t s = 0;
     for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));) {
-        gaio__ur_drop_parked(c);
         for (int kind = 0; kind < 2; kind++) {
             if (!(c->engine_flags & BIT(IN_FLIGHT, kind)))
                 continue;
@@ -60,11 +59,9 @@ void gaio__ur_destroy(void *state)
         /* a SINGLE_ISSUER ring closed by another thread: it cannot cancel,
          * so the ring dies first (uring_migrate.c's move_ring says why no
          * operation of it touches a buffer after that) */
-        uint32_t s = 0;
-        for (gaio_conn *c; (c = gaio_core_next_conn(st->core, &s));)
-            gaio__ur_drop_parked(c);
         gaio__uring_close(&st->ring);
     }
+    gaio__ur_drop_all_parked(st);
     gaio__ur_drop_held(st, NULL);
     gaio__ur_close_bufrings(st);
     gaio__uring_close(&st->ring);

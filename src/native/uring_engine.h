@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "engine.h"
+#include "side_table.h"
 #include "uring_ring.h"
 
 /* gaio_conn.engine_flags; the first four shifted by the direction (kind) */
@@ -18,7 +19,11 @@ enum {
     TO_START = 16,        /* << kind: on the work list, to be submitted */
     READ_IS_IBUF = 64,    /* the read in flight is for internal-buffer reads (select or poll) */
     STARVED = 128,        /* on the starved list: its read waits for room (buffer, results) */
-    READ_FAILED = 256,    /* bytes taken from the kernel could not be kept: reads end with ENOMEM */
+    READ_HELD = 256,      /* reads take what a receive left first: bytes parked in st->parked
+                           * (uring_recv.c), or, when c has no entry there, a hole: bytes
+                           * taken from the kernel could not be kept, reads end with ENOMEM.
+                           * One bit for both: engine_flags has no other free, and the two
+                           * never meet (a failed stream parks nothing) */
     POLL_IN_FLIGHT = 512, /* << kind: the operation in flight is a POLL_ADD for readiness.c's
                            * syscall (connect, sendfile; accept and vectored writes when the
                            * kernel lacks their operation) */
@@ -123,6 +128,7 @@ typedef struct gaio__ur_state {
     gaio__ur_held_fd *held;
     uint32_t nheld, cap_held;
     int rescan;          /* work or starved could not grow: look at every connection */
+    gaio_side_table parked; /* connection id -> its parked bytes (uring_recv.c, READ_HELD) */
     /* use[TECH_DEFER_TASKRUN]: only the issuer may io_uring_enter. It is the
      * first thread to wait(); 0 until then (the ring is disabled). */
     pid_t issuer;
@@ -246,10 +252,17 @@ void gaio__ur_drop_held(gaio__ur_state *st, gaio_conn *c);
 /* Whether c's multishot operation in flight is still wanted: its request
  * takes what comes now. When not, the engine cancels it. */
 int gaio__ur_multishot_wanted(gaio__ur_state *st, gaio_conn *c);
-/* Bytes parked on c (gaio_conn.engine_data) to its reads: 1 when none are
+/* Whether c's reads go on after a hole (READ_HELD without parked bytes). */
+int gaio__ur_read_failed(gaio__ur_state *st, gaio_conn *c);
+/* Whether bytes are parked for c's reads. */
+int gaio__ur_has_parked(gaio__ur_state *st, gaio_conn *c);
+/* Bytes parked for c (gaio__ur_has_parked) to its reads: 1 when none are
  * left, 0 when some wait for room. */
 int gaio__ur_parked_out(gaio__ur_state *st, gaio_conn *c);
-void gaio__ur_drop_parked(gaio_conn *c);
+/* Free c's parked bytes, if any (a hole stays one). */
+void gaio__ur_drop_parked(gaio__ur_state *st, gaio_conn *c);
+/* Free every connection's parked bytes (the engine's end). */
+void gaio__ur_drop_all_parked(gaio__ur_state *st);
 /* c's stream has a hole: this read and every later one end with ENOMEM. */
 void gaio__ur_fail_reads(gaio__ur_state *st, gaio_conn *c);
 

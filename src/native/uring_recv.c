@@ -62,8 +62,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* In gaio_conn.engine_data: bytes taken from the kernel that no read could
- * take yet, and, after them, the stream's end if it came too. */
+/* In st->parked, by connection id (READ_HELD): bytes taken from the kernel
+ * that no read could take yet, and, after them, the stream's end if it came
+ * too. Few connections ever have some: gaio_conn has no room for them. */
 typedef struct {
     size_t len, off;
     int ended;  /* the receive ended after these bytes ... */
@@ -116,14 +117,30 @@ static size_t hand_out(gaio__ur_state *st, gaio_conn *c, const unsigned char *sr
     return used;
 }
 
-/* Keep len bytes of src for c's next reads, after those parked already. */
-static int park(gaio_conn *c, const unsigned char *src, size_t len)
+static parked_bytes *parked_of(gaio__ur_state *st, gaio_conn *c)
 {
-    parked_bytes *old = c->engine_data;
+    return (c->engine_flags & READ_HELD) ? gaio_side_get(&st->parked, gaio_conn_id(c)) : NULL;
+}
+
+int gaio__ur_has_parked(gaio__ur_state *st, gaio_conn *c) { return parked_of(st, c) != NULL; }
+
+int gaio__ur_read_failed(gaio__ur_state *st, gaio_conn *c)
+{
+    return (c->engine_flags & READ_HELD) && !parked_of(st, c);
+}
+
+/* Keep len bytes of src for c's next reads, after those parked already. */
+static int park(gaio__ur_state *st, gaio_conn *c, const unsigned char *src, size_t len)
+{
+    parked_bytes *old = parked_of(st, c);
     size_t kept = old ? old->len - old->off : 0;
     parked_bytes *p = gaio_malloc(sizeof *p + kept + len);
     if (!p)
         return -1;
+    if (gaio_side_put(&st->parked, gaio_conn_id(c), p) != 0) { /* only when there was no old */
+        free(p);
+        return -1;
+    }
     p->len = kept + len;
     p->off = 0;
     p->ended = 0;
@@ -133,14 +150,27 @@ static int park(gaio_conn *c, const unsigned char *src, size_t len)
     if (len)
         memcpy(p->data + kept, src, len);
     free(old);
-    c->engine_data = p;
+    c->engine_flags |= READ_HELD;
     return 0;
 }
 
-void gaio__ur_drop_parked(gaio_conn *c)
+void gaio__ur_drop_parked(gaio__ur_state *st, gaio_conn *c)
 {
-    free(c->engine_data);
-    c->engine_data = NULL;
+    if (!(c->engine_flags & READ_HELD))
+        return;
+    parked_bytes *p = gaio_side_take(&st->parked, gaio_conn_id(c));
+    if (p) {
+        free(p);
+        c->engine_flags &= ~READ_HELD;
+    }
+}
+
+void gaio__ur_drop_all_parked(gaio__ur_state *st)
+{
+    uint32_t i = 0;
+    for (void *p; (p = gaio_side_next(&st->parked, &i));)
+        free(p);
+    gaio_side_clear(&st->parked);
 }
 
 /* Bytes of c's stream were taken from the kernel and could not be kept (no
@@ -149,15 +179,15 @@ void gaio__ur_drop_parked(gaio_conn *c)
 void gaio__ur_fail_reads(gaio__ur_state *st, gaio_conn *c)
 {
     gaio_req *r;
-    c->engine_flags |= READ_FAILED;
-    gaio__ur_drop_parked(c);
+    gaio__ur_drop_parked(st, c);
+    c->engine_flags |= READ_HELD; /* and no entry: the hole */
     while ((r = gaio_conn_head(c, GAIO_READ)))
         gaio_core_progress(st->core, r, -ENOMEM);
 }
 
 int gaio__ur_parked_out(gaio__ur_state *st, gaio_conn *c)
 {
-    parked_bytes *p = c->engine_data;
+    parked_bytes *p = parked_of(st, c);
     p->off += hand_out(st, c, p->data + p->off, p->len - p->off);
     if (p->off < p->len) {
         if (gaio_conn_head(c, GAIO_READ))
@@ -169,23 +199,28 @@ int gaio__ur_parked_out(gaio__ur_state *st, gaio_conn *c)
         if (!r)
             return 0; /* kept for the read that goes on next */
         int end = p->end;
-        gaio__ur_drop_parked(c);
+        gaio__ur_drop_parked(st, c);
         gaio_core_progress(st->core, r, end);
         return 1;
     }
-    gaio__ur_drop_parked(c);
+    gaio__ur_drop_parked(st, c);
     return 1;
 }
 
 /* len bytes arrived for c: to its reads, or parked behind bytes already parked. */
 static void take(gaio__ur_state *st, gaio_conn *c, const unsigned char *src, size_t len)
 {
-    if (c->engine_flags & READ_FAILED)
-        return; /* the stream has a hole already: nothing after it is kept */
-    size_t used = c->engine_data ? 0 : hand_out(st, c, src, len);
-    if (used == len || c->closing)
+    if (c->engine_flags & READ_HELD) {
+        if (gaio__ur_read_failed(st, c))
+            return; /* the stream has a hole already: nothing after it is kept */
+    } else {
+        size_t used = hand_out(st, c, src, len);
+        src += used;
+        len -= used;
+    }
+    if (len == 0 || c->closing)
         return;
-    if (park(c, src + used, len - used) != 0)
+    if (park(st, c, src, len) != 0)
         gaio__ur_fail_reads(st, c);
     else if (gaio_conn_head(c, GAIO_READ))
         gaio__ur_starve(st, c); /* a read waits: retried when the next batch has room */
@@ -197,13 +232,14 @@ static void take(gaio__ur_state *st, gaio_conn *c, const unsigned char *src, siz
 static void stream_end(gaio__ur_state *st, gaio_conn *c, int32_t res)
 {
     gaio_req *r = gaio_conn_head(c, GAIO_READ);
-    if (r && !c->engine_data) {
+    if (r && !gaio__ur_has_parked(st, c)) {
         gaio_core_progress(st->core, r, res);
         return;
     }
-    if (c->closing || (c->engine_flags & READ_FAILED) || (!c->engine_data && park(c, NULL, 0) != 0))
+    if (c->closing || gaio__ur_read_failed(st, c) ||
+        (!(c->engine_flags & READ_HELD) && park(st, c, NULL, 0) != 0))
         return; /* no memory to keep it: the next receive finds the end again (a reset reads as EOF) */
-    parked_bytes *p = c->engine_data;
+    parked_bytes *p = parked_of(st, c);
     p->ended = 1;
     p->end = res;
 }
@@ -338,7 +374,7 @@ void gaio__ur_ibuf_reads(gaio__ur_state *st, gaio_conn *c)
 int gaio__ur_last_try(gaio__ur_state *st, gaio_conn *c, gaio_req *r)
 {
     if (r->kind != GAIO_READ || r->op != GAIO_OP_READ || !gaio_req_buf(r) || c->closing || c->fd < 0 ||
-        c->engine_data || (c->engine_flags & READ_FAILED))
+        (c->engine_flags & READ_HELD))
         return 0;
     for (;;) {
         int short_read;
@@ -355,13 +391,15 @@ int gaio__ur_multishot_wanted(gaio__ur_state *st, gaio_conn *c)
 {
     gaio_req *r = gaio_conn_head(c, GAIO_READ);
     if (!r || !(r->flags & GAIO_F_REPEAT) || c->closing ||
-        (c->engine_flags & (STARVED | READ_FAILED)) || !gaio_core_arrival_room(st->core))
+        (c->engine_flags & STARVED) || gaio__ur_read_failed(st, c) ||
+        !gaio_core_arrival_room(st->core))
         return 0;
     if (r->op == GAIO_OP_ACCEPT)
         return (c->engine_flags & ACCEPTING) != 0;
     if ((c->engine_flags & BIT(POLL_IN_FLIGHT, GAIO_READ)) && !(c->engine_flags & DRAINED))
         return 0; /* its last recv() left bytes in the socket: no wake-up comes for them */
-    return r->op == GAIO_OP_READ && !gaio_req_buf(r) && !c->engine_data && !(c->engine_flags & ACCEPTING);
+    return r->op == GAIO_OP_READ && !gaio_req_buf(r) && !(c->engine_flags & READ_HELD) &&
+           !(c->engine_flags & ACCEPTING);
 }
 
 void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t flags, int ring,
@@ -396,7 +434,7 @@ void gaio__ur_recv_cqe(gaio__ur_state *st, gaio_conn *c, int32_t res, uint32_t f
             gaio__ur_ask_cancel(st, c, GAIO_READ, 0);
         return;
     }
-    if (ring == RING_MULTISHOT && (res == -ENOBUFS || c->engine_data))
+    if (ring == RING_MULTISHOT && (res == -ENOBUFS || gaio__ur_has_parked(st, c)))
         c->engine_flags |= STREAMING; /* ran the ring dry, or parked bytes */
     gaio_req *r = c->head[GAIO_READ];
     if (r && r->state == GAIO_REQ_CANCELLING)
