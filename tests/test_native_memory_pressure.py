@@ -18,6 +18,7 @@ fails alone and the next one gets the bytes. io_uring may have taken bytes
 from the kernel it cannot keep: then that connection's reads fail from there
 on (MemoryError), never skipping them.
 """
+import select
 import socket
 import threading
 import time
@@ -303,11 +304,14 @@ def _deadlines(engine, net, after, count):
         assert t.request(w.write, pairs[i][1], b"x", ctx=("w", i))
     native._fail_allocations(after, count)
     due = {}
+    # Deadlines a millisecond apart, so the heap holds them all in order; how
+    # long they are adds only waiting (each of the sweep's rounds waits out
+    # the last one).
     for i in range(NCONNS):
         ctx = ("r", i)
         buf = bytearray(10) if i % 2 else None
-        if t.request(w.read, pairs[i][1], buf, ctx=ctx, timeout=0.05 + 0.002 * i):
-            due[ctx] = time.monotonic() + 0.05 + 0.002 * i
+        if t.request(w.read, pairs[i][1], buf, ctx=ctx, timeout=0.02 + 0.001 * i):
+            due[ctx] = time.monotonic() + 0.02 + 0.001 * i
     end = time.monotonic() + WORKLOAD
     while any(ctx not in t.done for ctx in due):
         assert time.monotonic() < end, "hang: deadlines never fired"
@@ -708,7 +712,11 @@ def test_standing_accept_sweep(engine_variant, net):
         clients = [net.track(socket.create_connection(addr)) for _ in range(150)]
         quiet_since = time.monotonic()
         end = quiet_since + WORKLOAD
-        while live is None or time.monotonic() - quiet_since < 0.2:
+        batch = None
+        # Done after 0.2 s without a result, or sooner: once a wait returned
+        # nothing with every client accounted for.
+        while live is None or (time.monotonic() - quiet_since < 0.2 and not (
+                batch == [] and _each_client_accepted_or_closed(clients, accepted))):
             assert time.monotonic() < end, "hang"
             if live is None:
                 seq += 1
@@ -717,7 +725,8 @@ def test_standing_accept_sweep(engine_variant, net):
                     live = seq
                 except MemoryError:
                     pass
-            for res in _standing_wait(w, 0.02):
+            batch = _standing_wait(w, 0.02)
+            for res in batch:
                 quiet_since = time.monotonic()
                 assert res.ctx == live, res
                 if res.accepted is not None:
@@ -747,6 +756,17 @@ def test_standing_accept_sweep(engine_variant, net):
         # per wait: its results never outgrow the room reserved for them
         pytest.skip("no allocation failed: this engine's standing accept reports a "
                     "connection at a time (%s)" % engine_variant)
+
+
+def _each_client_accepted_or_closed(clients, accepted):
+    """Whether every client's connection was delivered or closed by the
+    watcher (readable at the client: its end of stream or reset), so the
+    standing accept has nothing left to report; the checks after the loop
+    tell which."""
+    poller = select.poll()  # not select(): no FD_SETSIZE limit on the numbers
+    for c in clients:
+        poller.register(c, select.POLLIN)
+    return len(accepted) + len(poller.poll(0)) >= len(clients)
 
 
 def collect_one(w):

@@ -353,9 +353,12 @@ def test_each_view_item_of_a_vectored_write_counts_for_its_own_read(make_watcher
             w.write(sink, views["a"] + views["b"], quiet=True)
         return views
 
+    # Until B looks held (ten rounds in a row without a view of B), for at
+    # most 2 s; the 0.4 s below tell whether it is.
     end = time.monotonic() + 2.0
-    while time.monotonic() < end:
-        round_trip()
+    rounds_without_b = 0
+    while time.monotonic() < end and rounds_without_b < 10:
+        rounds_without_b = 0 if round_trip()["b"] else rounds_without_b + 1
     # B is held now: A still delivers, B delivers nothing
     b_results = a_results = 0
     end = time.monotonic() + 0.4

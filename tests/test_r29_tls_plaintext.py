@@ -238,8 +238,15 @@ def test_back_pressure_counts_plaintext(make_watcher, net):
     w.read(server, repeat=True, ctx="echo")
     chunk = pattern(1 << 20, seed=7)
     sent = 0
+    # For 3 s, or until all 64 MiB are asked for and the reads have stood
+    # still for 0.5 s (held: without the limit they go on to take it all).
     end = time.monotonic() + 3
+    read, still_since = 0, time.monotonic()
     while time.monotonic() < end:
+        if w.stats()["bytes_read"] != read:
+            read, still_since = w.stats()["bytes_read"], time.monotonic()
+        elif sent >= 64 << 20 and time.monotonic() - still_since > 0.5:
+            break
         if sent < 64 << 20:
             w.write(client, chunk, quiet=True, ctx="flood")
             sent += len(chunk)

@@ -329,9 +329,11 @@ def test_udp_relay_forgets_an_idle_client(start):
                       "--idle", "0.3")
         with udp_client() as client:
             for data in (b"first", b"second"):
+                if data == b"second":
+                    # more than --idle plus its wait_io(0.5) and its sweep's period
+                    time.sleep(1.5)
                 client.sendto(data, ("127.0.0.1", relay.port))
                 assert client.recvfrom(2048)[0] == data
-                time.sleep(1.5)  # more than --idle, and its once-a-second sweep
             # Its socket upstream was closed: the second went out of a new one.
             assert len(set(echo.senders)) == 2, echo.senders
         assert_clean_exit(relay)
