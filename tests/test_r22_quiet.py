@@ -99,3 +99,27 @@ def test_quiet_write_behind_a_waiting_write_keeps_its_place(watcher, pair):
     assert box["d"] == big + b"tail"
     stats = watcher.stats()
     assert stats["quiet_done"] == 1 and stats["pending"] == 0
+
+
+def test_quiet_write_larger_than_the_socket_takes_goes_whole_and_first(watcher, pair):
+    # the socket takes part of it at once (when nothing waits, a quiet write
+    # is tried in the call): the rest follows before the next write, R3
+    client, server = pair()
+    watcher.write(server, b"head", ctx="head")  # delegated, nothing queued after it
+    assert [r.ctx for r in collect(watcher, 1)] == ["head"]
+    big = pattern(4 << 20, seed=23)
+    watcher.write(server, big, quiet=True)
+    watcher.write(server, b"tail", ctx="tail")
+    box = {}
+    reader = threading.Thread(target=lambda: box.setdefault("d", recv_exactly(client, len(big) + 8, 30)))
+    reader.start()
+    results = []
+    end = time.monotonic() + 30
+    while (reader.is_alive() or not results) and time.monotonic() < end:
+        results += watcher.wait_io(0.05)
+    reader.join(1)
+    assert [r.ctx for r in results] == ["tail"]
+    assert box["d"] == b"head" + big + b"tail"
+    stats = watcher.stats()
+    assert stats["quiet_done"] == 1 and stats["completed"] == 2 and stats["pending"] == 0
+    assert stats["bytes_written"] == len(big) + 8

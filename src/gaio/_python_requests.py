@@ -177,9 +177,10 @@ class _DataWrite(_Slim):
     idle = None
     owed = 0
 
-    def __init__(self, quiet, total):
+    def __init__(self, quiet, total, already=0):
         self.quiet = quiet
         self.total = total  # the write's bytes in all
+        self.size = already  # ... written (try_send took the first ones)
         self.answer = None  # the standing read its view came from (R21)
         self.timed = False
 
@@ -189,7 +190,6 @@ class _DataWrite(_Slim):
         self.ctx = ctx
         self.buffer = buffer
         self.view = view
-        self.size = 0
         self.deadline = deadline
         self.finished = False
 
@@ -221,6 +221,28 @@ class Requests:
     """Mixin of _Core: see the module docstring. Expects the core's fields."""
 
     # ------------------------------------------------------------ in
+
+    def try_send(self, owner, view):
+        """A quiet write to a connection with nothing queued to send is tried
+        now, as the native engines' gaio_core_try_send (and uv_try_write):
+        when the socket takes it all, it needs no request, no copy and no
+        result. The bytes the socket took: 0 when it took none or nothing
+        could go out before what is queued (an error is the queued write's
+        to meet again and report)."""
+        with self.lock:
+            conn = self.conns.get(id(owner))
+            if (self.closed or conn is None or conn() is not owner or conn.writes
+                    or conn.routed or conn.connecting is not None or conn.sock is None):
+                return 0
+            try:
+                size = conn.sock.send(view, _MSG_NOSIGNAL)
+            except OSError:
+                return 0
+            self.bytes_written += size
+            if size == view.nbytes:
+                self.submitted += 1
+                self.quiet_done += 1
+            return size
 
     def submit(self, op, owner, ctx, buffer, view, full, deadline, spec=None):
         with self.lock:

@@ -121,7 +121,11 @@ class PythonWatcher:
                 raise
         elif quiet:
             view = args.data_view(data)
-            spec = _DataWrite(True, view.nbytes)
+            sent = core.try_send(conn, view) if view.nbytes else 0
+            if sent == view.nbytes and sent:
+                view.release()
+                return
+            spec = _DataWrite(True, view.nbytes, sent)
             try:
                 core.submit(_OP_WRITE, conn, ctx, data, view, False, when, spec)
             except BaseException:
