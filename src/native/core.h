@@ -277,6 +277,8 @@ struct gaio_conn {
 _Static_assert(sizeof(void *) != 8 || sizeof(struct gaio_conn) <= 48,
                "gaio_conn outgrew 48 bytes (per idle connection memory)");
 
+static inline uint64_t gaio_conn_id(const gaio_conn *c) { return c->slot | (uint64_t)c->gen << 32; }
+
 /* A short request names its connection by pointer while it is on it and
  * by id otherwise (incoming, done), in one place; any other has both. */
 static inline int gaio_req_on_conn(const gaio_req *r)
@@ -287,7 +289,7 @@ static inline uint64_t gaio_req_conn_id(const gaio_req *r)
 {
     if (!gaio_req_short(r))
         return r->conn_id;
-    return gaio_req_on_conn(r) ? r->conn->slot | (uint64_t)r->conn->gen << 32 : r->short_conn_id;
+    return gaio_req_on_conn(r) ? gaio_conn_id(r->conn) : r->short_conn_id;
 }
 static inline void gaio_req_set_conn_id(gaio_req *r, uint64_t id)
 {

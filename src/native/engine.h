@@ -161,7 +161,7 @@ typedef struct gaio_engine_ops {
 
 /* The live connection with this id, or NULL (stale: freed, reused or closing). */
 gaio_conn *gaio_core_conn(gaio_core *core, uint64_t conn_id);
-static inline uint64_t gaio_conn_id(const gaio_conn *c) { return c->slot | (uint64_t)c->gen << 32; }
+/* gaio_conn_id(c): core.h */
 /* The connection with this id while the core holds it, closing ones
  * included (a completion engine finishing a cancel), else NULL. */
 gaio_conn *gaio_core_conn_held(gaio_core *core, uint64_t conn_id);
