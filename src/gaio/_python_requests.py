@@ -113,6 +113,8 @@ class _Slim:
     fd = -1
     address = None
     retry_at = None
+    gen = 0  # the deadline heap's generation: only a timed standing read changes it
+    idle = None
     reported = None
     session = None
 
@@ -135,8 +137,6 @@ class _StandingRead(_Slim):
     total = 0
     deadline = None  # never set without an idle limit or a deadline
     timed = False
-    gen = 0
-    idle = None
 
     def __init__(self):
         self.conn = self.owner = self.ctx = None
@@ -173,8 +173,6 @@ class _DataWrite(_Slim):
     op = _OP_WRITE
     repeat = False
     held = False
-    gen = 0
-    idle = None
     owed = 0
 
     def __init__(self, quiet, total, already=0):

@@ -122,7 +122,7 @@ class PythonWatcher:
         elif quiet:
             view = args.data_view(data)
             sent = core.try_send(conn, view) if view.nbytes else 0
-            if sent == view.nbytes and sent:
+            if sent and sent == view.nbytes:
                 view.release()
                 return
             spec = _DataWrite(True, view.nbytes, sent)
