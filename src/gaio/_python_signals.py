@@ -10,8 +10,19 @@ by SIGINT/SIGTERM hangs until traffic comes. select() takes no signal mask
 CPython a pipe of its own, watched by its selector, through
 signal.set_wakeup_fd for the duration of each select() that may block: the C
 handler writes to it from whatever thread took the signal, and select()
-returns at once. Installing it is a C call, after which the interpreter runs
-the handlers of signals that came before; every later one writes the pipe.
+returns at once. Every signal after the swap writes the pipe; those that came
+before it have set their flags, and their handlers are run right after the
+swap, directly (PyErr_CheckSignals, reached through signal.pthread_kill to the
+calling thread with signal 0, which sends nothing), as signals.c does.
+
+Waiting for the interpreter's own next check is not enough: CPython 3.11
+re-takes the GIL by recomputing its "something to do" flag (eval_breaker)
+with a plain load and store, and a signal whose C handler runs between the
+two, on this thread, sets the flag only to see it overwritten: the handler
+then waits for the next GIL re-take, which may be the end of a long sleep.
+set_wakeup_fd() itself drops the GIL (fstat) just before it installs the
+descriptor, so the gap is real: a CI run waited out a 3 s wait_io() that
+way (tests/test_signals.py reproduces it deterministically under gdb).
 
 Only on the main thread (set_wakeup_fd works there only, and only there do
 handlers run), and only when no one else's descriptor is set (an event
@@ -24,6 +35,8 @@ import threading
 
 _set_wakeup_fd = signal.set_wakeup_fd
 _main_thread = threading.main_thread
+_get_ident = threading.get_ident
+_pthread_kill = getattr(signal, "pthread_kill", None)  # not on Windows
 
 
 class SignalWakeup:
@@ -64,6 +77,8 @@ class SignalWakeup:
         if previous != -1:
             self.armed = False
             _set_wakeup_fd(previous)
+        elif _pthread_kill is not None:
+            _pthread_kill(_get_ident(), 0)  # runs the pending handlers: see above
 
     def disarm(self):
         if self.armed:
