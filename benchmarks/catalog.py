@@ -39,6 +39,9 @@ def _python(script, *args):
 
 # The batch_wait of the gaio-ENGINE-bwN servers, in microseconds.
 BATCH_WAIT_US = 100
+# The bufsize of the gaio-ENGINE-bufNk servers: uvloop's read size (its
+# transports recv into a 256 KiB buffer); gaio's default is 64 KiB.
+STREAM_BUFSIZE = 256 * 1024
 
 # (name, script, module needed); in the order tables list them after gaio and C.
 BASELINES = (
@@ -106,6 +109,14 @@ def discover(c_epoll_binary, c_uring_binary=None):
             servers.append(Server("gaio-%s-bw%d" % (engine, BATCH_WAIT_US),
                                   _python("gaio_server.py", "--engine", engine, "--batch-wait",
                                           str(BATCH_WAIT_US / 1e6)), "gaio", only=("rate*",)))
+    # A standing read's result holds at most bufsize bytes, so a bulk stream
+    # costs a recv, a send and a result per bufsize: the stream workload shows
+    # what Watcher(bufsize) buys there (the other workloads read less a time).
+    for engine in engines:
+        if engines[engine] is None:
+            servers.append(Server("gaio-%s-buf%dk" % (engine, STREAM_BUFSIZE // 1024),
+                                  _python("gaio_server.py", "--engine", engine, "--bufsize",
+                                          str(STREAM_BUFSIZE)), "gaio", only=("stream",)))
     if c_epoll_binary is not None:
         servers.append(Server("c-epoll", (str(c_epoll_binary),), "ceiling"))
     if c_uring_binary is not None:
