@@ -189,8 +189,7 @@ class AcceptConnect:
         """Connect `req` is done: deliver it, then start (or fail, with an
         error of the same class, in request order) what queued behind it."""
         conn.connecting = None
-        behind = conn.behind
-        conn.behind = None
+        behind, req.behind = req.behind, None
         if error is not None and not conn.dgram:
             conn.peer = error  # a later start_tls() completes with its class (R28)
         self._finish(req, 0, error, None, False)

@@ -54,8 +54,7 @@ class _Conn(weakref.ref):
     id() of that object, the connection's key in the core's `conns`.
     """
     __slots__ = ("key", "sock", "fd", "reads", "writes", "interest", "deferred",
-                 "stalled", "connecting", "behind", "standing", "dgram", "peer", "routed",
-                 "tls")
+                 "stalled", "connecting", "standing", "dgram", "peer", "routed", "tls")
 
     def __new__(cls, owner, callback, key, sock, dgram=False, peer=False):
         return weakref.ref.__new__(cls, owner, callback)
@@ -69,8 +68,9 @@ class _Conn(weakref.ref):
         self.interest = 0  # selector events registered
         self.deferred = False  # in the watcher's deferred list
         self.stalled = False  # the head read waits: back-pressure, accept backoff
-        self.connecting = None  # the connect request under way
-        self.behind = None  # ... and the requests made on conn meanwhile, in order
+        # the connect request under way; the requests made on conn meanwhile
+        # are its `behind` (kept there, not here: 16 bytes per connection)
+        self.connecting = None
         self.standing = None  # the standing read that answers for conn's writes (R21)
         # a datagram socket (R24): its reads and writes go to _python_datagrams
         self.dgram = dgram
@@ -147,8 +147,8 @@ class Conns:
             ended = [*conn.reads, *conn.writes]
             if conn.connecting is not None:
                 ended.insert(0, conn.connecting)
+                conn.connecting.behind = None
                 conn.connecting = None
-                conn.behind = None
             conn.reads = []
             conn.writes = NO_WRITES
             for req in ended:

@@ -73,7 +73,7 @@ class _Special(_Request):
     """Every 0.2 request, and a plain write back-pressure accounts for."""
     __slots__ = ("repeat", "quiet", "answer", "held", "timed", "gen",
                  "idle", "owed", "total", "items", "index", "offset", "fd", "address",
-                 "retry_at", "reported", "session")
+                 "retry_at", "reported", "session", "behind")
 
     def __init__(self):
         self.special = True
@@ -94,6 +94,7 @@ class _Special(_Request):
         self.retry_at = None  # a standing accept or a connect in backoff
         self.reported = None  # ... when it last reported a resource error
         self.session = None  # start_tls: the TLS session it begins (_python_tls)
+        self.behind = None  # connect: the requests made on its socket meanwhile, in order
 
     def setup(self, op, conn, owner, ctx, buffer, view, full, deadline):
         _Request.__init__(self, op, conn, owner, ctx, buffer, view, full, deadline)
@@ -284,8 +285,8 @@ class Requests:
                     queue.append(req)
                     self.submitted += 1
                     self.pending += 1
-                    if conn.behind is not None:
-                        conn.behind.append(req)
+                    if conn.connecting is not None:
+                        conn.connecting.behind.append(req)
                     wake = False
                     if len(queue) == 1:
                         self.fresh.append(req)
@@ -301,7 +302,7 @@ class Requests:
             req.setup(op, conn, owner, ctx, buffer, view, full, deadline)
             if op is _OP_CONNECT:
                 conn.connecting = req
-                conn.behind = []
+                req.behind = []
                 # a datagram socket is connected from now on (R25); a stream
                 # socket counts as connecting for start_tls() (R28)
                 conn.peer = True
@@ -346,8 +347,8 @@ class Requests:
         """Count request `req`, just queued, and get it started."""
         self.submitted += 1
         self.pending += 1
-        if conn.behind is not None:
-            conn.behind.append(req)
+        if conn.connecting is not None:
+            conn.connecting.behind.append(req)
         wake = False
         if len(queue) == 1:
             self.fresh.append(req)
