@@ -145,10 +145,11 @@ class Conns:
                 self._tls_goodbye(conn)  # R30: close_notify, if it goes at once
             self._close_conn(conn)
             ended = [*conn.reads, *conn.writes]
-            if conn.connecting is not None:
-                ended.insert(0, conn.connecting)
-                conn.connecting.behind = None
-                conn.connecting = None
+            connect = conn.connecting
+            if connect is not None:
+                ended.insert(0, connect)
+                conn.connecting = None  # first: behind is a list while it is set
+                connect.behind = None
             conn.reads = []
             conn.writes = NO_WRITES
             for req in ended:
