@@ -243,6 +243,9 @@ typedef struct gaio_result {
     uint8_t datagram;           /* a read of a datagram socket: never a view back-pressure counts */
     uint8_t truncated;          /* the datagram was longer than the room it landed in */
     gaio_addr *addr;            /* the sender (unconnected datagram socket), or NULL */
+    uint64_t conn_id;           /* req's connection, filled in by gaio_core_take_results under
+                                 * the lock: a short request's changes form (gaio_req_conn_id)
+                                 * when it ends, which another thread may make it do meanwhile */
 } gaio_result;
 
 /* gaio_core_watch's flags: what kind of socket (the binding knows it) */

@@ -157,6 +157,7 @@ uint32_t gaio_core_take_results(gaio_core *core, gaio_result *buf, uint32_t cap,
     core->nres -= n;
     *left = core->nres;
     for (uint32_t i = 0; i < n; i++) {
+        buf[i].conn_id = gaio_req_conn_id(buf[i].req);
         if (buf[i].final)
             core->stats.pending--;
         if (buf[i].silent)

@@ -410,7 +410,7 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
         it->owner = NULL;
         /* a datagram socket's views count for no standing read (R27) */
         it->conn_id = w->write_high && !e->final && it->op == GAIO_OP_READ && !e->datagram
-                          ? gaio_req_conn_id(&p->req) : 0;
+                          ? e->conn_id : 0;
         it->seq = p->req.seq;
         if (e->ptr && e->size) {
             it->owner = ibuf_owner(w, e->ptr); /* no GC: IbufMem is not tracked */
@@ -478,7 +478,7 @@ PyObject *gaio__build_results(Watcher *w, gaio_result *res, Py_ssize_t n)
                 : e->error == GAIO_ERR_TLS ? gaio__tls_error_take(w, e->req)
                                            : gaio__error_object(e->error);
         if (error && it->op == GAIO_OP_CONNECT && e->error > 0 && p)
-            note_connect_error(w, gaio_req_conn_id(&p->req), e->error);
+            note_connect_error(w, e->conn_id, e->error);
         if (error && e->addr && !(sender = gaio__sender_object(e->addr)))
             Py_CLEAR(error);
         if (error) {
